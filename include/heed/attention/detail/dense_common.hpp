@@ -1,0 +1,87 @@
+// Shared pieces of the dense kernels: head-dim dispatch, lane positions, typed row access.
+// Private header: include heed/attention/dense.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/attention/params.hpp"
+#include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
+#include "heed/core/dtype.hpp"
+#include "heed/scoring/observer.hpp"
+#include "heed/simd/math.hpp"
+#include "heed/simd/reduce.hpp"
+
+namespace heed {
+namespace detail {
+
+// Calls f(std::integral_constant<int, D>) with D the specialized head dim, or D = 0 (generic).
+template <class F>
+HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
+  switch (d) {
+    case 64:
+      return f(std::integral_constant<int, 64>{});
+    case 80:
+      return f(std::integral_constant<int, 80>{});
+    case 96:
+      return f(std::integral_constant<int, 96>{});
+    case 128:
+      return f(std::integral_constant<int, 128>{});
+    case 256:
+      return f(std::integral_constant<int, 256>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
+  }
+}
+
+// Calls f(T{}) with T the K/V storage type.
+template <class F>
+HEED_FORCE_INLINE auto with_kv_type(dtype t, F&& f) {
+  switch (t) {
+    case dtype::f16:
+      return f(f16{});
+    case dtype::bf16:
+      return f(bf16{});
+    default:
+      return f(float{});
+  }
+}
+
+// 0, 1, 2, ... in the lanes.
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<std::int32_t, A> lane_iota() noexcept {
+  using I = xsimd::batch<std::int32_t, A>;
+  alignas(64) std::int32_t v[I::size];
+  for (std::size_t i = 0; i < I::size; ++i) v[i] = static_cast<std::int32_t>(i);
+  return I::load_aligned(v);
+}
+
+constexpr float neg_inf = -std::numeric_limits<float>::infinity();
+
+// Final (natural-log) row statistics from the kernel's base-2 running state, after the
+// variant's row finalize. Returns the factor that converts the accumulated output to the final
+// output (0 for an empty row).
+template <class Variant>
+HEED_FORCE_INLINE float finish_row(const Variant& var, int q_head, std::int64_t q_pos, float m2,
+                                   float d, float t2, float& lse, float& entropy) noexcept {
+  row_state r{m2 * simd::ln2, d, t2 * simd::ln2};
+  const float m_before = r.m;
+  if constexpr (Variant::has_row_finalize) var.finalize_row(q_head, q_pos, r);
+  if (!(r.d > 0.f)) {
+    lse = neg_inf;
+    entropy = 0.f;
+    return 0.f;
+  }
+  lse = r.m + std::log(r.d);
+  entropy = std::max(0.f, lse - r.t / r.d);
+  const float rescale = (m_before == r.m || d == 0.f) ? 1.f : std::exp(m_before - r.m);
+  return rescale / r.d;
+}
+
+}  // namespace detail
+}  // namespace heed

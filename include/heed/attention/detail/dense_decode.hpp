@@ -1,0 +1,380 @@
+// Decode: one query row per head, split-KV.
+//
+// The keys are cut into fixed partitions (independent of the thread count). A task is one
+// (KV head, partition) and serves all G = Hq / Hkv query heads of that KV head in one pass over
+// its keys, so each K/V byte is read once per step. Keys are converted from f16/bf16 in
+// registers. Each task leaves a partial (m, d, t, o) per query head; a second pass merges the
+// partials in partition order, finalizes the rows and, if an observer asks, turns the stored
+// logits into probabilities and reports them.
+// Private header: include heed/attention/dense.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "heed/attention/detail/dense_common.hpp"
+#include "heed/core/executor.hpp"
+#include "heed/core/workspace.hpp"
+#include "heed/simd/arch.hpp"
+#include "heed/simd/convert.hpp"
+
+namespace heed {
+namespace detail {
+
+struct decode_cfg {
+  static constexpr std::int64_t partition = 1024;  // keys per split-KV partition
+  static constexpr int NB = 64;                    // keys per softmax block
+};
+
+struct decode_layout {
+  std::int64_t k_lo, k_hi, n_parts, group, d;
+  bool keep_logits;
+};
+
+HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
+                                                   bool keep_logits) noexcept {
+  decode_layout l;
+  l.k_lo = 0;
+  l.k_hi = p.kv_len();
+  if (p.causal) l.k_hi = std::min(l.k_hi, p.offset() + 1);
+  l.n_parts = std::max<std::int64_t>(
+      1, (l.k_hi - l.k_lo + decode_cfg::partition - 1) / decode_cfg::partition);
+  l.group = p.q_heads() / p.kv_heads();
+  l.d = p.head_dim();
+  l.keep_logits = keep_logits;
+  return l;
+}
+
+// Workspace: per thread [G][d] scaled queries, [G][NB] logits, [G][d] output accumulators;
+// shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial outputs; optionally [Hq][Lk] logits.
+struct decode_buffers {
+  float* thread_base;
+  std::size_t per_thread;
+  float* part_mdt;  // [Hq][parts][3]
+  float* part_o;    // [Hq][parts][d]
+  float* logits;    // [Hq][Lk] or null
+};
+
+// Row stride of the per-thread query and output scratch: d rounded up to 16 floats (64 bytes).
+inline std::int64_t decode_dstride(std::int64_t d) noexcept { return (d + 15) / 16 * 16; }
+
+HEED_FORCE_INLINE std::size_t decode_per_thread_floats(const decode_layout& l) noexcept {
+  const std::size_t g = std::size_t(l.group), ds = std::size_t(decode_dstride(l.d));
+  return align_up((g * ds * 2 + g * decode_cfg::NB + 3 * g) * 4) / 4;
+}
+
+inline decode_buffers carve_decode(void* ws, const dense_params& p, const decode_layout& l,
+                                   int threads) noexcept {
+  workspace_carver c(ws ? workspace_carver::align_base(ws) : nullptr);
+  decode_buffers b;
+  b.per_thread = decode_per_thread_floats(l);
+  b.thread_base = c.take<float>(b.per_thread * std::size_t(threads));
+  b.part_mdt = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * 3);
+  b.part_o = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
+  b.logits = l.keep_logits ? c.take<float>(std::size_t(p.q_heads()) * p.kv_len()) : nullptr;
+  return b;
+}
+
+HEED_FORCE_INLINE std::size_t decode_workspace_size(const dense_params& p, int threads,
+                                                    bool keep_logits) noexcept {
+  const decode_layout l = make_decode_layout(p, keep_logits);
+  workspace_carver c(nullptr);
+  c.take<float>(decode_per_thread_floats(l) * std::size_t(threads));
+  c.take<float>(std::size_t(p.q_heads()) * l.n_parts * 3);
+  c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
+  if (keep_logits) c.take<float>(std::size_t(p.q_heads()) * p.kv_len());
+  return c.bytes_needed();
+}
+
+// Dot products of one key row with G query rows: out[g] = sum_k k[k] * q[g][k].
+template <class A, int D, class KV>
+HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* HEED_RESTRICT qs,
+                                     std::int64_t g_count, std::int64_t d_rt, std::int64_t qstride,
+                                     float* out, std::int64_t out_stride) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::int64_t L = B::size;
+  const std::int64_t d = D ? D : d_rt;
+  if constexpr (D != 0 && D % L == 0) {
+    constexpr int NV = D / L;
+    B k[NV];
+    for (int c = 0; c < NV; ++c) k[c] = simd::load_as_float<A>(krow + c * L);
+    std::int64_t g = 0;
+    for (; g + 2 <= g_count; g += 2) {
+      const float* q0 = qs + g * qstride;
+      const float* q1 = q0 + qstride;
+      B a0 = k[0] * B::load_aligned(q0), a1 = k[0] * B::load_aligned(q1);
+      for (int c = 1; c < NV; ++c) {
+        a0 = xsimd::fma(k[c], B::load_aligned(q0 + c * L), a0);
+        a1 = xsimd::fma(k[c], B::load_aligned(q1 + c * L), a1);
+      }
+      out[g * out_stride] = simd::hsum<A>(a0);
+      out[(g + 1) * out_stride] = simd::hsum<A>(a1);
+    }
+    if (g < g_count) {
+      const float* q0 = qs + g * qstride;
+      B a0 = k[0] * B::load_aligned(q0);
+      for (int c = 1; c < NV; ++c) a0 = xsimd::fma(k[c], B::load_aligned(q0 + c * L), a0);
+      out[g * out_stride] = simd::hsum<A>(a0);
+    }
+  } else {
+    for (std::int64_t g = 0; g < g_count; ++g) {
+      const float* q = qs + g * qstride;
+      B a(0.f);
+      std::int64_t c = 0;
+      for (; c + L <= d; c += L)
+        a = xsimd::fma(simd::load_as_float<A>(krow + c), B::load_unaligned(q + c), a);
+      float sum = simd::hsum<A>(a);
+      for (; c < d; ++c) sum += to_float(krow[c]) * q[c];
+      out[g * out_stride] = sum;
+    }
+  }
+}
+
+// o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys.
+template <class A, int GB, int CB, class KV>
+HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
+                                       const float* HEED_RESTRICT pb, const KV* vrow0,
+                                       std::int64_t vstride, std::int64_t c0, int nb) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr int L = static_cast<int>(B::size);
+  B acc[GB][CB];
+  for (int g = 0; g < GB; ++g)
+    for (int c = 0; c < CB; ++c) acc[g][c] = B::load_aligned(o + g * o_stride + c0 + c * L);
+  const KV* vrow = vrow0 + c0;
+  for (int j = 0; j < nb; ++j, vrow += vstride) {
+    B vv[CB];
+    for (int c = 0; c < CB; ++c) vv[c] = simd::load_as_float<A>(vrow + c * L);
+    for (int g = 0; g < GB; ++g) {
+      const B pj(pb[g * decode_cfg::NB + j]);
+      for (int c = 0; c < CB; ++c) acc[g][c] = xsimd::fma(pj, vv[c], acc[g][c]);
+    }
+  }
+  for (int g = 0; g < GB; ++g)
+    for (int c = 0; c < CB; ++c) acc[g][c].store_aligned(o + g * o_stride + c0 + c * L);
+}
+
+template <class A, int D, class KV, class Variant, class Obs>
+struct decode_kernel {
+  using B = xsimd::batch<float, A>;
+  using I = xsimd::batch<std::int32_t, A>;
+  static constexpr int L = static_cast<int>(B::size);
+  static constexpr int NB = decode_cfg::NB;
+  static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
+
+  const dense_params& p;
+  const Variant& var;
+  Obs& obs;
+  decode_layout lay;
+  decode_buffers buf;
+  std::int64_t d, ds, qpos;
+  float qscale;
+
+  decode_kernel(const dense_params& params, const Variant& v, Obs& o, const decode_layout& l,
+                const decode_buffers& b) noexcept
+      : p(params), var(v), obs(o), lay(l), buf(b) {
+    d = D ? D : p.head_dim();
+    ds = decode_dstride(d);
+    qpos = p.offset();
+    qscale = p.logit_scale() * simd::log2e;
+  }
+
+  std::int64_t part_begin(std::int64_t part) const noexcept {
+    return lay.k_lo + part * decode_cfg::partition;
+  }
+  std::int64_t part_end(std::int64_t part) const noexcept {
+    return std::min(lay.k_hi, part_begin(part) + decode_cfg::partition);
+  }
+
+  // Task: one (kv head, partition).
+  void run_partition(std::int64_t task, int thread) const noexcept {
+    const int kvh = static_cast<int>(task / lay.n_parts);
+    const std::int64_t part = task % lay.n_parts;
+    const std::int64_t G = lay.group;
+    const int h0 = static_cast<int>(kvh * G);
+    float* tb = buf.thread_base + buf.per_thread * std::size_t(thread);
+    float* qs = tb;             // [G][ds] scaled queries
+    float* oacc = qs + G * ds;  // [G][ds] output accumulators
+    float* sb = oacc + G * ds;  // [G][NB] logits, then probabilities of one key block
+    float* mg = sb + G * NB;    // [G] running max (base 2)
+    float* dg = mg + G;         // [G] running denominator
+    float* tg = dg + G;         // [G] running sum of p * s
+    const float* qbase = static_cast<const float*>(p.q.data);
+    for (std::int64_t g = 0; g < G; ++g) {
+      const float* qrow = qbase + p.q.offset(0, h0 + int(g));
+      for (std::int64_t c = 0; c < d; ++c) qs[g * ds + c] = qrow[c] * qscale;
+      for (std::int64_t c = 0; c < ds; ++c) oacc[g * ds + c] = 0.f;
+    }
+    for (std::int64_t g = 0; g < G; ++g) {
+      mg[g] = neg_inf;
+      dg[g] = 0.f;
+      tg[g] = 0.f;
+    }
+    const KV* kbase = static_cast<const KV*>(p.k.data);
+    const KV* vbase = static_cast<const KV*>(p.v.data);
+    const std::int64_t b0 = part_begin(part), b1 = part_end(part);
+    const I qpos_v(static_cast<std::int32_t>(qpos));
+    const I iota = lane_iota<A>();
+    for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
+      const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
+      const KV* krow = kbase + p.k.offset(j0, kvh);
+      for (int j = 0; j < nb; ++j, krow += p.k.seq_stride)
+        decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
+      // Softmax block per query head; lanes are keys.
+      for (std::int64_t g = 0; g < G; ++g) {
+        float* srow = sb + g * NB;
+        const int h = h0 + int(g);
+        B bmax(neg_inf);
+        for (int j = 0; j < nb; j += L) {
+          B sv = B::load_aligned(srow + j);
+          const I kpos = iota + I(static_cast<std::int32_t>(j0 + j));
+          if constexpr (Variant::has_logits_transform) {
+            const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
+            sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
+          }
+          auto keep = xsimd::bool_cast(kpos < I(static_cast<std::int32_t>(j0 + nb)));
+          if constexpr (Variant::has_logits_mask) {
+            const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
+            keep = keep && var.keep(ctx);
+          }
+          sv = xsimd::select(keep, sv, B(neg_inf));
+          sv.store_aligned(srow + j);
+          bmax = xsimd::max(bmax, sv);
+        }
+        if (lay.keep_logits) {
+          float* lrow = buf.logits + std::size_t(h) * p.kv_len() + j0;
+          for (int j = 0; j < nb; ++j) lrow[j] = srow[j];
+        }
+        const float m_old = mg[g];
+        const float m_new = std::max(m_old, simd::hmax<A>(bmax));
+        const float m_use = m_new == neg_inf ? 0.f : m_new;
+        const B mu(m_use);
+        B sum(0.f), t(0.f);
+        for (int j = 0; j < nb; j += L) {
+          const B sv = B::load_aligned(srow + j);
+          const B pv = simd::fast_exp2<A>(sv - mu);
+          sum += pv;
+          if constexpr (kEntropy) t = xsimd::fma(pv, xsimd::max(sv, B(-1e30f)), t);
+          pv.store_aligned(srow + j);
+        }
+        const float alpha = m_old == neg_inf ? 0.f : std::exp2(m_old - m_use);
+        dg[g] = dg[g] * alpha + simd::hsum<A>(sum);
+        if constexpr (kEntropy) tg[g] = tg[g] * alpha + simd::hsum<A>(t);
+        mg[g] = m_new;
+        if (alpha != 1.f) {
+          const B av(alpha);
+          float* og = oacc + g * ds;
+          std::int64_t c = 0;
+          for (; c + L <= d; c += L) (B::load_unaligned(og + c) * av).store_unaligned(og + c);
+          for (; c < d; ++c) og[c] *= alpha;
+        }
+      }
+      // O += P V, all query heads of the group per pass over the block's values.
+      const KV* vrow0 = vbase + p.v.offset(j0, kvh);
+      pv_all(oacc, sb, vrow0, nb);
+    }
+    // Leave the partial state.
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::size_t slot = std::size_t(h0 + g) * lay.n_parts + part;
+      buf.part_mdt[slot * 3 + 0] = mg[g];
+      buf.part_mdt[slot * 3 + 1] = dg[g];
+      buf.part_mdt[slot * 3 + 2] = tg[g];
+      float* po = buf.part_o + slot * d;
+      for (std::int64_t c = 0; c < d; ++c) po[c] = oacc[g * ds + c];
+    }
+  }
+
+  void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb) const noexcept {
+    const std::int64_t G = lay.group;
+    const std::int64_t vstride = p.v.seq_stride;
+    if constexpr (D != 0 && D % L == 0) {
+      constexpr int NV = D / L;
+      constexpr int CB = NV % 4 == 0 ? 4 : NV % 3 == 0 ? 3 : NV % 2 == 0 ? 2 : 1;
+      for (std::int64_t c0 = 0; c0 < D; c0 += CB * L) {
+        std::int64_t g = 0;
+        for (; g + 4 <= G; g += 4)
+          decode_pv_block<A, 4, CB, KV>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb);
+        for (; g + 2 <= G; g += 2)
+          decode_pv_block<A, 2, CB, KV>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb);
+        for (; g < G; ++g)
+          decode_pv_block<A, 1, CB, KV>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb);
+      }
+    } else {
+      // Generic head dim: vector body, scalar tail columns.
+      const std::int64_t dv = d / L * L;
+      for (std::int64_t g = 0; g < G; ++g) {
+        float* og = oacc + g * ds;
+        const float* pg = sb + g * NB;
+        const KV* vrow = vrow0;
+        for (int j = 0; j < nb; ++j, vrow += vstride) {
+          const B pj(pg[j]);
+          for (std::int64_t c = 0; c < dv; c += L)
+            xsimd::fma(pj, simd::load_as_float<A>(vrow + c), B::load_unaligned(og + c))
+                .store_unaligned(og + c);
+          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * to_float(vrow[c]);
+        }
+      }
+    }
+  }
+
+  // Merge task: one kv head (all its query heads), partitions in order.
+  void merge(std::int64_t kvh) const noexcept {
+    const std::int64_t G = lay.group;
+    float* obase = static_cast<float*>(p.o.data);
+    const std::int64_t rstride = p.row_stride();
+    for (std::int64_t g = 0; g < G; ++g) {
+      const int h = static_cast<int>(kvh * G + g);
+      const float* mdt = buf.part_mdt + std::size_t(h) * lay.n_parts * 3;
+      float mx = neg_inf;
+      for (std::int64_t q = 0; q < lay.n_parts; ++q) mx = std::max(mx, mdt[q * 3]);
+      const float mu = mx == neg_inf ? 0.f : mx;
+      float dsum = 0.f, tsum = 0.f;
+      float* orow = obase + p.o.offset(0, h);
+      for (std::int64_t c = 0; c < d; ++c) orow[c] = 0.f;
+      for (std::int64_t q = 0; q < lay.n_parts; ++q) {
+        const float w = mdt[q * 3] == neg_inf ? 0.f : std::exp2(mdt[q * 3] - mu);
+        dsum += mdt[q * 3 + 1] * w;
+        tsum += mdt[q * 3 + 2] * w;
+        const float* po = buf.part_o + (std::size_t(h) * lay.n_parts + q) * d;
+        if (w != 0.f)
+          for (std::int64_t c = 0; c < d; ++c) orow[c] += po[c] * w;
+      }
+      float lse, ent;
+      const float f = finish_row(var, h, qpos, mx, dsum, tsum, lse, ent);
+      for (std::int64_t c = 0; c < d; ++c) orow[c] *= f;
+      if (p.lse) p.lse[h * rstride] = lse;
+      if constexpr (kEntropy) {
+        if (p.entropy) p.entropy[h * rstride] = ent;
+        obs.on_row(h, 0, lse, ent);
+      }
+      if constexpr (observer_traits<Obs>::probs) {
+        if (lay.keep_logits) {
+          // p_j = exp(s_j - LSE): the stored logits are base-2 scaled.
+          float* lrow = buf.logits + std::size_t(h) * p.kv_len();
+          const B l2(lse == neg_inf ? 0.f : lse * simd::log2e);
+          std::int64_t j = lay.k_lo;
+          for (; j + L <= lay.k_hi; j += L)
+            simd::fast_exp2<A>(B::load_unaligned(lrow + j) - l2).store_unaligned(lrow + j);
+          for (; j < lay.k_hi; ++j) {
+            const float x = lrow[j];
+            lrow[j] = x == neg_inf ? 0.f : std::exp2(x - (lse * simd::log2e));
+          }
+          obs.on_probs(h, lay.k_lo, lrow + lay.k_lo, lay.k_hi - lay.k_lo);
+        }
+      }
+    }
+  }
+};
+
+template <class A, int D, class KV, class Variant, class Obs>
+void run_decode(const dense_params& p, const Variant& var, Obs& obs, workspace ws, executor& ex,
+                bool keep_logits) noexcept {
+  const decode_layout lay = make_decode_layout(p, keep_logits);
+  const decode_buffers buf = carve_decode(ws.data, p, lay, ex.concurrency());
+  const decode_kernel<A, D, KV, Variant, Obs> k(p, var, obs, lay, buf);
+  ex.parallel_for(p.kv_heads() * lay.n_parts,
+                  [&k](std::int64_t task, int thread) { k.run_partition(task, thread); });
+  ex.parallel_for(p.kv_heads(), [&k](std::int64_t task, int) { k.merge(task); });
+}
+
+}  // namespace detail
+}  // namespace heed

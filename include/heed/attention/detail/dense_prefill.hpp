@@ -1,0 +1,325 @@
+// Prefill: tiled flash attention with queries in the SIMD lanes.
+//
+// A task is one (query head, tile of BR queries). The tile's queries are packed transposed
+// (QT[k][r], pre-scaled by scale * log2 e), so that
+//   S^T = K_tile . Q^T   is broadcast(K[j][k]) x QT[k][lanes] FMAs into NK x QV registers,
+//   O^T += V^T . P^T     is broadcast(V[j][c]) x PT[j][lanes] FMAs into NC x QV registers,
+// and the online softmax (max, exp, sums) is purely vertical: no horizontal reductions.
+// Causal tiles entirely in the future are skipped; only tiles that cross the diagonal are masked.
+// Private header: include heed/attention/dense.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "heed/attention/detail/dense_common.hpp"
+#include "heed/core/executor.hpp"
+#include "heed/core/workspace.hpp"
+#include "heed/simd/arch.hpp"
+#include "heed/simd/convert.hpp"
+
+namespace heed {
+namespace detail {
+
+template <class A>
+struct prefill_cfg {
+  static constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
+  static constexpr int QV = 2;                           // query vectors per tile
+  static constexpr int BR = QV * L;                      // queries per tile
+  static constexpr int BC = 64;                          // keys per tile
+  static constexpr int NK = simd::is_avx512<A> ? 8 : 4;  // keys per S micro-block
+  static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // output columns per PV micro-block
+  static_assert(BC % NK == 0, "key tile must be a multiple of the micro-block");
+};
+
+// Per-thread scratch of the prefill kernel (floats).
+template <class A>
+struct prefill_scratch {
+  float* qt;  // [d][BR]
+  float* st;  // [BC][BR] logits, then probabilities
+  float* ot;  // [d][BR]
+  float* kc;  // [BC][d] converted keys (16-bit K/V only)
+  float* vc;  // [BC][d] converted values
+};
+
+template <class A>
+inline std::size_t prefill_scratch_floats(std::int64_t d, bool convert) noexcept {
+  using C = prefill_cfg<A>;
+  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 +
+         align_up(std::size_t(C::BC) * C::BR * 4) / 4 +
+         (convert ? align_up(std::size_t(C::BC) * d * 4) / 4 * 2 : 0);
+}
+
+template <class A>
+HEED_FORCE_INLINE prefill_scratch<A> carve_prefill(float* base, std::int64_t d,
+                                                   bool convert) noexcept {
+  using C = prefill_cfg<A>;
+  prefill_scratch<A> s;
+  s.qt = base;
+  base += align_up(std::size_t(d) * C::BR * 4) / 4;
+  s.ot = base;
+  base += align_up(std::size_t(d) * C::BR * 4) / 4;
+  s.st = base;
+  base += align_up(std::size_t(C::BC) * C::BR * 4) / 4;
+  s.kc = convert ? base : nullptr;
+  if (convert) base += align_up(std::size_t(C::BC) * d * 4) / 4;
+  s.vc = convert ? base : nullptr;
+  return s;
+}
+
+// S^T micro-block: acc[n][v] = sum_k K[n][k] * QT[k][v*L .. v*L+L) for NK keys.
+template <class A, int D, int NK, int QV>
+HEED_FORCE_INLINE void qk_block(const float* HEED_RESTRICT qt, const float* const* krows,
+                                std::int64_t d_rt, xsimd::batch<float, A> (&acc)[NK][QV]) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr int L = static_cast<int>(B::size);
+  constexpr int BR = QV * L;
+  const std::int64_t d = D ? D : d_rt;
+  for (int n = 0; n < NK; ++n)
+    for (int v = 0; v < QV; ++v) acc[n][v] = B(0.f);
+  for (std::int64_t k = 0; k < d; ++k) {
+    B q[QV];
+    for (int v = 0; v < QV; ++v) q[v] = B::load_aligned(qt + k * BR + v * L);
+    for (int n = 0; n < NK; ++n) {
+      const B b(krows[n][k]);
+      for (int v = 0; v < QV; ++v) acc[n][v] = xsimd::fma(b, q[v], acc[n][v]);
+    }
+  }
+}
+
+// O^T micro-block: ot[c0+n][lanes] = ot[c0+n][lanes] * alpha + sum_j V[j][c0+n] * PT[j][lanes].
+template <class A, int NC, int QV>
+HEED_FORCE_INLINE void pv_block(float* HEED_RESTRICT ot, const float* HEED_RESTRICT pt,
+                                const float* HEED_RESTRICT vbase, std::int64_t vstride,
+                                std::int64_t c0, int nk,
+                                const xsimd::batch<float, A> (&alpha)[QV]) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr int L = static_cast<int>(B::size);
+  constexpr int BR = QV * L;
+  B acc[NC][QV];
+  for (int n = 0; n < NC; ++n)
+    for (int v = 0; v < QV; ++v) acc[n][v] = B::load_aligned(ot + (c0 + n) * BR + v * L) * alpha[v];
+  const float* vrow = vbase + c0;
+  for (int j = 0; j < nk; ++j, vrow += vstride) {
+    B p[QV];
+    for (int v = 0; v < QV; ++v) p[v] = B::load_aligned(pt + j * BR + v * L);
+    for (int n = 0; n < NC; ++n) {
+      const B b(vrow[n]);
+      for (int v = 0; v < QV; ++v) acc[n][v] = xsimd::fma(b, p[v], acc[n][v]);
+    }
+  }
+  for (int n = 0; n < NC; ++n)
+    for (int v = 0; v < QV; ++v) acc[n][v].store_aligned(ot + (c0 + n) * BR + v * L);
+}
+
+template <class A, int D, class KV, class Variant, class Obs>
+struct prefill_kernel {
+  using B = xsimd::batch<float, A>;
+  using I = xsimd::batch<std::int32_t, A>;
+  using C = prefill_cfg<A>;
+  static constexpr int L = C::L, QV = C::QV, BR = C::BR, BC = C::BC, NK = C::NK, NC = C::NC;
+  static constexpr bool kConvert = !std::is_same<KV, float>::value;
+  static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
+
+  const dense_params& p;
+  const Variant& var;
+  Obs& obs;
+  float* scratch_base;
+  std::size_t scratch_floats;
+  std::int64_t d, lq, lk, hq, group, offset, n_tiles;
+  float qscale;
+
+  prefill_kernel(const dense_params& params, const Variant& v, Obs& o, float* base,
+                 std::size_t per_thread) noexcept
+      : p(params), var(v), obs(o), scratch_base(base), scratch_floats(per_thread) {
+    d = D ? D : p.head_dim();
+    lq = p.q_len();
+    lk = p.kv_len();
+    hq = p.q_heads();
+    group = hq / p.kv_heads();
+    offset = p.offset();
+    n_tiles = (lq + BR - 1) / BR;
+    qscale = p.logit_scale() * simd::log2e;
+  }
+
+  // Tasks: heaviest (last) query tiles first so dynamic scheduling balances causal work.
+  void run_task(std::int64_t task, int thread) const noexcept {
+    const std::int64_t tile = n_tiles - 1 - task / hq;
+    const int h = static_cast<int>(task % hq);
+    prefill_scratch<A> s = carve_prefill<A>(scratch_base + scratch_floats * thread, d, kConvert);
+    run_tile(h, tile, s);
+  }
+
+  void run_tile(int h, std::int64_t tile, const prefill_scratch<A>& s) const noexcept {
+    const int kvh = static_cast<int>(h / group);
+    const std::int64_t i0 = tile * BR;
+    const int nrows = static_cast<int>(std::min<std::int64_t>(BR, lq - i0));
+    const std::int64_t pos0 = offset + i0;
+
+    // Pack Q^T, pre-scaled; padding rows are zero.
+    {
+      const float* qbase = static_cast<const float*>(p.q.data);
+      for (int r = 0; r < BR; ++r) {
+        if (r < nrows) {
+          const float* qrow = qbase + p.q.offset(i0 + r, h);
+          for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = qrow[k] * qscale;
+        } else {
+          for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = 0.f;
+        }
+      }
+    }
+    std::int64_t k_lo = 0, k_hi = lk;
+    if (p.causal) k_hi = std::min(lk, pos0 + nrows);
+    if constexpr (Variant::has_key_range) var.key_range(pos0, pos0 + nrows - 1, k_lo, k_hi);
+    k_lo = std::max<std::int64_t>(k_lo, 0);
+
+    B m[QV], dsum[QV], tsum[QV];
+    for (int v = 0; v < QV; ++v) {
+      m[v] = B(neg_inf);
+      dsum[v] = B(0.f);
+      tsum[v] = B(0.f);
+    }
+    for (std::int64_t i = 0; i < d * BR; i += L) B(0.f).store_aligned(s.ot + i);
+
+    I qpos[QV];
+    const I iota = lane_iota<A>();
+    for (int v = 0; v < QV; ++v) qpos[v] = iota + I(static_cast<std::int32_t>(pos0 + v * L));
+
+    const KV* kbase = static_cast<const KV*>(p.k.data);
+    const KV* vbase = static_cast<const KV*>(p.v.data);
+    for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
+      const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
+      // K and V rows of this tile as f32 rows with a stride.
+      const float* kt;
+      const float* vt;
+      std::int64_t kstride, vstride;
+      if constexpr (kConvert) {
+        for (int j = 0; j < nk; ++j) {
+          simd::convert_row<A>(kbase + p.k.offset(j0 + j, kvh), s.kc + j * d, d);
+          simd::convert_row<A>(vbase + p.v.offset(j0 + j, kvh), s.vc + j * d, d);
+        }
+        kt = s.kc;
+        vt = s.vc;
+        kstride = vstride = d;
+      } else {
+        kt = kbase + p.k.offset(j0, kvh);
+        vt = vbase + p.v.offset(j0, kvh);
+        kstride = p.k.seq_stride;
+        vstride = p.v.seq_stride;
+      }
+      const bool causal_cut = p.causal && (j0 + nk - 1 > pos0);
+
+      // S^T = K Q^T with masks and transforms; running tile max.
+      B tmax[QV];
+      for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
+      for (int jb = 0; jb < nk; jb += NK) {
+        const float* krows[NK];
+        for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
+        B acc[NK][QV];
+        qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
+        for (int n = 0; n < NK; ++n) {
+          if (jb + n >= nk) break;
+          const std::int32_t kpos = static_cast<std::int32_t>(j0 + jb + n);
+          for (int v = 0; v < QV; ++v) {
+            B sv = acc[n][v];
+            if constexpr (Variant::has_logits_transform) {
+              const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
+              sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
+            }
+            if constexpr (Variant::has_logits_mask) {
+              const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
+              sv = xsimd::select(var.keep(ctx), sv, B(neg_inf));
+            }
+            if (causal_cut) {
+              sv = xsimd::select(xsimd::bool_cast(qpos[v] >= I(kpos)), sv, B(neg_inf));
+            }
+            tmax[v] = xsimd::max(tmax[v], sv);
+            sv.store_aligned(s.st + (jb + n) * BR + v * L);
+          }
+        }
+      }
+
+      // Online softmax update: P = exp2(S - m_new), rescale factors for the old state.
+      B alpha[QV];
+      for (int v = 0; v < QV; ++v) {
+        const B m_new = xsimd::max(m[v], tmax[v]);
+        const B m_use = xsimd::select(m_new == B(neg_inf), B(0.f), m_new);
+        alpha[v] = simd::fast_exp2<A>(m[v] - m_use);
+        B sum0(0.f), sum1(0.f), t0(0.f), t1(0.f);
+        float* col = s.st + v * L;
+        int j = 0;
+        for (; j + 1 < nk; j += 2) {
+          const B s0 = B::load_aligned(col + j * BR);
+          const B s1 = B::load_aligned(col + (j + 1) * BR);
+          const B p0 = simd::fast_exp2<A>(s0 - m_use);
+          const B p1 = simd::fast_exp2<A>(s1 - m_use);
+          sum0 += p0;
+          sum1 += p1;
+          if constexpr (kEntropy) {
+            t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
+            t1 = xsimd::fma(p1, xsimd::max(s1, B(-1e30f)), t1);
+          }
+          p0.store_aligned(col + j * BR);
+          p1.store_aligned(col + (j + 1) * BR);
+        }
+        if (j < nk) {
+          const B s0 = B::load_aligned(col + j * BR);
+          const B p0 = simd::fast_exp2<A>(s0 - m_use);
+          sum0 += p0;
+          if constexpr (kEntropy) t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
+          p0.store_aligned(col + j * BR);
+        }
+        dsum[v] = xsimd::fma(dsum[v], alpha[v], sum0 + sum1);
+        if constexpr (kEntropy) tsum[v] = xsimd::fma(tsum[v], alpha[v], t0 + t1);
+        m[v] = m_new;
+      }
+
+      // O^T = O^T * alpha + V^T P^T
+      std::int64_t c0 = 0;
+      for (; c0 + NC <= d; c0 += NC) pv_block<A, NC, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
+      for (; c0 < d; ++c0) pv_block<A, 1, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
+    }
+
+    // Epilogue: normalize, finalize rows, write O (transposing back) and row statistics.
+    alignas(64) float mv[BR], dv[BR], tv[BR];
+    for (int v = 0; v < QV; ++v) {
+      m[v].store_aligned(mv + v * L);
+      dsum[v].store_aligned(dv + v * L);
+      tsum[v].store_aligned(tv + v * L);
+    }
+    float* obase = static_cast<float*>(p.o.data);
+    const std::int64_t rstride = p.row_stride();
+    for (int r = 0; r < nrows; ++r) {
+      float lse, ent;
+      const float f = finish_row(var, h, pos0 + r, mv[r], dv[r], tv[r], lse, ent);
+      float* orow = obase + p.o.offset(i0 + r, h);
+      for (std::int64_t c = 0; c < d; ++c) orow[c] = s.ot[c * BR + r] * f;
+      if (p.lse) p.lse[h * rstride + i0 + r] = lse;
+      if constexpr (kEntropy) {
+        if (p.entropy) p.entropy[h * rstride + i0 + r] = ent;
+        obs.on_row(h, i0 + r, lse, ent);
+      }
+    }
+  }
+};
+
+template <class A>
+inline std::size_t prefill_workspace_size(const dense_params& p, int threads) noexcept {
+  const bool convert = p.k.type != dtype::f32;
+  return align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) * std::size_t(threads) +
+         workspace_alignment;
+}
+
+template <class A, int D, class KV, class Variant, class Obs>
+void run_prefill(const dense_params& p, const Variant& var, Obs& obs, workspace ws,
+                 executor& ex) noexcept {
+  const bool convert = !std::is_same<KV, float>::value;
+  const std::size_t per_thread = align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) / 4;
+  float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
+  const prefill_kernel<A, D, KV, Variant, Obs> k(p, var, obs, base, per_thread);
+  ex.parallel_for(k.n_tiles * k.hq,
+                  [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
+}
+
+}  // namespace detail
+}  // namespace heed

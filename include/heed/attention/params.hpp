@@ -1,0 +1,84 @@
+// Parameters of the dense attention kernels and their validation.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "heed/core/status.hpp"
+#include "heed/core/tensor_view.hpp"
+
+namespace heed {
+
+// Called by the compiled kernel in decode (Lq == 1) with the final probabilities of query head
+// q_head over keys [key_begin, key_begin + n). Calls for different heads or key ranges may come
+// from different threads at once; each (head, key) is reported exactly once per call of the kernel.
+using prob_tap_fn = void (*)(void* user, int q_head, std::int64_t key_begin, const float* p,
+                             std::int64_t n);
+
+struct dense_params {
+  tensor_view q;               // [Lq, Hq, d], f32
+  tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16
+  tensor_view v;               // [Lk, Hkv, d], same dtype as k
+  mutable_tensor_view o;       // [Lq, Hq, d], f32
+  float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
+  bool causal = true;          // query i (position q_offset + i) sees keys 0 .. q_offset + i
+  std::int64_t q_offset = -1;  // position of query row 0 among the keys; -1 means Lk - Lq
+
+  // Optional per-row outputs, natural log units, indexed [h * row_head_stride + i].
+  float* lse = nullptr;
+  float* entropy = nullptr;          // entropy of the attention row in nats
+  std::int64_t row_head_stride = 0;  // 0 means Lq
+
+  // Built-in variants (compiled library; header users may pass their own variant type).
+  std::int64_t window_left = -1;        // mask keys with q_pos - k_pos > window_left; -1 = off
+  float softcap = 0.f;                  // s -> softcap * tanh(s / softcap); 0 = off
+  const float* alibi_slopes = nullptr;  // [Hq]: s -> s - slope[h] * (q_pos - k_pos)
+  const float* sink_logits = nullptr;   // [Hq]: a virtual key with this logit and a zero value
+
+  // Decode-time probability tap (compiled library; header users pass an observer).
+  prob_tap_fn prob_tap = nullptr;
+  void* prob_tap_user = nullptr;
+
+  std::int64_t q_len() const noexcept { return q.seq; }
+  std::int64_t kv_len() const noexcept { return k.seq; }
+  std::int64_t q_heads() const noexcept { return q.heads; }
+  std::int64_t kv_heads() const noexcept { return k.heads; }
+  std::int64_t head_dim() const noexcept { return q.dim; }
+  std::int64_t offset() const noexcept { return q_offset >= 0 ? q_offset : k.seq - q.seq; }
+  float logit_scale() const noexcept {
+    return scale != 0.f ? scale : 1.f / std::sqrt(static_cast<float>(q.dim));
+  }
+  std::int64_t row_stride() const noexcept { return row_head_stride > 0 ? row_head_stride : q.seq; }
+};
+
+// Checks everything the kernels rely on. Any head_dim >= 1 is accepted (unlisted sizes use the
+// generic path).
+HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
+  if (p.q.data == nullptr || p.k.data == nullptr || p.v.data == nullptr || p.o.data == nullptr)
+    return status::null_pointer;
+  HEED_RETURN_IF_ERROR(validate_view(p.q));
+  HEED_RETURN_IF_ERROR(validate_view(p.k));
+  HEED_RETURN_IF_ERROR(validate_view(p.v));
+  HEED_RETURN_IF_ERROR(validate_view(p.o));
+  if (p.q.type != dtype::f32 || p.o.type != dtype::f32) return status::unsupported_dtype;
+  if (p.k.type != p.v.type) return status::unsupported_dtype;
+  const std::int64_t d = p.q.dim;
+  if (p.k.dim != d || p.v.dim != d || p.o.dim != d) return status::shape_mismatch;
+  if (p.o.seq != p.q.seq || p.o.heads != p.q.heads) return status::shape_mismatch;
+  if (p.v.seq != p.k.seq || p.v.heads != p.k.heads) return status::shape_mismatch;
+  if (p.q.heads % p.k.heads != 0) return status::shape_mismatch;
+  if (p.k.seq > (std::int64_t(1) << 30) || p.q.seq > (std::int64_t(1) << 30))
+    return status::invalid_argument;
+  if (p.q_offset < -1) return status::invalid_argument;
+  if (p.q_offset > (std::int64_t(1) << 30)) return status::invalid_argument;
+  if (!(std::isfinite(p.scale)) || p.scale < 0.f) return status::invalid_argument;
+  if (!(std::isfinite(p.softcap)) || p.softcap < 0.f) return status::invalid_argument;
+  if (p.window_left < -1) return status::invalid_argument;
+  if ((p.lse != nullptr || p.entropy != nullptr) && p.row_head_stride != 0 &&
+      p.row_head_stride < p.q.seq)
+    return status::invalid_stride;
+  if (p.q_offset == -1 && p.k.seq < p.q.seq && p.causal) return status::invalid_argument;
+  return status::ok;
+}
+
+}  // namespace heed

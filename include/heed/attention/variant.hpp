@@ -1,0 +1,78 @@
+// Compile-time variants: hooks on the logits and on the end of each row.
+//
+// A variant derives from variant_base, flips the flags it needs and provides the matching
+// members. Lanes of a batch are (query, key) pairs whose positions are given in lane_ctx, so the
+// same hook works whether the kernel puts queries (prefill) or keys (decode) in the lanes.
+//
+//   has_logits_transform: template <class A> xsimd::batch<float, A>
+//                           transform_logits(xsimd::batch<float, A> s, const lane_ctx<A>&) const;
+//                         s is the scaled logit q.k * scale in natural units.
+//   has_logits_mask:      template <class A> xsimd::batch_bool<float, A>
+//                           keep(const lane_ctx<A>&) const;     AND-ed with the causal mask.
+//   has_row_finalize:     void finalize_row(int q_head, std::int64_t q_pos, row_state&) const;
+//                         may fold extra terms into (m, d, t); see fold_virtual_logit().
+//   has_key_range:        void key_range(std::int64_t q_lo, std::int64_t q_hi,
+//                           std::int64_t& k_lo, std::int64_t& k_hi) const;
+//                         narrows the keys that queries with positions in [q_lo, q_hi] can see,
+//                         so whole tiles are skipped (the mask must agree with it).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/config.hpp"
+
+namespace heed {
+
+template <class A>
+struct lane_ctx {
+  int q_head;
+  int kv_head;
+  xsimd::batch<std::int32_t, A> q_pos;  // position of each lane's query among the keys
+  xsimd::batch<std::int32_t, A> k_pos;  // position of each lane's key
+};
+
+// Running softmax state of one row, natural-log units: m = max logit, d = sum exp(s - m),
+// t = sum exp(s - m) * s. LSE = m + log d; entropy = LSE - t / d.
+struct row_state {
+  float m;
+  float d;
+  float t;
+};
+
+// Adds a virtual key with logit s and a zero value to the row (a learned attention sink).
+HEED_FORCE_INLINE void fold_virtual_logit(row_state& r, float s) noexcept {
+  if (!(r.m >= s)) {  // also taken when m is -inf
+    const float a = std::isinf(r.m) ? 0.f : std::exp(r.m - s);
+    r.d = r.d * a + 1.f;
+    r.t = r.t * a + s;
+    r.m = s;
+  } else {
+    const float e = std::exp(s - r.m);
+    r.d += e;
+    r.t += e * s;
+  }
+}
+
+struct variant_base {
+  static constexpr bool has_logits_transform = false;
+  static constexpr bool has_logits_mask = false;
+  static constexpr bool has_row_finalize = false;
+  static constexpr bool has_key_range = false;
+};
+
+// The plain kernel: no hooks.
+struct no_variant : variant_base {};
+
+namespace detail {
+template <class V>
+constexpr void check_variant() {
+  static_assert(std::is_base_of<variant_base, V>::value,
+                "a heed variant must derive from heed::variant_base");
+}
+}  // namespace detail
+
+}  // namespace heed

@@ -1,0 +1,31 @@
+// ALiBi: s -> s - slope[h] * (q_pos - k_pos), one slope per query head.
+#pragma once
+
+#include "heed/attention/variant.hpp"
+
+namespace heed {
+
+struct alibi : variant_base {
+  static constexpr bool has_logits_transform = true;
+  const float* slopes = nullptr;  // [Hq]
+
+  explicit alibi(const float* s) noexcept : slopes(s) {}
+
+  template <class A>
+  xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
+                                          const lane_ctx<A>& c) const noexcept {
+    const auto dist = xsimd::to_float(c.q_pos - c.k_pos);
+    return xsimd::fnma(xsimd::batch<float, A>(slopes[c.q_head]), dist, s);
+  }
+};
+
+// The standard ALiBi slopes for n heads: 2^(-8 i / n) for i = 1..n (n a power of two; otherwise
+// the interleaved closest-power-of-two scheme of the paper).
+inline void alibi_default_slopes(int n, float* out) noexcept {
+  int p = 1;
+  while (p * 2 <= n) p *= 2;
+  for (int i = 0; i < p; ++i) out[i] = std::pow(2.f, -8.f * float(i + 1) / float(p));
+  for (int i = p, j = 0; i < n; ++i, j += 2) out[i] = std::pow(2.f, -4.f * float(j + 1) / float(p));
+}
+
+}  // namespace heed

@@ -1,0 +1,62 @@
+// Fast vectorized exp2 / exp / tanh on xsimd batches (range reduction + polynomial).
+//
+// exp2: x = n + f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-6 Taylor polynomial
+// (relative error below 2e-7), 2^n built in the exponent bits. Inputs below -126 give 0, so
+// exp2(-inf) = 0 as the online softmax needs; +inf / nan inputs are not expected (logits are
+// finite or -inf).
+#pragma once
+
+#include <cstdint>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/config.hpp"
+
+namespace heed {
+namespace simd {
+
+constexpr float ln2 = 0.693147180559945309f;
+constexpr float log2e = 1.442695040888963407f;
+
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> fast_exp2(xsimd::batch<float, A> x) noexcept {
+  using B = xsimd::batch<float, A>;
+  using I = xsimd::batch<std::int32_t, A>;
+  const B lo(-126.f);
+  const auto underflow = x < lo;
+  x = xsimd::max(x, lo);
+  x = xsimd::min(x, B(127.f));
+  const I n = xsimd::nearbyint_as_int(x);
+  const B f = x - xsimd::to_float(n);
+  // 2^f = e^(f ln2), Taylor coefficients ln2^k / k!
+  B p(1.5403530393381606e-4f);
+  p = xsimd::fma(p, f, B(1.3333558146428443e-3f));
+  p = xsimd::fma(p, f, B(9.6181291076284772e-3f));
+  p = xsimd::fma(p, f, B(5.5504108664821580e-2f));
+  p = xsimd::fma(p, f, B(2.4022650695910071e-1f));
+  p = xsimd::fma(p, f, B(6.9314718055994531e-1f));
+  p = xsimd::fma(p, f, B(1.f));
+  const I bits = (n + I(127)) << 23;
+  const B scale = xsimd::bitwise_cast<B>(bits);
+  return xsimd::select(underflow, B(0.f), p * scale);
+}
+
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> fast_exp(xsimd::batch<float, A> x) noexcept {
+  return fast_exp2<A>(x * xsimd::batch<float, A>(log2e));
+}
+
+// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|); accurate to a few ulp of 1.
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> fast_tanh(xsimd::batch<float, A> x) noexcept {
+  using B = xsimd::batch<float, A>;
+  const B ax = xsimd::abs(x);
+  const B e = fast_exp2<A>(ax * B(-2.f * log2e));
+  const B t = (B(1.f) - e) / (B(1.f) + e);
+  // small |x|: 1 - e loses digits; use the odd series x - x^3/3 + 2x^5/15 there
+  const B x2 = x * x;
+  const B small = x * xsimd::fma(x2, xsimd::fma(x2, B(2.f / 15.f), B(-1.f / 3.f)), B(1.f));
+  return xsimd::select(ax < B(0.0625f), small, xsimd::copysign(t, x));
+}
+
+}  // namespace simd
+}  // namespace heed
