@@ -1,0 +1,77 @@
+// heed's dense kernel: prefill (f32 K/V, with and without the LSE + entropy observer) and
+// decode (f16 K/V, one query token). Counters: GFLOPS (useful flops) and GBps (K and V bytes).
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "bench_common.hpp"
+#include "heed/attention/dense_dispatch.hpp"
+#include "heed/core/thread_pool.hpp"
+
+namespace {
+
+using namespace heed_bench;
+
+void run_prefill(benchmark::State& state, bool observed) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  auto q = random_vector<float>(std::size_t(L) * kHq * kD, 1);
+  auto k = random_vector<float>(std::size_t(L) * kHkv * kD, 2);
+  auto v = random_vector<float>(std::size_t(L) * kHkv * kD, 3);
+  std::vector<float> o(q.size()), lse(std::size_t(L) * kHq), ent(std::size_t(L) * kHq);
+  heed::dense_params p;
+  p.q = heed::make_view(q.data(), L, kHq, kD);
+  p.k = heed::make_view(k.data(), L, kHkv, kD);
+  p.v = heed::make_view(v.data(), L, kHkv, kD);
+  p.o = heed::make_mutable_view(o.data(), L, kHq, kD);
+  p.causal = true;
+  if (observed) {
+    p.lse = lse.data();
+    p.entropy = ent.data();
+  }
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::dense_workspace_size(p, threads));
+  for (auto _ : state) {
+    const heed::status s = heed::dense_attention(p, {ws.data(), ws.size()}, ex);
+    if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPS"] = benchmark::Counter(causal_flops(L, L, kHq, kD) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_dense_prefill(benchmark::State& state) { run_prefill(state, false); }
+void BM_dense_prefill_observed(benchmark::State& state) { run_prefill(state, true); }
+
+void BM_dense_decode(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  auto k = random_vector<heed::f16>(std::size_t(L) * kHkv * kD, 2);
+  auto v = random_vector<heed::f16>(std::size_t(L) * kHkv * kD, 3);
+  std::vector<float> o(q.size());
+  heed::dense_params p;
+  p.q = heed::make_view(q.data(), 1, kHq, kD);
+  p.k = heed::make_view(k.data(), L, kHkv, kD);
+  p.v = heed::make_view(v.data(), L, kHkv, kD);
+  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  p.causal = true;
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::dense_workspace_size(p, threads));
+  for (auto _ : state) {
+    const heed::status s = heed::dense_attention(p, {ws.data(), ws.size()}, ex);
+    if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = 2.0 * double(L) * kHkv * kD * sizeof(heed::f16);
+  state.counters["GBps"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+BENCHMARK(BM_dense_prefill)->ArgsProduct({{1024, 4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_prefill_observed)->ArgsProduct({{1024, 4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_decode)->ArgsProduct({{4096, 32768}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);

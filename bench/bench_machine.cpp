@@ -1,0 +1,75 @@
+// This machine's limits, measured in the same run as the kernels so results read as ratios:
+// BM_machine_fma (fp32 FMA peak, widest vectors of the build, counter GFLOPS) and
+// BM_machine_read (streaming read of 512 MiB per thread, counter GBps).
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <vector>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/config.hpp"
+#include "heed/core/thread_pool.hpp"
+
+namespace {
+
+using B = xsimd::batch<float>;
+
+HEED_NOINLINE float fma_chains(std::int64_t iters) {
+  constexpr int kChains = 16;
+  B acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = B(0.001f * float(i));
+  const B a(0.999999f), b(1e-7f);
+  for (std::int64_t it = 0; it < iters; ++it) {
+    for (int i = 0; i < kChains; ++i) acc[i] = xsimd::fma(acc[i], a, b);
+  }
+  B s = acc[0];
+  for (int i = 1; i < kChains; ++i) s += acc[i];
+  return xsimd::hadd(s);
+}
+
+HEED_NOINLINE float read_all(const float* p, std::size_t n) {
+  constexpr std::size_t L = B::size;
+  B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+  for (std::size_t i = 0; i + 4 * L <= n; i += 4 * L) {
+    a0 += B::load_aligned(p + i);
+    a1 += B::load_aligned(p + i + L);
+    a2 += B::load_aligned(p + i + 2 * L);
+    a3 += B::load_aligned(p + i + 3 * L);
+  }
+  return xsimd::hadd(a0 + a1 + a2 + a3);
+}
+
+void BM_machine_fma(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  heed::thread_pool_executor ex(threads);
+  constexpr std::int64_t kIters = 20'000'000;
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  for (auto _ : state) {
+    ex.parallel_for(threads, [&](std::int64_t t, int) { sink[std::size_t(t)] = fma_chains(kIters); });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  const double flops = double(kIters) * 16 * B::size * 2 * threads;
+  state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_machine_read(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  constexpr std::size_t kFloats = std::size_t(512) << 20 >> 2;  // 512 MiB per thread
+  std::vector<std::vector<float, xsimd::aligned_allocator<float>>> bufs(static_cast<std::size_t>(threads));
+  heed::thread_pool_executor ex(threads);
+  ex.parallel_for(threads, [&](std::int64_t t, int) { bufs[std::size_t(t)].assign(kFloats, 1.f); });
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  for (auto _ : state) {
+    ex.parallel_for(threads, [&](std::int64_t t, int) {
+      sink[std::size_t(t)] = read_all(bufs[std::size_t(t)].data(), kFloats);
+    });
+    benchmark::DoNotOptimize(sink.data());
+  }
+  state.counters["GBps"] = benchmark::Counter(double(kFloats) * 4 * threads * 1e-9,
+                                              benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+BENCHMARK(BM_machine_fma)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_machine_read)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
