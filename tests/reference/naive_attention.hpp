@@ -45,6 +45,8 @@ struct attention_problem {
   // Optional user hooks (for compile-time variants written in tests).
   std::function<double(int h, std::int64_t q_pos, std::int64_t k_pos, double s)> transform;
   std::function<bool(int h, std::int64_t q_pos, std::int64_t k_pos)> keep;
+  // A per-row sink logit (replaces sink_logits when set).
+  std::function<double(int h, std::int64_t q_pos)> row_sink;
 
   void resize() {
     q.assign(static_cast<std::size_t>(lq * hq * d), 0.0);
@@ -107,7 +109,7 @@ inline attention_result naive_attention(const attention_problem& p) {
 
   const double scale = p.scale != 0.0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
   const std::int64_t group = p.hq / p.hkv;
-  const bool has_sinks = !p.sink_logits.empty();
+  const bool has_sinks = !p.sink_logits.empty() || static_cast<bool>(p.row_sink);
   std::vector<double> s(static_cast<std::size_t>(p.lk));
   std::vector<char> visible(static_cast<std::size_t>(p.lk));
 
@@ -137,7 +139,12 @@ inline attention_result naive_attention(const attention_problem& p) {
         s[static_cast<std::size_t>(j)] = x;
         m = std::max(m, x);
       }
-      const double sink = has_sinks ? p.sink_logits[static_cast<std::size_t>(h)] : neg_inf;
+      double sink = neg_inf;
+      if (p.row_sink) {
+        sink = p.row_sink(static_cast<int>(h), q_pos);
+      } else if (has_sinks) {
+        sink = p.sink_logits[static_cast<std::size_t>(h)];
+      }
       m = std::max(m, sink);
       if (m == neg_inf) continue;  // nothing visible: O = 0, LSE = -inf, entropy 0
       double max_abs = has_sinks && sink >= m - 30.0 ? std::fabs(sink) : 0.0;
