@@ -1,0 +1,221 @@
+// SIMD pieces for the default arch (the compiled ISAs are covered through the kernel tests):
+// load_as_float / convert_row for f16 and bf16 against the scalar conversions, fast_exp2 /
+// fast_exp / fast_tanh relative error bounds on sweeps of inputs, horizontal reductions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/core/dtype.hpp"
+#include "heed/simd/arch.hpp"
+#include "heed/simd/convert.hpp"
+#include "heed/simd/math.hpp"
+#include "heed/simd/reduce.hpp"
+
+namespace {
+
+using Arch = xsimd::default_arch;
+using B = xsimd::batch<float, Arch>;
+constexpr std::size_t L = B::size;
+
+std::uint32_t float_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+
+// f(x) on every lane of a batch filled with consecutive inputs.
+template <class F>
+std::vector<float> map_lanes(F f, const std::vector<float>& x) {
+  std::vector<float> y(x.size());
+  std::size_t i = 0;
+  for (; i + L <= x.size(); i += L)
+    f(B::load_unaligned(x.data() + i)).store_unaligned(y.data() + i);
+  if (i < x.size()) {
+    alignas(64) float in[L], out[L];
+    for (std::size_t j = 0; j < L; ++j) in[j] = x[std::min(i + j, x.size() - 1)];
+    f(B::load_aligned(in)).store_aligned(out);
+    for (std::size_t j = 0; i + j < x.size(); ++j) y[i + j] = out[j];
+  }
+  return y;
+}
+
+TEST(SimdArch, IsaNamesAndTags) {
+  EXPECT_STREQ(heed::isa_name(heed::isa::sse2), "sse2");
+  EXPECT_STREQ(heed::isa_name(heed::isa::avx2), "avx2");
+  EXPECT_STREQ(heed::isa_name(heed::isa::avx512), "avx512");
+  EXPECT_STREQ(heed::isa_name(heed::isa::automatic), "automatic");
+  static_assert(heed::simd::isa_of<heed::simd::sse2_arch>() == heed::isa::sse2, "");
+  static_assert(heed::simd::isa_of<heed::simd::avx2_arch>() == heed::isa::avx2, "");
+  static_assert(heed::simd::isa_of<heed::simd::avx512_arch>() == heed::isa::avx512, "");
+  static_assert(!heed::simd::is_avx2<heed::simd::avx512_arch>, "avx512 is not the avx2 path");
+}
+
+// Every half / bfloat pattern through the vector load matches the scalar conversion (NaN: NaN).
+template <class T>
+void check_load_every_pattern() {
+  std::vector<T> src(65536 + L);
+  for (std::uint32_t b = 0; b < 65536 + L; ++b) src[b].bits = static_cast<std::uint16_t>(b);
+  alignas(64) float out[L];
+  for (std::size_t b0 = 0; b0 < 65536; b0 += L) {
+    heed::simd::load_as_float<Arch>(src.data() + b0).store_aligned(out);
+    for (std::size_t j = 0; j < L; ++j) {
+      const float want = heed::to_float(src[b0 + j]);
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(out[j])) << std::hex << src[b0 + j].bits;
+      } else {
+        ASSERT_EQ(float_bits(out[j]), float_bits(want)) << std::hex << src[b0 + j].bits;
+      }
+    }
+  }
+  // Unaligned source addresses.
+  for (std::size_t off = 1; off < L; ++off) {
+    heed::simd::load_as_float<Arch>(src.data() + 1000 + off).store_aligned(out);
+    for (std::size_t j = 0; j < L; ++j) ASSERT_EQ(out[j], heed::to_float(src[1000 + off + j]));
+  }
+}
+
+TEST(SimdConvert, LoadF16MatchesScalar) { check_load_every_pattern<heed::f16>(); }
+TEST(SimdConvert, LoadBf16MatchesScalar) { check_load_every_pattern<heed::bf16>(); }
+
+TEST(SimdConvert, LoadF32) {
+  alignas(64) float src[2 * L], out[L];
+  for (std::size_t i = 0; i < 2 * L; ++i) src[i] = 0.5f * float(i) - 3.f;
+  heed::simd::load_as_float<Arch>(static_cast<const float*>(src + 1)).store_aligned(out);
+  for (std::size_t j = 0; j < L; ++j) EXPECT_EQ(out[j], src[1 + j]);
+}
+
+template <class T>
+void check_convert_row() {
+  std::mt19937 rng(77);
+  std::uniform_real_distribution<float> dist(-100.f, 100.f);
+  std::vector<T> src(4 * L + 8);
+  for (auto& x : src) x = heed::from_float<T>(dist(rng));
+  for (std::size_t off = 0; off < 3; ++off) {
+    for (std::int64_t n = 0; n <= static_cast<std::int64_t>(3 * L + 3); ++n) {
+      std::vector<float> dst(static_cast<std::size_t>(n) + 2, -1234.f);
+      heed::simd::convert_row<Arch>(src.data() + off, dst.data() + 1, n);
+      EXPECT_EQ(dst[0], -1234.f);
+      EXPECT_EQ(dst[static_cast<std::size_t>(n) + 1], -1234.f) << "wrote past n = " << n;
+      for (std::int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(dst[static_cast<std::size_t>(i) + 1], heed::to_float(src[off + std::size_t(i)]))
+            << "n " << n << " i " << i;
+    }
+  }
+}
+
+TEST(SimdConvert, ConvertRowF16) { check_convert_row<heed::f16>(); }
+TEST(SimdConvert, ConvertRowBf16) { check_convert_row<heed::bf16>(); }
+TEST(SimdConvert, ConvertRowF32) { check_convert_row<float>(); }
+
+// fast_exp2: relative error on [-126, 127]. math.hpp states "below 2e-7"; the degree-6 Taylor
+// polynomial's truncation error at |f| = 0.5 is 1.2e-7 and fp32 Horner rounding adds up to about
+// 1.2e-7 more; GCC 12 / sse2 measures 2.37e-7 (at x = -15.4985), so the bound checked is 2.5e-7.
+constexpr double kExp2RelTol = 2.5e-7;
+
+TEST(SimdMath, FastExp2RelativeError) {
+  std::vector<float> x;
+  for (double v = -126.0; v <= 127.0; v += 1.0 / 1024 + 1e-7) x.push_back(static_cast<float>(v));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> any(-126.f, 127.f);
+  for (int n = 0; n < 100000; ++n) x.push_back(any(rng));
+  const std::vector<float> y = map_lanes([](B v) { return heed::simd::fast_exp2<Arch>(v); }, x);
+  double worst = 0, worst_x = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp2(double(x[i]));
+    const double rel = std::fabs(y[i] - want) / want;
+    if (!(rel <= worst)) {
+      worst = rel;
+      worst_x = x[i];
+    }
+  }
+  EXPECT_LE(worst, kExp2RelTol) << "at x = " << worst_x;
+}
+
+TEST(SimdMath, FastExp2SpecialInputs) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = {0.f,     1.f,    -1.f,   10.f,   -126.f, 127.f,
+                          -126.5f, -127.f, -200.f, -1e30f, -inf};
+  const std::vector<float> y = map_lanes([](B v) { return heed::simd::fast_exp2<Arch>(v); }, x);
+  EXPECT_EQ(y[0], 1.f);  // integers are exact: the polynomial is 1 at f = 0
+  EXPECT_EQ(y[1], 2.f);
+  EXPECT_EQ(y[2], 0.5f);
+  EXPECT_EQ(y[3], 1024.f);
+  EXPECT_EQ(y[4], std::ldexp(1.f, -126));
+  EXPECT_EQ(y[5], std::ldexp(1.f, 127));
+  for (std::size_t i = 6; i < x.size(); ++i) EXPECT_EQ(y[i], 0.f) << "x = " << x[i];
+  // Every integer in range is exact.
+  std::vector<float> ints;
+  for (int n = -126; n <= 127; ++n) ints.push_back(float(n));
+  const std::vector<float> yi = map_lanes([](B v) { return heed::simd::fast_exp2<Arch>(v); }, ints);
+  for (std::size_t i = 0; i < ints.size(); ++i) EXPECT_EQ(yi[i], std::ldexp(1.f, int(ints[i])));
+}
+
+// fast_exp(x) = fast_exp2(x log2 e): the fp32 product x * log2e adds a relative error of up to
+// |x| 2^-24 (plus the rounding of the constant), on top of exp2's.
+TEST(SimdMath, FastExpRelativeError) {
+  std::vector<float> x;
+  for (double v = -87.0; v <= 88.0; v += 1.0 / 512 + 1e-7) x.push_back(static_cast<float>(v));
+  const std::vector<float> y = map_lanes([](B v) { return heed::simd::fast_exp<Arch>(v); }, x);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(double(x[i]));
+    const double tol = kExp2RelTol + 1.5 * std::fabs(x[i]) * std::ldexp(1.0, -24);
+    ASSERT_LE(std::fabs(y[i] - want) / want, tol) << "x = " << x[i];
+  }
+}
+
+// fast_tanh: "accurate to a few ulp of 1". Checked: absolute error <= 2e-7 (about 2 ulp of 1)
+// and relative error <= 1e-6 everywhere (the small-|x| series keeps tiny inputs accurate);
+// odd symmetry exact; saturates to +-1.
+TEST(SimdMath, FastTanhError) {
+  std::vector<float> x;
+  for (double v = -20.0; v <= 20.0; v += 1.0 / 4096 + 1e-8) x.push_back(static_cast<float>(v));
+  for (int e = -40; e <= 0; ++e) {
+    x.push_back(std::ldexp(1.f, e));
+    x.push_back(std::ldexp(1.3f, e));
+  }
+  x.push_back(0.0625f);
+  x.push_back(std::nextafter(0.0625f, 0.f));
+  const std::vector<float> y = map_lanes([](B v) { return heed::simd::fast_tanh<Arch>(v); }, x);
+  std::vector<float> neg(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) neg[i] = -x[i];
+  const std::vector<float> yn = map_lanes([](B v) { return heed::simd::fast_tanh<Arch>(v); }, neg);
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double want = std::tanh(double(x[i]));
+    const double err = std::fabs(y[i] - want);
+    ASSERT_LE(err, 2e-7) << "x = " << x[i];
+    if (want != 0.0) {
+      ASSERT_LE(err / std::fabs(want), 1e-6) << "x = " << x[i];
+    }
+    ASSERT_EQ(yn[i], -y[i]) << "x = " << x[i];
+  }
+  const std::vector<float> big =
+      map_lanes([](B v) { return heed::simd::fast_tanh<Arch>(v); }, {30.f, -30.f, 1e6f, 0.f});
+  EXPECT_EQ(big[0], 1.f);
+  EXPECT_EQ(big[1], -1.f);
+  EXPECT_EQ(big[2], 1.f);
+  EXPECT_EQ(big[3], 0.f);
+}
+
+TEST(SimdReduce, SumAndMax) {
+  alignas(64) float v[L];
+  double sum = 0;
+  for (std::size_t i = 0; i < L; ++i) {
+    v[i] = float(i) * 1.5f - 2.f;
+    sum += v[i];
+  }
+  EXPECT_EQ(heed::simd::hsum<Arch>(B::load_aligned(v)), float(sum));
+  EXPECT_EQ(heed::simd::hmax<Arch>(B::load_aligned(v)), v[L - 1]);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (std::size_t i = 0; i < L; ++i) v[i] = ninf;
+  EXPECT_EQ(heed::simd::hmax<Arch>(B::load_aligned(v)), ninf);
+  v[L / 2] = -5.f;
+  EXPECT_EQ(heed::simd::hmax<Arch>(B::load_aligned(v)), -5.f);
+}
+
+}  // namespace
