@@ -44,7 +44,7 @@ void run_prefill(benchmark::State& state, bool observed) {
 void BM_dense_prefill(benchmark::State& state) { run_prefill(state, false); }
 void BM_dense_prefill_observed(benchmark::State& state) { run_prefill(state, true); }
 
-void BM_dense_decode(benchmark::State& state) {
+void run_decode(benchmark::State& state, heed::layout kv_layout) {
   const std::int64_t L = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
@@ -53,8 +53,8 @@ void BM_dense_decode(benchmark::State& state) {
   std::vector<float> o(q.size());
   heed::dense_params p;
   p.q = heed::make_view(q.data(), 1, kHq, kD);
-  p.k = heed::make_view(k.data(), L, kHkv, kD);
-  p.v = heed::make_view(v.data(), L, kHkv, kD);
+  p.k = heed::make_view(k.data(), L, kHkv, kD, kv_layout);
+  p.v = heed::make_view(v.data(), L, kHkv, kD, kv_layout);
   p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
   p.causal = true;
   heed::thread_pool_executor ex(threads);
@@ -70,8 +70,27 @@ void BM_dense_decode(benchmark::State& state) {
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// K/V laid out [seq, kv_heads, d] (llama.cpp's cache) and [kv_heads, seq, d].
+void BM_dense_decode(benchmark::State& state) { run_decode(state, heed::layout::seq_head_dim); }
+void BM_dense_decode_head_major(benchmark::State& state) {
+  run_decode(state, heed::layout::head_seq_dim);
+}
+
 }  // namespace
 
-BENCHMARK(BM_dense_prefill)->ArgsProduct({{1024, 4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_dense_prefill_observed)->ArgsProduct({{1024, 4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_dense_decode)->ArgsProduct({{4096, 32768}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_prefill)
+    ->ArgsProduct({{1024, 4096}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_prefill_observed)
+    ->ArgsProduct({{1024, 4096}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_decode)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_decode_head_major)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);

@@ -45,17 +45,20 @@ void BM_machine_fma(benchmark::State& state) {
   constexpr std::int64_t kIters = 20'000'000;
   std::vector<float> sink(static_cast<std::size_t>(threads));
   for (auto _ : state) {
-    ex.parallel_for(threads, [&](std::int64_t t, int) { sink[std::size_t(t)] = fma_chains(kIters); });
+    ex.parallel_for(threads,
+                    [&](std::int64_t t, int) { sink[std::size_t(t)] = fma_chains(kIters); });
     benchmark::DoNotOptimize(sink.data());
   }
   const double flops = double(kIters) * 16 * B::size * 2 * threads;
-  state.counters["GFLOPS"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOPS"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void BM_machine_read(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   constexpr std::size_t kFloats = std::size_t(512) << 20 >> 2;  // 512 MiB per thread
-  std::vector<std::vector<float, xsimd::aligned_allocator<float>>> bufs(static_cast<std::size_t>(threads));
+  std::vector<std::vector<float, xsimd::aligned_allocator<float>>> bufs(
+      static_cast<std::size_t>(threads));
   heed::thread_pool_executor ex(threads);
   ex.parallel_for(threads, [&](std::int64_t t, int) { bufs[std::size_t(t)].assign(kFloats, 1.f); });
   std::vector<float> sink(static_cast<std::size_t>(threads));

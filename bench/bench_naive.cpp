@@ -54,4 +54,7 @@ void BM_naive_prefill(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_naive_prefill)->ArgsProduct({{1024, 4096}, {1, 2}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_naive_prefill)
+    ->ArgsProduct({{1024, 4096}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);

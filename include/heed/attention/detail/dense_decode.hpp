@@ -130,6 +130,33 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
   }
 }
 
+// Logits of KB = L / G keys for G query heads with one transpose-reduce: lane n * G + g of the
+// result is dot(k_{n}, q_g). Each key row is converted once, in registers. Rows past nvalid
+// repeat the last valid row.
+template <class A, int D, int G, class KV>
+HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT krow,
+                                                         std::int64_t kstride, int nvalid,
+                                                         const float* HEED_RESTRICT qs,
+                                                         std::int64_t qstride) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr int L = static_cast<int>(B::size);
+  constexpr int KB = L / G;
+  constexpr int NV = D / L;
+  static_assert(KB * G == L && D % L == 0, "joint logits need G | L and L | D");
+  B acc[L];
+  for (int n = 0; n < KB; ++n) {
+    const KV* kr = krow + std::min(n, nvalid - 1) * kstride;
+    const B k0 = simd::load_as_float<A>(kr);
+    for (int g = 0; g < G; ++g) acc[n * G + g] = k0 * B::load_aligned(qs + g * qstride);
+    for (int c = 1; c < NV; ++c) {
+      const B kc = simd::load_as_float<A>(kr + c * L);
+      for (int g = 0; g < G; ++g)
+        acc[n * G + g] = xsimd::fma(kc, B::load_aligned(qs + g * qstride + c * L), acc[n * G + g]);
+    }
+  }
+  return simd::haddp<A>(acc);
+}
+
 // o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys.
 template <class A, int GB, int CB, class KV>
 HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
@@ -214,11 +241,15 @@ struct decode_kernel {
     const std::int64_t b0 = part_begin(part), b1 = part_end(part);
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
+    const bool seq_major = p.k.seq_stride > d || p.v.seq_stride > d;
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       const KV* krow = kbase + p.k.offset(j0, kvh);
-      for (int j = 0; j < nb; ++j, krow += p.k.seq_stride)
-        decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
+      if (seq_major) prefetch_block(krow, vbase + p.v.offset(j0, kvh), nb);
+      if (!qk_joint(krow, nb, qs, ds, sb)) {
+        for (int j = 0; j < nb; ++j, krow += p.k.seq_stride)
+          decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
+      }
       // Softmax block per query head; lanes are keys.
       for (std::int64_t g = 0; g < G; ++g) {
         float* srow = sb + g * NB;
@@ -280,6 +311,61 @@ struct decode_kernel {
       buf.part_mdt[slot * 3 + 2] = tg[g];
       float* po = buf.part_o + slot * d;
       for (std::int64_t c = 0; c < d; ++c) po[c] = oacc[g * ds + c];
+    }
+  }
+
+  // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise.
+  bool qk_joint(const KV* krow, int nb, const float* qs, std::int64_t qstride,
+                float* sb) const noexcept {
+    if constexpr (D != 0 && D % L == 0) {
+      switch (lay.group) {
+        case 1:
+          return qk_joint_g<1>(krow, nb, qs, qstride, sb);
+        case 2:
+          return qk_joint_g<2>(krow, nb, qs, qstride, sb);
+        case 4:
+          return qk_joint_g<4>(krow, nb, qs, qstride, sb);
+        case 8:
+          return qk_joint_g<8>(krow, nb, qs, qstride, sb);
+        case 16:
+          return qk_joint_g<16>(krow, nb, qs, qstride, sb);
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+  template <int GC>
+  bool qk_joint_g(const KV* krow, int nb, const float* qs, std::int64_t qstride,
+                  float* sb) const noexcept {
+    if constexpr (GC > L || D == 0 || D % L != 0) {
+      return false;
+    } else {
+      constexpr int KB = L / GC;
+      alignas(64) float tmp[L];
+      for (int j = 0; j < nb; j += KB) {
+        decode_qk_joint<A, D, GC, KV>(krow + j * p.k.seq_stride, p.k.seq_stride, nb - j, qs,
+                                      qstride)
+            .store_aligned(tmp);
+        for (int n = 0; n < KB; ++n)
+          for (int g = 0; g < GC; ++g) sb[g * NB + j + n] = tmp[n * GC + g];
+      }
+      return true;
+    }
+  }
+
+  // With K/V laid out [seq, heads, d], one head's rows are strided and the hardware prefetcher
+  // follows them poorly: fetch this block's rows ahead of the dot products.
+  void prefetch_block(const KV* krow, const KV* vrow, int nb) const noexcept {
+    const std::int64_t row_bytes = d * std::int64_t(sizeof(KV));
+    for (int j = 0; j < nb; ++j) {
+      const char* kf = reinterpret_cast<const char*>(krow + j * p.k.seq_stride);
+      const char* vf = reinterpret_cast<const char*>(vrow + j * p.v.seq_stride);
+      for (std::int64_t b = 0; b < row_bytes; b += 64) {
+        __builtin_prefetch(kf + b);
+        __builtin_prefetch(vf + b);
+      }
     }
   }
 
