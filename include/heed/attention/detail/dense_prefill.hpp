@@ -24,11 +24,11 @@ namespace detail {
 template <class A>
 struct prefill_cfg {
   static constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
-  static constexpr int QV = 2;                           // query vectors per tile
-  static constexpr int BR = QV * L;                      // queries per tile
-  static constexpr int BC = 64;                          // keys per tile
+  static constexpr int QV = 2;       // query vectors per tile (tried 3, 4: slower)
+  static constexpr int BR = QV * L;  // queries per tile
+  static constexpr int BC = 64;      // keys per tile (tried 96, 128: slower)
   static constexpr int NK = simd::is_avx512<A> ? 8 : 4;  // keys per S micro-block
-  static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // output columns per PV micro-block
+  static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // columns per PV micro-block
   static_assert(BC % NK == 0, "key tile must be a multiple of the micro-block");
 };
 
