@@ -43,7 +43,6 @@ TEST(PublicHeaders, CompiledKernelRuns) {
   std::vector<char> ws(heed::dense_workspace_size(p, 1));
   ASSERT_FALSE(ws.empty());
   ASSERT_EQ(heed::dense_attention(p, {ws.data(), ws.size()}), heed::status::ok);
-  ref.scale = static_cast<double>(p.logit_scale());
   const heed_ref::attention_result r = heed_ref::naive_attention(ref);
   for (std::int64_t i = 0; i < lq; ++i)
     for (std::int64_t h = 0; h < hq; ++h)

@@ -238,8 +238,9 @@ struct dense_setup {
       params.sink_logits = sinks.data();
       ref.sink_logits.assign(sinks.begin(), sinks.end());
     }
-    // The reference gets the scale the kernel uses (a float), widened.
-    ref.scale = static_cast<double>(params.logit_scale());
+    // An explicit scale is a float both sides see; the default (0) the reference computes
+    // itself as 1 / sqrt(d) in double, independently of dense_params::logit_scale().
+    ref.scale = static_cast<double>(c.scale);
     ref.causal = c.causal;
     ref.q_offset = c.q_offset;
     ref.window_left = c.window_left;

@@ -5,6 +5,7 @@
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -72,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(All, DenseHeadDim,
                          ::testing::Combine(::testing::ValuesIn(kIsas),
                                             ::testing::Values(dtype::f32, dtype::f16, dtype::bf16),
                                             ::testing::Values(1, 7, 33, 50, 64, 80, 96, 100, 128,
-                                                              256)),
+                                                              256, 300)),
                          [](const ::testing::TestParamInfo<head_dim_param>& info) {
                            return std::string(heed::isa_name(std::get<0>(info.param))) + "_" +
                                   heed::dtype_name(std::get<1>(info.param)) + "_d" +
@@ -147,9 +148,9 @@ std::vector<dense_case> shape_cases() {
   add(c);
 
   // GQA ratios 1, 2, 4, 8 and MQA, prefill and decode.
-  const std::int64_t gqa[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 2}, {8, 1}, {3, 1}};
-  const char* gqa_names[] = {"gqa1", "gqa2", "gqa4", "gqa8", "mqa8", "mqa3"};
-  for (int g = 0; g < 6; ++g) {
+  const std::int64_t gqa[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 2}, {8, 1}, {3, 1}, {32, 1}};
+  const char* gqa_names[] = {"gqa1", "gqa2", "gqa4", "gqa8", "mqa8", "mqa3", "mqa32"};
+  for (int g = 0; g < 7; ++g) {
     c = base("", 19, 52);
     c.name = std::string("prefill_") + gqa_names[g];
     c.hq = gqa[g][0];
@@ -425,7 +426,7 @@ TEST(DenseHarness, DetectsASlightlyWrongReference) {
   dense_setup s(c);
   ASSERT_EQ(run_dense(s, isa::automatic, heed::default_executor()), heed::status::ok);
   heed_ref::attention_problem wrong = s.ref;
-  wrong.scale *= 1.001;
+  wrong.scale = 1.001 / std::sqrt(double(c.d));
   const heed_ref::attention_result r = heed_ref::naive_attention(wrong);
   ::testing::TestPartResultArray failures;
   {

@@ -105,6 +105,11 @@ std::vector<dense_case> variant_cases() {
   c.q_offset = 40;
   c.alibi = true;
   add(c);
+  c = base("alibi_noncausal_lq_gt_lk", 50, 20);
+  c.causal = false;  // default offset Lk - Lq < 0: negative query positions
+  c.alibi = true;
+  c.window_left = 15;
+  add(c);
   c = base("alibi_decode_3000", 1, 3000);
   c.hq = 8;
   c.alibi = true;
