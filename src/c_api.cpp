@@ -1,6 +1,7 @@
 // The C API (include/heed/c/heed.h) over the compiled C++ dense kernel.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/attention/params.hpp"
@@ -29,12 +30,22 @@ static_assert(static_cast<int>(HEED_DTYPE_BF16) == static_cast<int>(heed::dtype:
 
 heed_status to_c(heed::status s) noexcept { return static_cast<heed_status>(static_cast<int>(s)); }
 
+// A C enum object may hold any int (C allows it), but loading an out-of-range value as the C++
+// enum type is undefined: read such fields through their bytes.
+template <class E>
+int enum_value(const E& e) noexcept {
+  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 // dtype values outside the enum are passed through unchanged: validate() rejects them.
 template <class Out, class In>
 Out convert_view(const In& t) noexcept {
   Out v;
   v.data = t.data;
-  v.type = static_cast<heed::dtype>(static_cast<int>(t.dtype));
+  v.type = static_cast<heed::dtype>(enum_value(t.dtype));
   v.seq = t.seq;
   v.heads = t.heads;
   v.dim = t.dim;
@@ -140,7 +151,7 @@ heed_status heed_dense_attention(const heed_dense_params* params, void* workspac
 }
 
 const char* heed_status_string(heed_status status) {
-  return heed::status_string(static_cast<heed::status>(static_cast<int>(status)));
+  return heed::status_string(static_cast<heed::status>(enum_value(status)));
 }
 
 const char* heed_version(void) {

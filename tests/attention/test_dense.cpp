@@ -223,6 +223,19 @@ std::vector<dense_case> shape_cases() {
   c = base("decode_3000_f32_d100", 1, 3000);
   c.d = 100;
   add(c);
+  c = base("decode_2100_f32_d256", 1, 2100);
+  c.d = 256;
+  c.hq = 4;
+  c.hkv = 2;
+  add(c);
+  c = base("decode_2100_f16_d96_head_seq", 1, 2100);
+  c.d = 96;
+  c.kv = dtype::f16;
+  c.kv_layout = layout::head_seq_dim;
+  add(c);
+  c = base("decode_offset_past_end", 1, 1500);
+  c.q_offset = 4000;  // causal, but every key is in the past
+  add(c);
   c = base("decode_causal_offset", 1, 3000);
   c.q_offset = 2100;  // sees keys 0..2100: three partitions, the last one short
   add(c);
@@ -250,6 +263,9 @@ std::vector<dense_case> shape_cases() {
   add(c);
   c = base("no_row_outputs", 20, 40);
   c.want_entropy = false;
+  c.want_lse = false;
+  add(c);
+  c = base("entropy_only_prefill", 20, 40);
   c.want_lse = false;
   add(c);
   c = base("entropy_only_decode", 1, 40);
