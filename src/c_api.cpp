@@ -23,6 +23,7 @@ HEED_CHECK_STATUS(HEED_STATUS_UNSUPPORTED_DTYPE, unsupported_dtype);
 HEED_CHECK_STATUS(HEED_STATUS_UNSUPPORTED_HEAD_DIM, unsupported_head_dim);
 HEED_CHECK_STATUS(HEED_STATUS_UNSUPPORTED_ISA, unsupported_isa);
 HEED_CHECK_STATUS(HEED_STATUS_WORKSPACE_TOO_SMALL, workspace_too_small);
+HEED_CHECK_STATUS(HEED_STATUS_OUT_OF_MEMORY, out_of_memory);
 #undef HEED_CHECK_STATUS
 static_assert(static_cast<int>(HEED_DTYPE_F32) == static_cast<int>(heed::dtype::f32), "dtype");
 static_assert(static_cast<int>(HEED_DTYPE_F16) == static_cast<int>(heed::dtype::f16), "dtype");

@@ -32,7 +32,8 @@ TEST(Status, StringsAreDistinct) {
                         status::unsupported_dtype,
                         status::unsupported_head_dim,
                         status::unsupported_isa,
-                        status::workspace_too_small};
+                        status::workspace_too_small,
+                        status::out_of_memory};
   std::set<std::string> seen;
   for (status s : all) {
     ASSERT_NE(heed::status_string(s), nullptr);

@@ -32,7 +32,8 @@ typedef enum heed_status {
   HEED_STATUS_UNSUPPORTED_DTYPE = 5,    /* e.g. a query that is not f32 */
   HEED_STATUS_UNSUPPORTED_HEAD_DIM = 6, /* only for entry points without a generic fallback */
   HEED_STATUS_UNSUPPORTED_ISA = 7,      /* an ISA not compiled in or not supported by the CPU */
-  HEED_STATUS_WORKSPACE_TOO_SMALL = 8   /* smaller than heed_dense_workspace_size() */
+  HEED_STATUS_WORKSPACE_TOO_SMALL = 8, /* smaller than heed_dense_workspace_size() */
+  HEED_STATUS_OUT_OF_MEMORY = 9        /* an owning structure could not allocate */
 } heed_status;
 
 /* Element types; the same values as heed::dtype. f16 is IEEE binary16, bf16 the upper half of

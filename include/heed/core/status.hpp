@@ -13,6 +13,7 @@ enum class status : int {
   unsupported_head_dim,  // only for entry points that have no generic fallback
   unsupported_isa,       // an ISA that was not compiled in or that this CPU lacks
   workspace_too_small,   // the caller's workspace is smaller than workspace_size()
+  out_of_memory,         // an owning structure (the KV cache) could not allocate
 };
 
 constexpr const char* status_string(status s) noexcept {
@@ -35,6 +36,8 @@ constexpr const char* status_string(status s) noexcept {
       return "unsupported isa";
     case status::workspace_too_small:
       return "workspace too small";
+    case status::out_of_memory:
+      return "out of memory";
   }
   return "unknown status";
 }

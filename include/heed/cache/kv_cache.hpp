@@ -1,0 +1,355 @@
+// A ragged KV cache: per (layer, KV head) its own length, the original position of every entry,
+// optional per-entry score channels, and memory that eviction really gives back.
+//
+// Each (layer, head) slot stores K and V head-major ([len, d], contiguous rows: the layout the
+// decode kernel streams fastest) in f32, f16 or bf16, the original positions (ascending) and
+// `score_channels` float arrays that policies use to accumulate scores (H2O's column mass, ...).
+// keep() compacts all of them in place, preserving order; the freed tail is reused by later
+// appends, and shrink_to_fit() returns it to the allocator.
+//
+// Entry points validate and return a status. append() may allocate (amortized doubling);
+// nothing else does.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "heed/core/dtype.hpp"
+#include "heed/core/status.hpp"
+#include "heed/core/tensor_view.hpp"
+
+namespace heed {
+
+struct kv_cache_config {
+  int layers = 1;
+  int kv_heads = 1;
+  std::int64_t head_dim = 0;
+  dtype type = dtype::f32;   // storage type of K and V
+  std::int64_t reserve = 0;  // entries reserved up front per (layer, head)
+  int score_channels = 0;    // float channels per entry, compacted with K and V
+};
+
+class kv_cache {
+ public:
+  kv_cache() = default;
+  kv_cache(const kv_cache&) = delete;
+  kv_cache& operator=(const kv_cache&) = delete;
+  kv_cache(kv_cache&&) noexcept = default;
+  kv_cache& operator=(kv_cache&&) noexcept = default;
+
+  // Validates the configuration and reserves the memory. The previous contents are dropped.
+  status init(const kv_cache_config& c) noexcept {
+    if (c.layers <= 0 || c.kv_heads <= 0 || c.head_dim <= 0 || c.reserve < 0 ||
+        c.score_channels < 0 || c.score_channels > 64 || c.head_dim > (1 << 16) ||
+        std::int64_t(c.layers) * c.kv_heads > (1 << 20))
+      return status::invalid_argument;
+    if (c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16)
+      return status::unsupported_dtype;
+    slots_.clear();
+    cfg_ = c;
+    std::vector<slot> fresh;
+    if (!try_resize(fresh, std::size_t(c.layers) * c.kv_heads)) return status::out_of_memory;
+    slots_ = std::move(fresh);
+    if (c.reserve > 0)
+      for (auto& s : slots_) HEED_RETURN_IF_ERROR(grow(s, c.reserve));
+    return status::ok;
+  }
+
+  const kv_cache_config& config() const noexcept { return cfg_; }
+  int layers() const noexcept { return cfg_.layers; }
+  int kv_heads() const noexcept { return cfg_.kv_heads; }
+  std::int64_t head_dim() const noexcept { return cfg_.head_dim; }
+  dtype type() const noexcept { return cfg_.type; }
+  bool valid(int layer, int head) const noexcept {
+    return !slots_.empty() && layer >= 0 && layer < cfg_.layers && head >= 0 &&
+           head < cfg_.kv_heads;
+  }
+
+  // Accessors: (layer, head) must be valid (checked by debug builds of the caller's code only
+  // through valid()).
+  std::int64_t length(int layer, int head) const noexcept { return at(layer, head).len; }
+  std::int64_t capacity(int layer, int head) const noexcept { return at(layer, head).cap; }
+  // Tokens ever appended to this slot (the next default position).
+  std::int64_t appended(int layer, int head) const noexcept { return at(layer, head).appended; }
+  // [len, 1, d] views of the stored keys and values, head-major rows.
+  tensor_view keys(int layer, int head) const noexcept { return view(at(layer, head), 0); }
+  tensor_view values(int layer, int head) const noexcept { return view(at(layer, head), 1); }
+  const std::int64_t* positions(int layer, int head) const noexcept {
+    return at(layer, head).pos.get();
+  }
+  float* scores(int layer, int head, int channel) noexcept {
+    slot& s = at(layer, head);
+    return s.scores.get() + std::int64_t(channel) * s.cap;
+  }
+  const float* scores(int layer, int head, int channel) const noexcept {
+    const slot& s = at(layer, head);
+    return s.scores.get() + std::int64_t(channel) * s.cap;
+  }
+  // Longest head of a layer.
+  std::int64_t max_length(int layer) const noexcept {
+    std::int64_t m = 0;
+    for (int h = 0; h < cfg_.kv_heads; ++h) m = std::max(m, length(layer, h));
+    return m;
+  }
+  std::int64_t total_length() const noexcept {
+    std::int64_t t = 0;
+    for (const auto& s : slots_) t += s.len;
+    return t;
+  }
+
+  // Appends n tokens to every head of `layer`: k and v are [n, kv_heads, d] views of any dtype
+  // (converted to the storage type). positions: [n] original positions shared by all heads, or
+  // null to continue each head's count (appended(layer, h), appended(layer, h) + 1, ...).
+  // New score channels start at 0. Positions must stay strictly ascending per head.
+  status append(int layer, const tensor_view& k, const tensor_view& v,
+                const std::int64_t* positions = nullptr) noexcept {
+    if (slots_.empty()) return status::invalid_argument;
+    if (layer < 0 || layer >= cfg_.layers) return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(check_input(k, v, cfg_.kv_heads));
+    for (int h = 0; h < cfg_.kv_heads; ++h)
+      HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions));
+    return status::ok;
+  }
+
+  // Appends n tokens to one head: k and v are [n, heads, d] views; `src_head` selects the head
+  // of the view to read.
+  status append_head(int layer, int head, const tensor_view& k, const tensor_view& v, int src_head,
+                     const std::int64_t* positions = nullptr) noexcept {
+    if (!valid(layer, head)) return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(check_input(k, v, -1));
+    if (src_head < 0 || src_head >= k.heads) return status::invalid_argument;
+    return append_one(at(layer, head), k, v, src_head, positions);
+  }
+
+  // Keeps only the entries keep[0..n_keep) of (layer, head), which must be strictly ascending
+  // indices in [0, length). K, V, positions and score channels are compacted in place, in order.
+  status keep(int layer, int head, const std::int32_t* keep, std::int64_t n_keep) noexcept {
+    if (!valid(layer, head)) return status::invalid_argument;
+    slot& s = at(layer, head);
+    if (n_keep < 0 || n_keep > s.len) return status::invalid_argument;
+    if (n_keep > 0 && keep == nullptr) return status::null_pointer;
+    for (std::int64_t i = 0; i < n_keep; ++i) {
+      if (keep[i] < 0 || keep[i] >= s.len) return status::invalid_argument;
+      if (i > 0 && keep[i] <= keep[i - 1]) return status::invalid_argument;
+    }
+    const std::size_t row = row_bytes();
+    for (std::int64_t i = 0; i < n_keep; ++i) {
+      const std::int64_t from = keep[i];
+      if (from == i) continue;  // ascending: from >= i always
+      std::memcpy(s.k.get() + i * row, s.k.get() + from * row, row);
+      std::memcpy(s.v.get() + i * row, s.v.get() + from * row, row);
+      s.pos[i] = s.pos[from];
+      for (int c = 0; c < cfg_.score_channels; ++c) {
+        float* ch = s.scores.get() + std::int64_t(c) * s.cap;
+        ch[i] = ch[from];
+      }
+    }
+    s.len = n_keep;
+    return status::ok;
+  }
+
+  // StreamingLLM in one step: keeps the first n_sink and the last n_recent entries of one head
+  // (everything when they cover the whole head).
+  status keep_sink_and_recent(int layer, int head, std::int64_t n_sink,
+                              std::int64_t n_recent) noexcept {
+    if (!valid(layer, head)) return status::invalid_argument;
+    if (n_sink < 0 || n_recent < 0) return status::invalid_argument;
+    slot& s = at(layer, head);
+    if (n_sink + n_recent >= s.len) return status::ok;
+    const std::size_t row = row_bytes();
+    const std::int64_t from = s.len - n_recent;
+    std::memmove(s.k.get() + n_sink * row, s.k.get() + from * row, n_recent * row);
+    std::memmove(s.v.get() + n_sink * row, s.v.get() + from * row, n_recent * row);
+    std::memmove(s.pos.get() + n_sink, s.pos.get() + from, n_recent * sizeof(std::int64_t));
+    for (int c = 0; c < cfg_.score_channels; ++c) {
+      float* ch = s.scores.get() + std::int64_t(c) * s.cap;
+      std::memmove(ch + n_sink, ch + from, n_recent * sizeof(float));
+    }
+    s.len = n_sink + n_recent;
+    return status::ok;
+  }
+
+  // Empties one layer (all heads); memory stays reserved.
+  void clear_layer(int layer) noexcept {
+    for (int h = 0; h < cfg_.kv_heads; ++h) {
+      at(layer, h).len = 0;
+      at(layer, h).appended = 0;
+    }
+  }
+  void clear() noexcept {
+    for (auto& s : slots_) s.len = 0, s.appended = 0;
+  }
+
+  // Gives memory back: every slot's capacity becomes its length (plus `slack` entries).
+  status shrink_to_fit(std::int64_t slack = 0) noexcept {
+    if (slack < 0) return status::invalid_argument;
+    for (auto& s : slots_)
+      if (s.cap > s.len + slack) HEED_RETURN_IF_ERROR(reallocate(s, s.len + slack));
+    return status::ok;
+  }
+
+  // Bytes held by the slots (capacity) and bytes in use (length), K + V + positions + scores.
+  std::size_t bytes_reserved() const noexcept {
+    std::size_t b = 0;
+    for (const auto& s : slots_) b += std::size_t(s.cap) * entry_bytes();
+    return b;
+  }
+  std::size_t bytes_used() const noexcept {
+    std::size_t b = 0;
+    for (const auto& s : slots_) b += std::size_t(s.len) * entry_bytes();
+    return b;
+  }
+  std::size_t entry_bytes() const noexcept {
+    return 2 * row_bytes() + sizeof(std::int64_t) + sizeof(float) * cfg_.score_channels;
+  }
+
+ private:
+  struct slot {
+    std::unique_ptr<unsigned char[]> k, v;
+    std::unique_ptr<std::int64_t[]> pos;
+    std::unique_ptr<float[]> scores;  // [channels][cap]
+    std::int64_t len = 0, cap = 0, appended = 0;
+  };
+
+  template <class T>
+  static bool try_resize(std::vector<T>& v, std::size_t n) noexcept {
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+    try {
+      v.resize(n);
+    } catch (...) {
+      return false;
+    }
+    return true;
+#else
+    v.resize(n);
+    return true;
+#endif
+  }
+
+  slot& at(int layer, int head) noexcept {
+    return slots_[std::size_t(layer) * cfg_.kv_heads + head];
+  }
+  const slot& at(int layer, int head) const noexcept {
+    return slots_[std::size_t(layer) * cfg_.kv_heads + head];
+  }
+  std::size_t row_bytes() const noexcept {
+    return std::size_t(cfg_.head_dim) * dtype_size(cfg_.type);
+  }
+
+  tensor_view view(const slot& s, int which) const noexcept {
+    tensor_view t;
+    t.data = which == 0 ? s.k.get() : s.v.get();
+    t.type = cfg_.type;
+    t.seq = s.len;
+    t.heads = 1;
+    t.dim = cfg_.head_dim;
+    t.seq_stride = cfg_.head_dim;
+    t.head_stride = cfg_.head_dim;
+    return t;
+  }
+
+  status check_input(const tensor_view& k, const tensor_view& v, int heads) const noexcept {
+    if (k.data == nullptr || v.data == nullptr) return status::null_pointer;
+    HEED_RETURN_IF_ERROR(validate_view(k));
+    HEED_RETURN_IF_ERROR(validate_view(v));
+    if (k.dim != cfg_.head_dim || v.dim != cfg_.head_dim) return status::shape_mismatch;
+    if (k.seq != v.seq || k.heads != v.heads) return status::shape_mismatch;
+    if (heads >= 0 && k.heads != heads) return status::shape_mismatch;
+    return status::ok;
+  }
+
+  status reallocate(slot& s, std::int64_t cap) noexcept {
+    const std::size_t row = row_bytes();
+    const int nc = cfg_.score_channels;
+    std::unique_ptr<unsigned char[]> k(
+        new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+    std::unique_ptr<unsigned char[]> v(
+        new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+    std::unique_ptr<std::int64_t[]> pos(new (std::nothrow) std::int64_t[std::size_t(cap) + 1]);
+    std::unique_ptr<float[]> sc(new (std::nothrow) float[std::size_t(cap) * nc + 1]);
+    if (!k || !v || !pos || !sc) return status::out_of_memory;
+    if (s.len > 0) {
+      std::memcpy(k.get(), s.k.get(), std::size_t(s.len) * row);
+      std::memcpy(v.get(), s.v.get(), std::size_t(s.len) * row);
+      std::memcpy(pos.get(), s.pos.get(), std::size_t(s.len) * sizeof(std::int64_t));
+      for (int c = 0; c < nc; ++c)
+        std::memcpy(sc.get() + std::int64_t(c) * cap, s.scores.get() + std::int64_t(c) * s.cap,
+                    std::size_t(s.len) * sizeof(float));
+    }
+    s.k = std::move(k);
+    s.v = std::move(v);
+    s.pos = std::move(pos);
+    s.scores = std::move(sc);
+    s.cap = cap;
+    return status::ok;
+  }
+
+  status grow(slot& s, std::int64_t need) noexcept {
+    if (need <= s.cap) return status::ok;
+    std::int64_t cap = s.cap < 16 ? 16 : s.cap * 2;
+    if (cap < need) cap = need;
+    return reallocate(s, cap);
+  }
+
+  template <class Dst, class Src>
+  static void convert_row(Dst* dst, const Src* src, std::int64_t d) noexcept {
+    for (std::int64_t c = 0; c < d; ++c) dst[c] = from_float<Dst>(to_float(src[c]));
+  }
+  void store_row(unsigned char* dst, const tensor_view& t, std::int64_t s, int h) const noexcept {
+    const std::int64_t d = cfg_.head_dim;
+    if (t.type == cfg_.type) {
+      std::memcpy(dst,
+                  static_cast<const unsigned char*>(t.data) + t.offset(s, h) * dtype_size(t.type),
+                  row_bytes());
+      return;
+    }
+    auto with_src = [&](auto* dptr) {
+      using D = std::remove_pointer_t<decltype(dptr)>;
+      if (t.type == dtype::f32) convert_row(dptr, t.row<const float>(s, h), d);
+      if (t.type == dtype::f16) convert_row(dptr, t.row<const f16>(s, h), d);
+      if (t.type == dtype::bf16) convert_row(dptr, t.row<const bf16>(s, h), d);
+      (void)sizeof(D);
+    };
+    if (cfg_.type == dtype::f32) with_src(reinterpret_cast<float*>(dst));
+    if (cfg_.type == dtype::f16) with_src(reinterpret_cast<f16*>(dst));
+    if (cfg_.type == dtype::bf16) with_src(reinterpret_cast<bf16*>(dst));
+  }
+
+  status append_one(slot& s, const tensor_view& k, const tensor_view& v, int h,
+                    const std::int64_t* positions) noexcept {
+    const std::int64_t n = k.seq;
+    std::int64_t last = s.len > 0 ? s.pos[s.len - 1] : -1;
+    if (positions) {
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (positions[i] <= last || positions[i] < 0) return status::invalid_argument;
+        last = positions[i];
+      }
+    } else if (s.appended <= last) {
+      return status::invalid_argument;  // explicit positions ran ahead of the count
+    }
+    HEED_RETURN_IF_ERROR(grow(s, s.len + n));
+    const std::size_t row = row_bytes();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t at_ = s.len + i;
+      store_row(s.k.get() + at_ * row, k, i, h);
+      store_row(s.v.get() + at_ * row, v, i, h);
+      s.pos[at_] = positions ? positions[i] : s.appended + i;
+      for (int c = 0; c < cfg_.score_channels; ++c) s.scores[std::int64_t(c) * s.cap + at_] = 0.f;
+    }
+    s.len += n;
+    s.appended = positions ? positions[n - 1] + 1 : s.appended + n;
+    return status::ok;
+  }
+
+  kv_cache_config cfg_{};
+  std::vector<slot> slots_;
+};
+
+}  // namespace heed

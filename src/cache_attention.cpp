@@ -1,0 +1,157 @@
+// Attention over the ragged KV cache: one dense_attention call per KV head.
+#include "heed/cache/cache_attention.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "heed/attention/params.hpp"
+
+namespace heed {
+namespace {
+
+// The probability tap of one KV head: column accumulation and/or a copy of the row.
+struct head_tap {
+  column_accumulator acc;
+  bool accumulate = false;
+  float* probs = nullptr;  // row of query head 0 of this group; rows probs_stride apart
+  std::int64_t probs_stride = 0;
+
+  static void call(void* self, int q_head, std::int64_t key_begin, const float* p,
+                   std::int64_t n) noexcept {
+    auto* t = static_cast<head_tap*>(self);
+    if (t->probs)
+      std::memcpy(t->probs + q_head * t->probs_stride + key_begin, p, n * sizeof(float));
+    if (t->accumulate) t->acc.on_probs(q_head, key_begin, p, n);
+  }
+};
+
+// The dense parameters of KV head h: the group's query heads over the head's entries.
+dense_params head_params(const kv_cache& c, int layer, int h, const cache_attention_params& p,
+                         int group) {
+  dense_params d;
+  const std::int64_t h0 = std::int64_t(h) * group;
+  d.q = p.q;
+  d.q.data = static_cast<const float*>(p.q.data) + h0 * p.q.head_stride;
+  d.q.heads = group;
+  d.o = p.o;
+  d.o.data = static_cast<float*>(p.o.data) + h0 * p.o.head_stride;
+  d.o.heads = group;
+  d.k = c.keys(layer, h);
+  d.v = c.values(layer, h);
+  d.scale = p.scale;
+  d.causal = p.causal;
+  d.q_offset = p.causal ? d.k.seq - p.q.seq : 0;
+  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : p.q.seq;
+  d.row_head_stride = rs;
+  if (p.lse) d.lse = p.lse + h0 * rs;
+  if (p.entropy) d.entropy = p.entropy + h0 * rs;
+  d.softcap = p.softcap;
+  if (p.sink_logits) d.sink_logits = p.sink_logits + h0;
+  return d;
+}
+
+bool wants_tap(const cache_attention_params& p) {
+  return p.accumulate_channel >= 0 || p.probs != nullptr;
+}
+
+}  // namespace
+
+status cache_attention_validate(const kv_cache& c, int layer,
+                                const cache_attention_params& p) noexcept {
+  if (!c.valid(layer, 0)) return status::invalid_argument;
+  if (p.q.data == nullptr || p.o.data == nullptr) return status::null_pointer;
+  HEED_RETURN_IF_ERROR(validate_view(p.q));
+  HEED_RETURN_IF_ERROR(validate_view(p.o));
+  if (p.q.type != dtype::f32 || p.o.type != dtype::f32) return status::unsupported_dtype;
+  if (p.q.dim != c.head_dim() || p.o.dim != c.head_dim()) return status::shape_mismatch;
+  if (p.o.seq != p.q.seq || p.o.heads != p.q.heads) return status::shape_mismatch;
+  if (p.q.heads % c.kv_heads() != 0) return status::shape_mismatch;
+  if (p.row_head_stride < 0 || (p.row_head_stride > 0 && p.row_head_stride < p.q.seq))
+    return status::invalid_stride;
+  if (p.accumulate_channel >= c.config().score_channels) return status::invalid_argument;
+  if (p.accumulate_channel < -1) return status::invalid_argument;
+  if (wants_tap(p) && p.q.seq != 1) return status::invalid_argument;  // decode only
+  if (p.accumulate_channel >= 0) HEED_RETURN_IF_ERROR(p.accumulate.validate());
+  if (p.probs && p.probs_stride < c.max_length(layer)) return status::invalid_stride;
+  for (int h = 0; h < c.kv_heads(); ++h)
+    if (p.causal && c.length(layer, h) != 0 && c.length(layer, h) < p.q.seq)
+      return status::invalid_argument;  // the queries' own tokens must be in the cache
+  return status::ok;
+}
+
+std::size_t cache_attention_workspace_size(const kv_cache& c, int layer,
+                                           const cache_attention_params& p, int threads,
+                                           isa i) noexcept {
+  if (cache_attention_validate(c, layer, p) != status::ok) return 0;
+  const int group = static_cast<int>(p.q.heads / c.kv_heads());
+  std::size_t most = 0;
+  for (int h = 0; h < c.kv_heads(); ++h) {
+    if (c.length(layer, h) == 0) continue;
+    dense_params d = head_params(c, layer, h, p, group);
+    if (wants_tap(p)) d.prob_tap = head_tap::call;
+    most = std::max(most, dense_workspace_size(d, threads, i));
+  }
+  // The accumulator's reduced row.
+  if (p.accumulate_channel >= 0)
+    most += align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
+  return most;
+}
+
+status cache_attention(kv_cache& c, int layer, const cache_attention_params& p, workspace ws,
+                       executor& ex, isa i) noexcept {
+  HEED_RETURN_IF_ERROR(cache_attention_validate(c, layer, p));
+  if (ws.size < cache_attention_workspace_size(c, layer, p, ex.concurrency(), i))
+    return status::workspace_too_small;
+  const int group = static_cast<int>(p.q.heads / c.kv_heads());
+  // Carve the accumulator row off the end of the workspace; the kernel gets the front.
+  workspace kernel_ws = ws;
+  float* row = nullptr;
+  if (p.accumulate_channel >= 0) {
+    const std::size_t bytes =
+        align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
+    kernel_ws.size = ws.size - bytes;
+    row = static_cast<float*>(
+        workspace_carver::align_base(static_cast<char*>(ws.data) + kernel_ws.size));
+  }
+  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : p.q.seq;
+  for (int h = 0; h < c.kv_heads(); ++h) {
+    const std::int64_t len = c.length(layer, h);
+    if (len == 0) {
+      // No keys: the output is zero (a sink adds only to the denominator).
+      for (int g = 0; g < group; ++g) {
+        const std::int64_t qh = std::int64_t(h) * group + g;
+        for (std::int64_t r = 0; r < p.q.seq; ++r) {
+          std::memset(p.o.row<float>(r, qh), 0, sizeof(float) * p.o.dim);
+          const float sink =
+              p.sink_logits ? p.sink_logits[qh] : -std::numeric_limits<float>::infinity();
+          if (p.lse) p.lse[qh * rs + r] = sink;
+          if (p.entropy) p.entropy[qh * rs + r] = 0.f;
+        }
+      }
+      continue;
+    }
+    dense_params d = head_params(c, layer, h, p, group);
+    head_tap tap;
+    if (wants_tap(p)) {
+      if (p.accumulate_channel >= 0) {
+        tap.accumulate = true;
+        tap.acc.channel = c.scores(layer, h, p.accumulate_channel);
+        tap.acc.scratch = row;
+        tap.acc.group = group;
+        tap.acc.spec = p.accumulate;
+      }
+      if (p.probs) {
+        tap.probs = p.probs + std::int64_t(h) * group * p.probs_stride;
+        tap.probs_stride = p.probs_stride;
+      }
+      d.prob_tap = head_tap::call;
+      d.prob_tap_user = &tap;
+    }
+    HEED_RETURN_IF_ERROR(dense_attention(d, kernel_ws, ex, i));
+  }
+  return status::ok;
+}
+
+}  // namespace heed

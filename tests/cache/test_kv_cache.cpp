@@ -1,0 +1,407 @@
+// The ragged KV cache: storage, compaction, memory, bad input, and attention over it against the
+// float64 reference restricted to each head's kept keys.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "heed/cache/cache_attention.hpp"
+#include "heed/cache/kv_cache.hpp"
+#include "heed/core/thread_pool.hpp"
+#include "reference/naive_attention.hpp"
+
+namespace {
+
+using heed::dtype;
+using heed::kv_cache;
+using heed::kv_cache_config;
+using heed::status;
+
+// Values exactly representable in every storage type (bf16 has 8 mantissa bits).
+float representable(std::mt19937& rng) {
+  std::uniform_int_distribution<int> u(-128, 128);
+  return float(u(rng)) / 64.f;
+}
+
+std::vector<float> random_rows(std::int64_t n, std::int64_t heads, std::int64_t d,
+                               std::mt19937& rng) {
+  std::vector<float> x(std::size_t(n * heads * d));
+  for (auto& e : x) e = representable(rng);
+  return x;
+}
+
+heed::tensor_view view_of(const std::vector<float>& x, std::int64_t n, std::int64_t heads,
+                          std::int64_t d) {
+  return heed::make_view(x.data(), n, heads, d);
+}
+
+float read(const heed::tensor_view& t, std::int64_t s, std::int64_t c) {
+  switch (t.type) {
+    case dtype::f32:
+      return t.row<const float>(s, 0)[c];
+    case dtype::f16:
+      return heed::to_float(t.row<const heed::f16>(s, 0)[c]);
+    case dtype::bf16:
+      return heed::to_float(t.row<const heed::bf16>(s, 0)[c]);
+  }
+  return 0.f;
+}
+
+class KvCacheTypes : public ::testing::TestWithParam<dtype> {};
+
+TEST_P(KvCacheTypes, AppendKeepCompactsEveryChannelInOrder) {
+  std::mt19937 rng(3);
+  const std::int64_t d = 40, n = 300;
+  const int heads = 3;
+  kv_cache c;
+  ASSERT_EQ(c.init({2, heads, d, GetParam(), 0, 2}), status::ok);
+  const auto k = random_rows(n, heads, d, rng), v = random_rows(n, heads, d, rng);
+  // Two appends: a prefill chunk and single tokens.
+  ASSERT_EQ(c.append(1, view_of(k, 200, heads, d), view_of(v, 200, heads, d)), status::ok);
+  for (std::int64_t t = 200; t < n; ++t) {
+    std::vector<float> kt(k.begin() + t * heads * d, k.begin() + (t + 1) * heads * d);
+    std::vector<float> vt(v.begin() + t * heads * d, v.begin() + (t + 1) * heads * d);
+    ASSERT_EQ(c.append(1, view_of(kt, 1, heads, d), view_of(vt, 1, heads, d)), status::ok);
+  }
+  EXPECT_EQ(c.length(0, 0), 0);
+  for (int h = 0; h < heads; ++h) {
+    ASSERT_EQ(c.length(1, h), n);
+    for (std::int64_t j = 0; j < n; ++j) {
+      c.scores(1, h, 0)[j] = float(j + 1000 * h);
+      c.scores(1, h, 1)[j] = -float(j);
+    }
+  }
+  // A different keep-set per head.
+  std::vector<std::vector<std::int32_t>> keeps(heads);
+  for (int h = 0; h < heads; ++h) {
+    for (std::int32_t j = 0; j < n; ++j)
+      if (rng() % (h + 2) == 0) keeps[h].push_back(j);
+    ASSERT_EQ(c.keep(1, h, keeps[h].data(), std::int64_t(keeps[h].size())), status::ok);
+  }
+  for (int h = 0; h < heads; ++h) {
+    ASSERT_EQ(c.length(1, h), std::int64_t(keeps[h].size()));
+    const auto kv = c.keys(1, h), vv = c.values(1, h);
+    EXPECT_EQ(kv.seq, c.length(1, h));
+    for (std::size_t i = 0; i < keeps[h].size(); ++i) {
+      const std::int64_t j = keeps[h][i];
+      EXPECT_EQ(c.positions(1, h)[i], j);
+      EXPECT_EQ(c.scores(1, h, 0)[i], float(j + 1000 * h));
+      EXPECT_EQ(c.scores(1, h, 1)[i], -float(j));
+      for (std::int64_t e = 0; e < d; ++e) {
+        ASSERT_EQ(read(kv, std::int64_t(i), e), k[(j * heads + h) * d + e]);
+        ASSERT_EQ(read(vv, std::int64_t(i), e), v[(j * heads + h) * d + e]);
+      }
+    }
+  }
+  // Appending after eviction continues the original positions with fresh zero scores.
+  std::vector<float> kt(k.begin(), k.begin() + heads * d);
+  ASSERT_EQ(c.append(1, view_of(kt, 1, heads, d), view_of(kt, 1, heads, d)), status::ok);
+  for (int h = 0; h < heads; ++h) {
+    const std::int64_t last = c.length(1, h) - 1;
+    EXPECT_EQ(c.positions(1, h)[last], n);
+    EXPECT_EQ(c.scores(1, h, 0)[last], 0.f);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, KvCacheTypes,
+                         ::testing::Values(dtype::f32, dtype::f16, dtype::bf16),
+                         [](const auto& info) {
+                           return std::string(heed::dtype_name(info.param));
+                         });
+
+TEST(KvCache, EvictionReallyFreesAndReusesMemory) {
+  std::mt19937 rng(5);
+  const std::int64_t d = 64, n = 1000;
+  kv_cache c;
+  ASSERT_EQ(c.init({1, 2, d, dtype::f16, 0, 1}), status::ok);
+  const auto k = random_rows(n, 2, d, rng);
+  ASSERT_EQ(c.append(0, view_of(k, n, 2, d), view_of(k, n, 2, d)), status::ok);
+  const std::size_t full = c.bytes_reserved();
+  EXPECT_GE(full, std::size_t(2 * n) * c.entry_bytes());
+  // Head 0 keeps a tenth, head 1 everything: head-wise eviction.
+  std::vector<std::int32_t> keep;
+  for (std::int32_t j = 0; j < n; j += 10) keep.push_back(j);
+  ASSERT_EQ(c.keep(0, 0, keep.data(), std::int64_t(keep.size())), status::ok);
+  EXPECT_EQ(c.bytes_used(), std::size_t(n + 100) * c.entry_bytes());
+  // Compaction frees slots that the next appends reuse without growing.
+  const std::int64_t cap0 = c.capacity(0, 0);
+  for (int t = 0; t < 50; ++t) {
+    ASSERT_EQ(c.append_head(0, 0, view_of(k, 1, 2, d), view_of(k, 1, 2, d), 0), status::ok);
+  }
+  EXPECT_EQ(c.capacity(0, 0), cap0);
+  EXPECT_EQ(c.length(0, 0), 150);
+  EXPECT_EQ(c.length(0, 1), n);
+  ASSERT_EQ(c.shrink_to_fit(), status::ok);
+  EXPECT_EQ(c.bytes_reserved(), std::size_t(n + 150) * c.entry_bytes());
+  EXPECT_LT(c.bytes_reserved(), full);
+  // Contents survive the reallocation.
+  EXPECT_EQ(c.positions(0, 0)[99], 990);
+  EXPECT_EQ(c.positions(0, 0)[100], n);
+  EXPECT_EQ(read(c.keys(0, 1), 7, 3), k[(7 * 2 + 1) * d + 3]);
+}
+
+TEST(KvCache, SinkAndRecent) {
+  std::mt19937 rng(9);
+  const std::int64_t d = 8, n = 50;
+  kv_cache c;
+  ASSERT_EQ(c.init({1, 1, d, dtype::f32, 4, 1}), status::ok);
+  const auto k = random_rows(n, 1, d, rng);
+  ASSERT_EQ(c.append(0, view_of(k, n, 1, d), view_of(k, n, 1, d)), status::ok);
+  for (std::int64_t j = 0; j < n; ++j) c.scores(0, 0, 0)[j] = float(j);
+  ASSERT_EQ(c.keep_sink_and_recent(0, 0, 4, 10), status::ok);
+  ASSERT_EQ(c.length(0, 0), 14);
+  for (std::int64_t i = 0; i < 14; ++i) {
+    const std::int64_t want = i < 4 ? i : n - 10 + (i - 4);
+    EXPECT_EQ(c.positions(0, 0)[i], want);
+    EXPECT_EQ(c.scores(0, 0, 0)[i], float(want));
+    EXPECT_EQ(read(c.keys(0, 0), i, 2), k[want * d + 2]);
+  }
+  ASSERT_EQ(c.keep_sink_and_recent(0, 0, 10, 10), status::ok);  // covers everything: no-op
+  EXPECT_EQ(c.length(0, 0), 14);
+}
+
+TEST(KvCache, BadInputReturnsStatus) {
+  kv_cache c;
+  std::vector<float> k(4 * 2 * 16, 1.f);
+  EXPECT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::invalid_argument);
+  EXPECT_EQ(c.init({0, 2, 16}), status::invalid_argument);
+  EXPECT_EQ(c.init({1, 0, 16}), status::invalid_argument);
+  EXPECT_EQ(c.init({1, 2, 0}), status::invalid_argument);
+  EXPECT_EQ(c.init({1, 2, 16, dtype::f32, -1}), status::invalid_argument);
+  EXPECT_EQ(c.init({1, 2, 16, static_cast<dtype>(7)}), status::unsupported_dtype);
+  ASSERT_EQ(c.init({2, 2, 16, dtype::f16, 0, 1}), status::ok);
+  EXPECT_EQ(c.append(2, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::invalid_argument);
+  EXPECT_EQ(c.append(-1, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::invalid_argument);
+  EXPECT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 2, 2, 16)), status::shape_mismatch);
+  EXPECT_EQ(c.append(0, view_of(k, 8, 1, 16), view_of(k, 8, 1, 16)), status::shape_mismatch);
+  EXPECT_EQ(c.append(0, view_of(k, 4, 4, 8), view_of(k, 4, 4, 8)), status::shape_mismatch);
+  heed::tensor_view null_view = view_of(k, 4, 2, 16);
+  null_view.data = nullptr;
+  EXPECT_EQ(c.append(0, null_view, view_of(k, 4, 2, 16)), status::null_pointer);
+  const std::int64_t bad_pos[4] = {0, 2, 2, 3};
+  EXPECT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16), bad_pos),
+            status::invalid_argument);
+  const std::int64_t pos[4] = {10, 11, 20, 21};
+  ASSERT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16), pos), status::ok);
+  EXPECT_EQ(c.positions(0, 1)[2], 20);
+  EXPECT_EQ(c.appended(0, 1), 22);
+  EXPECT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16), pos),
+            status::invalid_argument);  // not after the last position
+  const std::int32_t unsorted[2] = {2, 1}, dup[2] = {1, 1}, out_of_range[1] = {4};
+  EXPECT_EQ(c.keep(0, 0, unsorted, 2), status::invalid_argument);
+  EXPECT_EQ(c.keep(0, 0, dup, 2), status::invalid_argument);
+  EXPECT_EQ(c.keep(0, 0, out_of_range, 1), status::invalid_argument);
+  EXPECT_EQ(c.keep(0, 0, nullptr, 1), status::null_pointer);
+  EXPECT_EQ(c.keep(0, 2, unsorted, 0), status::invalid_argument);
+  EXPECT_EQ(c.keep(0, 0, unsorted, 5), status::invalid_argument);
+  EXPECT_EQ(c.length(0, 0), 4);                     // failed calls change nothing
+  EXPECT_EQ(c.keep(0, 0, nullptr, 0), status::ok);  // keep nothing
+  EXPECT_EQ(c.length(0, 0), 0);
+  EXPECT_EQ(c.shrink_to_fit(-1), status::invalid_argument);
+}
+
+// ---- attention over the cache ----------------------------------------------------------------
+
+struct cache_case {
+  const char* name;
+  int hq, hkv;
+  std::int64_t d, prompt, decode_steps;
+  dtype type;
+  int threads;
+  heed::isa isa;
+};
+
+std::vector<heed::isa> compiled_isas() {
+  std::vector<heed::isa> out;
+  for (heed::isa i : {heed::isa::sse2, heed::isa::avx2, heed::isa::avx512})
+    if (heed::isa_available(i)) out.push_back(i);
+  return out;
+}
+
+// Prefill a prompt, evict a different random subset per head, then decode with H2O, A2SF and
+// TOVA accumulation, comparing output, LSE, entropy, probabilities and the score channels with
+// the float64 reference over each head's kept keys.
+void run_cache_case(const cache_case& cc) {
+  SCOPED_TRACE(cc.name);
+  std::mt19937 rng(11);
+  const int group = cc.hq / cc.hkv;
+  const std::int64_t d = cc.d, total = cc.prompt + cc.decode_steps;
+  const auto q_all = random_rows(total, cc.hq, d, rng);
+  const auto k_all = random_rows(total, cc.hkv, d, rng);
+  const auto v_all = random_rows(total, cc.hkv, d, rng);
+  kv_cache c;
+  ASSERT_EQ(c.init({1, cc.hkv, d, cc.type, 0, 3}), status::ok);
+  heed::thread_pool_executor ex(cc.threads);
+  std::vector<std::vector<bool>> kept(cc.hkv, std::vector<bool>(std::size_t(total), true));
+
+  // The reference over keys 0..n-1 with the per-head kept mask.
+  auto reference = [&](std::int64_t q0, std::int64_t lq, std::int64_t n) {
+    heed_ref::attention_problem p;
+    p.lq = lq;
+    p.lk = n;
+    p.hq = cc.hq;
+    p.hkv = cc.hkv;
+    p.d = d;
+    p.resize();
+    for (std::int64_t i = 0; i < lq; ++i)
+      for (int h = 0; h < cc.hq; ++h)
+        for (std::int64_t e = 0; e < d; ++e)
+          p.q_at(i, h, e) = q_all[((q0 + i) * cc.hq + h) * d + e];
+    for (std::int64_t j = 0; j < n; ++j)
+      for (int h = 0; h < cc.hkv; ++h)
+        for (std::int64_t e = 0; e < d; ++e) {
+          p.k_at(j, h, e) = k_all[(j * cc.hkv + h) * d + e];
+          p.v_at(j, h, e) = v_all[(j * cc.hkv + h) * d + e];
+        }
+    p.keep = [&, group](int h, std::int64_t, std::int64_t kp) {
+      return bool(kept[h / group][std::size_t(kp)]);
+    };
+    return heed_ref::naive_attention(p);
+  };
+
+  // Prefill (checked against the O(L^2) reference only for short prompts).
+  {
+    ASSERT_EQ(
+        c.append(0, view_of(k_all, cc.prompt, cc.hkv, d), view_of(v_all, cc.prompt, cc.hkv, d)),
+        status::ok);
+    std::vector<float> o(std::size_t(cc.prompt * cc.hq * d));
+    std::vector<float> lse(std::size_t(cc.prompt * cc.hq)), ent(lse.size());
+    heed::cache_attention_params p;
+    p.q = view_of(q_all, cc.prompt, cc.hq, d);
+    p.o = heed::make_mutable_view(o.data(), cc.prompt, cc.hq, d);
+    p.lse = lse.data();
+    p.entropy = ent.data();
+    std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, cc.threads, cc.isa));
+    ASSERT_EQ(heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex, cc.isa), status::ok);
+    const std::int64_t checked = cc.prompt <= 256 ? cc.prompt : 0;
+    const auto r = reference(0, checked, checked);
+    for (std::int64_t i = 0; i < checked; ++i)
+      for (int h = 0; h < cc.hq; ++h) {
+        ASSERT_NEAR(lse[h * cc.prompt + i], r.lse_at(h, i), 2e-5) << i << " " << h;
+        ASSERT_NEAR(ent[h * cc.prompt + i], r.entropy_at(h, i), 5e-5);
+        for (std::int64_t e = 0; e < d; ++e)
+          ASSERT_NEAR(o[(i * cc.hq + h) * d + e], r.o_at(i, h, e), 2e-5);
+      }
+  }
+  // Evict: each head keeps a different random subset (always position 0).
+  for (int h = 0; h < cc.hkv; ++h) {
+    std::vector<std::int32_t> keep;
+    for (std::int32_t j = 0; j < cc.prompt; ++j) {
+      const bool k = j == 0 || rng() % (h + 2) != 0;
+      kept[h][std::size_t(j)] = k;
+      if (k) keep.push_back(j);
+    }
+    ASSERT_EQ(c.keep(0, h, keep.data(), std::int64_t(keep.size())), status::ok);
+  }
+  // Decode with three accumulators on channels 0 (H2O), 1 (A2SF 0.9), 2 (TOVA).
+  std::vector<std::vector<double>> h2o(cc.hkv, std::vector<double>(std::size_t(total), 0.0));
+  auto a2sf = h2o, tova = h2o;
+  const heed::accumulate_mode modes[3] = {heed::accumulate_mode::sum, heed::accumulate_mode::decay,
+                                          heed::accumulate_mode::last};
+  for (std::int64_t t = cc.prompt; t < total; ++t) {
+    std::vector<float> kt(k_all.begin() + t * cc.hkv * d, k_all.begin() + (t + 1) * cc.hkv * d);
+    std::vector<float> vt(v_all.begin() + t * cc.hkv * d, v_all.begin() + (t + 1) * cc.hkv * d);
+    std::vector<float> qt(q_all.begin() + t * cc.hq * d, q_all.begin() + (t + 1) * cc.hq * d);
+    ASSERT_EQ(c.append(0, view_of(kt, 1, cc.hkv, d), view_of(vt, 1, cc.hkv, d)), status::ok);
+    std::vector<float> o(std::size_t(cc.hq * d)), lse(std::size_t(cc.hq));
+    const std::int64_t stride = c.max_length(0);
+    std::vector<float> probs(std::size_t(cc.hq * stride), -1.f);
+    for (int ch = 0; ch < 3; ++ch) {
+      heed::cache_attention_params p;
+      p.q = view_of(qt, 1, cc.hq, d);
+      p.o = heed::make_mutable_view(o.data(), 1, cc.hq, d);
+      p.lse = lse.data();
+      p.accumulate_channel = ch;
+      p.accumulate.mode = modes[ch];
+      p.accumulate.lambda = 0.9f;
+      if (ch == 0) {
+        p.probs = probs.data();
+        p.probs_stride = stride;
+      }
+      std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, cc.threads, cc.isa));
+      ASSERT_GT(ws.size(), 0u);
+      ASSERT_EQ(heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex, cc.isa), status::ok);
+    }
+    const auto r = reference(t, 1, t + 1);
+    for (int h = 0; h < cc.hq; ++h) {
+      ASSERT_NEAR(lse[h], r.lse_at(h, 0), 2e-5);
+      for (std::int64_t e = 0; e < d; ++e) ASSERT_NEAR(o[h * d + e], r.o_at(0, h, e), 2e-5);
+    }
+    for (int kvh = 0; kvh < cc.hkv; ++kvh) {
+      for (std::int64_t j = 0; j <= t; ++j) {
+        if (!kept[kvh][std::size_t(j)]) continue;
+        double mean = 0;
+        for (int g = 0; g < group; ++g) mean += r.prob_at(kvh * group + g, 0, j) / group;
+        h2o[kvh][std::size_t(j)] += mean;
+        a2sf[kvh][std::size_t(j)] = 0.9 * a2sf[kvh][std::size_t(j)] + mean;
+        tova[kvh][std::size_t(j)] = mean;
+      }
+      const std::int64_t len = c.length(0, kvh);
+      for (std::int64_t i = 0; i < len; ++i) {
+        const std::int64_t j = c.positions(0, kvh)[i];
+        ASSERT_TRUE(kept[kvh][std::size_t(j)]);
+        for (int g = 0; g < group; ++g)
+          ASSERT_NEAR(probs[(kvh * group + g) * stride + i], r.prob_at(kvh * group + g, 0, j),
+                      2e-6);
+        ASSERT_NEAR(c.scores(0, kvh, 0)[i], h2o[kvh][std::size_t(j)], 1e-5) << t << " " << j;
+        ASSERT_NEAR(c.scores(0, kvh, 1)[i], a2sf[kvh][std::size_t(j)], 1e-5);
+        ASSERT_NEAR(c.scores(0, kvh, 2)[i], tova[kvh][std::size_t(j)], 1e-6);
+      }
+    }
+  }
+}
+
+TEST(CacheAttention, MatchesReferenceOverKeptKeys) {
+  for (heed::isa i : compiled_isas()) {
+    for (int threads : {1, 2}) {
+      run_cache_case({"gqa4_f16_d64", 8, 2, 64, 40, 6, dtype::f16, threads, i});
+      run_cache_case({"mha_f32_d128", 2, 2, 128, 33, 4, dtype::f32, threads, i});
+      run_cache_case({"gqa2_bf16_d40", 4, 2, 40, 17, 5, dtype::bf16, threads, i});
+    }
+  }
+  // Long enough for the decode kernel to split each head's keys across partitions and threads.
+  run_cache_case({"split_kv_f16_d128", 4, 1, 128, 2600, 3, dtype::f16, 2, heed::isa::automatic});
+}
+
+TEST(CacheAttention, BadInputReturnsStatus) {
+  kv_cache c;
+  ASSERT_EQ(c.init({1, 2, 16, dtype::f32, 0, 1}), status::ok);
+  std::vector<float> x(4 * 4 * 16, 0.5f), o(x.size());
+  ASSERT_EQ(c.append(0, view_of(x, 4, 2, 16), view_of(x, 4, 2, 16)), status::ok);
+  heed::cache_attention_params p;
+  p.q = view_of(x, 1, 4, 16);
+  p.o = heed::make_mutable_view(o.data(), 1, 4, 16);
+  std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, 1));
+  const heed::workspace w{ws.data(), ws.size()};
+  EXPECT_EQ(heed::cache_attention(c, 0, p, w), status::ok);
+  EXPECT_EQ(heed::cache_attention(c, 1, p, w), status::invalid_argument);
+  EXPECT_EQ(heed::cache_attention(c, 0, p, {ws.data(), 0}), status::workspace_too_small);
+  auto bad = p;
+  bad.q = view_of(x, 1, 3, 16);
+  bad.o = heed::make_mutable_view(o.data(), 1, 3, 16);
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::shape_mismatch);
+  bad = p;
+  bad.accumulate_channel = 1;  // only one channel
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::invalid_argument);
+  bad = p;
+  bad.q = view_of(x, 2, 4, 16);
+  bad.o = heed::make_mutable_view(o.data(), 2, 4, 16);
+  bad.accumulate_channel = 0;  // accumulation is decode-only
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::invalid_argument);
+  bad = p;
+  bad.q = view_of(x, 5, 4, 16);
+  bad.o = heed::make_mutable_view(o.data(), 5, 4, 16);
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::invalid_argument);  // 5 > 4 cached
+  bad = p;
+  bad.probs = o.data();
+  bad.probs_stride = 3;
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::invalid_stride);
+  bad = p;
+  bad.o.data = nullptr;
+  EXPECT_EQ(heed::cache_attention(c, 0, bad, w), status::null_pointer);
+}
+
+}  // namespace
