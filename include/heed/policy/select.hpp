@@ -1,0 +1,306 @@
+// Keep-set selection for KV-cache eviction: turns per-entry scores (higher = keep) into the
+// sorted, unique indices of the entries to keep.
+//
+// Ranking rule (ranks_above): a higher score ranks above; NaN ranks below every number
+// (including -inf); equal scores (or both NaN) rank the higher index (more recent) above.
+// -0 and +0 are equal scores. This is a strict total order, so every result is deterministic.
+//
+// Protection (protect_spec): indices [0, n_sink) and [n - n_recent, n) are protected: always
+// kept, counted in the budget. When the protected entries alone exceed the count to keep, the
+// count still wins: sinks first (lowest index first), then the most recent (highest index first).
+//
+// All functions are noexcept, never allocate (scratch is the caller's, see *_scratch_size), run
+// in O(n) expected time (std::nth_element, then one ordered scan: no sort), write keep[]
+// ascending and *n_keep, and return a heed::status. On an error status nothing is written.
+// keep must have room for n entries (for the global version, keep[h] for n[h] entries).
+// Lengths are limited to 2^31 - 1 (indices are int32).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "heed/core/status.hpp"
+#include "heed/policy/detail/select_impl.hpp"
+
+namespace heed {
+
+// Indices [0, n_sink) and [n - n_recent, n) are protected (the two ranges may overlap).
+struct protect_spec {
+  std::int64_t n_sink = 0;
+  std::int64_t n_recent = 0;
+};
+
+// The ranking rule: true when entry a (score sa, index ia) ranks above entry b.
+inline bool ranks_above(float sa, std::int64_t ia, float sb, std::int64_t ib) noexcept {
+  const std::uint32_t ka = select_detail::rank_key(sa), kb = select_detail::rank_key(sb);
+  if (ka != kb) return ka > kb;
+  return ia > ib;
+}
+
+// Elements of scratch for select_top_k, select_threshold and select_coverage on n entries.
+inline std::int64_t select_scratch_size(std::int64_t n) noexcept { return n > 0 ? n : 0; }
+
+// Elements of scratch for select_global_top_k: sum of n[h] plus 2 * heads + 1 (0 when heads <= 0
+// or n is null; negative lengths count as 0).
+inline std::int64_t select_global_scratch_size(const std::int64_t* n, int heads) noexcept {
+  if (heads <= 0 || n == nullptr) return 0;
+  std::int64_t total = 2 * std::int64_t(heads) + 1;
+  for (int h = 0; h < heads; ++h)
+    if (n[h] > 0) total += std::min(n[h], select_detail::max_len);
+  return total;
+}
+
+namespace select_detail {
+
+inline status check_head(const float* scores, std::int64_t n, const protect_spec& protect,
+                         const std::int32_t* keep, const std::int64_t* n_keep,
+                         const std::int32_t* scratch) noexcept {
+  if (n < 0 || n > max_len || protect.n_sink < 0 || protect.n_recent < 0)
+    return status::invalid_argument;
+  if (n_keep == nullptr) return status::null_pointer;
+  if (n > 0 && (scores == nullptr || keep == nullptr || scratch == nullptr))
+    return status::null_pointer;
+  return status::ok;
+}
+
+inline std::int64_t clamp_count(std::int64_t c, std::int64_t min_keep, std::int64_t max_keep,
+                                std::int64_t n) noexcept {
+  return std::min(std::min(std::max(c, min_keep), max_keep), n);
+}
+
+}  // namespace select_detail
+
+// Keeps exactly min(budget, n) entries: the protected ones (cut as above when they exceed the
+// budget), then the best-ranked others. budget 0 keeps nothing.
+inline status select_top_k(const float* scores, std::int64_t n, std::int64_t budget,
+                           const protect_spec& protect, std::int32_t* keep, std::int64_t* n_keep,
+                           std::int32_t* scratch) noexcept {
+  if (budget < 0) return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(select_detail::check_head(scores, n, protect, keep, n_keep, scratch));
+  const auto l = select_detail::make_layout(n, protect.n_sink, protect.n_recent);
+  *n_keep = select_detail::top_k_head(scores, l, std::min(budget, n), keep, scratch);
+  return status::ok;
+}
+
+// DMS-style threshold: the entries with score >= tau (NaN never passes; a NaN tau passes
+// nothing) plus the protected ones, with the count c then clamped to
+// min(max(c, min_keep), max_keep, n). Too few: the best-ranked others are added; too many: the
+// best-ranked are kept, protected first. (Every passing entry ranks above every failing one, so
+// the result is select_top_k with the clamped count.)
+inline status select_threshold(const float* scores, std::int64_t n, float tau,
+                               std::int64_t min_keep, std::int64_t max_keep,
+                               const protect_spec& protect, std::int32_t* keep,
+                               std::int64_t* n_keep, std::int32_t* scratch) noexcept {
+  if (min_keep < 0 || max_keep < min_keep) return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(select_detail::check_head(scores, n, protect, keep, n_keep, scratch));
+  const auto l = select_detail::make_layout(n, protect.n_sink, protect.n_recent);
+  std::int64_t c = l.n_protected();
+  for (std::int64_t i = l.lo; i < l.hi; ++i) c += scores[i] >= tau ? 1 : 0;
+  const std::int64_t t = select_detail::clamp_count(c, min_keep, max_keep, n);
+  *n_keep = select_detail::top_k_head(scores, l, t, keep, scratch);
+  return status::ok;
+}
+
+// Coverage: the mass of an entry is its score when finite and > 0, else 0 (NaN, negative, -inf,
+// zero); a +inf score is invalid_argument. Sums are exact (order-independent) and then rounded
+// to double once. Keeps the protected entries plus the smallest number j of best-ranked others
+// such that round(mass of the set) >= gamma * round(total mass) (one double multiplication);
+// gamma 1 means the exact total: every entry with a mass is kept. gamma 0 or a zero total keeps
+// only the protected entries. Then the count c = protected + j is clamped to min(max(c, min_keep),
+// max_keep, n) as in select_threshold (entries with mass rank above those without, so this is again
+// select_top_k with the clamped count).
+inline status select_coverage(const float* scores, std::int64_t n, double gamma,
+                              std::int64_t min_keep, std::int64_t max_keep,
+                              const protect_spec& protect, std::int32_t* keep, std::int64_t* n_keep,
+                              std::int32_t* scratch) noexcept {
+  if (min_keep < 0 || max_keep < min_keep || !(gamma >= 0.0 && gamma <= 1.0))
+    return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(select_detail::check_head(scores, n, protect, keep, n_keep, scratch));
+  for (std::int64_t i = 0; i < n; ++i)
+    if (select_detail::float_bits(scores[i]) == 0x7f800000u) return status::invalid_argument;
+  const auto l = select_detail::make_layout(n, protect.n_sink, protect.n_recent);
+  select_detail::exact_mass total, acc;
+  for (std::int64_t i = 0; i < n; ++i) total.add(scores[i]);
+  for (std::int64_t i = 0; i < l.lo; ++i) acc.add(scores[i]);
+  for (std::int64_t i = l.hi; i < n; ++i) acc.add(scores[i]);
+  const double target = gamma * total.value();
+  std::int64_t j = 0;
+  if (gamma >= 1.0) {
+    for (std::int64_t i = l.lo; i < l.hi; ++i) j += select_detail::has_mass(scores[i]) ? 1 : 0;
+  } else if (acc.value() < target) {
+    // The middle entries with mass, searched by halving: f(a) < target <= f(b), where f(x) is
+    // the rounded mass of the protected set plus the x best-ranked of them, and
+    // scratch[a, b) holds the entries ranked a .. b-1 (acc is the mass through rank a-1).
+    std::int64_t b = 0;
+    for (std::int64_t i = l.lo; i < l.hi; ++i)
+      if (select_detail::has_mass(scores[i])) scratch[b++] = static_cast<std::int32_t>(i);
+    std::int64_t a = 0;
+    const select_detail::ranks_first first{scores};
+    while (b - a > 1) {
+      const std::int64_t mid = a + (b - a) / 2;
+      std::nth_element(scratch + a, scratch + mid, scratch + b, first);
+      select_detail::exact_mass sum = acc;
+      for (std::int64_t k = a; k < mid; ++k) sum.add(scores[scratch[k]]);
+      if (sum.value() >= target) {
+        b = mid;
+      } else {
+        acc = sum;
+        a = mid;
+      }
+    }
+    j = b;
+  }
+  const std::int64_t t = select_detail::clamp_count(l.n_protected() + j, min_keep, max_keep, n);
+  *n_keep = select_detail::top_k_head(scores, l, t, keep, scratch);
+  return status::ok;
+}
+
+// AdaKV: one layer of `heads` KV heads with their own lengths n[h], one total budget B.
+//  1. If B >= sum n[h], everything is kept.
+//  2. Floors: f = floor(floor_fraction * B / heads) computed in double (capped at B / heads),
+//     f_h = min(n[h], f); head h keeps its f_h best as select_top_k would (protected first).
+//  3. The remaining slots R = B - sum f_h go first to the protected entries that did not fit in
+//     their head's floor; if they do not all fit, they are taken round-robin by protection
+//     order (the next protected entry of every head, lower head first, then the next ...).
+//  4. The slots left go to the best-ranked remaining entries across all heads (scores compared
+//     directly; equal score and index: the lower head wins).
+// Exactly min(B, sum n[h]) entries are kept in total. keep[h] (room for n[h]) gets the sorted
+// indices of head h and n_keep[h] their count. scores[h] and keep[h] may be null when n[h] is 0.
+// sum n[h] must be <= 2^31 - 1.
+inline status select_global_top_k(const float* const* scores, const std::int64_t* n, int heads,
+                                  std::int64_t budget, double floor_fraction,
+                                  const protect_spec& protect, std::int32_t* const* keep,
+                                  std::int64_t* n_keep, std::int32_t* scratch) noexcept {
+  using select_detail::rank_key;
+  if (heads < 0 || budget < 0 || !(floor_fraction >= 0.0 && floor_fraction <= 1.0) ||
+      protect.n_sink < 0 || protect.n_recent < 0)
+    return status::invalid_argument;
+  if (heads == 0) return status::ok;
+  if (n == nullptr) return status::null_pointer;
+  std::int64_t total = 0;
+  for (int h = 0; h < heads; ++h) {
+    if (n[h] < 0 || n[h] > select_detail::max_len) return status::invalid_argument;
+    total += n[h];
+  }
+  if (total > select_detail::max_len) return status::invalid_argument;
+  if (scores == nullptr || keep == nullptr || n_keep == nullptr) return status::null_pointer;
+  for (int h = 0; h < heads; ++h)
+    if (n[h] > 0 && (scores[h] == nullptr || keep[h] == nullptr)) return status::null_pointer;
+  if (total > 0 && scratch == nullptr) return status::null_pointer;
+
+  auto layout = [&](int h) {
+    return select_detail::make_layout(n[h], protect.n_sink, protect.n_recent);
+  };
+  if (budget >= total) {
+    for (int h = 0; h < heads; ++h)
+      n_keep[h] = select_detail::emit(
+          layout(h), layout(h).n_protected(), [](std::int64_t) { return true; }, keep[h]);
+    return status::ok;
+  }
+
+  // Scratch: off[heads + 1] (prefix sums of n), pivot[heads] (the floor pivot of each head, or
+  // -1), then the candidates of step 4 as layer positions off[h] + i.
+  std::int32_t* off = scratch;
+  std::int32_t* pivot = scratch + heads + 1;
+  std::int32_t* cand = scratch + 2 * std::int64_t(heads) + 1;
+  off[0] = 0;
+  for (int h = 0; h < heads; ++h) off[h + 1] = static_cast<std::int32_t>(off[h] + n[h]);
+
+  // Step 2. n_keep[h] holds the number of protected entries kept so far.
+  const std::int64_t per_head = budget / heads;
+  const double fd = std::floor(floor_fraction * double(budget) / double(heads));
+  const std::int64_t f = fd >= double(per_head) ? per_head : static_cast<std::int64_t>(fd);
+  std::int64_t left = budget, n_cand = 0, max_prot = 0;
+  for (int h = 0; h < heads; ++h) {
+    const auto l = layout(h);
+    const std::int64_t fh = std::min(n[h], f), p = l.n_protected();
+    left -= fh;
+    n_keep[h] = std::min(fh, p);
+    max_prot = std::max(max_prot, p);
+    pivot[h] = -1;
+    std::int32_t* region = cand + off[h];  // at or after cand + n_cand: compaction is safe
+    std::int64_t from = 0;
+    if (fh > p) {
+      pivot[h] = select_detail::choose_middle(scores[h], l, fh - p, region);
+      from = fh - p;
+    } else {
+      for (std::int64_t k = 0; k < l.n_middle(); ++k)
+        region[k] = static_cast<std::int32_t>(l.lo + k);
+    }
+    for (std::int64_t k = from; k < l.n_middle(); ++k) cand[n_cand++] = off[h] + region[k];
+  }
+
+  // Step 3: level L takes, from every head, its protected entries of order < L.
+  auto taken_below = [&](std::int64_t level) {
+    std::int64_t c = 0;
+    for (int h = 0; h < heads; ++h)
+      c += std::max<std::int64_t>(0, std::min(layout(h).n_protected(), level) - n_keep[h]);
+    return c;
+  };
+  std::int64_t level = max_prot;
+  if (taken_below(level) > left) {
+    std::int64_t lo = 0, hi = max_prot;  // taken_below(lo) <= left < taken_below(hi)
+    while (hi - lo > 1) {
+      const std::int64_t mid = lo + (hi - lo) / 2;
+      (taken_below(mid) <= left ? lo : hi) = mid;
+    }
+    level = lo;
+  }
+  std::int64_t extra = left - taken_below(level);
+  if (level == max_prot) extra = 0;
+  for (int h = 0; h < heads; ++h) {
+    const std::int64_t p = layout(h).n_protected();
+    std::int64_t kp = std::max(n_keep[h], std::min(p, level));
+    if (extra > 0 && kp == level && level < p) {
+      ++kp;
+      --extra;
+    }
+    left -= kp - n_keep[h];
+    n_keep[h] = kp;
+  }
+
+  // Step 4: the best `left` candidates across heads.
+  auto head_of = [&](std::int32_t g) {
+    return static_cast<int>(std::upper_bound(off, off + heads + 1, g) - off) - 1;
+  };
+  auto global_key = [&](std::int32_t g, int& h) {
+    h = head_of(g);
+    const std::int32_t i = g - off[h];
+    return rank_key(scores[h][i], i);
+  };
+  std::int32_t gpivot = -1;
+  std::uint64_t gkey = 0;
+  int ghead = 0;
+  const bool take_all = left >= n_cand;
+  if (left > 0 && !take_all) {
+    std::nth_element(cand, cand + (left - 1), cand + n_cand, [&](std::int32_t a, std::int32_t b) {
+      int ha, hb;
+      const std::uint64_t ka = global_key(a, ha), kb = global_key(b, hb);
+      return ka != kb ? ka > kb : ha < hb;
+    });
+    gpivot = cand[left - 1];
+    gkey = global_key(gpivot, ghead);
+  }
+
+  for (int h = 0; h < heads; ++h) {
+    const auto l = layout(h);
+    const float* s = scores[h];
+    const std::uint64_t hkey = pivot[h] >= 0 ? rank_key(s[pivot[h]], pivot[h]) : 0;
+    const bool has_floor = pivot[h] >= 0;
+    n_keep[h] = select_detail::emit(
+        l, n_keep[h],
+        [&](std::int64_t i) {
+          const std::uint64_t k = rank_key(s[i], i);
+          if (has_floor && k >= hkey) return true;
+          if (left <= 0) return false;
+          if (take_all) return true;
+          return k > gkey || (k == gkey && h <= ghead);
+        },
+        keep[h]);
+  }
+  return status::ok;
+}
+
+}  // namespace heed
