@@ -1,0 +1,131 @@
+// One eviction of one layer: score every over-budget head with a policy, select keep-sets,
+// compact the cache.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "heed/cache/kv_cache.hpp"
+#include "heed/core/status.hpp"
+#include "heed/policy/policy.hpp"
+#include "heed/policy/select.hpp"
+
+namespace heed {
+
+// Buffers reused across evictions: they grow to the largest cache seen, then stop allocating.
+struct eviction_scratch {
+  std::vector<float> scores;       // [kv_heads][max_len]
+  std::vector<std::int32_t> keep;  // [kv_heads][max_len]
+  std::vector<std::int32_t> select;
+  std::vector<unsigned char> ws;
+  std::vector<const float*> score_ptrs;
+  std::vector<std::int32_t*> keep_ptrs;
+  std::vector<std::int64_t> lens, n_keep;
+};
+
+namespace detail {
+template <class T>
+bool grow_vector(std::vector<T>& v, std::size_t n) noexcept {
+  if (v.size() >= n) return true;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+  try {
+    v.resize(n);
+  } catch (...) {
+    return false;
+  }
+  return true;
+#else
+  v.resize(n);
+  return true;
+#endif
+}
+}  // namespace detail
+
+// Brings every KV head h of in.layer down to at most target[h] entries (heads already within
+// their target are left alone, except under global_top_k, which redistributes the layer's total
+// sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
+template <class Policy>
+status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
+                   const std::int64_t* target, eviction_scratch& s) noexcept {
+  if (in.cache != &cache) return status::invalid_argument;
+  if (!cache.valid(in.layer, 0) || target == nullptr) return status::invalid_argument;
+  const int heads = cache.kv_heads();
+  if (!detail::grow_vector(s.score_ptrs, heads) || !detail::grow_vector(s.keep_ptrs, heads) ||
+      !detail::grow_vector(s.lens, heads) || !detail::grow_vector(s.n_keep, heads))
+    return status::out_of_memory;
+  std::int64_t max_len = 0, total_len = 0, total_target = 0;
+  bool over = false;
+  for (int h = 0; h < heads; ++h) {
+    if (target[h] < 0) return status::invalid_argument;
+    const std::int64_t len = cache.length(in.layer, h);
+    s.lens[h] = len;
+    max_len = std::max(max_len, len);
+    total_len += len;
+    total_target += target[h];
+    over = over || len > target[h];
+  }
+  const selection_spec sel = policy.selection(in.budget);
+  const bool global = sel.kind == select_kind::global_top_k;
+  if (global ? total_len <= total_target : !over) return status::ok;
+
+  const std::size_t stride = std::size_t(max_len);
+  const std::size_t ws_bytes = policy.score_workspace_size(in);
+  const std::int64_t sel_size =
+      global ? select_global_scratch_size(s.lens.data(), heads) : select_scratch_size(max_len);
+  if (!detail::grow_vector(s.scores, stride * heads) ||
+      !detail::grow_vector(s.keep, stride * heads) ||
+      !detail::grow_vector(s.select, std::size_t(sel_size)) ||
+      !detail::grow_vector(s.ws, ws_bytes + workspace_alignment))
+    return status::out_of_memory;
+  const workspace ws{s.ws.data(), s.ws.size()};
+
+  for (int h = 0; h < heads; ++h) {
+    const std::int64_t len = s.lens[h];
+    s.score_ptrs[h] = s.scores.data() + h * stride;
+    s.keep_ptrs[h] = s.keep.data() + h * stride;
+    if (len == 0 || (!global && len <= target[h])) continue;
+    HEED_RETURN_IF_ERROR(policy.score(in, h, s.scores.data() + h * stride, ws));
+  }
+
+  if (global) {
+    HEED_RETURN_IF_ERROR(select_global_top_k(s.score_ptrs.data(), s.lens.data(), heads,
+                                             total_target, sel.floor_fraction, sel.protect,
+                                             s.keep_ptrs.data(), s.n_keep.data(), s.select.data()));
+    for (int h = 0; h < heads; ++h)
+      if (s.n_keep[h] < s.lens[h])
+        HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, s.keep_ptrs[h], s.n_keep[h]));
+    return status::ok;
+  }
+
+  for (int h = 0; h < heads; ++h) {
+    const std::int64_t len = s.lens[h];
+    if (len <= target[h]) continue;
+    const float* sc = s.score_ptrs[h];
+    std::int32_t* keep = s.keep_ptrs[h];
+    std::int64_t n_keep = 0;
+    switch (sel.kind) {
+      case select_kind::top_k:
+        HEED_RETURN_IF_ERROR(
+            select_top_k(sc, len, target[h], sel.protect, keep, &n_keep, s.select.data()));
+        break;
+      case select_kind::threshold:
+        HEED_RETURN_IF_ERROR(select_threshold(sc, len, sel.tau, std::min(sel.min_keep, target[h]),
+                                              target[h], sel.protect, keep, &n_keep,
+                                              s.select.data()));
+        break;
+      case select_kind::coverage:
+        HEED_RETURN_IF_ERROR(select_coverage(sc, len, sel.gamma, std::min(sel.min_keep, target[h]),
+                                             target[h], sel.protect, keep, &n_keep,
+                                             s.select.data()));
+        break;
+      default:
+        return status::invalid_argument;
+    }
+    HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, keep, n_keep));
+  }
+  return status::ok;
+}
+
+}  // namespace heed

@@ -1,0 +1,222 @@
+// The eviction loop an engine calls per layer per step: evict (if the new tokens would exceed the
+// budget), append, attend with the observers the policy asks for, keep the policy's inputs.
+//
+//   heed::kv_cache cache;            cache.init({layers, kv_heads, d, heed::dtype::f16});
+//   heed::eviction_loop loop;        loop.init(&cache, heed::h2o_policy{}, {.budget = 256}, Hq);
+//   for each token, for each layer:  loop.step(layer, q, k, v, o, executor);
+//
+// Budget: every (layer, KV head) holds at most `budget` entries after each step (layer_budgets
+// overrides it per layer). When the new tokens would push a head past budget + slack, the policy
+// scores the current entries and evicts first (decode: the head ends at exactly `budget`
+// after the append); a chunk longer than the budget is attended in full and evicted after.
+// A policy that needs no observer (StreamingLLM, KNorm, ...) costs nothing in the kernel.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "heed/cache/cache_attention.hpp"
+#include "heed/cache/kv_cache.hpp"
+#include "heed/core/executor.hpp"
+#include "heed/core/status.hpp"
+#include "heed/policy/any_policy.hpp"
+#include "heed/policy/evict.hpp"
+#include "heed/policy/policy.hpp"
+
+namespace heed {
+
+struct eviction_config {
+  std::int64_t budget = 0;                  // entries per (layer, KV head); 0 = no eviction
+  std::vector<std::int64_t> layer_budgets;  // optional [layers], overrides budget per layer
+  std::int64_t slack = 0;  // tolerate budget + slack entries before evicting (periodic eviction)
+  std::int64_t every = 0;  // also evict every N steps of a layer when over budget; 0 = off
+  std::uint64_t seed = 0;  // passed to the policy (Random)
+  float scale = 0.f;       // logit scale, 0 = 1/sqrt(d)
+  float softcap = 0.f;
+};
+
+template <class Policy = any_policy>
+class basic_eviction_loop {
+ public:
+  // The cache must outlive the loop and be initialized with at least needs().channels score
+  // channels.
+  status init(kv_cache* cache, Policy policy, eviction_config cfg, int q_heads) noexcept {
+    if (cache == nullptr) return status::null_pointer;
+    if (!cache->valid(0, 0)) return status::invalid_argument;
+    if (q_heads <= 0 || q_heads % cache->kv_heads() != 0) return status::shape_mismatch;
+    if (cfg.budget < 0 || cfg.slack < 0 || cfg.every < 0) return status::invalid_argument;
+    if (!cfg.layer_budgets.empty()) {
+      if (std::int64_t(cfg.layer_budgets.size()) != cache->layers())
+        return status::invalid_argument;
+      for (auto b : cfg.layer_budgets)
+        if (b < 0) return status::invalid_argument;
+    }
+    const score_needs needs = policy.needs();
+    if (needs.channels > cache->config().score_channels) return status::invalid_argument;
+    if (needs.column_mass && needs.channels < 1) return status::invalid_argument;
+    if (needs.column_mass) HEED_RETURN_IF_ERROR(needs.accumulate.validate());
+    if (needs.query_window < 0 || needs.query_window > (1 << 16)) return status::invalid_argument;
+    cache_ = cache;
+    policy_ = std::move(policy);
+    cfg_ = std::move(cfg);
+    needs_ = needs;
+    q_heads_ = q_heads;
+    const std::size_t layers = std::size_t(cache->layers());
+    const std::size_t row = std::size_t(q_heads) * std::size_t(cache->head_dim());
+    if (!detail::grow_vector(steps_, layers) || !detail::grow_vector(q_count_, layers) ||
+        !detail::grow_vector(targets_, std::size_t(cache->kv_heads())))
+      return status::out_of_memory;
+    std::fill(steps_.begin(), steps_.end(), 0);
+    std::fill(q_count_.begin(), q_count_.end(), 0);
+    if (needs.query_window > 0 &&
+        !detail::grow_vector(queries_, layers * 2 * std::size_t(needs.query_window) * row))
+      return status::out_of_memory;
+    if (needs.last_output && !detail::grow_vector(outputs_, layers * row))
+      return status::out_of_memory;
+    return status::ok;
+  }
+
+  const Policy& policy() const noexcept { return policy_; }
+  Policy& policy() noexcept { return policy_; }
+  const eviction_config& config() const noexcept { return cfg_; }
+  std::int64_t budget(int layer) const noexcept {
+    return cfg_.layer_budgets.empty() ? cfg_.budget : cfg_.layer_budgets[std::size_t(layer)];
+  }
+
+  // q [n, Hq, d] f32, k and v [n, Hkv, d] (any dtype), o [n, Hq, d] f32; optional lse/entropy
+  // [Hq][n]. Causal over the cache.
+  status step(int layer, const tensor_view& q, const tensor_view& k, const tensor_view& v,
+              const mutable_tensor_view& o, executor& ex = default_executor(), float* lse = nullptr,
+              float* entropy = nullptr) noexcept {
+    if (cache_ == nullptr) return status::invalid_argument;
+    if (!cache_->valid(layer, 0)) return status::invalid_argument;
+    if (q.seq != k.seq || q.heads != q_heads_) return status::shape_mismatch;
+    const std::int64_t n = k.seq, b = budget(layer);
+    const int heads = cache_->kv_heads();
+    // 1. Evict first when the new tokens would exceed the budget (and fit in it).
+    if (b > 0 && n <= b) {
+      bool over = false, due = false;
+      for (int h = 0; h < heads; ++h) {
+        const std::int64_t len = cache_->length(layer, h) + n;
+        over = over || len > b + cfg_.slack;
+        due = due || len > b;
+      }
+      if (cfg_.every > 0 && steps_[std::size_t(layer)] % cfg_.every == 0) over = over || due;
+      if (over) {
+        for (int h = 0; h < heads; ++h) targets_[std::size_t(h)] = b - n;
+        HEED_RETURN_IF_ERROR(evict_now(layer));
+      }
+    }
+    // 2. Append and attend.
+    HEED_RETURN_IF_ERROR(cache_->append(layer, k, v));
+    cache_attention_params p;
+    p.q = q;
+    p.o = o;
+    p.scale = cfg_.scale;
+    p.softcap = cfg_.softcap;
+    p.lse = lse;
+    p.entropy = entropy;
+    if (needs_.column_mass && n == 1) {
+      p.accumulate_channel = 0;
+      p.accumulate = needs_.accumulate;
+    }
+    const std::size_t need = cache_attention_workspace_size(*cache_, layer, p, ex.concurrency());
+    if (need == 0) return cache_attention_validate(*cache_, layer, p);
+    if (!detail::grow_vector(attn_ws_, need)) return status::out_of_memory;
+    HEED_RETURN_IF_ERROR(
+        cache_attention(*cache_, layer, p, {attn_ws_.data(), attn_ws_.size()}, ex));
+    // 3. Keep what the policy reads later.
+    remember(layer, q, o);
+    steps_[std::size_t(layer)] += n;
+    // 4. A chunk longer than the budget: evict after attending.
+    if (b > 0) {
+      bool over = false;
+      for (int h = 0; h < heads; ++h) over = over || cache_->length(layer, h) > b + cfg_.slack;
+      if (over) {
+        for (int h = 0; h < heads; ++h) targets_[std::size_t(h)] = b;
+        HEED_RETURN_IF_ERROR(evict_now(layer));
+      }
+    }
+    return status::ok;
+  }
+
+  // The policy's view of one layer now.
+  policy_input input(int layer) const noexcept {
+    policy_input in;
+    in.cache = cache_;
+    in.layer = layer;
+    in.n_layers = cache_->layers();
+    in.q_heads = q_heads_;
+    in.budget = budget(layer);
+    in.step = steps_[std::size_t(layer)];
+    in.seed = cfg_.seed;
+    const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
+    if (needs_.query_window > 0) {
+      const std::int64_t w = needs_.query_window, c = q_count_[std::size_t(layer)];
+      const std::int64_t have = std::min(c, w);
+      if (have > 0) {
+        const std::int64_t first = (c - have) % w;  // oldest kept query's slot
+        const float* base = queries_.data() + std::size_t(layer) * 2 * w * row;
+        in.queries = make_view(base + first * row, have, q_heads_, d);
+      }
+    }
+    if (needs_.last_output && steps_[std::size_t(layer)] > 0)
+      in.last_output = make_view(outputs_.data() + std::size_t(layer) * row, 1, q_heads_, d);
+    return in;
+  }
+
+  // Evicts one layer down to `target` entries per head now (e.g. one-shot after prefill).
+  status evict_to(int layer, std::int64_t target) noexcept {
+    if (cache_ == nullptr || !cache_->valid(layer, 0) || target < 0)
+      return status::invalid_argument;
+    for (int h = 0; h < cache_->kv_heads(); ++h) targets_[std::size_t(h)] = target;
+    return evict_now(layer);
+  }
+
+ private:
+  status evict_now(int layer) noexcept {
+    const policy_input in = input(layer);
+    return evict_layer(*cache_, policy_, in, targets_.data(), scratch_);
+  }
+
+  void remember(int layer, const tensor_view& q, const mutable_tensor_view& o) noexcept {
+    const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
+    const std::int64_t n = q.seq;
+    if (needs_.query_window > 0) {
+      const std::int64_t w = needs_.query_window;
+      float* base = queries_.data() + std::size_t(layer) * 2 * w * row;
+      std::int64_t& c = q_count_[std::size_t(layer)];
+      for (std::int64_t i = std::max<std::int64_t>(0, n - w); i < n; ++i, ++c) {
+        // Each query lives at slot s and s + w, so the last w are contiguous from slot c % w.
+        const std::int64_t s = c % w;
+        for (int h = 0; h < q_heads_; ++h) {
+          const float* src = q.row<const float>(i, h);
+          std::memcpy(base + s * row + h * d, src, sizeof(float) * std::size_t(d));
+          std::memcpy(base + (s + w) * row + h * d, src, sizeof(float) * std::size_t(d));
+        }
+      }
+    }
+    if (needs_.last_output) {
+      float* out = outputs_.data() + std::size_t(layer) * row;
+      for (int h = 0; h < q_heads_; ++h)
+        std::memcpy(out + h * d, o.row<const float>(n - 1, h), sizeof(float) * std::size_t(d));
+    }
+  }
+
+  kv_cache* cache_ = nullptr;
+  Policy policy_{};
+  eviction_config cfg_{};
+  score_needs needs_{};
+  int q_heads_ = 0;
+  eviction_scratch scratch_;
+  std::vector<unsigned char> attn_ws_;
+  std::vector<std::int64_t> targets_, steps_, q_count_;
+  std::vector<float> queries_, outputs_;
+};
+
+using eviction_loop = basic_eviction_loop<any_policy>;
+
+}  // namespace heed

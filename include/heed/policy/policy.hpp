@@ -1,0 +1,86 @@
+// The policy contract: what a KV-eviction policy declares, reads and returns.
+//
+// A policy is a plain type with these members (see docs/policies.md for a worked example):
+//
+//   const char* name() const noexcept;
+//   score_needs needs() const noexcept;                      // what the loop must provide
+//   selection_spec selection(std::int64_t budget) const noexcept;  // how scores become keep-sets
+//   std::size_t score_workspace_size(const policy_input& in) const noexcept;  // may be 0
+//   status score(const policy_input& in, int head, float* out, workspace ws) noexcept;
+//
+// score() writes one score per cache entry of KV head `head` of layer in.layer (out[0 .. len)),
+// higher = keep. It must not allocate. Everything it may read is in policy_input: the cache (keys,
+// values, positions, the score channels the kernel accumulated), recent queries, the latest
+// output and probabilities. policy_base supplies defaults for everything but name() and score().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "heed/cache/kv_cache.hpp"
+#include "heed/core/status.hpp"
+#include "heed/core/tensor_view.hpp"
+#include "heed/core/workspace.hpp"
+#include "heed/policy/select.hpp"
+#include "heed/scoring/column_accumulator.hpp"
+
+namespace heed {
+
+enum class select_kind : int {
+  top_k = 0,         // the best `budget` entries per head
+  global_top_k = 1,  // AdaKV: the layer's total budget across heads, with a per-head floor
+  threshold = 2,     // DMS-style: scores >= tau, clamped to [min_keep, budget]
+  coverage = 3,      // the smallest set reaching gamma of the score mass, clamped likewise
+};
+
+struct selection_spec {
+  select_kind kind = select_kind::top_k;
+  protect_spec protect{};       // sinks and recent entries always kept (within the budget)
+  double floor_fraction = 0.2;  // global_top_k: each head gets at least this share
+  float tau = 0.f;              // threshold
+  double gamma = 0.9;           // coverage
+  std::int64_t min_keep = 0;    // threshold / coverage lower clamp
+};
+
+// What the eviction loop provides to a policy. The kernel pays only for what is asked.
+struct score_needs {
+  int channels = 0;                     // score channels the policy uses in the cache
+  bool column_mass = false;             // decode: fold probabilities into channel 0
+  column_accumulate_spec accumulate{};  // how (H2O sum, A2SF decay, TOVA last)
+  std::int64_t query_window = 0;        // keep the last n queries of each layer
+  bool last_output = false;             // keep the latest attention output of each layer
+  bool last_probs = false;              // keep the latest probabilities of each layer
+};
+
+// Everything score() may read, for one layer.
+struct policy_input {
+  const kv_cache* cache = nullptr;
+  int layer = 0;
+  int n_layers = 1;
+  int q_heads = 0;                    // Hq; the group of KV head h is h*G .. h*G+G-1
+  std::int64_t budget = 0;            // entries per head this eviction keeps
+  std::int64_t step = 0;              // tokens seen so far by this layer
+  std::uint64_t seed = 0;             // for seeded policies (Random)
+  tensor_view queries;                // [n, Hq, d] f32, the most recent n queries (seq 0: none)
+  tensor_view last_output;            // [1, Hq, d] f32 latest output (seq 0: none)
+  const float* last_probs = nullptr;  // [Hq][last_probs_stride] latest probabilities
+  std::int64_t last_probs_stride = 0;
+
+  int kv_heads() const noexcept { return cache->kv_heads(); }
+  int group() const noexcept { return q_heads / cache->kv_heads(); }
+  std::int64_t length(int head) const noexcept { return cache->length(layer, head); }
+  const std::int64_t* positions(int head) const noexcept { return cache->positions(layer, head); }
+  tensor_view keys(int head) const noexcept { return cache->keys(layer, head); }
+  tensor_view values(int head) const noexcept { return cache->values(layer, head); }
+  const float* channel(int head, int c) const noexcept { return cache->scores(layer, head, c); }
+};
+
+// Defaults for the optional members. Derive with CRTP: struct my_policy : policy_base<my_policy>.
+template <class Derived>
+struct policy_base {
+  score_needs needs() const noexcept { return {}; }
+  selection_spec selection(std::int64_t) const noexcept { return {}; }
+  std::size_t score_workspace_size(const policy_input&) const noexcept { return 0; }
+};
+
+}  // namespace heed

@@ -1,0 +1,337 @@
+// The eviction loop: H2O end to end against a float64 simulation, and every policy through every
+// wrapper checked for the invariants (budget exact, positions ascending, protected kept,
+// deterministic) on random and adversarial data.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "heed/core/thread_pool.hpp"
+#include "heed/policy/any_policy.hpp"
+#include "heed/policy/budgets.hpp"
+#include "heed/policy/eviction_loop.hpp"
+#include "heed/policy/h2o.hpp"
+#include "heed/policy/random.hpp"
+#include "heed/policy/streaming_llm.hpp"
+#include "heed/policy/wrappers.hpp"
+#include "reference/naive_attention.hpp"
+
+namespace {
+
+using heed::status;
+
+struct stream {
+  int hq, hkv;
+  std::int64_t d, n;
+  std::vector<float> q, k, v;  // [n][heads][d]
+};
+
+stream make_stream(int hq, int hkv, std::int64_t d, std::int64_t n, unsigned seed,
+                   bool constant = false) {
+  stream s{hq, hkv, d, n, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g(0.f, 1.f);
+  auto fill = [&](std::vector<float>& x, std::size_t size) {
+    x.resize(size);
+    for (auto& e : x) e = constant ? 0.5f : g(rng);
+  };
+  fill(s.q, std::size_t(n * hq * d));
+  fill(s.k, std::size_t(n * hkv * d));
+  fill(s.v, std::size_t(n * hkv * d));
+  return s;
+}
+
+heed::tensor_view token(const std::vector<float>& x, std::int64_t t, int heads, std::int64_t d) {
+  return heed::make_view(x.data() + t * heads * d, 1, heads, d);
+}
+
+// The float64 reference of H2O's column mass and of one eviction: rank by score (desc), ties to
+// the later entry, NaN last; the last n_recent entries are protected.
+std::vector<std::int64_t> reference_keep(const std::vector<float>& score, std::int64_t budget,
+                                         std::int64_t n_recent) {
+  const std::int64_t n = std::int64_t(score.size());
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  auto key = [&](std::int64_t j) {
+    const bool prot = j >= n - n_recent;
+    const double s = std::isnan(score[std::size_t(j)]) ? -INFINITY : score[std::size_t(j)];
+    return std::make_tuple(prot ? 1 : 0, std::isnan(score[std::size_t(j)]) ? 0 : 1, s, j);
+  };
+  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return key(a) > key(b); });
+  order.resize(std::size_t(std::min(budget, n)));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+TEST(EvictionLoop, H2OMatchesAFloat64Simulation) {
+  for (int threads : {1, 2}) {
+    const int hq = 8, hkv = 2, group = hq / hkv;
+    const std::int64_t d = 64, n = 90, budget = 24;
+    const stream s = make_stream(hq, hkv, d, n, 17);
+    heed::kv_cache cache;
+    ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 1}), status::ok);
+    heed::eviction_loop loop;
+    heed::h2o_policy h2o;
+    ASSERT_EQ(loop.init(&cache, h2o, {budget}, hq), status::ok);
+    heed::thread_pool_executor ex(threads);
+    // Reference state per KV head: kept original positions and their accumulated mass.
+    std::vector<std::vector<std::int64_t>> kept(hkv);
+    std::vector<std::vector<double>> mass(hkv);
+    std::vector<float> o(std::size_t(hq * d));
+    for (std::int64_t t = 0; t < n; ++t) {
+      // Expected eviction, from heed's own float scores (checked against `mass` below).
+      for (int h = 0; h < hkv; ++h) {
+        if (std::int64_t(kept[h].size()) + 1 > budget) {
+          std::vector<float> sc(cache.scores(0, h, 0), cache.scores(0, h, 0) + cache.length(0, h));
+          const auto keep = reference_keep(sc, budget - 1, budget / 2);
+          std::vector<std::int64_t> k2;
+          std::vector<double> m2;
+          for (auto i : keep) {
+            k2.push_back(kept[h][std::size_t(i)]);
+            m2.push_back(mass[h][std::size_t(i)]);
+          }
+          kept[h] = k2;
+          mass[h] = m2;
+        }
+        kept[h].push_back(t);
+        mass[h].push_back(0.0);
+      }
+      ASSERT_EQ(loop.step(0, token(s.q, t, hq, d), token(s.k, t, hkv, d), token(s.v, t, hkv, d),
+                          heed::make_mutable_view(o.data(), 1, hq, d), ex),
+                status::ok);
+      // The reference attention over the reference kept set.
+      heed_ref::attention_problem p;
+      p.lq = 1;
+      p.lk = t + 1;
+      p.hq = hq;
+      p.hkv = hkv;
+      p.d = d;
+      p.resize();
+      for (int h = 0; h < hq; ++h)
+        for (std::int64_t e = 0; e < d; ++e) p.q_at(0, h, e) = s.q[(t * hq + h) * d + e];
+      for (std::int64_t j = 0; j <= t; ++j)
+        for (int h = 0; h < hkv; ++h)
+          for (std::int64_t e = 0; e < d; ++e) {
+            p.k_at(j, h, e) = s.k[(j * hkv + h) * d + e];
+            p.v_at(j, h, e) = s.v[(j * hkv + h) * d + e];
+          }
+      std::vector<std::vector<bool>> in(hkv, std::vector<bool>(std::size_t(t + 1), false));
+      for (int h = 0; h < hkv; ++h)
+        for (auto j : kept[h]) in[h][std::size_t(j)] = true;
+      p.keep = [&](int h, std::int64_t, std::int64_t kp) {
+        return bool(in[h / group][std::size_t(kp)]);
+      };
+      const auto r = heed_ref::naive_attention(p);
+      for (int h = 0; h < hq; ++h)
+        for (std::int64_t e = 0; e < d; ++e) ASSERT_NEAR(o[h * d + e], r.o_at(0, h, e), 2e-5);
+      for (int h = 0; h < hkv; ++h) {
+        ASSERT_EQ(cache.length(0, h), std::int64_t(kept[h].size())) << t;
+        ASSERT_LE(cache.length(0, h), budget);
+        for (std::size_t i = 0; i < kept[h].size(); ++i) {
+          ASSERT_EQ(cache.positions(0, h)[i], kept[h][i]) << "step " << t << " head " << h;
+          double pm = 0;
+          for (int g = 0; g < group; ++g) pm += r.prob_at(h * group + g, 0, kept[h][i]) / group;
+          mass[h][i] += pm;
+          ASSERT_NEAR(cache.scores(0, h, 0)[i], mass[h][i], 2e-5);
+        }
+      }
+    }
+  }
+}
+
+// ---- registry: every policy x every wrapper, invariants on random and adversarial streams ----
+
+struct registry_entry {
+  std::string name;
+  std::function<heed::any_policy()> make;
+  std::int64_t n_sink = 0;    // entries that must survive (first positions)
+  double recent_share = 0.0;  // share of the budget that must be the most recent positions
+  bool global = false;        // head_adaptive: per-head lengths vary, the layer total is exact
+};
+
+std::vector<registry_entry> registry() {
+  std::vector<registry_entry> r;
+  auto base = std::vector<registry_entry>{
+      {"streaming_llm", [] { return heed::any_policy(heed::streaming_llm_policy{}); }, 4, 0},
+      {"h2o", [] { return heed::any_policy(heed::h2o_policy{}); }, 0, 0.5},
+      {"a2sf", [] { return heed::any_policy(heed::a2sf_policy{}); }, 0, 0},
+      {"tova", [] { return heed::any_policy(heed::tova_policy{}); }, 0, 0},
+      {"random", [] { return heed::any_policy(heed::random_policy{7}); }, 0, 0},
+  };
+  for (auto& e : base) r.push_back(e);
+  // Wrappers.
+  r.push_back({"protect(h2o)",
+               [] { return heed::any_policy(heed::protect(heed::h2o_policy{}, 2, 3)); }, 2, 0.5});
+  r.push_back({"protect(random)",
+               [] { return heed::any_policy(heed::protect(heed::random_policy{3}, 4, 4)); }, 4, 0});
+  r.push_back({"head_adaptive(tova)",
+               [] { return heed::any_policy(heed::head_adaptive(heed::tova_policy{}, 0.2)); }, 0, 0,
+               true});
+  r.push_back({"head_adaptive(protect(a2sf))",
+               [] {
+                 return heed::any_policy(
+                     heed::head_adaptive(heed::protect(heed::a2sf_policy{}, 1, 2), 0.5));
+               },
+               0, 0, true});
+  r.push_back({"composed(h2o,streaming)",
+               [] {
+                 return heed::any_policy(
+                     heed::composed(heed::h2o_policy{}, heed::streaming_llm_policy{}, 1.f, 0.5f));
+               },
+               4, 0.5});
+  r.push_back(
+      {"composed(random,tova)",
+       [] { return heed::any_policy(heed::composed(heed::random_policy{1}, heed::tova_policy{})); },
+       0, 0});
+  return r;
+}
+
+// Runs a stream through the loop; returns every step's positions for the determinism check.
+std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
+                                       std::int64_t budget, std::int64_t slack, std::int64_t every,
+                                       int threads) {
+  SCOPED_TRACE(e.name + " budget " + std::to_string(budget));
+  heed::kv_cache cache;
+  EXPECT_EQ(cache.init({2, s.hkv, s.d, heed::dtype::f16, 0, 2}), status::ok);
+  heed::eviction_loop loop;
+  heed::eviction_config cfg;
+  cfg.budget = budget;
+  cfg.slack = slack;
+  cfg.every = every;
+  EXPECT_EQ(loop.init(&cache, e.make(), cfg, s.hq), status::ok);
+  heed::thread_pool_executor ex(threads);
+  std::vector<float> o(std::size_t(s.hq * s.d));
+  std::vector<std::int64_t> trace;
+  for (std::int64_t t = 0; t < s.n; ++t) {
+    for (int layer = 0; layer < 2; ++layer) {
+      const status st =
+          loop.step(layer, token(s.q, t, s.hq, s.d), token(s.k, t, s.hkv, s.d),
+                    token(s.v, t, s.hkv, s.d), heed::make_mutable_view(o.data(), 1, s.hq, s.d), ex);
+      EXPECT_EQ(st, status::ok);
+      if (st != status::ok) return trace;
+      for (float x : o) EXPECT_TRUE(std::isfinite(x));
+      std::int64_t total = 0;
+      for (int h = 0; h < s.hkv; ++h) {
+        const std::int64_t len = cache.length(layer, h);
+        const std::int64_t* pos = cache.positions(layer, h);
+        total += len;
+        for (std::int64_t i = 1; i < len; ++i) EXPECT_LT(pos[i - 1], pos[i]);
+        if (len > 0) EXPECT_EQ(pos[len - 1], t) << "the newest token is always attended";
+        if (budget == 0 || e.global) continue;
+        EXPECT_LE(len, budget + slack);
+        if (slack == 0 && every == 0) EXPECT_EQ(len, std::min(t + 1, budget));
+        // Protected entries: the first n_sink positions and a recent window survive (the window
+        // is taken from the entries before the newest token, when the cache was full).
+        const std::int64_t sinks = std::min(e.n_sink, budget - 1);
+        if (slack == 0 && every == 0) {
+          for (std::int64_t i = 0; i < std::min(sinks, t + 1); ++i) EXPECT_EQ(pos[i], i);
+          const std::int64_t recent =
+              std::min<std::int64_t>(std::int64_t(double(budget) * e.recent_share), budget - 1);
+          for (std::int64_t i = 0; i < std::min(recent, len); ++i)
+            EXPECT_EQ(pos[len - 1 - i], t - i) << "recent window";
+        }
+        for (std::int64_t i = 0; i < len; ++i) trace.push_back(pos[i]);
+      }
+      if (budget > 0 && e.global && slack == 0 && every == 0)
+        EXPECT_EQ(total, std::min(t + 1, budget) * s.hkv) << "layer total exact";
+    }
+  }
+  return trace;
+}
+
+TEST(PolicyRegistry, InvariantsForEveryPolicyAndWrapper) {
+  const stream random_stream = make_stream(8, 2, 32, 70, 5);
+  const stream constant_stream = make_stream(4, 4, 16, 40, 6, true);  // all scores tie
+  const stream one_head = make_stream(2, 1, 64, 50, 8);
+  for (const auto& e : registry()) {
+    for (const stream* s : {&random_stream, &constant_stream, &one_head}) {
+      for (std::int64_t budget : {1, 2, 9, 16, 200}) {
+        const auto a = run_registry(e, *s, budget, 0, 0, 1);
+        const auto b = run_registry(e, *s, budget, 0, 0, 2);
+        EXPECT_EQ(a, b) << e.name << ": deterministic across runs and thread counts";
+      }
+    }
+    run_registry(e, random_stream, 0, 0, 0, 1);   // budget 0: no eviction
+    run_registry(e, random_stream, 12, 5, 0, 1);  // periodic: slack
+    run_registry(e, random_stream, 12, 4, 3, 2);  // periodic: every 3 steps
+  }
+}
+
+TEST(PolicyRegistry, StreamingLlmKeepsExactlySinksAndRecent) {
+  const stream s = make_stream(4, 2, 16, 60, 9);
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({1, 2, 16}), status::ok);
+  heed::eviction_loop loop;
+  ASSERT_EQ(loop.init(&cache, heed::streaming_llm_policy{}, {10}, 4), status::ok);
+  std::vector<float> o(4 * 16);
+  for (std::int64_t t = 0; t < s.n; ++t)
+    ASSERT_EQ(loop.step(0, token(s.q, t, 4, 16), token(s.k, t, 2, 16), token(s.v, t, 2, 16),
+                        heed::make_mutable_view(o.data(), 1, 4, 16)),
+              status::ok);
+  for (int h = 0; h < 2; ++h) {
+    const std::int64_t want[10] = {0, 1, 2, 3, 54, 55, 56, 57, 58, 59};
+    ASSERT_EQ(cache.length(0, h), 10);
+    for (int i = 0; i < 10; ++i) EXPECT_EQ(cache.positions(0, h)[i], want[i]);
+  }
+}
+
+TEST(PolicyRegistry, PyramidBudgetsSumExactlyAndShrinkWithDepth) {
+  for (int layers : {1, 2, 5, 32}) {
+    for (std::int64_t avg : {0, 1, 7, 128, 1000}) {
+      for (double beta : {1.0, 2.0, 20.0}) {
+        std::vector<std::int64_t> b(static_cast<std::size_t>(layers));
+        ASSERT_EQ(heed::pyramid_budgets(layers, avg, beta, 0, b.data()), status::ok);
+        EXPECT_EQ(std::accumulate(b.begin(), b.end(), std::int64_t(0)), layers * avg);
+        for (int l = 1; l < layers; ++l) EXPECT_LE(b[l], b[l - 1] + 1);
+        for (auto x : b) EXPECT_GE(x, 0);
+        if (beta == 1.0)
+          for (auto x : b) EXPECT_EQ(x, avg);
+      }
+    }
+  }
+  std::vector<std::int64_t> b(4);
+  ASSERT_EQ(heed::pyramid_budgets(4, 100, 4.0, 30, b.data()), status::ok);
+  EXPECT_EQ(b[0] + b[1] + b[2] + b[3], 400);
+  EXPECT_GE(b[3], 30);
+  EXPECT_GT(b[0], b[3]);
+  EXPECT_EQ(heed::pyramid_budgets(4, 100, 0.5, 0, b.data()), status::invalid_argument);
+  EXPECT_EQ(heed::pyramid_budgets(4, 10, 2.0, 11, b.data()), status::invalid_argument);
+  EXPECT_EQ(heed::pyramid_budgets(0, 10, 2.0, 0, b.data()), status::invalid_argument);
+  EXPECT_EQ(heed::pyramid_budgets(4, 10, 2.0, 0, nullptr), status::null_pointer);
+}
+
+TEST(PolicyRegistry, LoopRejectsBadConfiguration) {
+  heed::kv_cache cache;
+  heed::eviction_loop loop;
+  EXPECT_EQ(loop.init(nullptr, heed::h2o_policy{}, {8}, 4), status::null_pointer);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::invalid_argument);
+  ASSERT_EQ(cache.init({2, 2, 16, heed::dtype::f32, 0, 0}), status::ok);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::invalid_argument)
+      << "H2O needs a score channel";
+  ASSERT_EQ(cache.init({2, 2, 16, heed::dtype::f32, 0, 1}), status::ok);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 3), status::shape_mismatch);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {-1}, 4), status::invalid_argument);
+  heed::eviction_config bad;
+  bad.layer_budgets = {4};  // two layers
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, bad, 4), status::invalid_argument);
+  ASSERT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::ok);
+  std::vector<float> x(4 * 16, 0.1f), o(4 * 16);
+  EXPECT_EQ(
+      loop.step(2, heed::make_view(x.data(), 1, 4, 16), heed::make_view(x.data(), 1, 2, 16),
+                heed::make_view(x.data(), 1, 2, 16), heed::make_mutable_view(o.data(), 1, 4, 16)),
+      status::invalid_argument);
+  EXPECT_EQ(
+      loop.step(0, heed::make_view(x.data(), 1, 2, 16), heed::make_view(x.data(), 1, 2, 16),
+                heed::make_view(x.data(), 1, 2, 16), heed::make_mutable_view(o.data(), 1, 2, 16)),
+      status::shape_mismatch);
+  heed::any_policy empty;
+  EXPECT_FALSE(bool(empty));
+}
+
+}  // namespace
