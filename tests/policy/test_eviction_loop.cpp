@@ -14,7 +14,10 @@
 
 #include "heed/core/thread_pool.hpp"
 #include "heed/policy/any_policy.hpp"
+#include "heed/policy/attention_free.hpp"
 #include "heed/policy/budgets.hpp"
+#include "heed/policy/caote.hpp"
+#include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/random.hpp"
@@ -163,6 +166,23 @@ std::vector<registry_entry> registry() {
       {"a2sf", [] { return heed::any_policy(heed::a2sf_policy{}); }, 0, 0},
       {"tova", [] { return heed::any_policy(heed::tova_policy{}); }, 0, 0},
       {"random", [] { return heed::any_policy(heed::random_policy{7}); }, 0, 0},
+      {"knorm", [] { return heed::any_policy(heed::knorm_policy{}); }, 0, 0},
+      {"expected_attention",
+       [] {
+         heed::expected_attention_policy p;
+         p.window = 8;
+         return heed::any_policy(p);
+       },
+       4, 0},
+      {"lagkv",
+       [] {
+         heed::lagkv_policy p;
+         p.options.lag = 4;
+         p.options.n_sink = 2;
+         return heed::any_policy(p);
+       },
+       0, 0},
+      {"threshold", [] { return heed::any_policy(heed::threshold_policy{}); }, 0, 0},
   };
   for (auto& e : base) r.push_back(e);
   // Wrappers.
@@ -278,6 +298,74 @@ TEST(PolicyRegistry, StreamingLlmKeepsExactlySinksAndRecent) {
     const std::int64_t want[10] = {0, 1, 2, 3, 54, 55, 56, 57, 58, 59};
     ASSERT_EQ(cache.length(0, h), 10);
     for (int i = 0; i < 10; ++i) EXPECT_EQ(cache.positions(0, h)[i], want[i]);
+  }
+}
+
+TEST(PolicyRegistry, DuoAttentionKeepsRetrievalHeadsWhole) {
+  const stream s = make_stream(4, 2, 16, 60, 12);
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({2, 2, 16}), status::ok);
+  heed::duo_attention_policy duo;
+  duo.retrieval = {1, 0, 0, 1};  // layer 0: head 0 retrieval; layer 1: head 1 retrieval
+  duo.n_sink = 3;
+  duo.n_recent = 5;
+  heed::eviction_loop loop;
+  ASSERT_EQ(loop.init(&cache, duo, {8}, 4), status::ok);
+  std::vector<float> o(4 * 16);
+  for (std::int64_t t = 0; t < s.n; ++t)
+    for (int l = 0; l < 2; ++l)
+      ASSERT_EQ(loop.step(l, token(s.q, t, 4, 16), token(s.k, t, 2, 16), token(s.v, t, 2, 16),
+                          heed::make_mutable_view(o.data(), 1, 4, 16)),
+                status::ok);
+  for (int l = 0; l < 2; ++l)
+    for (int h = 0; h < 2; ++h) {
+      const bool retrieval = duo.retrieval[std::size_t(l * 2 + h)] != 0;
+      if (retrieval) {
+        ASSERT_EQ(cache.length(l, h), s.n);
+        continue;
+      }
+      // Sinks, then the n_recent before the newest token, then the newest.
+      ASSERT_EQ(cache.length(l, h), 3 + 5);
+      const std::int64_t want[8] = {0, 1, 2, 55, 56, 57, 58, 59};
+      for (int i = 0; i < 8; ++i) EXPECT_EQ(cache.positions(l, h)[i], want[i]);
+    }
+}
+
+TEST(PolicyRegistry, KnormKeepsTheLowestKeyNorms) {
+  const stream s = make_stream(2, 2, 32, 40, 13);
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({1, 2, 32}), status::ok);
+  heed::eviction_loop loop;
+  const std::int64_t budget = 10;
+  ASSERT_EQ(loop.init(&cache, heed::knorm_policy{}, {budget}, 2), status::ok);
+  std::vector<float> o(2 * 32);
+  // Reference: before each append the kept set shrinks to the budget - 1 lowest norms.
+  std::vector<std::vector<std::int64_t>> kept(2);
+  for (std::int64_t t = 0; t < s.n; ++t) {
+    for (int h = 0; h < 2; ++h) {
+      if (std::int64_t(kept[h].size()) + 1 > budget) {
+        std::vector<float> score;
+        for (auto j : kept[h]) {
+          double n2 = 0;
+          for (int e = 0; e < 32; ++e)
+            n2 += double(s.k[(j * 2 + h) * 32 + e]) * s.k[(j * 2 + h) * 32 + e];
+          score.push_back(float(-std::sqrt(n2)));
+        }
+        const auto keep = reference_keep(score, budget - 1, 0);
+        std::vector<std::int64_t> k2;
+        for (auto i : keep) k2.push_back(kept[h][std::size_t(i)]);
+        kept[h] = k2;
+      }
+      kept[h].push_back(t);
+    }
+    ASSERT_EQ(loop.step(0, token(s.q, t, 2, 32), token(s.k, t, 2, 32), token(s.v, t, 2, 32),
+                        heed::make_mutable_view(o.data(), 1, 2, 32)),
+              status::ok);
+    for (int h = 0; h < 2; ++h) {
+      ASSERT_EQ(cache.length(0, h), std::int64_t(kept[h].size()));
+      for (std::size_t i = 0; i < kept[h].size(); ++i)
+        ASSERT_EQ(cache.positions(0, h)[i], kept[h][i]) << t;
+    }
   }
 }
 

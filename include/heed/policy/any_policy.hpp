@@ -32,6 +32,9 @@ class any_policy {
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     return self_ ? self_->score(in, head, out, ws) : status::invalid_argument;
   }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return self_ ? self_->head_budget(in, head, target) : target;
+  }
 
  private:
   struct concept_t {
@@ -41,6 +44,8 @@ class any_policy {
     virtual selection_spec selection(std::int64_t budget) const noexcept = 0;
     virtual std::size_t score_workspace_size(const policy_input& in) const noexcept = 0;
     virtual status score(const policy_input& in, int head, float* out, workspace ws) noexcept = 0;
+    virtual std::int64_t head_budget(const policy_input& in, int head,
+                                     std::int64_t target) const noexcept = 0;
   };
   template <class P>
   struct model final : concept_t {
@@ -56,6 +61,10 @@ class any_policy {
     }
     status score(const policy_input& in, int head, float* out, workspace ws) noexcept override {
       return p.score(in, head, out, ws);
+    }
+    std::int64_t head_budget(const policy_input& in, int head,
+                             std::int64_t target) const noexcept override {
+      return p.head_budget(in, head, target);
     }
     P p;
   };

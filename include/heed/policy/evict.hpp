@@ -22,7 +22,7 @@ struct eviction_scratch {
   std::vector<unsigned char> ws;
   std::vector<const float*> score_ptrs;
   std::vector<std::int32_t*> keep_ptrs;
-  std::vector<std::int64_t> lens, n_keep;
+  std::vector<std::int64_t> lens, n_keep, targets;
 };
 
 namespace detail {
@@ -57,8 +57,13 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
     return status::out_of_memory;
   std::int64_t max_len = 0, total_len = 0, total_target = 0;
   bool over = false;
+  if (!detail::grow_vector(s.targets, heads)) return status::out_of_memory;
   for (int h = 0; h < heads; ++h) {
     if (target[h] < 0) return status::invalid_argument;
+    s.targets[h] = std::max<std::int64_t>(0, policy.head_budget(in, h, target[h]));
+  }
+  target = s.targets.data();
+  for (int h = 0; h < heads; ++h) {
     const std::int64_t len = cache.length(in.layer, h);
     s.lens[h] = len;
     max_len = std::max(max_len, len);

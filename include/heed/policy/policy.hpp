@@ -7,6 +7,8 @@
 //   selection_spec selection(std::int64_t budget) const noexcept;  // how scores become keep-sets
 //   std::size_t score_workspace_size(const policy_input& in) const noexcept;  // may be 0
 //   status score(const policy_input& in, int head, float* out, workspace ws) noexcept;
+//   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept;
+//     // optional: this head's own target (DuoAttention: retrieval heads keep everything)
 //
 // score() writes one score per cache entry of KV head `head` of layer in.layer (out[0 .. len)),
 // higher = keep. It must not allocate. Everything it may read is in policy_input: the cache (keys,
@@ -81,6 +83,9 @@ struct policy_base {
   score_needs needs() const noexcept { return {}; }
   selection_spec selection(std::int64_t) const noexcept { return {}; }
   std::size_t score_workspace_size(const policy_input&) const noexcept { return 0; }
+  std::int64_t head_budget(const policy_input&, int, std::int64_t target) const noexcept {
+    return target;
+  }
 };
 
 }  // namespace heed

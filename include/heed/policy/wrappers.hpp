@@ -40,6 +40,9 @@ struct protect_policy {
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     return inner.score(in, head, out, ws);
   }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return inner.head_budget(in, head, target);
+  }
 };
 template <class Inner>
 protect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
@@ -66,6 +69,9 @@ struct reselect_policy {
   }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     return inner.score(in, head, out, ws);
+  }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return inner.head_budget(in, head, target);
   }
 };
 template <class Inner>
@@ -110,6 +116,9 @@ struct composed_policy {
     n.last_output = na.last_output || nb.last_output;
     n.last_probs = na.last_probs || nb.last_probs;
     return n;
+  }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return std::max(a.head_budget(in, head, target), b.head_budget(in, head, target));
   }
   bool valid() const noexcept { return !(a.needs().column_mass && b.needs().column_mass); }
   selection_spec selection(std::int64_t budget) const noexcept {
