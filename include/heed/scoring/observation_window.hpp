@@ -1,0 +1,356 @@
+// Observation-window scores after a prefill (DESIGN.md section 4, point 3).
+//
+// The main pass knows each row's LSE. Recomputing only the last W query rows against all keys
+// gives their probabilities p_ij = exp(s_ij - lse_i), s_ij = scale * q_i.k_j (plus the variant's
+// transform), for query i at key position q_offset + i (causal: key j is seen when
+// j <= q_offset + i, else p = 0). Cost O(W * Lk * d) per query head, vectorized; the W x Lk
+// matrix is never stored (a block of 4 logit rows lives in scratch).
+//
+// lse[h * lse_head_stride + i] (natural log) comes from the main pass; lse == nullptr computes
+// each row's LSE over the given keys first (needed when the keys changed since the main pass,
+// e.g. after an eviction). A row whose LSE is -inf (no visible key) contributes nothing.
+//
+// Outputs (each optional; null = skipped), 0 strides meaning Lk:
+//   window   [Hkv][Lk]  SnapKV: per query head the mean over the W rows of p_ij, then a 1-D pooling
+//                       over j with an odd kernel k and padding k / 2 (as PyTorch max_pool1d /
+//                       avg_pool1d, stride 1: max pads with -inf, avg counts the padding as zeros,
+//                       i.e. count_include_pad = True, always dividing by k), then the head_reduce
+//                       over the group of query heads.
+//   vertical [Hq][Lk]   sum over the W rows of p_ij (no reduction).
+//   slash    [Hq][Lk]   slash[h][t] = sum of p_ij over the (i, j) with (q_offset + i) - j = t;
+//                       offsets outside [0, Lk) are dropped.
+//   colmean  [Hkv][Lk]  sum_i p_ij / (number of the W rows that see key j; 0 when none does),
+//                       the ZipCache / ACT normalized column mean, then the head_reduce.
+// The policy (not this function) protects the window's own keys, as kvpress does with max + 1.
+//
+// With the default q_offset (-1 = Lk - W), W > Lk is an invalid_argument. Templated on the arch
+// and on a heed variant (attention/variant.hpp) so softcap / ALiBi / window / sink models score
+// with the same logits as the main pass; with lse == nullptr, the variant's finalize_row (learned
+// sinks) joins the normalizer.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/attention/variant.hpp"
+#include "heed/core/status.hpp"
+#include "heed/core/tensor_view.hpp"
+#include "heed/core/workspace.hpp"
+#include "heed/scoring/detail/score_kernels.hpp"
+#include "heed/scoring/score_common.hpp"
+
+namespace heed {
+
+enum class pool_kind : int {
+  none = 0,  // no pooling
+  max = 1,   // max_pool1d, padding -inf
+  avg = 2,   // avg_pool1d, count_include_pad = True
+};
+
+constexpr bool valid_pool_kind(pool_kind p) noexcept {
+  return p == pool_kind::none || p == pool_kind::max || p == pool_kind::avg;
+}
+
+struct observation_window_options {
+  float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
+  bool causal = true;          // row i sees keys j <= q_offset + i
+  std::int64_t q_offset = -1;  // key position of query row 0; -1 means Lk - W
+  pool_kind pool = pool_kind::avg;
+  int pool_kernel = 7;  // odd, >= 1
+  head_reduce reduce = head_reduce::mean;
+};
+
+struct observation_window_outputs {
+  float* window = nullptr;  // [Hkv][Lk]
+  std::int64_t window_head_stride = 0;
+  float* vertical = nullptr;  // [Hq][Lk]
+  std::int64_t vertical_head_stride = 0;
+  float* slash = nullptr;  // [Hq][Lk]
+  std::int64_t slash_head_stride = 0;
+  float* colmean = nullptr;  // [Hkv][Lk]
+  std::int64_t colmean_head_stride = 0;
+};
+
+// ACT's sink threshold on the normalized column mean.
+constexpr float default_sink_threshold = 0.1f;
+
+namespace detail {
+constexpr int window_rows = 4;  // logit rows computed per pass over the keys
+
+struct window_scratch {
+  std::int64_t row_stride;
+  float* logits;  // [window_rows][row_stride]
+  float* colsum;  // [row_stride]
+  float* count;   // [row_stride]
+  float* pool;    // [row_stride + kernel]
+};
+
+template <class A>
+inline window_scratch carve_window(void* base, std::int64_t lk, int kernel,
+                                   std::size_t* bytes) noexcept {
+  constexpr std::int64_t L = xsimd::batch<float, A>::size;
+  workspace_carver c(base ? workspace_carver::align_base(base) : nullptr);
+  window_scratch s;
+  s.row_stride = (lk + L - 1) / L * L;
+  s.logits = c.take<float>(std::size_t(window_rows * s.row_stride));
+  s.colsum = c.take<float>(std::size_t(s.row_stride));
+  s.count = c.take<float>(std::size_t(s.row_stride));
+  s.pool = c.take<float>(std::size_t(s.row_stride + kernel));
+  if (bytes) *bytes = c.bytes_needed();
+  return s;
+}
+
+// s_r[j] = q_r . k_j for the window_rows rows q_r and keys j < n.
+template <class A, class T>
+HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, const T* kb,
+                                   std::int64_t kvh, std::int64_t n, float* logits,
+                                   std::int64_t row_stride) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::int64_t L = B::size;
+  const std::int64_t d = k.dim;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const T* kj = kb + k.offset(j, kvh);
+    B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+    std::int64_t c = 0;
+    for (; c + L <= d; c += L) {
+      const B kv = simd::load_as_float<A>(kj + c);
+      a0 = xsimd::fma(B::load_unaligned(q[0] + c), kv, a0);
+      a1 = xsimd::fma(B::load_unaligned(q[1] + c), kv, a1);
+      a2 = xsimd::fma(B::load_unaligned(q[2] + c), kv, a2);
+      a3 = xsimd::fma(B::load_unaligned(q[3] + c), kv, a3);
+    }
+    float s0 = simd::hsum<A>(a0), s1 = simd::hsum<A>(a1), s2 = simd::hsum<A>(a2),
+          s3 = simd::hsum<A>(a3);
+    for (; c < d; ++c) {
+      const float kc = to_float(kj[c]);
+      s0 += q[0][c] * kc;
+      s1 += q[1][c] * kc;
+      s2 += q[2][c] * kc;
+      s3 += q[3][c] * kc;
+    }
+    logits[j] = s0;
+    logits[row_stride + j] = s1;
+    logits[2 * row_stride + j] = s2;
+    logits[3 * row_stride + j] = s3;
+  }
+}
+
+// 1-D pooling of src[0, n) into dst with an odd kernel, stride 1, padding kernel / 2.
+template <class A>
+HEED_FORCE_INLINE void pool_row(const float* src, std::int64_t n, pool_kind kind, int kernel,
+                                float* buf, float* dst) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::int64_t L = B::size;
+  if (kind == pool_kind::none || kernel == 1) {
+    for (std::int64_t j = 0; j < n; ++j) dst[j] = src[j];
+    return;
+  }
+  const int r = kernel / 2;
+  const float pad = kind == pool_kind::max ? -std::numeric_limits<float>::infinity() : 0.f;
+  for (int t = 0; t < r; ++t) buf[t] = pad;
+  for (std::int64_t j = 0; j < n; ++j) buf[r + j] = src[j];
+  for (int t = 0; t < r; ++t) buf[r + n + t] = pad;
+  std::int64_t j = 0;
+  if (kind == pool_kind::max) {
+    for (; j + L <= n; j += L) {
+      B m = B::load_unaligned(buf + j);
+      for (int t = 1; t < kernel; ++t) m = xsimd::max(m, B::load_unaligned(buf + j + t));
+      m.store_unaligned(dst + j);
+    }
+    for (; j < n; ++j) {
+      float m = buf[j];
+      for (int t = 1; t < kernel; ++t) m = buf[j + t] > m ? buf[j + t] : m;
+      dst[j] = m;
+    }
+  } else {
+    const float inv = 1.f / float(kernel);
+    for (; j + L <= n; j += L) {
+      B a = B::load_unaligned(buf + j);
+      for (int t = 1; t < kernel; ++t) a += B::load_unaligned(buf + j + t);
+      (a * B(inv)).store_unaligned(dst + j);
+    }
+    for (; j < n; ++j) {
+      float a = buf[j];
+      for (int t = 1; t < kernel; ++t) a += buf[j + t];
+      dst[j] = a * inv;
+    }
+  }
+}
+}  // namespace detail
+
+// Bytes of scratch observation_window_scores<Arch>() needs for kv_len keys.
+template <class Arch = xsimd::default_arch>
+std::size_t observation_window_workspace_size(std::int64_t kv_len,
+                                              const observation_window_options& opt = {}) noexcept {
+  if (kv_len < 0 || opt.pool_kernel < 1 || opt.pool_kernel > (1 << 20)) return 0;
+  std::size_t bytes = 0;
+  detail::carve_window<Arch>(nullptr, kv_len, opt.pool_kernel, &bytes);
+  return bytes;
+}
+
+// q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
+template <class Arch = xsimd::default_arch, class Variant = no_variant>
+status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
+                                 std::int64_t lse_head_stride,
+                                 const observation_window_options& opt,
+                                 observation_window_outputs out, workspace ws,
+                                 const Variant& var = Variant{}) noexcept {
+  detail::check_variant<Variant>();
+  using B = xsimd::batch<float, Arch>;
+  using I = xsimd::batch<std::int32_t, Arch>;
+  constexpr std::int64_t L = B::size;
+  constexpr int R = detail::window_rows;
+  HEED_RETURN_IF_ERROR(validate_view(q));
+  HEED_RETURN_IF_ERROR(validate_view(k));
+  if (q.type != dtype::f32) return status::unsupported_dtype;
+  if (q.dim != k.dim || q.heads % k.heads != 0) return status::shape_mismatch;
+  const std::int64_t w = q.seq, lk = k.seq, d = k.dim, group = q.heads / k.heads;
+  if (lk > detail::max_score_len || w > detail::max_score_len) return status::invalid_argument;
+  if (opt.q_offset < -1 || opt.q_offset > detail::max_score_len) return status::invalid_argument;
+  if (opt.q_offset == -1 && w > lk) return status::invalid_argument;
+  if ((opt.q_offset > 0 ? opt.q_offset : 0) + w > detail::max_score_len)
+    return status::invalid_argument;  // key positions travel in int32 lanes
+  if (!std::isfinite(opt.scale) || opt.scale < 0.f) return status::invalid_argument;
+  if (!valid_pool_kind(opt.pool) || !valid_head_reduce(opt.reduce)) return status::invalid_argument;
+  if (opt.pool_kernel < 1 || opt.pool_kernel % 2 == 0 || opt.pool_kernel > (1 << 20))
+    return status::invalid_argument;
+  if (lse != nullptr) HEED_RETURN_IF_ERROR(detail::resolve_stride(lse_head_stride, w));
+  if (out.window) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.window_head_stride, lk));
+  if (out.vertical) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.vertical_head_stride, lk));
+  if (out.slash) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.slash_head_stride, lk));
+  if (out.colmean) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.colmean_head_stride, lk));
+  if (!out.window && !out.vertical && !out.slash && !out.colmean) return status::ok;
+  if (ws.size < observation_window_workspace_size<Arch>(lk, opt))
+    return status::workspace_too_small;
+  if (ws.data == nullptr) return status::null_pointer;
+  const auto s = detail::carve_window<Arch>(ws.data, lk, opt.pool_kernel, nullptr);
+  const std::int64_t rs = s.row_stride;
+  const std::int64_t q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
+  const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const float wr = 1.f / float(group);
+  const float* qb = static_cast<const float*>(q.data);
+  alignas(64) std::int32_t iota_v[L];
+  for (std::int64_t n = 0; n < L; ++n) iota_v[n] = static_cast<std::int32_t>(n);
+  const I iota = I::load_aligned(iota_v);
+
+  for (std::int64_t h = 0; h < q.heads; ++h) {
+    const std::int64_t kvh = h / group;
+    for (std::int64_t j = 0; j < rs; ++j) s.colsum[j] = s.count[j] = 0.f;
+    float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
+    if (slash)
+      for (std::int64_t j = 0; j < lk; ++j) slash[j] = 0.f;
+
+    for (std::int64_t i0 = 0; i0 < w; i0 += R) {
+      const std::int64_t nr = w - i0 < R ? w - i0 : R;
+      // Keys any row of the block can see; the last row of the block sees the most.
+      std::int64_t jend = lk;
+      if (opt.causal) {
+        const std::int64_t last = q_offset + i0 + nr - 1 + 1;
+        jend = last < lk ? last : lk;
+      }
+      const float* qr[R];
+      for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
+      detail::with_typed(
+          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, jend, s.logits, rs); });
+      const std::int64_t jpad = (jend + L - 1) / L * L;
+      for (std::int64_t r = 0; r < nr; ++r) {
+        const std::int64_t i = i0 + r, qpos = q_offset + i;
+        float* row = s.logits + r * rs;
+        for (std::int64_t j = jend; j < jpad; ++j) row[j] = 0.f;
+        const I qp(static_cast<std::int32_t>(qpos));
+        const I je(static_cast<std::int32_t>(jend));
+        // Scale, transform and mask the logits.
+        B mb(ninf);
+        for (std::int64_t j0 = 0; j0 < jpad; j0 += L) {
+          const I kpos = iota + I(static_cast<std::int32_t>(j0));
+          const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
+          B x = B::load_aligned(row + j0) * B(scale);
+          if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
+          auto keep = xsimd::bool_cast(kpos < je);
+          if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
+          if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
+          x = xsimd::select(keep, x, B(ninf));
+          x.store_aligned(row + j0);
+          mb = xsimd::max(mb, x);
+          if (out.colmean)
+            (B::load_aligned(s.count + j0) + xsimd::select(keep, B(1.f), B(0.f)))
+                .store_aligned(s.count + j0);
+        }
+        float l;
+        if (lse != nullptr) {
+          l = lse[h * lse_head_stride + i];
+        } else {
+          row_state st{simd::hmax<Arch>(mb), 0.f, 0.f};
+          if (st.m != ninf) {
+            B db(0.f);
+            for (std::int64_t j0 = 0; j0 < jpad; j0 += L)
+              db += simd::fast_exp<Arch>(B::load_aligned(row + j0) - B(st.m));
+            st.d = simd::hsum<Arch>(db);
+          }
+          if constexpr (Variant::has_row_finalize) var.finalize_row(static_cast<int>(h), qpos, st);
+          l = st.d > 0.f ? st.m + std::log(st.d) : ninf;
+        }
+        if (!(l > ninf) || !std::isfinite(l)) continue;  // nothing visible (or a broken LSE)
+        for (std::int64_t j0 = 0; j0 < jpad; j0 += L) {
+          const B p = simd::fast_exp<Arch>(B::load_aligned(row + j0) - B(l));
+          p.store_aligned(row + j0);
+          (B::load_aligned(s.colsum + j0) + p).store_aligned(s.colsum + j0);
+        }
+        if (slash) {
+          // t = qpos - j; keep 0 <= t < lk.
+          std::int64_t jlo = qpos - (lk - 1);
+          if (jlo < 0) jlo = 0;
+          const std::int64_t jhi = qpos + 1 < jend ? qpos + 1 : jend;
+          for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j];
+        }
+      }
+    }
+
+    if (out.vertical) {
+      float* v = out.vertical + h * out.vertical_head_stride;
+      for (std::int64_t j = 0; j < lk; ++j) v[j] = s.colsum[j];
+    }
+    const bool first = h % group == 0;
+    float* tmp = s.logits;  // free now
+    if (out.window) {
+      const float inv_w = 1.f / float(w);
+      for (std::int64_t j = 0; j < lk; ++j) tmp[j] = s.colsum[j] * inv_w;
+      detail::pool_row<Arch>(tmp, lk, opt.pool, opt.pool_kernel, s.pool, tmp + rs);
+      detail::fold_head<Arch>(out.window + kvh * out.window_head_stride, tmp + rs, lk, opt.reduce,
+                              first, wr);
+    }
+    if (out.colmean) {
+      for (std::int64_t j = 0; j < lk; ++j)
+        tmp[j] = s.count[j] > 0.f ? s.colsum[j] / s.count[j] : 0.f;
+      detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, tmp, lk, opt.reduce,
+                              first, wr);
+    }
+  }
+  return status::ok;
+}
+
+// Every key whose normalized column mean colmean[j] exceeds threshold, at any position, in
+// ascending order. Writes up to capacity indices and sets *n_found to the number of such keys;
+// returns workspace_too_small when they do not all fit (the first capacity are written).
+inline status detect_sinks(const float* colmean, std::int64_t lk, float threshold,
+                           std::int64_t* indices, std::int64_t capacity,
+                           std::int64_t* n_found) noexcept {
+  if (colmean == nullptr || n_found == nullptr) return status::null_pointer;
+  if (lk < 0 || capacity < 0 || std::isnan(threshold)) return status::invalid_argument;
+  if (capacity > 0 && indices == nullptr) return status::null_pointer;
+  std::int64_t n = 0;
+  for (std::int64_t j = 0; j < lk; ++j) {
+    if (colmean[j] > threshold) {
+      if (n < capacity) indices[n] = j;
+      ++n;
+    }
+  }
+  *n_found = n;
+  return n <= capacity ? status::ok : status::workspace_too_small;
+}
+
+}  // namespace heed
