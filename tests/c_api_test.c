@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "heed/c/heed.h"
+#include "heed/c/heed_policy.h"
 
 static int g_failures = 0;
 

@@ -16,6 +16,7 @@
 #include "heed/policy/any_policy.hpp"
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/budgets.hpp"
+#include "heed/policy/callback_policy.hpp"
 #include "heed/policy/caote.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
@@ -367,6 +368,61 @@ TEST(PolicyRegistry, KnormKeepsTheLowestKeyNorms) {
         ASSERT_EQ(cache.positions(0, h)[i], kept[h][i]) << t;
     }
   }
+}
+
+extern "C" heed_status accumulated_score(void* user, const heed_policy_head* h, float* out) {
+  ++*static_cast<int*>(user);
+  if (h->accumulated == nullptr || h->positions == nullptr || h->keys == nullptr)
+    return HEED_STATUS_NULL_POINTER;
+  for (int64_t j = 0; j < h->length; ++j) out[j] = h->accumulated[j];
+  return HEED_STATUS_OK;
+}
+
+TEST(PolicyRegistry, CCallbackPolicyEqualsTheSameScoreInCxx) {
+  const stream s = make_stream(8, 2, 32, 50, 21);
+  int calls = 0;
+  heed::callback_policy cb;
+  cb.fn = accumulated_score;
+  cb.user = &calls;
+  cb.wants.channels = 1;
+  cb.wants.column_mass = true;
+  heed::h2o_policy h2o;
+  h2o.recent_fraction = 0;  // the same score, no recent window
+  std::vector<std::int64_t> traces[2];
+  for (int which = 0; which < 2; ++which) {
+    heed::kv_cache cache;
+    ASSERT_EQ(cache.init({1, 2, 32, heed::dtype::bf16, 0, 1}), status::ok);
+    heed::eviction_loop loop;
+    ASSERT_EQ(loop.init(&cache, which == 0 ? heed::any_policy(cb) : heed::any_policy(h2o), {12}, 8),
+              status::ok);
+    std::vector<float> o(8 * 32);
+    for (std::int64_t t = 0; t < s.n; ++t) {
+      ASSERT_EQ(loop.step(0, token(s.q, t, 8, 32), token(s.k, t, 2, 32), token(s.v, t, 2, 32),
+                          heed::make_mutable_view(o.data(), 1, 8, 32)),
+                status::ok);
+      for (int h = 0; h < 2; ++h)
+        for (std::int64_t i = 0; i < cache.length(0, h); ++i)
+          traces[which].push_back(cache.positions(0, h)[i]);
+    }
+  }
+  EXPECT_EQ(traces[0], traces[1]);
+  EXPECT_EQ(calls, 2 * (50 - 12));  // both heads, every step from t = 12 (the cache is full)
+  // A failing callback aborts the eviction with its status.
+  heed::callback_policy none;
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({1, 1, 8}), status::ok);
+  heed::eviction_loop loop;
+  ASSERT_EQ(loop.init(&cache, none, {2}, 1), status::ok);
+  std::vector<float> x(8, 0.5f), o(8);
+  for (int t = 0; t < 2; ++t)
+    ASSERT_EQ(
+        loop.step(0, heed::make_view(x.data(), 1, 1, 8), heed::make_view(x.data(), 1, 1, 8),
+                  heed::make_view(x.data(), 1, 1, 8), heed::make_mutable_view(o.data(), 1, 1, 8)),
+        status::ok);
+  EXPECT_EQ(
+      loop.step(0, heed::make_view(x.data(), 1, 1, 8), heed::make_view(x.data(), 1, 1, 8),
+                heed::make_view(x.data(), 1, 1, 8), heed::make_mutable_view(o.data(), 1, 1, 8)),
+      status::null_pointer);
 }
 
 TEST(PolicyRegistry, PyramidBudgetsSumExactlyAndShrinkWithDepth) {

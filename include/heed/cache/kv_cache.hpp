@@ -139,17 +139,23 @@ class kv_cache {
       if (keep[i] < 0 || keep[i] >= s.len) return status::invalid_argument;
       if (i > 0 && keep[i] <= keep[i - 1]) return status::invalid_argument;
     }
+    // Move runs of consecutive kept entries with one memmove each (a steady-state eviction of
+    // one entry is a single shift of the tail).
     const std::size_t row = row_bytes();
-    for (std::int64_t i = 0; i < n_keep; ++i) {
+    for (std::int64_t i = 0; i < n_keep;) {
       const std::int64_t from = keep[i];
-      if (from == i) continue;  // ascending: from >= i always
-      std::memcpy(s.k.get() + i * row, s.k.get() + from * row, row);
-      std::memcpy(s.v.get() + i * row, s.v.get() + from * row, row);
-      s.pos[i] = s.pos[from];
-      for (int c = 0; c < cfg_.score_channels; ++c) {
-        float* ch = s.scores.get() + std::int64_t(c) * s.cap;
-        ch[i] = ch[from];
+      std::int64_t run = 1;
+      while (i + run < n_keep && keep[i + run] == from + run) ++run;
+      if (from != i) {  // ascending: from >= i always
+        std::memmove(s.k.get() + i * row, s.k.get() + from * row, std::size_t(run) * row);
+        std::memmove(s.v.get() + i * row, s.v.get() + from * row, std::size_t(run) * row);
+        std::memmove(s.pos.get() + i, s.pos.get() + from, std::size_t(run) * sizeof(std::int64_t));
+        for (int c = 0; c < cfg_.score_channels; ++c) {
+          float* ch = s.scores.get() + std::int64_t(c) * s.cap;
+          std::memmove(ch + i, ch + from, std::size_t(run) * sizeof(float));
+        }
       }
+      i += run;
     }
     s.len = n_keep;
     return status::ok;

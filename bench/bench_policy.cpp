@@ -1,0 +1,98 @@
+// Policies' costs against the attention they serve (Hq = 32, Hkv = 8, d = 128, f16 cache):
+//   BM_cache_decode/L/t       decode over the ragged KV cache, no observer (the baseline)
+//   BM_decode_h2o_fused/L/t   the same with H2O's column mass folded in (target: <= 10% slower)
+//   BM_evict_step/budget      one steady-state eviction step (H2O scores, top-k selection of
+//                             budget - 1 out of budget entries per head, compaction) plus the
+//                             append of the new token; compare with BM_cache_decode/budget/1
+//                             (target: <= 5%)
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "bench_common.hpp"
+#include "heed/cache/cache_attention.hpp"
+#include "heed/core/thread_pool.hpp"
+#include "heed/policy/evict.hpp"
+#include "heed/policy/h2o.hpp"
+
+namespace {
+
+using namespace heed_bench;
+
+void fill_cache(heed::kv_cache& c, std::int64_t L, int channels) {
+  c.init({1, kHkv, kD, heed::dtype::f16, L + 16, channels});
+  const std::int64_t chunk = 1024;
+  auto k = random_vector<heed::f16>(std::size_t(chunk) * kHkv * kD, 2);
+  for (std::int64_t t = 0; t < L; t += chunk) {
+    const std::int64_t n = std::min(chunk, L - t);
+    const auto view = heed::make_view(k.data(), n, kHkv, kD);
+    c.append(0, view, view);
+  }
+}
+
+void run_cache_decode(benchmark::State& state, bool h2o) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  heed::kv_cache c;
+  fill_cache(c, L, 1);
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  std::vector<float> o(q.size());
+  heed::cache_attention_params p;
+  p.q = heed::make_view(q.data(), 1, kHq, kD);
+  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  if (h2o) p.accumulate_channel = 0;
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, threads));
+  for (auto _ : state) {
+    const heed::status s = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex);
+    if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+    benchmark::DoNotOptimize(o.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = 2.0 * double(L) * kHkv * kD * sizeof(heed::f16);
+  state.counters["GBps"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }
+void BM_decode_h2o_fused(benchmark::State& state) { run_cache_decode(state, true); }
+
+void BM_evict_step(benchmark::State& state) {
+  const std::int64_t budget = state.range(0);
+  heed::kv_cache c;
+  fill_cache(c, budget, 1);
+  auto scores = random_vector<float>(std::size_t(budget) + 1, 5);
+  for (int h = 0; h < kHkv; ++h)
+    for (std::int64_t j = 0; j < budget; ++j) c.scores(0, h, 0)[j] = std::abs(scores[j]);
+  auto kt = random_vector<heed::f16>(std::size_t(kHkv) * kD, 3);
+  const auto tok = heed::make_view(kt.data(), 1, kHkv, kD);
+  heed::h2o_policy policy;
+  heed::eviction_scratch scratch;
+  std::vector<std::int64_t> target(kHkv, budget - 1);
+  heed::policy_input in;
+  in.cache = &c;
+  in.q_heads = kHq;
+  in.budget = budget;
+  std::int64_t step = 0;
+  for (auto _ : state) {
+    // Steady state: budget entries per head, evict to budget - 1, append the new token.
+    heed::status s = heed::evict_layer(c, policy, in, target.data(), scratch);
+    if (s == heed::status::ok) s = c.append(0, tok, tok);
+    if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+    // The new token's score varies so the evicted entry moves around.
+    for (int h = 0; h < kHkv; ++h) c.scores(0, h, 0)[budget - 1] = std::abs(scores[step % budget]);
+    ++step;
+  }
+}
+
+}  // namespace
+
+BENCHMARK(BM_cache_decode)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_h2o_fused)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_evict_step)->Arg(1024)->Arg(4096)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -1,0 +1,48 @@
+/* heed policy plug-ins in C: a score callback plus user data.
+ *
+ * A plug-in fills one score per cache entry of one (layer, KV head), higher = keep; heed turns
+ * the scores into a keep-set (top-k, with the protection the host configures) and compacts the
+ * cache. The host wraps the callback in heed::callback_policy (heed/policy/callback_policy.hpp).
+ *
+ *   static heed_status my_score(void* user, const heed_policy_head* h, float* out) {
+ *     for (int64_t j = 0; j < h->length; ++j) out[j] = h->accumulated ? h->accumulated[j] : 0.f;
+ *     return HEED_STATUS_OK;
+ *   }
+ */
+#ifndef HEED_C_HEED_POLICY_H_
+#define HEED_C_HEED_POLICY_H_
+
+#include <stdint.h>
+
+#include "heed/c/heed.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Everything a callback may read about one (layer, KV head). Pointers are valid during the call. */
+typedef struct heed_policy_head {
+  int layer, head;        /* which cache slot */
+  int n_layers, kv_heads; /* cache shape */
+  int q_heads;            /* query heads of the model (group = q_heads / kv_heads) */
+  int64_t length;         /* entries in this slot */
+  int64_t budget;         /* the nominal budget of this eviction */
+  int64_t step;           /* tokens seen so far by this layer */
+  int64_t head_dim;
+  heed_dtype dtype;         /* storage type of keys and values */
+  const void* keys;         /* [length][head_dim], rows contiguous */
+  const void* values;       /* [length][head_dim] */
+  const int64_t* positions; /* [length] original positions, ascending */
+  const float* accumulated; /* [length] decode column mass (score channel 0) or NULL */
+  const float* queries;     /* [n_queries][q_heads][head_dim] recent queries or NULL */
+  int64_t n_queries;
+} heed_policy_head;
+
+/* Writes out[0 .. head->length); returns HEED_STATUS_OK or an error that aborts the eviction. */
+typedef heed_status (*heed_policy_score_fn)(void* user, const heed_policy_head* head, float* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HEED_C_HEED_POLICY_H_ */

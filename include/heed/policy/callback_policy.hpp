@@ -1,0 +1,47 @@
+// A policy whose score comes from a C callback (include/heed/c/heed_policy.h): plug-ins loaded
+// at run time, or policies written in another language.
+#pragma once
+
+#include <cstdint>
+
+#include "heed/c/heed_policy.h"
+#include "heed/policy/policy.hpp"
+
+namespace heed {
+
+struct callback_policy : policy_base<callback_policy> {
+  heed_policy_score_fn fn = nullptr;
+  void* user = nullptr;
+  score_needs wants{};      // what the callback reads (column mass, recent queries)
+  selection_spec select{};  // how its scores become keep-sets
+  const char* label = "callback";
+
+  const char* name() const noexcept { return label; }
+  score_needs needs() const noexcept { return wants; }
+  selection_spec selection(std::int64_t) const noexcept { return select; }
+  status score(const policy_input& in, int head, float* out, workspace) noexcept {
+    if (fn == nullptr) return status::null_pointer;
+    heed_policy_head h{};
+    h.layer = in.layer;
+    h.head = head;
+    h.n_layers = in.n_layers;
+    h.kv_heads = in.kv_heads();
+    h.q_heads = in.q_heads;
+    h.length = in.length(head);
+    h.budget = in.budget;
+    h.step = in.step;
+    h.head_dim = in.cache->head_dim();
+    h.dtype = static_cast<heed_dtype>(static_cast<int>(in.cache->type()));
+    h.keys = in.keys(head).data;
+    h.values = in.values(head).data;
+    h.positions = in.positions(head);
+    h.accumulated = wants.column_mass ? in.channel(head, 0) : nullptr;
+    h.queries = in.queries.seq > 0 ? static_cast<const float*>(in.queries.data) : nullptr;
+    h.n_queries = in.queries.seq;
+    const int r = static_cast<int>(fn(user, &h, out));
+    if (r < 0 || r > static_cast<int>(status::out_of_memory)) return status::invalid_argument;
+    return static_cast<status>(r);
+  }
+};
+
+}  // namespace heed
