@@ -548,7 +548,7 @@ TEST(SelectErrors, GlobalStatuses) {
   std::int32_t* kp[] = {ka.data(), kb.data()};
   std::int64_t nk[2] = {0, 0};
   std::vector<std::int32_t> scratch(std::size_t(heed::select_global_scratch_size(n, 2)));
-  EXPECT_EQ(scratch.size(), 3u + 5u);
+  EXPECT_EQ(scratch.size(), 3u + 11u);
   auto g = [&](const float* const* s, const std::int64_t* nn, int heads, std::int64_t budget,
                double ff, protect_spec pr, std::int32_t* const* k, std::int64_t* nkp,
                std::int32_t* scr) {

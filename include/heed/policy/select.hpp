@@ -42,11 +42,11 @@ inline bool ranks_above(float sa, std::int64_t ia, float sb, std::int64_t ib) no
 // Elements of scratch for select_top_k, select_threshold and select_coverage on n entries.
 inline std::int64_t select_scratch_size(std::int64_t n) noexcept { return n > 0 ? n : 0; }
 
-// Elements of scratch for select_global_top_k: sum of n[h] plus 2 * heads + 1 (0 when heads <= 0
+// Elements of scratch for select_global_top_k: sum of n[h] plus 5 * heads + 1 (0 when heads <= 0
 // or n is null; negative lengths count as 0).
 inline std::int64_t select_global_scratch_size(const std::int64_t* n, int heads) noexcept {
   if (heads <= 0 || n == nullptr) return 0;
-  std::int64_t total = 2 * std::int64_t(heads) + 1;
+  std::int64_t total = 5 * std::int64_t(heads) + 1;
   for (int h = 0; h < heads; ++h)
     if (n[h] > 0) total += std::min(n[h], select_detail::max_len);
   return total;
@@ -201,18 +201,23 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
   }
 
   // Scratch: off[heads + 1] (prefix sums of n), pivot[heads] (the floor pivot of each head, or
-  // -1), then the candidates of step 4 as layer positions off[h] + i.
+  // -1), lo/hi/mid[heads] (the state of step 4), then per head h the region cand + off[h]:
+  // its middle indices, the floor's best first, then its candidates for step 4.
   std::int32_t* off = scratch;
-  std::int32_t* pivot = scratch + heads + 1;
-  std::int32_t* cand = scratch + 2 * std::int64_t(heads) + 1;
+  std::int32_t* pivot = off + heads + 1;
+  std::int32_t* lo = pivot + heads;
+  std::int32_t* hi = lo + heads;
+  std::int32_t* mid = hi + heads;
+  std::int32_t* cand = mid + heads;
   off[0] = 0;
   for (int h = 0; h < heads; ++h) off[h + 1] = static_cast<std::int32_t>(off[h] + n[h]);
 
-  // Step 2. n_keep[h] holds the number of protected entries kept so far.
+  // Step 2. n_keep[h] holds the number of protected entries kept so far; the candidates of
+  // head h for step 4 are cand[lo[h], hi[h]).
   const std::int64_t per_head = budget / heads;
   const double fd = std::floor(floor_fraction * double(budget) / double(heads));
   const std::int64_t f = fd >= double(per_head) ? per_head : static_cast<std::int64_t>(fd);
-  std::int64_t left = budget, n_cand = 0, max_prot = 0;
+  std::int64_t left = budget, max_prot = 0;
   for (int h = 0; h < heads; ++h) {
     const auto l = layout(h);
     const std::int64_t fh = std::min(n[h], f), p = l.n_protected();
@@ -220,7 +225,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     n_keep[h] = std::min(fh, p);
     max_prot = std::max(max_prot, p);
     pivot[h] = -1;
-    std::int32_t* region = cand + off[h];  // at or after cand + n_cand: compaction is safe
+    std::int32_t* region = cand + off[h];
     std::int64_t from = 0;
     if (fh > p) {
       pivot[h] = select_detail::choose_middle(scores[h], l, fh - p, region);
@@ -229,7 +234,8 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
       for (std::int64_t k = 0; k < l.n_middle(); ++k)
         region[k] = static_cast<std::int32_t>(l.lo + k);
     }
-    for (std::int64_t k = from; k < l.n_middle(); ++k) cand[n_cand++] = off[h] + region[k];
+    lo[h] = static_cast<std::int32_t>(off[h] + from);
+    hi[h] = static_cast<std::int32_t>(off[h] + l.n_middle());
   }
 
   // Step 3: level L takes, from every head, its protected entries of order < L.
@@ -261,27 +267,63 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     n_keep[h] = kp;
   }
 
-  // Step 4: the best `left` candidates across heads.
-  auto head_of = [&](std::int32_t g) {
-    return static_cast<int>(std::upper_bound(off, off + heads + 1, g) - off) - 1;
+  // Step 4: the best `left` candidates across heads, in global order (rank key, then the lower
+  // head). A quickselect over the per-head ranges: cand[start_h, lo[h]) are taken,
+  // cand[lo[h], hi[h]) undecided, the rest of the candidates rejected.
+  auto above = [&](int h, std::int32_t i, std::uint64_t key, int key_head) {
+    const std::uint64_t k = rank_key(scores[h][i], i);
+    return k > key || (k == key && h < key_head);
   };
-  auto global_key = [&](std::int32_t g, int& h) {
-    h = head_of(g);
-    const std::int32_t i = g - off[h];
-    return rank_key(scores[h][i], i);
-  };
-  std::int32_t gpivot = -1;
+  std::int64_t need = left;
+  std::uint32_t rng = 0x2545f491u;  // a fixed pivot sequence: results do not depend on it
+  while (need > 0) {
+    std::int64_t active = 0;
+    for (int h = 0; h < heads; ++h) active += hi[h] - lo[h];
+    if (need >= active) {
+      for (int h = 0; h < heads; ++h) lo[h] = hi[h];
+      break;
+    }
+    rng = rng * 1664525u + 1013904223u;
+    std::int64_t r = static_cast<std::int64_t>((std::uint64_t(rng) * std::uint64_t(active)) >> 32);
+    int ph = 0;
+    for (; r >= hi[ph] - lo[ph]; ++ph) r -= hi[ph] - lo[ph];
+    const std::int32_t pi = cand[lo[ph] + r];
+    const std::uint64_t pk = rank_key(scores[ph][pi], pi);
+    std::int64_t count = 0;
+    for (int h = 0; h < heads; ++h) {
+      mid[h] = static_cast<std::int32_t>(
+          std::partition(cand + lo[h], cand + hi[h],
+                         [&](std::int32_t i) { return above(h, i, pk, ph); }) -
+          cand);
+      count += mid[h] - lo[h];
+    }
+    if (count > need) {
+      for (int h = 0; h < heads; ++h) hi[h] = mid[h];
+      continue;
+    }
+    for (int h = 0; h < heads; ++h) lo[h] = mid[h];
+    need -= count;
+    if (need > 0) {  // the pivot is the best of what is left: take it
+      std::int32_t* at = std::find(cand + lo[ph], cand + hi[ph], pi);
+      std::swap(*at, cand[lo[ph]]);
+      ++lo[ph];
+      --need;
+    }
+  }
+  // The worst taken candidate: the taken ones are exactly those at or above it.
   std::uint64_t gkey = 0;
-  int ghead = 0;
-  const bool take_all = left >= n_cand;
-  if (left > 0 && !take_all) {
-    std::nth_element(cand, cand + (left - 1), cand + n_cand, [&](std::int32_t a, std::int32_t b) {
-      int ha, hb;
-      const std::uint64_t ka = global_key(a, ha), kb = global_key(b, hb);
-      return ka != kb ? ka > kb : ha < hb;
-    });
-    gpivot = cand[left - 1];
-    gkey = global_key(gpivot, ghead);
+  int ghead = -1;
+  for (int h = 0; h < heads; ++h) {
+    const auto l = layout(h);
+    const std::int64_t start =
+        off[h] + std::max<std::int64_t>(0, std::min(n[h], f) - l.n_protected());
+    for (std::int64_t k = start; k < lo[h]; ++k) {
+      const std::int32_t i = cand[k];
+      if (ghead < 0 || !above(h, i, gkey, ghead)) {
+        gkey = rank_key(scores[h][i], i);
+        ghead = h;
+      }
+    }
   }
 
   for (int h = 0; h < heads; ++h) {
@@ -294,9 +336,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
         [&](std::int64_t i) {
           const std::uint64_t k = rank_key(s[i], i);
           if (has_floor && k >= hkey) return true;
-          if (left <= 0) return false;
-          if (take_all) return true;
-          return k > gkey || (k == gkey && h <= ghead);
+          return ghead >= 0 && (k > gkey || (k == gkey && h <= ghead));
         },
         keep[h]);
   }
