@@ -200,17 +200,20 @@ inline vec expected_attention(const vec& q, std::int64_t n, std::int64_t hq, con
 // min / max of the follower [e, f).
 inline vec lagkv_partition(const kv_tensor& x, std::int64_t h, std::int64_t b, std::int64_t e,
                            std::int64_t f, double eps) {
+  vec lo(static_cast<std::size_t>(x.d)), hi(lo.size());
+  for (std::int64_t c = 0; c < x.d; ++c) {
+    lo[std::size_t(c)] = hi[std::size_t(c)] = x.at(e, h, c);
+    for (std::int64_t t = e; t < f; ++t) {
+      lo[std::size_t(c)] = std::min(lo[std::size_t(c)], x.at(t, h, c));
+      hi[std::size_t(c)] = std::max(hi[std::size_t(c)], x.at(t, h, c));
+    }
+  }
   vec stds;
   for (std::int64_t j = b; j < e; ++j) {
     vec xn(static_cast<std::size_t>(x.d));
-    for (std::int64_t c = 0; c < x.d; ++c) {
-      double lo = x.at(e, h, c), hi = x.at(e, h, c);
-      for (std::int64_t t = e; t < f; ++t) {
-        lo = std::min(lo, x.at(t, h, c));
-        hi = std::max(hi, x.at(t, h, c));
-      }
-      xn[std::size_t(c)] = (x.at(j, h, c) - lo) / (hi - lo + eps);
-    }
+    for (std::int64_t c = 0; c < x.d; ++c)
+      xn[std::size_t(c)] =
+          (x.at(j, h, c) - lo[std::size_t(c)]) / (hi[std::size_t(c)] - lo[std::size_t(c)] + eps);
     double mean = 0;
     for (double a : xn) mean += a / double(x.d);
     double var = 0;
