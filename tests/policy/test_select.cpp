@@ -78,7 +78,7 @@ idx_vec check_keep_set(const std::vector<std::int32_t>& keep, std::int64_t n_kee
   EXPECT_GE(n_keep, 0);
   EXPECT_LE(n_keep, n);
   idx_vec out;
-  for (std::int64_t k = 0; k < n_keep && k < n; ++k) {
+  for (std::int64_t k = 0; k < n_keep && k < std::int64_t(keep.size()); ++k) {
     const std::int64_t i = keep[std::size_t(k)];
     EXPECT_GE(i, 0);
     EXPECT_LT(i, n);
@@ -97,24 +97,28 @@ idx_vec check_keep_set(const std::vector<std::int32_t>& keep, std::int64_t n_kee
   return out;
 }
 
-// Runs f(keep, n_keep, scratch) twice with exactly sized buffers, checks invariants and
+// Runs f(keep, n_keep, scratch) twice with exactly sized buffers (keep: room for the documented
+// bound cap on the count, at least 1 so that it is not null), checks invariants and
 // determinism, returns the keep-set.
 template <class F>
-idx_vec run_head(std::int64_t n, const protect_spec& pr, F&& f) {
-  std::vector<std::int32_t> keep(std::size_t(n), -7), keep2(std::size_t(n), -9);
+idx_vec run_head(std::int64_t n, std::int64_t cap, const protect_spec& pr, F&& f) {
+  cap = std::min(cap, n);
+  const std::size_t room = std::size_t(std::max<std::int64_t>(cap, 1));
+  std::vector<std::int32_t> keep(room, -7), keep2(room, -9);
   std::vector<std::int32_t> scratch(std::size_t(heed::select_scratch_size(n)));
   std::int64_t n_keep = -1, n_keep2 = -2;
   EXPECT_EQ(f(keep.data(), &n_keep, scratch.data()), status::ok);
   EXPECT_EQ(f(keep2.data(), &n_keep2, scratch.data()), status::ok);
+  EXPECT_LE(n_keep, cap);
   EXPECT_EQ(n_keep, n_keep2);
-  for (std::int64_t k = 0; k < n_keep && k < n; ++k)
+  for (std::int64_t k = 0; k < n_keep && k < std::int64_t(keep.size()); ++k)
     EXPECT_EQ(keep[std::size_t(k)], keep2[std::size_t(k)]);
   return check_keep_set(keep, n_keep, n, pr);
 }
 
 idx_vec top_k(const std::vector<float>& s, std::int64_t budget, const protect_spec& pr) {
   const std::int64_t n = std::int64_t(s.size());
-  return run_head(n, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
+  return run_head(n, budget, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
     return heed::select_top_k(s.data(), n, budget, pr, keep, nk, scr);
   });
 }
@@ -122,7 +126,7 @@ idx_vec top_k(const std::vector<float>& s, std::int64_t budget, const protect_sp
 idx_vec threshold(const std::vector<float>& s, float tau, std::int64_t mn, std::int64_t mx,
                   const protect_spec& pr) {
   const std::int64_t n = std::int64_t(s.size());
-  return run_head(n, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
+  return run_head(n, mx, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
     return heed::select_threshold(s.data(), n, tau, mn, mx, pr, keep, nk, scr);
   });
 }
@@ -130,7 +134,7 @@ idx_vec threshold(const std::vector<float>& s, float tau, std::int64_t mn, std::
 idx_vec coverage(const std::vector<float>& s, double gamma, std::int64_t mn, std::int64_t mx,
                  const protect_spec& pr) {
   const std::int64_t n = std::int64_t(s.size());
-  return run_head(n, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
+  return run_head(n, mx, pr, [&](std::int32_t* keep, std::int64_t* nk, std::int32_t* scr) {
     return heed::select_coverage(s.data(), n, gamma, mn, mx, pr, keep, nk, scr);
   });
 }
@@ -389,7 +393,7 @@ std::vector<idx_vec> global_top_k(const std::vector<std::vector<float>>& s, std:
     EXPECT_EQ(nk[h], nk2[h]);
     for (std::int64_t k = 0; k < nk[h] && k < n[h]; ++k)
       EXPECT_EQ(keep[h][std::size_t(k)], keep2[h][std::size_t(k)]);
-    out.push_back(check_keep_set(keep[h], nk[h], n[h], {}));
+    out.push_back(check_keep_set(keep[h], nk[h], n[h], pr));
     total += n[h];
     kept += nk[h];
   }

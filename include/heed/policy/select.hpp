@@ -12,7 +12,8 @@
 // All functions are noexcept, never allocate (scratch is the caller's, see *_scratch_size), run
 // in O(n) expected time (std::nth_element, then one ordered scan: no sort), write keep[]
 // ascending and *n_keep, and return a heed::status. On an error status nothing is written.
-// keep must have room for n entries (for the global version, keep[h] for n[h] entries).
+// keep must have room for the count kept: min(budget, n) for select_top_k, min(max_keep, n) for
+// select_threshold and select_coverage, n[h] for keep[h] of select_global_top_k.
 // Lengths are limited to 2^31 - 1 (indices are int32).
 #pragma once
 
