@@ -149,6 +149,73 @@ TEST(EvictionLoop, H2OMatchesAFloat64Simulation) {
   }
 }
 
+// A prefill chunk folds its rows into the column mass as decode steps would: sum (H2O), decay
+// (A2SF: sum_i lambda^(n-1-i) p_ij) and last (TOVA: the last row), mean or max over the group.
+TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
+  const int hq = 8, hkv = 2, group = 4;
+  const std::int64_t d = 32, n = 37;
+  const stream s = make_stream(hq, hkv, d, n + 3, 23);
+  struct mode_case {
+    heed::accumulate_mode mode;
+    heed::head_reduce reduce;
+  };
+  for (auto mc : {mode_case{heed::accumulate_mode::sum, heed::head_reduce::mean},
+                  mode_case{heed::accumulate_mode::decay, heed::head_reduce::mean},
+                  mode_case{heed::accumulate_mode::last, heed::head_reduce::max},
+                  mode_case{heed::accumulate_mode::sum, heed::head_reduce::max}}) {
+    heed::kv_cache cache;
+    ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 1}), status::ok);
+    heed::callback_policy pol;  // never scores (no budget): only its needs matter
+    pol.wants.channels = 1;
+    pol.wants.column_mass = true;
+    pol.wants.accumulate.mode = mc.mode;
+    pol.wants.accumulate.lambda = 0.8f;
+    pol.wants.accumulate.reduce = mc.reduce;
+    heed::eviction_loop loop;
+    ASSERT_EQ(loop.init(&cache, pol, {0}, hq), status::ok);
+    std::vector<float> o(std::size_t(n * hq * d));
+    // A first chunk of 3 tokens, then a chunk of n: the second sees the first's keys.
+    ASSERT_EQ(
+        loop.step(0, heed::make_view(s.q.data(), 3, hq, d), heed::make_view(s.k.data(), 3, hkv, d),
+                  heed::make_view(s.v.data(), 3, hkv, d),
+                  heed::make_mutable_view(o.data(), 3, hq, d)),
+        status::ok);
+    ASSERT_EQ(loop.step(0, heed::make_view(s.q.data() + 3 * hq * d, n, hq, d),
+                        heed::make_view(s.k.data() + 3 * hkv * d, n, hkv, d),
+                        heed::make_view(s.v.data() + 3 * hkv * d, n, hkv, d),
+                        heed::make_mutable_view(o.data(), n, hq, d)),
+              status::ok);
+    heed_ref::attention_problem p;
+    p.lq = n + 3;
+    p.lk = n + 3;
+    p.hq = hq;
+    p.hkv = hkv;
+    p.d = d;
+    p.resize();
+    for (std::size_t i = 0; i < s.q.size(); ++i) p.q[i] = s.q[i];
+    for (std::size_t i = 0; i < s.k.size(); ++i) p.k[i] = s.k[i], p.v[i] = s.v[i];
+    const auto r = heed_ref::naive_attention(p);
+    for (int h = 0; h < hkv; ++h) {
+      for (std::int64_t j = 0; j < n + 3; ++j) {
+        // Every row folds in order, as n + 3 decode steps would.
+        double want = 0;
+        for (std::int64_t i = 0; i < n + 3; ++i) {
+          double red = 0;
+          for (int g = 0; g < group; ++g) {
+            const double x = r.prob_at(h * group + g, i, j);
+            red = mc.reduce == heed::head_reduce::mean ? red + x / group : std::max(red, x);
+          }
+          if (mc.mode == heed::accumulate_mode::sum) want += red;
+          if (mc.mode == heed::accumulate_mode::decay) want = 0.8 * want + red;
+          if (mc.mode == heed::accumulate_mode::last) want = red;
+        }
+        EXPECT_NEAR(cache.scores(0, h, 0)[j], want, 2e-5)
+            << "mode " << int(mc.mode) << " head " << h << " key " << j;
+      }
+    }
+  }
+}
+
 // ---- registry: every policy x every wrapper, invariants on random and adversarial streams ----
 
 struct registry_entry {

@@ -25,6 +25,7 @@
 #include "heed/policy/any_policy.hpp"
 #include "heed/policy/evict.hpp"
 #include "heed/policy/policy.hpp"
+#include "heed/scoring/observation_window.hpp"
 
 namespace heed {
 
@@ -119,15 +120,23 @@ class basic_eviction_loop {
     p.softcap = cfg_.softcap;
     p.lse = lse;
     p.entropy = entropy;
+    const bool prefill_mass = needs_.column_mass && n > 1;
     if (needs_.column_mass && n == 1) {
       p.accumulate_channel = 0;
       p.accumulate = needs_.accumulate;
+    }
+    if (prefill_mass && lse == nullptr) {  // the column mass needs each row's LSE
+      if (!detail::grow_vector(lse_, std::size_t(n) * std::size_t(q_heads_)))
+        return status::out_of_memory;
+      p.lse = lse_.data();
+      p.row_head_stride = n;
     }
     const std::size_t need = cache_attention_workspace_size(*cache_, layer, p, ex.concurrency());
     if (need == 0) return cache_attention_validate(*cache_, layer, p);
     if (!detail::grow_vector(attn_ws_, need)) return status::out_of_memory;
     HEED_RETURN_IF_ERROR(
         cache_attention(*cache_, layer, p, {attn_ws_.data(), attn_ws_.size()}, ex));
+    if (prefill_mass) HEED_RETURN_IF_ERROR(accumulate_chunk(layer, q, p.lse, n));
     // 3. Keep what the policy reads later.
     remember(layer, q, o);
     steps_[std::size_t(layer)] += n;
@@ -182,6 +191,62 @@ class basic_eviction_loop {
     return evict_layer(*cache_, policy_, in, targets_.data(), scratch_);
   }
 
+  // A chunk of n > 1 queries: fold its rows' probabilities into channel 0 as n decode steps
+  // would (sum: all rows at once; decay: row by row; last: the last row). One more pass of
+  // O(n * len * d) over the keys, from the main pass's LSE.
+  status accumulate_chunk(int layer, const tensor_view& q, const float* lse,
+                          std::int64_t n) noexcept {
+    const int heads = cache_->kv_heads(), group = q_heads_ / heads;
+    const accumulate_mode mode = needs_.accumulate.mode;
+    // Row by row unless the update is linear in the rows (sum of group means).
+    const bool per_row =
+        mode != accumulate_mode::sum || needs_.accumulate.reduce != head_reduce::mean;
+    observation_window_options opt;
+    opt.scale = cfg_.scale;
+    opt.pool = pool_kind::none;
+    opt.pool_kernel = 1;
+    const std::int64_t len = cache_->max_length(layer);
+    const std::size_t ws_bytes = observation_window_workspace_size(len, opt);
+    if (!detail::grow_vector(window_ws_, ws_bytes) ||
+        !detail::grow_vector(vertical_, std::size_t(group) * std::size_t(len)))
+      return status::out_of_memory;
+    const float w = needs_.accumulate.reduce == head_reduce::mean ? 1.f / float(group) : 1.f;
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t lh = cache_->length(layer, h);
+      float* ch = cache_->scores(layer, h, 0);
+      tensor_view qg = q;
+      qg.data = static_cast<const float*>(q.data) + std::int64_t(h) * group * q.head_stride;
+      qg.heads = group;
+      const std::int64_t first_row = mode == accumulate_mode::last ? n - 1 : 0;
+      for (std::int64_t r0 = first_row; r0 < n; r0 += per_row ? 1 : n) {
+        const std::int64_t rows = per_row ? 1 : n;
+        tensor_view qr = qg;
+        qr.data = static_cast<const float*>(qg.data) + r0 * q.seq_stride;
+        qr.seq = rows;
+        opt.q_offset = lh - n + r0;
+        observation_window_outputs out;
+        out.vertical = vertical_.data();
+        out.vertical_head_stride = lh;
+        const std::int64_t lse_stride = n;  // [Hq][n], ours or the caller's
+        HEED_RETURN_IF_ERROR(observation_window_scores(
+            qr, cache_->keys(layer, h), lse + std::int64_t(h) * group * lse_stride + r0, lse_stride,
+            opt, out, {window_ws_.data(), window_ws_.size()}));
+        for (std::int64_t j = 0; j < lh; ++j) {
+          float r = 0.f;
+          for (int g = 0; g < group; ++g) {
+            const float x = vertical_[std::size_t(g) * std::size_t(lh) + std::size_t(j)];
+            r = needs_.accumulate.reduce == head_reduce::mean ? r + x * w
+                                                              : (g == 0 || x > r ? x : r);
+          }
+          if (mode == accumulate_mode::sum) ch[j] += r;
+          if (mode == accumulate_mode::decay) ch[j] = needs_.accumulate.lambda * ch[j] + r;
+          if (mode == accumulate_mode::last) ch[j] = r;
+        }
+      }
+    }
+    return status::ok;
+  }
+
   void remember(int layer, const tensor_view& q, const mutable_tensor_view& o) noexcept {
     const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
     const std::int64_t n = q.seq;
@@ -214,7 +279,8 @@ class basic_eviction_loop {
   eviction_scratch scratch_;
   std::vector<unsigned char> attn_ws_;
   std::vector<std::int64_t> targets_, steps_, q_count_;
-  std::vector<float> queries_, outputs_;
+  std::vector<float> queries_, outputs_, lse_, vertical_;
+  std::vector<unsigned char> window_ws_;
 };
 
 using eviction_loop = basic_eviction_loop<any_policy>;
