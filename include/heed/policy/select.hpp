@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 
 #include "heed/core/status.hpp"
 #include "heed/policy/detail/select_impl.hpp"
