@@ -22,6 +22,7 @@
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/random.hpp"
+#include "heed/policy/snapkv.hpp"
 #include "heed/policy/streaming_llm.hpp"
 #include "heed/policy/wrappers.hpp"
 #include "reference/naive_attention.hpp"
@@ -216,6 +217,67 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
   }
 }
 
+// SnapKV after a prefill longer than the budget: the kept set equals a float64 recomputation
+// (window mean of the last W rows' full-softmax probabilities, max pool 7, group mean, window
+// protected, top-k with ties to the later key), up to near-ties within 1e-6.
+TEST(EvictionLoop, SnapKVPrefillMatchesReference) {
+  const int hq = 8, hkv = 2, group = 4;
+  const std::int64_t d = 64, L = 300, budget = 40, W = 16;
+  const stream s = make_stream(hq, hkv, d, L, 31);
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 0}), status::ok);
+  heed::snapkv_policy snap;
+  snap.window = W;
+  heed::eviction_loop loop;
+  ASSERT_EQ(loop.init(&cache, snap, {budget}, hq), status::ok);
+  std::vector<float> o(std::size_t(L * hq * d));
+  heed::thread_pool_executor ex(2);
+  ASSERT_EQ(
+      loop.step(0, heed::make_view(s.q.data(), L, hq, d), heed::make_view(s.k.data(), L, hkv, d),
+                heed::make_view(s.v.data(), L, hkv, d), heed::make_mutable_view(o.data(), L, hq, d),
+                ex),
+      status::ok);
+  for (int h = 0; h < hkv; ++h) {
+    std::vector<double> mean(std::size_t(L), 0.0);
+    for (int g = 0; g < group; ++g) {
+      std::vector<double> col(std::size_t(L), 0.0);
+      for (std::int64_t i = L - W; i < L; ++i) {
+        std::vector<double> sc(std::size_t(i + 1));
+        double m = -INFINITY, z = 0;
+        for (std::int64_t j = 0; j <= i; ++j) {
+          double a = 0;
+          for (std::int64_t c = 0; c < d; ++c)
+            a += double(s.q[(i * hq + h * group + g) * d + c]) * s.k[(j * hkv + h) * d + c];
+          sc[std::size_t(j)] = a / std::sqrt(double(d));
+          m = std::max(m, sc[std::size_t(j)]);
+        }
+        for (std::int64_t j = 0; j <= i; ++j) z += std::exp(sc[std::size_t(j)] - m);
+        for (std::int64_t j = 0; j <= i; ++j)
+          col[std::size_t(j)] += std::exp(sc[std::size_t(j)] - m) / z / double(W);
+      }
+      for (std::int64_t j = 0; j < L; ++j) {
+        double mx = -INFINITY;
+        for (std::int64_t t = std::max<std::int64_t>(0, j - 3); t <= std::min(L - 1, j + 3); ++t)
+          mx = std::max(mx, col[std::size_t(t)]);
+        mean[std::size_t(j)] += mx / group;
+      }
+    }
+    std::vector<float> score(mean.begin(), mean.end());
+    const auto want = reference_keep(score, budget, W);
+    ASSERT_EQ(cache.length(0, h), budget);
+    std::vector<std::int64_t> got(cache.positions(0, h), cache.positions(0, h) + budget);
+    if (got != std::vector<std::int64_t>(want.begin(), want.end())) {
+      // Accept only near-ties at the boundary.
+      std::vector<double> kept_scores;
+      for (auto j : want) kept_scores.push_back(mean[std::size_t(j)]);
+      const double threshold = *std::min_element(kept_scores.begin(), kept_scores.end());
+      for (auto j : got)
+        if (std::find(want.begin(), want.end(), j) == want.end())
+          EXPECT_NEAR(mean[std::size_t(j)], threshold, 1e-6) << "head " << h << " key " << j;
+    }
+  }
+}
+
 // ---- registry: every policy x every wrapper, invariants on random and adversarial streams ----
 
 struct registry_entry {
@@ -251,6 +313,14 @@ std::vector<registry_entry> registry() {
        },
        0, 0},
       {"threshold", [] { return heed::any_policy(heed::threshold_policy{}); }, 0, 0},
+      {"snapkv",
+       [] {
+         heed::snapkv_policy p;
+         p.window = 4;
+         return heed::any_policy(p);
+       },
+       0, 0},
+      {"sage_kv", [] { return heed::any_policy(heed::sage_kv_policy{}); }, 4, 0},
   };
   for (auto& e : base) r.push_back(e);
   // Wrappers.
