@@ -63,7 +63,9 @@ TEST_P(ScoreLagKV, MatchesReference) {
         c.lk > c.n_sink ? (c.lk - c.n_sink - 1) / c.lag : 0;  // partitions with a follower
     EXPECT_NEAR(sum, double(scored), 1e-4 * double(scored + 1));
   }
-  if (c.lk > c.n_sink + c.lag) EXPECT_GT(finite, 0);
+  if (c.lk > c.n_sink + c.lag) {
+    EXPECT_GT(finite, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
