@@ -82,6 +82,12 @@ BENCHMARK(BM_dense_prefill)
     ->ArgsProduct({{1024, 4096}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+// The prefill that BM_snapkv_window (bench_policy.cpp) is compared with; a few seconds each.
+BENCHMARK(BM_dense_prefill)
+    ->Args({8192, 1})
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_dense_prefill_observed)
     ->ArgsProduct({{1024, 4096}, {1, 2}})
     ->UseRealTime()

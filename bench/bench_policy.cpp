@@ -5,15 +5,20 @@
 //                             budget - 1 out of budget entries per head, compaction) plus the
 //                             append of the new token; compare with BM_cache_decode/budget/1
 //                             (target: <= 5%)
+//   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
+//                             from the main pass's LSE, max pooling, group mean); compare with
+//                             BM_dense_prefill/L/1 (target: <= 5%)
 #include <benchmark/benchmark.h>
 
 #include <vector>
 
 #include "bench_common.hpp"
+#include "heed/attention/dense_dispatch.hpp"
 #include "heed/cache/cache_attention.hpp"
 #include "heed/core/thread_pool.hpp"
 #include "heed/policy/evict.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/scoring/observation_window.hpp"
 
 namespace {
 
@@ -85,8 +90,40 @@ void BM_evict_step(benchmark::State& state) {
   }
 }
 
+void BM_snapkv_window(benchmark::State& state) {
+  const std::int64_t L = state.range(0), W = 32;
+  auto q = random_vector<float>(std::size_t(W) * kHq * kD, 1);
+  auto k = random_vector<float>(std::size_t(L) * kHkv * kD, 2);
+  std::vector<float> lse(std::size_t(kHq) * W, 0.f), out(std::size_t(kHkv) * L);
+  // The main pass's LSE of the window rows.
+  {
+    std::vector<float> o(q.size());
+    heed::dense_params p;
+    p.q = heed::make_view(q.data(), W, kHq, kD);
+    p.k = heed::make_view(k.data(), L, kHkv, kD);
+    p.v = p.k;
+    p.o = heed::make_mutable_view(o.data(), W, kHq, kD);
+    p.lse = lse.data();
+    std::vector<char> ws(heed::dense_workspace_size(p, 1));
+    heed::dense_attention(p, {ws.data(), ws.size()});
+  }
+  heed::observation_window_options opt;
+  opt.pool = heed::pool_kind::max;
+  std::vector<unsigned char> ws(heed::observation_window_workspace_size(L, opt));
+  heed::observation_window_outputs outs;
+  outs.window = out.data();
+  for (auto _ : state) {
+    const heed::status s = heed::observation_window_scores(
+        heed::make_view(q.data(), W, kHq, kD), heed::make_view(k.data(), L, kHkv, kD), lse.data(),
+        W, opt, outs, {ws.data(), ws.size()});
+    if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+
 }  // namespace
 
+BENCHMARK(BM_snapkv_window)->Arg(8192)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cache_decode)
     ->ArgsProduct({{4096, 32768}, {1, 2}})
     ->UseRealTime()

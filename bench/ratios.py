@@ -9,24 +9,31 @@ import statistics
 import sys
 
 
+UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
 def medians(path):
+    """Median rate counter (GFLOPS or GBps) of each benchmark, and median real time in seconds."""
     runs = json.load(open(path))["benchmarks"]
-    by_name = {}
+    by_name, times = {}, {}
     for b in runs:
         if b.get("run_type") == "aggregate":
             continue
         name = b["run_name"] if "run_name" in b else b["name"]
         name = name.replace("/real_time", "")
+        times.setdefault(name, []).append(b["real_time"] * UNIT[b.get("time_unit", "ns")])
         for key in ("GFLOPS", "GBps"):
             if key in b:
                 by_name.setdefault(name, []).append(b[key])
-    return {k: statistics.median(v) for k, v in by_name.items()}
+    return ({k: statistics.median(v) for k, v in by_name.items()},
+            {k: statistics.median(v) for k, v in times.items()})
 
 
 def main():
-    m = medians(sys.argv[1])
-    for name in sorted(m):
-        print(f"{name:45s} {m[name]:9.2f}")
+    m, t = medians(sys.argv[1])
+    for name in sorted(t):
+        rate = f"{m[name]:9.2f}" if name in m else " " * 9
+        print(f"{name:45s} {rate}   {t[name] * 1e3:10.3f} ms")
     def get(n):
         return m.get(n, float("nan"))
     peak1, peak2 = get("BM_machine_fma/1"), get("BM_machine_fma/2")
@@ -44,6 +51,17 @@ def main():
         ("decode 32768 2t, GB/s ([heads, seq, d])", get("BM_dense_decode_head_major/32768/2"), "target 24"),
         ("decode 32768 2t head-major / machine read 2t", get("BM_dense_decode_head_major/32768/2") / bw2, "target 0.8"),
     ]
+    def time(n):
+        return t.get(n, float("nan"))
+    for L in (4096, 32768):
+        for th in (1, 2):
+            rows.append((f"H2O fused decode / plain, time, {L} {th}t",
+                         time(f"BM_decode_h2o_fused/{L}/{th}") / time(f"BM_cache_decode/{L}/{th}"),
+                         "target <= 1.10"))
+    rows.append(("evict step 4096 / cache decode 4096 1t, time",
+                 time("BM_evict_step/4096") / time("BM_cache_decode/4096/1"), "target <= 0.05"))
+    rows.append(("SnapKV window 8192 / prefill 8192 1t, time",
+                 time("BM_snapkv_window/8192") / time("BM_dense_prefill/8192/1"), "target <= 0.05"))
     for label, value, target in rows:
         print(f"{label:48s} {value:8.3f}   {target}")
 
