@@ -1,4 +1,6 @@
 // Expected Attention against the float64 reference (tests/reference/naive_scores.hpp).
+// Both ways of computing k^T Sigma k are covered: n >= d forms Sigma, n < d uses the centered
+// queries.
 // Tolerance: 2e-5 relative per score (f32 logits of magnitude ~1, a fast exp of 2e-7 relative
 // error, then the softmax normalization), with an absolute floor of 1e-7 of the row maximum.
 #include <gtest/gtest.h>
@@ -39,7 +41,7 @@ TEST_P(ScoreExpectedAttention, MatchesReference) {
   opt.use_covariance = c.cov;
   opt.weight_by_value_norm = c.weight;
   opt.reduce = c.reduce;
-  std::vector<char> ws(heed::expected_attention_workspace_size(c.lk, c.d, opt));
+  std::vector<char> ws(heed::expected_attention_workspace_size(c.n, c.lk, c.d, opt));
   const std::int64_t stride = c.lk + 2;
   std::vector<float> out(std::size_t(c.hkv * stride), -3.f);
   ASSERT_EQ(heed::expected_attention_scores(q.view, k.view, v.view, opt, out.data(), stride,
@@ -67,6 +69,7 @@ INSTANTIATE_TEST_SUITE_P(
                       ea_case{100, 8, 2, 40, 3, dtype::f32, false, true, head_reduce::mean},
                       ea_case{1037, 4, 4, 128, 32, dtype::f16, true, false, head_reduce::mean},
                       ea_case{1037, 8, 2, 64, 200, dtype::f32, true, true, head_reduce::mean},
+                      ea_case{100, 4, 4, 40, 40, dtype::f16, true, true, head_reduce::mean},
                       ea_case{100, 32, 8, 128, 16, dtype::bf16, true, true, head_reduce::max},
                       ea_case{4100, 8, 2, 40, 16, dtype::f32, true, true, head_reduce::mean},
                       ea_case{4100, 4, 4, 64, 4, dtype::bf16, false, false, head_reduce::max}));
@@ -79,7 +82,7 @@ TEST(ScoreExpectedAttentionUnit, OneQueryIsPlainAttention) {
   heed::expected_attention_options opt;
   opt.weight_by_value_norm = false;
   opt.scale = 0.5f;
-  std::vector<char> ws(heed::expected_attention_workspace_size(9, 16, opt));
+  std::vector<char> ws(heed::expected_attention_workspace_size(1, 9, 16, opt));
   std::vector<float> out(18);
   ASSERT_EQ(heed::expected_attention_scores(q.view, k.view, heed::tensor_view{}, opt, out.data(), 0,
                                             {ws.data(), ws.size()}),
@@ -109,7 +112,7 @@ TEST(ScoreExpectedAttentionUnit, CovarianceFavoursHighVarianceDirection) {
   std::vector<float> k = {0, 1, 0, 0, 0, 0, 1, 0};   // both orthogonal to mu
   heed::expected_attention_options opt;
   opt.weight_by_value_norm = false;
-  std::vector<char> ws(heed::expected_attention_workspace_size(2, d, opt));
+  std::vector<char> ws(heed::expected_attention_workspace_size(2, 2, d, opt));
   std::vector<float> out(2);
   ASSERT_EQ(heed::expected_attention_scores(heed::make_view(q.data(), 2, 1, d),
                                             heed::make_view(k.data(), 2, 1, d), {}, opt, out.data(),
@@ -131,7 +134,7 @@ TEST(ScoreExpectedAttentionErrors, BadInputs) {
   heed_ref::stored_q q(4, 4, 16, 1);
   heed_ref::stored_kv k(10, 2, 16, dtype::f16, 2), v(10, 2, 16, dtype::f16, 3);
   heed::expected_attention_options opt;
-  std::vector<char> ws(heed::expected_attention_workspace_size(10, 16, opt));
+  std::vector<char> ws(heed::expected_attention_workspace_size(4, 10, 16, opt));
   const heed::workspace w{ws.data(), ws.size()};
   std::vector<float> out(20);
   auto run = [&](const heed::tensor_view& qq, const heed::tensor_view& kk,

@@ -14,9 +14,10 @@
 // Not included (the policy's job): protecting the first sinks and the recent window, and the
 // RoPE averaging over future positions kvpress applies to mu and Sigma.
 //
-// Cost: O(n * d^2) per query head for Sigma, O(Lk * d^2) per query head for k^T Sigma k
-// (a d x d matrix-vector product per key, vectorized). Scratch from the caller:
-// expected_attention_workspace_size().
+// Cost per query head: with n >= d, O(n * d^2) for Sigma and O(Lk * d^2) for k^T Sigma k (a
+// d x d matrix-vector product per key, vectorized); with n < d, k^T Sigma k is computed as
+// (1/n) sum_i ((q_i - mu).k)^2 in O(Lk * n * d) (same value, Sigma never formed). Scratch from the
+// caller: expected_attention_workspace_size().
 #pragma once
 
 #include <cmath>
@@ -40,35 +41,74 @@ struct expected_attention_options {
 };
 
 namespace detail {
+// With fewer recent queries than dimensions, k^T Sigma k = (1/n) sum_i ((q_i - mu).k)^2 costs
+// n * d per key instead of d^2: the centered queries replace Sigma.
+constexpr bool ea_use_centered(std::int64_t n, std::int64_t d) noexcept { return n < d; }
+
 struct expected_attention_scratch {
-  float* mu;
-  float* sigma;  // [d][d], only with use_covariance
+  float* mu;     // [d]
+  float* sigma;  // [d][d] Sigma, or [n][d] centered queries / sqrt(n); only with use_covariance
   float* kf;     // [d] one key (or one centered query) in f32
-  float* y;      // [d] Sigma k
   float* row;    // [Lk] logits then probabilities of one query head
 };
-inline expected_attention_scratch carve_expected_attention(void* base, std::int64_t lk,
-                                                           std::int64_t d, bool cov,
-                                                           std::size_t* bytes) noexcept {
+inline expected_attention_scratch carve_expected_attention(void* base, std::int64_t n,
+                                                           std::int64_t lk, std::int64_t d,
+                                                           bool cov, std::size_t* bytes) noexcept {
   workspace_carver c(base ? workspace_carver::align_base(base) : nullptr);
   expected_attention_scratch s;
   s.mu = c.take<float>(std::size_t(d));
-  s.sigma = cov ? c.take<float>(std::size_t(d * d)) : nullptr;
+  const std::int64_t rows = ea_use_centered(n, d) ? n : d;
+  s.sigma = cov ? c.take<float>(std::size_t(rows * d)) : nullptr;
   s.kf = c.take<float>(std::size_t(d));
-  s.y = c.take<float>(std::size_t(d));
   s.row = c.take<float>(std::size_t(lk));
   if (bytes) *bytes = c.bytes_needed();
   return s;
 }
+
+// k^T S k for a symmetric d x d S (row-major), vectorized over column blocks of S: the block of
+// S k accumulates in registers, then meets the same block of k.
+template <class A>
+HEED_FORCE_INLINE float quad_form(const float* HEED_RESTRICT sig, const float* HEED_RESTRICT k,
+                                  std::int64_t d) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::int64_t L = B::size;
+  B tot(0.f);
+  std::int64_t c = 0;
+  for (; c + 2 * L <= d; c += 2 * L) {
+    B y0(0.f), y1(0.f);
+    for (std::int64_t r = 0; r < d; ++r) {
+      const B kr(k[r]);
+      y0 = xsimd::fma(kr, B::load_unaligned(sig + r * d + c), y0);
+      y1 = xsimd::fma(kr, B::load_unaligned(sig + r * d + c + L), y1);
+    }
+    tot = xsimd::fma(y0, B::load_unaligned(k + c), tot);
+    tot = xsimd::fma(y1, B::load_unaligned(k + c + L), tot);
+  }
+  for (; c + L <= d; c += L) {
+    B y0(0.f);
+    for (std::int64_t r = 0; r < d; ++r)
+      y0 = xsimd::fma(B(k[r]), B::load_unaligned(sig + r * d + c), y0);
+    tot = xsimd::fma(y0, B::load_unaligned(k + c), tot);
+  }
+  float q = simd::hsum<A>(tot);
+  for (; c < d; ++c) {
+    float y = 0.f;
+    for (std::int64_t r = 0; r < d; ++r) y += k[r] * sig[r * d + c];
+    q += y * k[c];
+  }
+  return q;
+}
 }  // namespace detail
 
-// Bytes of scratch expected_attention_scores() needs for kv_len keys of dimension head_dim.
+// Bytes of scratch expected_attention_scores() needs for n_queries recent queries and kv_len keys
+// of dimension head_dim.
 inline std::size_t expected_attention_workspace_size(
-    std::int64_t kv_len, std::int64_t head_dim,
+    std::int64_t n_queries, std::int64_t kv_len, std::int64_t head_dim,
     const expected_attention_options& opt = {}) noexcept {
-  if (kv_len < 0 || head_dim < 0) return 0;
+  if (n_queries < 0 || kv_len < 0 || head_dim < 0) return 0;
   std::size_t bytes = 0;
-  detail::carve_expected_attention(nullptr, kv_len, head_dim, opt.use_covariance, &bytes);
+  detail::carve_expected_attention(nullptr, n_queries, kv_len, head_dim, opt.use_covariance,
+                                   &bytes);
   return bytes;
 }
 
@@ -97,9 +137,11 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
   HEED_RETURN_IF_ERROR(detail::resolve_stride(out_head_stride, k.seq));
   const std::int64_t n = q.seq, lk = k.seq, d = k.dim, group = q.heads / k.heads;
   const bool cov = opt.use_covariance;
-  if (ws.size < expected_attention_workspace_size(lk, d, opt)) return status::workspace_too_small;
+  if (ws.size < expected_attention_workspace_size(n, lk, d, opt))
+    return status::workspace_too_small;
   if (ws.data == nullptr) return status::null_pointer;
-  const auto s = detail::carve_expected_attention(ws.data, lk, d, cov, nullptr);
+  const auto s = detail::carve_expected_attention(ws.data, n, lk, d, cov, nullptr);
+  const bool centered = detail::ea_use_centered(n, d);
   const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
   const float half_s2 = 0.5f * scale * scale;
   const float inv_n = 1.f / float(n);
@@ -115,7 +157,13 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
       for (std::int64_t c = 0; c < d; ++c) s.mu[c] += qi[c];
     }
     for (std::int64_t c = 0; c < d; ++c) s.mu[c] *= inv_n;
-    if (cov) {
+    if (cov && centered) {
+      const float rn = 1.f / std::sqrt(float(n));
+      for (std::int64_t i = 0; i < n; ++i) {
+        const float* qi = qbase + q.offset(i, h);
+        for (std::int64_t c = 0; c < d; ++c) s.sigma[i * d + c] = (qi[c] - s.mu[c]) * rn;
+      }
+    } else if (cov) {
       for (std::int64_t c = 0; c < d * d; ++c) s.sigma[c] = 0.f;
       for (std::int64_t i = 0; i < n; ++i) {
         const float* qi = qbase + q.offset(i, h);
@@ -138,18 +186,16 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
         float z = scale * detail::dot_row<Arch>(s.mu, kj, d);
         if (cov) {
           simd::convert_row<Arch>(kj, s.kf, d);
-          // y = Sigma k as a sum of Sigma's rows (Sigma is symmetric), then k.y.
-          for (std::int64_t c = 0; c < d; ++c) s.y[c] = 0.f;
-          for (std::int64_t r = 0; r < d; ++r) {
-            const float* sr = s.sigma + r * d;
-            const B kr(s.kf[r]);
-            std::int64_t c = 0;
-            for (; c + L <= d; c += L)
-              xsimd::fma(kr, B::load_unaligned(sr + c), B::load_unaligned(s.y + c))
-                  .store_unaligned(s.y + c);
-            for (; c < d; ++c) s.y[c] += s.kf[r] * sr[c];
+          float quad = 0.f;
+          if (centered) {  // (1/n) sum_i (c_i.k)^2 with c_i pre-scaled by 1 / sqrt(n)
+            for (std::int64_t i = 0; i < n; ++i) {
+              const float t = detail::dot_row<Arch>(s.sigma + i * d, s.kf, d);
+              quad += t * t;
+            }
+          } else {
+            quad = detail::quad_form<Arch>(s.sigma, s.kf, d);
           }
-          z += half_s2 * detail::dot_row<Arch>(s.y, s.kf, d);
+          z += half_s2 * quad;
         }
         s.row[j] = z;
       }

@@ -78,63 +78,102 @@ struct observation_window_outputs {
 constexpr float default_sink_threshold = 0.1f;
 
 namespace detail {
-constexpr int window_rows = 4;  // logit rows computed per pass over the keys
+constexpr int window_rows = 4;             // logit rows computed per pass over a key tile
+constexpr std::int64_t window_tile = 256;  // keys per tile (a multiple of every batch size)
 
 struct window_scratch {
-  std::int64_t row_stride;
-  float* logits;  // [window_rows][row_stride]
-  float* colsum;  // [row_stride]
-  float* count;   // [row_stride]
-  float* pool;    // [row_stride + kernel]
+  std::int64_t row_stride;  // Lk rounded up to the batch size
+  float* logits;            // [window_rows][window_tile]
+  float* colsum;            // [group][row_stride]
+  float* count;             // [group][row_stride]
+  float* tmp;               // [2][row_stride]
+  float* pool;              // [row_stride + kernel]
+  float* row_m;             // [group][W] running max (own LSE)
+  float* row_d;             // [group][W] running denominator (own LSE)
+  float* row_lse;           // [group][W]
 };
 
 template <class A>
-inline window_scratch carve_window(void* base, std::int64_t lk, int kernel,
-                                   std::size_t* bytes) noexcept {
+inline window_scratch carve_window(void* base, std::int64_t group, std::int64_t w, std::int64_t lk,
+                                   int kernel, std::size_t* bytes) noexcept {
   constexpr std::int64_t L = xsimd::batch<float, A>::size;
   workspace_carver c(base ? workspace_carver::align_base(base) : nullptr);
   window_scratch s;
   s.row_stride = (lk + L - 1) / L * L;
-  s.logits = c.take<float>(std::size_t(window_rows * s.row_stride));
-  s.colsum = c.take<float>(std::size_t(s.row_stride));
-  s.count = c.take<float>(std::size_t(s.row_stride));
+  s.logits = c.take<float>(std::size_t(window_rows * window_tile));
+  s.colsum = c.take<float>(std::size_t(group * s.row_stride));
+  s.count = c.take<float>(std::size_t(group * s.row_stride));
+  s.tmp = c.take<float>(std::size_t(2 * s.row_stride));
   s.pool = c.take<float>(std::size_t(s.row_stride + kernel));
+  s.row_m = c.take<float>(std::size_t(group * w));
+  s.row_d = c.take<float>(std::size_t(group * w));
+  s.row_lse = c.take<float>(std::size_t(group * w));
   if (bytes) *bytes = c.bytes_needed();
   return s;
 }
 
-// s_r[j] = q_r . k_j for the window_rows rows q_r and keys j < n.
+// s_r[j] = q_r . k_{j0 + j} for the window_rows rows q_r and j < n. L / 4 keys at a time, so the
+// L accumulators (key, row) reduce in one transposing haddp instead of L horizontal sums.
 template <class A, class T>
 HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, const T* kb,
-                                   std::int64_t kvh, std::int64_t n, float* logits,
+                                   std::int64_t kvh, std::int64_t j0, std::int64_t n, float* logits,
                                    std::int64_t row_stride) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::int64_t L = B::size;
-  const std::int64_t d = k.dim;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const T* kj = kb + k.offset(j, kvh);
-    B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
-    std::int64_t c = 0;
-    for (; c + L <= d; c += L) {
-      const B kv = simd::load_as_float<A>(kj + c);
-      a0 = xsimd::fma(B::load_unaligned(q[0] + c), kv, a0);
-      a1 = xsimd::fma(B::load_unaligned(q[1] + c), kv, a1);
-      a2 = xsimd::fma(B::load_unaligned(q[2] + c), kv, a2);
-      a3 = xsimd::fma(B::load_unaligned(q[3] + c), kv, a3);
+  constexpr int R = window_rows;
+  constexpr int KS = static_cast<int>(L) / R;  // keys per step
+  static_assert((KS == 1 || KS == 2 || KS == 4) && KS * R == static_cast<int>(L),
+                "batches of 4, 8 or 16 floats");
+  const std::int64_t d = k.dim, dv = d / L * L;
+  std::int64_t j = 0;
+  for (; j + KS <= n; j += KS) {
+    // Accumulators a<key><row>, named so they stay in registers (an array indexed in a loop
+    // spills); keys beyond KS are compiled out.
+    const T* kj[4];
+    for (int t = 0; t < 4; ++t) kj[t] = kb + k.offset(j0 + j + (t < KS ? t : 0), kvh);
+    B a00(0.f), a01(0.f), a02(0.f), a03(0.f), a10(0.f), a11(0.f), a12(0.f), a13(0.f);
+    B a20(0.f), a21(0.f), a22(0.f), a23(0.f), a30(0.f), a31(0.f), a32(0.f), a33(0.f);
+    for (std::int64_t c = 0; c < dv; c += L) {
+      const B q0 = B::load_unaligned(q[0] + c), q1 = B::load_unaligned(q[1] + c),
+              q2 = B::load_unaligned(q[2] + c), q3 = B::load_unaligned(q[3] + c);
+      const B k0 = simd::load_as_float<A>(kj[0] + c);
+      a00 = xsimd::fma(q0, k0, a00);
+      a01 = xsimd::fma(q1, k0, a01);
+      a02 = xsimd::fma(q2, k0, a02);
+      a03 = xsimd::fma(q3, k0, a03);
+      if constexpr (KS > 1) {
+        const B k1 = simd::load_as_float<A>(kj[1] + c);
+        a10 = xsimd::fma(q0, k1, a10);
+        a11 = xsimd::fma(q1, k1, a11);
+        a12 = xsimd::fma(q2, k1, a12);
+        a13 = xsimd::fma(q3, k1, a13);
+      }
+      if constexpr (KS > 2) {
+        const B k2 = simd::load_as_float<A>(kj[2] + c), k3 = simd::load_as_float<A>(kj[3] + c);
+        a20 = xsimd::fma(q0, k2, a20);
+        a21 = xsimd::fma(q1, k2, a21);
+        a22 = xsimd::fma(q2, k2, a22);
+        a23 = xsimd::fma(q3, k2, a23);
+        a30 = xsimd::fma(q0, k3, a30);
+        a31 = xsimd::fma(q1, k3, a31);
+        a32 = xsimd::fma(q2, k3, a32);
+        a33 = xsimd::fma(q3, k3, a33);
+      }
     }
-    float s0 = simd::hsum<A>(a0), s1 = simd::hsum<A>(a1), s2 = simd::hsum<A>(a2),
-          s3 = simd::hsum<A>(a3);
-    for (; c < d; ++c) {
-      const float kc = to_float(kj[c]);
-      s0 += q[0][c] * kc;
-      s1 += q[1][c] * kc;
-      s2 += q[2][c] * kc;
-      s3 += q[3][c] * kc;
-    }
-    logits[j] = s0;
-    logits[row_stride + j] = s1;
-    logits[2 * row_stride + j] = s2;
-    logits[3 * row_stride + j] = s3;
+    const B acc[16] = {a00, a01, a02, a03, a10, a11, a12, a13,
+                       a20, a21, a22, a23, a30, a31, a32, a33};
+    alignas(64) float res[L];
+    simd::haddp<A>(acc).store_aligned(res);
+    for (int t = 0; t < KS; ++t)
+      for (int r = 0; r < R; ++r) {
+        float x = res[t * R + r];
+        for (std::int64_t c = dv; c < d; ++c) x += q[r][c] * to_float(kj[t][c]);
+        logits[r * row_stride + j + t] = x;
+      }
+  }
+  for (; j < n; ++j) {  // the last keys, one at a time
+    const T* kt = kb + k.offset(j0 + j, kvh);
+    for (int r = 0; r < R; ++r) logits[r * row_stride + j] = dot_row<A>(q[r], kt, d);
   }
 }
 
@@ -181,17 +220,26 @@ HEED_FORCE_INLINE void pool_row(const float* src, std::int64_t n, pool_kind kind
 }
 }  // namespace detail
 
-// Bytes of scratch observation_window_scores<Arch>() needs for kv_len keys.
+// Bytes of scratch observation_window_scores<Arch>() needs: q_heads / kv_heads query heads per
+// KV head, w window rows, kv_len keys. 0 for invalid sizes.
 template <class Arch = xsimd::default_arch>
-std::size_t observation_window_workspace_size(std::int64_t kv_len,
+std::size_t observation_window_workspace_size(std::int64_t q_heads, std::int64_t kv_heads,
+                                              std::int64_t w, std::int64_t kv_len,
                                               const observation_window_options& opt = {}) noexcept {
-  if (kv_len < 0 || opt.pool_kernel < 1 || opt.pool_kernel > (1 << 20)) return 0;
+  if (q_heads < 1 || kv_heads < 1 || q_heads % kv_heads != 0 || w < 0 || kv_len < 0 ||
+      opt.pool_kernel < 1 || opt.pool_kernel > (1 << 20))
+    return 0;
   std::size_t bytes = 0;
-  detail::carve_window<Arch>(nullptr, kv_len, opt.pool_kernel, &bytes);
+  detail::carve_window<Arch>(nullptr, q_heads / kv_heads, w, kv_len, opt.pool_kernel, &bytes);
   return bytes;
 }
 
 // q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
+//
+// Loop order: per KV head, per tile of 256 keys (kept in cache), every query head of the group
+// and every window row in blocks of 4 (so K is read from memory once per KV head). With
+// lse == nullptr a first sweep computes the rows' LSE online over the tiles (logits computed
+// twice).
 template <class Arch = xsimd::default_arch, class Variant = no_variant>
 status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
                                  std::int64_t lse_head_stride,
@@ -203,6 +251,7 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr std::int64_t L = B::size;
   constexpr int R = detail::window_rows;
+  constexpr std::int64_t T = detail::window_tile;
   HEED_RETURN_IF_ERROR(validate_view(q));
   HEED_RETURN_IF_ERROR(validate_view(k));
   if (q.type != dtype::f32) return status::unsupported_dtype;
@@ -223,10 +272,10 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   if (out.slash) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.slash_head_stride, lk));
   if (out.colmean) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.colmean_head_stride, lk));
   if (!out.window && !out.vertical && !out.slash && !out.colmean) return status::ok;
-  if (ws.size < observation_window_workspace_size<Arch>(lk, opt))
+  if (ws.size < observation_window_workspace_size<Arch>(q.heads, k.heads, w, lk, opt))
     return status::workspace_too_small;
   if (ws.data == nullptr) return status::null_pointer;
-  const auto s = detail::carve_window<Arch>(ws.data, lk, opt.pool_kernel, nullptr);
+  const auto s = detail::carve_window<Arch>(ws.data, group, w, lk, opt.pool_kernel, nullptr);
   const std::int64_t rs = s.row_stride;
   const std::int64_t q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
   const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
@@ -237,97 +286,151 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   for (std::int64_t n = 0; n < L; ++n) iota_v[n] = static_cast<std::int32_t>(n);
   const I iota = I::load_aligned(iota_v);
 
-  for (std::int64_t h = 0; h < q.heads; ++h) {
-    const std::int64_t kvh = h / group;
-    for (std::int64_t j = 0; j < rs; ++j) s.colsum[j] = s.count[j] = 0.f;
-    float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
-    if (slash)
-      for (std::int64_t j = 0; j < lk; ++j) slash[j] = 0.f;
+  // Scaled, transformed and masked logits of one row over keys [j0, j0 + n) (padded to the batch
+  // size with -inf); returns their max. Adds the visible keys to cnt when non-null.
+  auto prepare = [&](float* row, std::int64_t h, std::int64_t kvh, std::int64_t qpos,
+                     std::int64_t j0, std::int64_t n, float* cnt) noexcept {
+    const std::int64_t npad = (n + L - 1) / L * L;
+    for (std::int64_t t = n; t < npad; ++t) row[t] = 0.f;
+    const I qp(static_cast<std::int32_t>(qpos));
+    const I kend(static_cast<std::int32_t>(j0 + n));
+    B mb(ninf);
+    for (std::int64_t t = 0; t < npad; t += L) {
+      const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
+      const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
+      B x = B::load_aligned(row + t) * B(scale);
+      if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
+      auto keep = xsimd::bool_cast(kpos < kend);
+      if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
+      if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
+      x = xsimd::select(keep, x, B(ninf));
+      x.store_aligned(row + t);
+      mb = xsimd::max(mb, x);
+      if (cnt)
+        (B::load_aligned(cnt + t) + xsimd::select(keep, B(1.f), B(0.f))).store_aligned(cnt + t);
+    }
+    return simd::hmax<Arch>(mb);
+  };
 
-    for (std::int64_t i0 = 0; i0 < w; i0 += R) {
-      const std::int64_t nr = w - i0 < R ? w - i0 : R;
-      // Keys any row of the block can see; the last row of the block sees the most.
-      std::int64_t jend = lk;
-      if (opt.causal) {
-        const std::int64_t last = q_offset + i0 + nr - 1 + 1;
-        jend = last < lk ? last : lk;
+  // Calls body(g, i0, nr, j0, n) for each tile [j0, j0 + tile) and each block of rows
+  // [i0, i0 + nr) of the group's query head g that sees keys of the tile; n limits the tile to
+  // the keys the block's last row can see.
+  auto sweep = [&](auto&& body) noexcept {
+    for (std::int64_t j0 = 0; j0 < lk; j0 += T) {
+      const std::int64_t tn = lk - j0 < T ? lk - j0 : T;
+      for (std::int64_t g = 0; g < group; ++g) {
+        for (std::int64_t i0 = 0; i0 < w; i0 += R) {
+          const std::int64_t nr = w - i0 < R ? w - i0 : R;
+          std::int64_t n = tn;
+          if (opt.causal) {  // the block's last row sees the most keys
+            const std::int64_t vis = q_offset + i0 + nr - j0;
+            n = vis < n ? vis : n;
+          }
+          if (n <= 0) continue;
+          body(g, i0, nr, j0, n);
+        }
       }
+    }
+  };
+
+  for (std::int64_t kvh = 0; kvh < k.heads; ++kvh) {
+    for (std::int64_t j = 0; j < group * rs; ++j) s.colsum[j] = s.count[j] = 0.f;
+    if (out.slash)
+      for (std::int64_t g = 0; g < group; ++g)
+        for (std::int64_t j = 0; j < lk; ++j)
+          out.slash[(kvh * group + g) * out.slash_head_stride + j] = 0.f;
+
+    auto logits_of = [&](std::int64_t h, std::int64_t i0, std::int64_t nr, std::int64_t j0,
+                         std::int64_t n) noexcept {
       const float* qr[R];
       for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
       detail::with_typed(
-          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, jend, s.logits, rs); });
-      const std::int64_t jpad = (jend + L - 1) / L * L;
-      for (std::int64_t r = 0; r < nr; ++r) {
-        const std::int64_t i = i0 + r, qpos = q_offset + i;
-        float* row = s.logits + r * rs;
-        for (std::int64_t j = jend; j < jpad; ++j) row[j] = 0.f;
-        const I qp(static_cast<std::int32_t>(qpos));
-        const I je(static_cast<std::int32_t>(jend));
-        // Scale, transform and mask the logits.
-        B mb(ninf);
-        for (std::int64_t j0 = 0; j0 < jpad; j0 += L) {
-          const I kpos = iota + I(static_cast<std::int32_t>(j0));
-          const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
-          B x = B::load_aligned(row + j0) * B(scale);
-          if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
-          auto keep = xsimd::bool_cast(kpos < je);
-          if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
-          if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
-          x = xsimd::select(keep, x, B(ninf));
-          x.store_aligned(row + j0);
-          mb = xsimd::max(mb, x);
-          if (out.colmean)
-            (B::load_aligned(s.count + j0) + xsimd::select(keep, B(1.f), B(0.f)))
-                .store_aligned(s.count + j0);
-        }
-        float l;
-        if (lse != nullptr) {
-          l = lse[h * lse_head_stride + i];
-        } else {
-          row_state st{simd::hmax<Arch>(mb), 0.f, 0.f};
-          if (st.m != ninf) {
-            B db(0.f);
-            for (std::int64_t j0 = 0; j0 < jpad; j0 += L)
-              db += simd::fast_exp<Arch>(B::load_aligned(row + j0) - B(st.m));
-            st.d = simd::hsum<Arch>(db);
-          }
-          if constexpr (Variant::has_row_finalize) var.finalize_row(static_cast<int>(h), qpos, st);
-          l = st.d > 0.f ? st.m + std::log(st.d) : ninf;
-        }
-        if (!(l > ninf) || !std::isfinite(l)) continue;  // nothing visible (or a broken LSE)
-        for (std::int64_t j0 = 0; j0 < jpad; j0 += L) {
-          const B p = simd::fast_exp<Arch>(B::load_aligned(row + j0) - B(l));
-          p.store_aligned(row + j0);
-          (B::load_aligned(s.colsum + j0) + p).store_aligned(s.colsum + j0);
-        }
-        if (slash) {
-          // t = qpos - j; keep 0 <= t < lk.
-          std::int64_t jlo = qpos - (lk - 1);
-          if (jlo < 0) jlo = 0;
-          const std::int64_t jhi = qpos + 1 < jend ? qpos + 1 : jend;
-          for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j];
-        }
+          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, T); });
+    };
+
+    if (lse == nullptr) {  // first sweep: each row's LSE over the given keys, online
+      for (std::int64_t x = 0; x < group * w; ++x) {
+        s.row_m[x] = ninf;
+        s.row_d[x] = 0.f;
       }
+      sweep([&](std::int64_t g, std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t n) {
+        const std::int64_t h = kvh * group + g;
+        logits_of(h, i0, nr, j0, n);
+        for (std::int64_t r = 0; r < nr; ++r) {
+          float* row = s.logits + r * T;
+          const float mt = prepare(row, h, kvh, q_offset + i0 + r, j0, n, nullptr);
+          if (mt == ninf) continue;
+          B db(0.f);
+          for (std::int64_t t = 0; t < n; t += L)
+            db += simd::fast_exp<Arch>(B::load_aligned(row + t) - B(mt));
+          const float dt = simd::hsum<Arch>(db);
+          float& m = s.row_m[g * w + i0 + r];
+          float& den = s.row_d[g * w + i0 + r];
+          if (mt > m) {
+            den = den * std::exp(m - mt) + dt;  // exp(-inf) = 0 on the first tile
+            m = mt;
+          } else {
+            den += dt * std::exp(mt - m);
+          }
+        }
+      });
+      for (std::int64_t g = 0; g < group; ++g)
+        for (std::int64_t i = 0; i < w; ++i) {
+          row_state st{s.row_m[g * w + i], s.row_d[g * w + i], 0.f};
+          if constexpr (Variant::has_row_finalize)
+            var.finalize_row(static_cast<int>(kvh * group + g), q_offset + i, st);
+          s.row_lse[g * w + i] = st.d > 0.f ? st.m + std::log(st.d) : ninf;
+        }
     }
 
-    if (out.vertical) {
-      float* v = out.vertical + h * out.vertical_head_stride;
-      for (std::int64_t j = 0; j < lk; ++j) v[j] = s.colsum[j];
-    }
-    const bool first = h % group == 0;
-    float* tmp = s.logits;  // free now
-    if (out.window) {
-      const float inv_w = 1.f / float(w);
-      for (std::int64_t j = 0; j < lk; ++j) tmp[j] = s.colsum[j] * inv_w;
-      detail::pool_row<Arch>(tmp, lk, opt.pool, opt.pool_kernel, s.pool, tmp + rs);
-      detail::fold_head<Arch>(out.window + kvh * out.window_head_stride, tmp + rs, lk, opt.reduce,
-                              first, wr);
-    }
-    if (out.colmean) {
-      for (std::int64_t j = 0; j < lk; ++j)
-        tmp[j] = s.count[j] > 0.f ? s.colsum[j] / s.count[j] : 0.f;
-      detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, tmp, lk, opt.reduce,
-                              first, wr);
+    // Second sweep: probabilities, accumulated per key.
+    sweep([&](std::int64_t g, std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t n) {
+      const std::int64_t h = kvh * group + g;
+      float* colsum = s.colsum + g * rs + j0;
+      float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
+      logits_of(h, i0, nr, j0, n);
+      for (std::int64_t r = 0; r < nr; ++r) {
+        const std::int64_t i = i0 + r, qpos = q_offset + i;
+        float* row = s.logits + r * T;
+        prepare(row, h, kvh, qpos, j0, n, out.colmean ? s.count + g * rs + j0 : nullptr);
+        const float l = lse != nullptr ? lse[h * lse_head_stride + i] : s.row_lse[g * w + i];
+        if (!(l > ninf) || !std::isfinite(l)) continue;  // nothing visible (or a broken LSE)
+        for (std::int64_t t = 0; t < n; t += L) {
+          const B p = simd::fast_exp<Arch>(B::load_aligned(row + t) - B(l));
+          p.store_aligned(row + t);
+          (B::load_unaligned(colsum + t) + p).store_unaligned(colsum + t);
+        }
+        if (slash) {  // t = qpos - j; keep 0 <= t < lk
+          std::int64_t jlo = qpos - (lk - 1);
+          jlo = jlo > j0 ? jlo : j0;
+          const std::int64_t jhi = qpos + 1 < j0 + n ? qpos + 1 : j0 + n;
+          for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j - j0];
+        }
+      }
+    });
+
+    for (std::int64_t g = 0; g < group; ++g) {
+      const std::int64_t h = kvh * group + g;
+      const float* colsum = s.colsum + g * rs;
+      const float* count = s.count + g * rs;
+      if (out.vertical) {
+        float* v = out.vertical + h * out.vertical_head_stride;
+        for (std::int64_t j = 0; j < lk; ++j) v[j] = colsum[j];
+      }
+      const bool first = g == 0;
+      if (out.window) {
+        const float inv_w = 1.f / float(w);
+        for (std::int64_t j = 0; j < lk; ++j) s.tmp[j] = colsum[j] * inv_w;
+        detail::pool_row<Arch>(s.tmp, lk, opt.pool, opt.pool_kernel, s.pool, s.tmp + rs);
+        detail::fold_head<Arch>(out.window + kvh * out.window_head_stride, s.tmp + rs, lk,
+                                opt.reduce, first, wr);
+      }
+      if (out.colmean) {
+        for (std::int64_t j = 0; j < lk; ++j)
+          s.tmp[j] = count[j] > 0.f ? colsum[j] / count[j] : 0.f;
+        detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, s.tmp, lk, opt.reduce,
+                                first, wr);
+      }
     }
   }
   return status::ok;
