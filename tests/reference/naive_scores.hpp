@@ -324,10 +324,10 @@ inline vec pool1d(const vec& x, int kind, int kernel) {
   return out;
 }
 
-// q [w][hq][d] at positions q_offset + i; causal; plain logits scale * q.k.
+// q [w][hq][d] at positions q_offset + i; plain logits scale * q.k; causal unless told.
 inline window_result observation_window(const vec& q, std::int64_t w, std::int64_t hq,
                                         const kv_tensor& k, std::int64_t q_offset, double scale,
-                                        int pool, int kernel, bool use_max) {
+                                        int pool, int kernel, bool use_max, bool causal = true) {
   const std::int64_t lk = k.len, d = k.d, g = hq / k.heads;
   if (scale == 0.0) scale = 1.0 / std::sqrt(static_cast<double>(d));
   window_result r;
@@ -341,7 +341,7 @@ inline window_result observation_window(const vec& q, std::int64_t w, std::int64
     for (std::int64_t i = 0; i < w; ++i) {
       const std::int64_t pos = q_offset + i;
       vec s(static_cast<std::size_t>(lk), -std::numeric_limits<double>::infinity());
-      for (std::int64_t j = 0; j < lk && j <= pos; ++j) {
+      for (std::int64_t j = 0; j < lk && (!causal || j <= pos); ++j) {
         double dot = 0;
         for (std::int64_t c = 0; c < d; ++c)
           dot += q[std::size_t((i * hq + h) * d + c)] * k.at(j, h / g, c);

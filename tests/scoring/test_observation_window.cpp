@@ -249,6 +249,39 @@ TEST(ScoreObservationWindowUnit, BuiltinVariantMatchesNaiveAttention) {
   }
 }
 
+// Without the causal mask every row sees every key (slash offsets below 0 are dropped).
+TEST(ScoreObservationWindowUnit, NonCausal) {
+  const std::int64_t lk = 600, w = 9, hq = 8, hkv = 2, d = 40;
+  heed_ref::stored_q q(w, hq, d, 14, 0.0, 1.5);
+  heed_ref::stored_kv k(lk, hkv, d, dtype::bf16, 15);
+  const auto ref = heed_ref::observation_window(q.ref, w, hq, k.ref, 100, 0.0, 1, 5, false,
+                                                /*causal=*/false);
+  heed::observation_window_options opt;
+  opt.causal = false;
+  opt.q_offset = 100;
+  opt.pool = pool_kind::max;
+  opt.pool_kernel = 5;
+  std::vector<float> win(std::size_t(hkv * lk)), vert(std::size_t(hq * lk)), sl(vert.size()),
+      cm(win.size());
+  heed::observation_window_outputs out;
+  out.window = win.data();
+  out.vertical = vert.data();
+  out.slash = sl.data();
+  out.colmean = cm.data();
+  std::vector<char> ws(heed::observation_window_workspace_size(hq, hkv, w, lk, opt));
+  for (bool own : {false, true}) {
+    std::vector<float> lse(std::size_t(hq * w));
+    for (std::size_t i = 0; i < lse.size(); ++i) lse[i] = float(ref.lse[i]);
+    ASSERT_EQ(heed::observation_window_scores(q.view, k.view, own ? nullptr : lse.data(), 0, opt,
+                                              out, {ws.data(), ws.size()}),
+              status::ok);
+    expect_rows(win, lk, ref.window, hkv, lk, "window");
+    expect_rows(vert, lk, ref.vertical, hq, lk, "vertical");
+    expect_rows(sl, lk, ref.slash, hq, lk, "slash");
+    expect_rows(cm, lk, ref.colmean, hkv, lk, "colmean");
+  }
+}
+
 TEST(ScoreObservationWindowUnit, DetectSinks) {
   const std::vector<float> cm = {0.5f, 0.01f, 0.2f, 0.1f, 0.0f, 0.11f};
   std::int64_t idx[6], n = -1;
