@@ -143,6 +143,10 @@ TEST(ScoreExpectedAttentionErrors, BadInputs) {
     return heed::expected_attention_scores(qq, kk, vv, o, dst, stride, wk);
   };
   EXPECT_EQ(run(q.view, k.view, v.view, opt, out.data(), 0, w), status::ok);
+  // The size without the query count bounds every count.
+  std::vector<char> any(heed::expected_attention_workspace_size(10, 16, opt));
+  EXPECT_GE(any.size(), ws.size());
+  EXPECT_EQ(run(q.view, k.view, v.view, opt, out.data(), 0, {any.data(), any.size()}), status::ok);
   EXPECT_EQ(run(q.view, k.view, v.view, opt, nullptr, 0, w), status::null_pointer);
   EXPECT_EQ(run(q.view, k.view, v.view, opt, out.data(), 9, w), status::invalid_stride);
   EXPECT_EQ(run(q.view, k.view, v.view, opt, out.data(), 0, {ws.data(), ws.size() - 1}),

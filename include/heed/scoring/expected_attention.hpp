@@ -100,6 +100,17 @@ HEED_FORCE_INLINE float quad_form(const float* HEED_RESTRICT sig, const float* H
 }
 }  // namespace detail
 
+// Bytes of scratch expected_attention_scores() needs for kv_len keys of dimension head_dim and any
+// number of recent queries (an upper bound of the four-argument form).
+inline std::size_t expected_attention_workspace_size(
+    std::int64_t kv_len, std::int64_t head_dim,
+    const expected_attention_options& opt = {}) noexcept {
+  if (kv_len < 0 || head_dim < 0) return 0;
+  std::size_t bytes = 0;
+  detail::carve_expected_attention(nullptr, head_dim, kv_len, head_dim, opt.use_covariance, &bytes);
+  return bytes;
+}
+
 // Bytes of scratch expected_attention_scores() needs for n_queries recent queries and kv_len keys
 // of dimension head_dim.
 inline std::size_t expected_attention_workspace_size(

@@ -82,32 +82,28 @@ constexpr int window_rows = 4;             // logit rows computed per pass over 
 constexpr std::int64_t window_tile = 256;  // keys per tile (a multiple of every batch size)
 
 struct window_scratch {
-  std::int64_t row_stride;  // Lk rounded up to the batch size
-  float* logits;            // [window_rows][window_tile]
-  float* colsum;            // [group][row_stride]
-  float* count;             // [group][row_stride]
-  float* tmp;               // [2][row_stride]
-  float* pool;              // [row_stride + kernel]
-  float* row_m;             // [group][W] running max (own LSE)
-  float* row_d;             // [group][W] running denominator (own LSE)
-  float* row_lse;           // [group][W]
+  std::int64_t row_stride;    // Lk rounded up to the batch size
+  std::int64_t logit_stride;  // max(row_stride, window_tile)
+  float* logits;              // [window_rows][logit_stride]
+  float* colsum;              // [row_stride]
+  float* count;               // [row_stride]
+  float* tmp;                 // [2][row_stride]
+  float* pool;                // [row_stride + kernel]
 };
 
 template <class A>
-inline window_scratch carve_window(void* base, std::int64_t group, std::int64_t w, std::int64_t lk,
-                                   int kernel, std::size_t* bytes) noexcept {
+inline window_scratch carve_window(void* base, std::int64_t lk, int kernel,
+                                   std::size_t* bytes) noexcept {
   constexpr std::int64_t L = xsimd::batch<float, A>::size;
   workspace_carver c(base ? workspace_carver::align_base(base) : nullptr);
   window_scratch s;
   s.row_stride = (lk + L - 1) / L * L;
-  s.logits = c.take<float>(std::size_t(window_rows * window_tile));
-  s.colsum = c.take<float>(std::size_t(group * s.row_stride));
-  s.count = c.take<float>(std::size_t(group * s.row_stride));
+  s.logit_stride = s.row_stride > window_tile ? s.row_stride : window_tile;
+  s.logits = c.take<float>(std::size_t(window_rows * s.logit_stride));
+  s.colsum = c.take<float>(std::size_t(s.row_stride));
+  s.count = c.take<float>(std::size_t(s.row_stride));
   s.tmp = c.take<float>(std::size_t(2 * s.row_stride));
   s.pool = c.take<float>(std::size_t(s.row_stride + kernel));
-  s.row_m = c.take<float>(std::size_t(group * w));
-  s.row_d = c.take<float>(std::size_t(group * w));
-  s.row_lse = c.take<float>(std::size_t(group * w));
   if (bytes) *bytes = c.bytes_needed();
   return s;
 }
@@ -220,26 +216,21 @@ HEED_FORCE_INLINE void pool_row(const float* src, std::int64_t n, pool_kind kind
 }
 }  // namespace detail
 
-// Bytes of scratch observation_window_scores<Arch>() needs: q_heads / kv_heads query heads per
-// KV head, w window rows, kv_len keys. 0 for invalid sizes.
+// Bytes of scratch observation_window_scores<Arch>() needs for kv_len keys (any W and heads).
 template <class Arch = xsimd::default_arch>
-std::size_t observation_window_workspace_size(std::int64_t q_heads, std::int64_t kv_heads,
-                                              std::int64_t w, std::int64_t kv_len,
+std::size_t observation_window_workspace_size(std::int64_t kv_len,
                                               const observation_window_options& opt = {}) noexcept {
-  if (q_heads < 1 || kv_heads < 1 || q_heads % kv_heads != 0 || w < 0 || kv_len < 0 ||
-      opt.pool_kernel < 1 || opt.pool_kernel > (1 << 20))
-    return 0;
+  if (kv_len < 0 || opt.pool_kernel < 1 || opt.pool_kernel > (1 << 20)) return 0;
   std::size_t bytes = 0;
-  detail::carve_window<Arch>(nullptr, q_heads / kv_heads, w, kv_len, opt.pool_kernel, &bytes);
+  detail::carve_window<Arch>(nullptr, kv_len, opt.pool_kernel, &bytes);
   return bytes;
 }
 
 // q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
 //
-// Loop order: per KV head, per tile of 256 keys (kept in cache), every query head of the group
-// and every window row in blocks of 4 (so K is read from memory once per KV head). With
-// lse == nullptr a first sweep computes the rows' LSE online over the tiles (logits computed
-// twice).
+// Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
+// window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
+// (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
 template <class Arch = xsimd::default_arch, class Variant = no_variant>
 status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
                                  std::int64_t lse_head_stride,
@@ -272,11 +263,11 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   if (out.slash) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.slash_head_stride, lk));
   if (out.colmean) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.colmean_head_stride, lk));
   if (!out.window && !out.vertical && !out.slash && !out.colmean) return status::ok;
-  if (ws.size < observation_window_workspace_size<Arch>(q.heads, k.heads, w, lk, opt))
+  if (ws.size < observation_window_workspace_size<Arch>(lk, opt))
     return status::workspace_too_small;
   if (ws.data == nullptr) return status::null_pointer;
-  const auto s = detail::carve_window<Arch>(ws.data, group, w, lk, opt.pool_kernel, nullptr);
-  const std::int64_t rs = s.row_stride;
+  const auto s = detail::carve_window<Arch>(ws.data, lk, opt.pool_kernel, nullptr);
+  const std::int64_t rs = s.row_stride, ls = s.logit_stride;
   const std::int64_t q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
   const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -286,151 +277,126 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   for (std::int64_t n = 0; n < L; ++n) iota_v[n] = static_cast<std::int32_t>(n);
   const I iota = I::load_aligned(iota_v);
 
-  // Scaled, transformed and masked logits of one row over keys [j0, j0 + n) (padded to the batch
-  // size with -inf); returns their max. Adds the visible keys to cnt when non-null.
-  auto prepare = [&](float* row, std::int64_t h, std::int64_t kvh, std::int64_t qpos,
-                     std::int64_t j0, std::int64_t n, float* cnt) noexcept {
-    const std::int64_t npad = (n + L - 1) / L * L;
-    for (std::int64_t t = n; t < npad; ++t) row[t] = 0.f;
-    const I qp(static_cast<std::int32_t>(qpos));
-    const I kend(static_cast<std::int32_t>(j0 + n));
-    B mb(ninf);
-    for (std::int64_t t = 0; t < npad; t += L) {
-      const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
-      const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
-      B x = B::load_aligned(row + t) * B(scale);
-      if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
-      auto keep = xsimd::bool_cast(kpos < kend);
-      if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
-      if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
-      x = xsimd::select(keep, x, B(ninf));
-      x.store_aligned(row + t);
-      mb = xsimd::max(mb, x);
-      if (cnt)
-        (B::load_aligned(cnt + t) + xsimd::select(keep, B(1.f), B(0.f))).store_aligned(cnt + t);
-    }
-    return simd::hmax<Arch>(mb);
-  };
+  for (std::int64_t h = 0; h < q.heads; ++h) {
+    const std::int64_t kvh = h / group;
+    for (std::int64_t j = 0; j < rs; ++j) s.colsum[j] = s.count[j] = 0.f;
+    float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
+    if (slash)
+      for (std::int64_t j = 0; j < lk; ++j) slash[j] = 0.f;
 
-  // Calls body(g, i0, nr, j0, n) for each tile [j0, j0 + tile) and each block of rows
-  // [i0, i0 + nr) of the group's query head g that sees keys of the tile; n limits the tile to
-  // the keys the block's last row can see.
-  auto sweep = [&](auto&& body) noexcept {
-    for (std::int64_t j0 = 0; j0 < lk; j0 += T) {
-      const std::int64_t tn = lk - j0 < T ? lk - j0 : T;
-      for (std::int64_t g = 0; g < group; ++g) {
-        for (std::int64_t i0 = 0; i0 < w; i0 += R) {
-          const std::int64_t nr = w - i0 < R ? w - i0 : R;
-          std::int64_t n = tn;
-          if (opt.causal) {  // the block's last row sees the most keys
-            const std::int64_t vis = q_offset + i0 + nr - j0;
-            n = vis < n ? vis : n;
-          }
-          if (n <= 0) continue;
-          body(g, i0, nr, j0, n);
-        }
-      }
-    }
-  };
-
-  for (std::int64_t kvh = 0; kvh < k.heads; ++kvh) {
-    for (std::int64_t j = 0; j < group * rs; ++j) s.colsum[j] = s.count[j] = 0.f;
-    if (out.slash)
-      for (std::int64_t g = 0; g < group; ++g)
-        for (std::int64_t j = 0; j < lk; ++j)
-          out.slash[(kvh * group + g) * out.slash_head_stride + j] = 0.f;
-
-    auto logits_of = [&](std::int64_t h, std::int64_t i0, std::int64_t nr, std::int64_t j0,
+    // Logits of rows [i0, i0 + nr) over keys [j0, j0 + n) into s.logits (row stride ls).
+    auto logits_of = [&](std::int64_t i0, std::int64_t nr, std::int64_t j0,
                          std::int64_t n) noexcept {
       const float* qr[R];
       for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
       detail::with_typed(
-          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, T); });
+          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, ls); });
+    };
+    // Scales, transforms and masks a row of logits over keys [j0, j0 + n), padded to the batch
+    // size with -inf; counts the visible keys (colmean) and returns the max.
+    auto prepare = [&](float* row, std::int64_t qpos, std::int64_t j0, std::int64_t n) noexcept {
+      const std::int64_t npad = (n + L - 1) / L * L;
+      for (std::int64_t t = n; t < npad; ++t) row[t] = 0.f;
+      const I qp(static_cast<std::int32_t>(qpos));
+      const I kend(static_cast<std::int32_t>(j0 + n));
+      float* cnt = out.colmean ? s.count + j0 : nullptr;
+      B mb(ninf);
+      for (std::int64_t t = 0; t < npad; t += L) {
+        const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
+        const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
+        B x = B::load_aligned(row + t) * B(scale);
+        if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
+        auto keep = xsimd::bool_cast(kpos < kend);
+        if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
+        if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
+        x = xsimd::select(keep, x, B(ninf));
+        x.store_aligned(row + t);
+        mb = xsimd::max(mb, x);
+        if (cnt)
+          (B::load_unaligned(cnt + t) + xsimd::select(keep, B(1.f), B(0.f)))
+              .store_unaligned(cnt + t);
+      }
+      return simd::hmax<Arch>(mb);
+    };
+    // Adds the probabilities exp(s - l) of a prepared row into the column and slash sums.
+    auto accumulate = [&](float* row, std::int64_t qpos, float l, std::int64_t j0,
+                          std::int64_t n) noexcept {
+      if (!(l > ninf) || !std::isfinite(l)) return;  // nothing visible (or a broken LSE)
+      float* colsum = s.colsum + j0;
+      for (std::int64_t t = 0; t < n; t += L) {
+        const B p = simd::fast_exp<Arch>(B::load_aligned(row + t) - B(l));
+        p.store_aligned(row + t);
+        (B::load_unaligned(colsum + t) + p).store_unaligned(colsum + t);
+      }
+      if (slash) {  // t = qpos - j; keep 0 <= t < lk
+        std::int64_t jlo = qpos - (lk - 1);
+        jlo = jlo > j0 ? jlo : j0;
+        const std::int64_t jhi = qpos + 1 < j0 + n ? qpos + 1 : j0 + n;
+        for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j - j0];
+      }
+    };
+    // Keys [j0, j0 + tn) clipped to what the last row of block [i0, i0 + nr) can see.
+    auto visible = [&](std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t tn) {
+      if (!opt.causal) return tn;
+      const std::int64_t v = q_offset + i0 + nr - j0;
+      return v < tn ? v : tn;
     };
 
-    if (lse == nullptr) {  // first sweep: each row's LSE over the given keys, online
-      for (std::int64_t x = 0; x < group * w; ++x) {
-        s.row_m[x] = ninf;
-        s.row_d[x] = 0.f;
-      }
-      sweep([&](std::int64_t g, std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t n) {
-        const std::int64_t h = kvh * group + g;
-        logits_of(h, i0, nr, j0, n);
-        for (std::int64_t r = 0; r < nr; ++r) {
-          float* row = s.logits + r * T;
-          const float mt = prepare(row, h, kvh, q_offset + i0 + r, j0, n, nullptr);
-          if (mt == ninf) continue;
-          B db(0.f);
-          for (std::int64_t t = 0; t < n; t += L)
-            db += simd::fast_exp<Arch>(B::load_aligned(row + t) - B(mt));
-          const float dt = simd::hsum<Arch>(db);
-          float& m = s.row_m[g * w + i0 + r];
-          float& den = s.row_d[g * w + i0 + r];
-          if (mt > m) {
-            den = den * std::exp(m - mt) + dt;  // exp(-inf) = 0 on the first tile
-            m = mt;
-          } else {
-            den += dt * std::exp(mt - m);
+    if (lse != nullptr) {
+      for (std::int64_t j0 = 0; j0 < lk; j0 += T) {
+        const std::int64_t tn = lk - j0 < T ? lk - j0 : T;
+        for (std::int64_t i0 = 0; i0 < w; i0 += R) {
+          const std::int64_t nr = w - i0 < R ? w - i0 : R;
+          const std::int64_t n = visible(i0, nr, j0, tn);
+          if (n <= 0) continue;
+          logits_of(i0, nr, j0, n);
+          for (std::int64_t r = 0; r < nr; ++r) {
+            float* row = s.logits + r * ls;
+            const std::int64_t qpos = q_offset + i0 + r;
+            prepare(row, qpos, j0, n);
+            accumulate(row, qpos, lse[h * lse_head_stride + i0 + r], j0, n);
           }
         }
-      });
-      for (std::int64_t g = 0; g < group; ++g)
-        for (std::int64_t i = 0; i < w; ++i) {
-          row_state st{s.row_m[g * w + i], s.row_d[g * w + i], 0.f};
-          if constexpr (Variant::has_row_finalize)
-            var.finalize_row(static_cast<int>(kvh * group + g), q_offset + i, st);
-          s.row_lse[g * w + i] = st.d > 0.f ? st.m + std::log(st.d) : ninf;
+      }
+    } else {
+      for (std::int64_t i0 = 0; i0 < w; i0 += R) {
+        const std::int64_t nr = w - i0 < R ? w - i0 : R;
+        const std::int64_t n = visible(i0, nr, 0, lk);
+        if (n <= 0) continue;
+        logits_of(i0, nr, 0, n);
+        for (std::int64_t r = 0; r < nr; ++r) {
+          float* row = s.logits + r * ls;
+          const std::int64_t qpos = q_offset + i0 + r;
+          row_state st{prepare(row, qpos, 0, n), 0.f, 0.f};
+          if (st.m != ninf) {
+            B db(0.f);
+            for (std::int64_t t = 0; t < n; t += L)
+              db += simd::fast_exp<Arch>(B::load_aligned(row + t) - B(st.m));
+            st.d = simd::hsum<Arch>(db);
+          }
+          if constexpr (Variant::has_row_finalize) var.finalize_row(static_cast<int>(h), qpos, st);
+          accumulate(row, qpos, st.d > 0.f ? st.m + std::log(st.d) : ninf, 0, n);
         }
+      }
     }
 
-    // Second sweep: probabilities, accumulated per key.
-    sweep([&](std::int64_t g, std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t n) {
-      const std::int64_t h = kvh * group + g;
-      float* colsum = s.colsum + g * rs + j0;
-      float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
-      logits_of(h, i0, nr, j0, n);
-      for (std::int64_t r = 0; r < nr; ++r) {
-        const std::int64_t i = i0 + r, qpos = q_offset + i;
-        float* row = s.logits + r * T;
-        prepare(row, h, kvh, qpos, j0, n, out.colmean ? s.count + g * rs + j0 : nullptr);
-        const float l = lse != nullptr ? lse[h * lse_head_stride + i] : s.row_lse[g * w + i];
-        if (!(l > ninf) || !std::isfinite(l)) continue;  // nothing visible (or a broken LSE)
-        for (std::int64_t t = 0; t < n; t += L) {
-          const B p = simd::fast_exp<Arch>(B::load_aligned(row + t) - B(l));
-          p.store_aligned(row + t);
-          (B::load_unaligned(colsum + t) + p).store_unaligned(colsum + t);
-        }
-        if (slash) {  // t = qpos - j; keep 0 <= t < lk
-          std::int64_t jlo = qpos - (lk - 1);
-          jlo = jlo > j0 ? jlo : j0;
-          const std::int64_t jhi = qpos + 1 < j0 + n ? qpos + 1 : j0 + n;
-          for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j - j0];
-        }
-      }
-    });
-
-    for (std::int64_t g = 0; g < group; ++g) {
-      const std::int64_t h = kvh * group + g;
-      const float* colsum = s.colsum + g * rs;
-      const float* count = s.count + g * rs;
-      if (out.vertical) {
-        float* v = out.vertical + h * out.vertical_head_stride;
-        for (std::int64_t j = 0; j < lk; ++j) v[j] = colsum[j];
-      }
-      const bool first = g == 0;
-      if (out.window) {
-        const float inv_w = 1.f / float(w);
-        for (std::int64_t j = 0; j < lk; ++j) s.tmp[j] = colsum[j] * inv_w;
-        detail::pool_row<Arch>(s.tmp, lk, opt.pool, opt.pool_kernel, s.pool, s.tmp + rs);
-        detail::fold_head<Arch>(out.window + kvh * out.window_head_stride, s.tmp + rs, lk,
-                                opt.reduce, first, wr);
-      }
-      if (out.colmean) {
-        for (std::int64_t j = 0; j < lk; ++j)
-          s.tmp[j] = count[j] > 0.f ? colsum[j] / count[j] : 0.f;
-        detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, s.tmp, lk, opt.reduce,
-                                first, wr);
-      }
+    if (out.vertical) {
+      float* v = out.vertical + h * out.vertical_head_stride;
+      for (std::int64_t j = 0; j < lk; ++j) v[j] = s.colsum[j];
+    }
+    const bool first = h % group == 0;
+    if (out.window) {
+      const float inv_w = 1.f / float(w);
+      for (std::int64_t j = 0; j < lk; ++j) s.tmp[j] = s.colsum[j] * inv_w;
+      detail::pool_row<Arch>(s.tmp, lk, opt.pool, opt.pool_kernel, s.pool, s.tmp + rs);
+      detail::fold_head<Arch>(out.window + kvh * out.window_head_stride, s.tmp + rs, lk, opt.reduce,
+                              first, wr);
+    }
+    if (out.colmean) {
+      for (std::int64_t j = 0; j < lk; ++j)
+        s.tmp[j] = s.count[j] > 0.f ? s.colsum[j] / s.count[j] : 0.f;
+      detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, s.tmp, lk, opt.reduce,
+                              first, wr);
     }
   }
   return status::ok;
