@@ -4,7 +4,9 @@
 // gives their probabilities p_ij = exp(s_ij - lse_i), s_ij = scale * q_i.k_j (plus the variant's
 // transform), for query i at key position q_offset + i (causal: key j is seen when
 // j <= q_offset + i, else p = 0). Cost O(W * Lk * d) per query head, vectorized; the W x Lk
-// matrix is never stored (a block of 4 logit rows lives in scratch).
+// matrix is never stored (a block of 4 logit rows lives in scratch: 4 x 256 keys with the main
+// pass LSE, 4 x Lk without it). Scratch from observation_window_workspace_size(Lk) (any W, heads).
+// The variant's has_key_range is not used (its mask must agree with it anyway).
 //
 // lse[h * lse_head_stride + i] (natural log) comes from the main pass; lse == nullptr computes
 // each row's LSE over the given keys first (needed when the keys changed since the main pass,
