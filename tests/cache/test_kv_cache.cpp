@@ -201,6 +201,20 @@ TEST(KvCache, BadInputReturnsStatus) {
   EXPECT_EQ(c.keep(0, 0, nullptr, 0), status::ok);  // keep nothing
   EXPECT_EQ(c.length(0, 0), 0);
   EXPECT_EQ(c.shrink_to_fit(-1), status::invalid_argument);
+  // Capacity: appends beyond the limit fail and change nothing.
+  kv_cache_config lc{1, 2, 16, dtype::f32, 0, 0};
+  lc.capacity = 6;
+  EXPECT_EQ(c.init({1, 2, 16, dtype::f32, 8, 0, 4}), status::invalid_argument);  // reserve > cap
+  ASSERT_EQ(c.init(lc), status::ok);
+  ASSERT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::ok);
+  EXPECT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::invalid_argument);
+  EXPECT_EQ(c.length(0, 0), 4);
+  EXPECT_EQ(c.length(0, 1), 4);
+  EXPECT_EQ(c.set_limit(0, 1, 3), status::invalid_argument);  // below its length
+  ASSERT_EQ(c.set_limit(0, 1, 5), status::ok);
+  EXPECT_EQ(c.append_head(0, 1, view_of(k, 2, 2, 16), view_of(k, 2, 2, 16), 0),
+            status::invalid_argument);
+  EXPECT_EQ(c.append_head(0, 0, view_of(k, 2, 2, 16), view_of(k, 2, 2, 16), 0), status::ok);
 }
 
 // ---- attention over the cache ----------------------------------------------------------------

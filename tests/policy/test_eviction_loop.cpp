@@ -613,6 +613,24 @@ TEST(PolicyRegistry, LoopRejectsBadConfiguration) {
       status::shape_mismatch);
   heed::any_policy empty;
   EXPECT_FALSE(bool(empty));
+  // Budget beyond the cache's capacity.
+  heed::kv_cache limited;
+  heed::kv_cache_config lc{2, 2, 16, heed::dtype::f32, 0, 1};
+  lc.capacity = 10;
+  ASSERT_EQ(limited.init(lc), status::ok);
+  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, {11}, 4), status::invalid_argument);
+  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, {0}, 4), status::invalid_argument);
+  heed::eviction_config slack;
+  slack.budget = 8;
+  slack.slack = 3;
+  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, slack, 4), status::invalid_argument);
+  ASSERT_EQ(loop.init(&limited, heed::h2o_policy{}, {10}, 4), status::ok);
+  for (int t = 0; t < 30; ++t)  // the loop keeps the cache within its capacity
+    ASSERT_EQ(
+        loop.step(1, heed::make_view(x.data(), 1, 4, 16), heed::make_view(x.data(), 1, 2, 16),
+                  heed::make_view(x.data(), 1, 2, 16), heed::make_mutable_view(o.data(), 1, 4, 16)),
+        status::ok);
+  EXPECT_EQ(limited.length(1, 0), 10);
 }
 
 }  // namespace

@@ -31,9 +31,10 @@ struct kv_cache_config {
   int layers = 1;
   int kv_heads = 1;
   std::int64_t head_dim = 0;
-  dtype type = dtype::f32;   // storage type of K and V
-  std::int64_t reserve = 0;  // entries reserved up front per (layer, head)
-  int score_channels = 0;    // float channels per entry, compacted with K and V
+  dtype type = dtype::f32;    // storage type of K and V
+  std::int64_t reserve = 0;   // entries reserved up front per (layer, head)
+  int score_channels = 0;     // float channels per entry, compacted with K and V
+  std::int64_t capacity = 0;  // most entries a (layer, head) may hold; 0 = no limit
 };
 
 class kv_cache {
@@ -47,7 +48,8 @@ class kv_cache {
   // Validates the configuration and reserves the memory. The previous contents are dropped.
   status init(const kv_cache_config& c) noexcept {
     if (c.layers <= 0 || c.kv_heads <= 0 || c.head_dim <= 0 || c.reserve < 0 ||
-        c.score_channels < 0 || c.score_channels > 64 || c.head_dim > (1 << 16) ||
+        c.score_channels < 0 || c.score_channels > 64 || c.head_dim > (1 << 16) || c.capacity < 0 ||
+        (c.capacity > 0 && c.reserve > c.capacity) ||
         std::int64_t(c.layers) * c.kv_heads > (1 << 20))
       return status::invalid_argument;
     if (c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16)
@@ -57,6 +59,7 @@ class kv_cache {
     std::vector<slot> fresh;
     if (!try_resize(fresh, std::size_t(c.layers) * c.kv_heads)) return status::out_of_memory;
     slots_ = std::move(fresh);
+    for (auto& s : slots_) s.limit = c.capacity;
     if (c.reserve > 0)
       for (auto& s : slots_) HEED_RETURN_IF_ERROR(grow(s, c.reserve));
     return status::ok;
@@ -76,6 +79,14 @@ class kv_cache {
   // through valid()).
   std::int64_t length(int layer, int head) const noexcept { return at(layer, head).len; }
   std::int64_t capacity(int layer, int head) const noexcept { return at(layer, head).cap; }
+  // The most entries this slot may hold (0 = no limit); append() beyond it fails.
+  std::int64_t limit(int layer, int head) const noexcept { return at(layer, head).limit; }
+  status set_limit(int layer, int head, std::int64_t limit) noexcept {
+    if (!valid(layer, head) || limit < 0) return status::invalid_argument;
+    if (limit > 0 && limit < at(layer, head).len) return status::invalid_argument;
+    at(layer, head).limit = limit;
+    return status::ok;
+  }
   // Tokens ever appended to this slot (the next default position).
   std::int64_t appended(int layer, int head) const noexcept { return at(layer, head).appended; }
   // [len, 1, d] views of the stored keys and values, head-major rows.
@@ -113,6 +124,10 @@ class kv_cache {
     if (slots_.empty()) return status::invalid_argument;
     if (layer < 0 || layer >= cfg_.layers) return status::invalid_argument;
     HEED_RETURN_IF_ERROR(check_input(k, v, cfg_.kv_heads));
+    for (int h = 0; h < cfg_.kv_heads; ++h) {  // all or nothing
+      const slot& s = at(layer, h);
+      if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
+    }
     for (int h = 0; h < cfg_.kv_heads; ++h)
       HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions));
     return status::ok;
@@ -125,6 +140,8 @@ class kv_cache {
     if (!valid(layer, head)) return status::invalid_argument;
     HEED_RETURN_IF_ERROR(check_input(k, v, -1));
     if (src_head < 0 || src_head >= k.heads) return status::invalid_argument;
+    const slot& s = at(layer, head);
+    if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
     return append_one(at(layer, head), k, v, src_head, positions);
   }
 
@@ -221,7 +238,7 @@ class kv_cache {
     std::unique_ptr<unsigned char[]> k, v;
     std::unique_ptr<std::int64_t[]> pos;
     std::unique_ptr<float[]> scores;  // [channels][cap]
-    std::int64_t len = 0, cap = 0, appended = 0;
+    std::int64_t len = 0, cap = 0, appended = 0, limit = 0;
   };
 
   template <class T>

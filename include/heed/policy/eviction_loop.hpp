@@ -55,6 +55,15 @@ class basic_eviction_loop {
       for (auto b : cfg.layer_budgets)
         if (b < 0) return status::invalid_argument;
     }
+    // A budget the cache cannot hold is an error (a 0 budget keeps everything: no limit allowed).
+    for (int l = 0; l < cache->layers(); ++l) {
+      const std::int64_t b =
+          cfg.layer_budgets.empty() ? cfg.budget : cfg.layer_budgets[std::size_t(l)];
+      for (int h = 0; h < cache->kv_heads(); ++h) {
+        const std::int64_t lim = cache->limit(l, h);
+        if (lim > 0 && (b == 0 || b + cfg.slack > lim)) return status::invalid_argument;
+      }
+    }
     const score_needs needs = policy.needs();
     if (needs.channels > cache->config().score_channels) return status::invalid_argument;
     if (needs.column_mass && needs.channels < 1) return status::invalid_argument;
