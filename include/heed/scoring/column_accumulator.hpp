@@ -12,6 +12,7 @@
 
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 #include "heed/scoring/score_common.hpp"
 
@@ -50,8 +51,9 @@ struct column_accumulator {
 
   bool probs_active() const noexcept { return channel != nullptr; }
 
-  void on_probs(int q_head, std::int64_t key_begin, const float* p, std::int64_t n) noexcept {
-    float* r = scratch + key_begin;
+  void on_probs(int q_head, std::int64_t key_begin, const float* HEED_RESTRICT p,
+                std::int64_t n) noexcept {
+    float* HEED_RESTRICT r = scratch + key_begin;
     const float w = spec.reduce == head_reduce::mean ? 1.f / float(group) : 1.f;
     if (q_head == 0) {
       for (std::int64_t j = 0; j < n; ++j) r[j] = p[j] * w;
@@ -61,7 +63,7 @@ struct column_accumulator {
       for (std::int64_t j = 0; j < n; ++j) r[j] = r[j] < p[j] ? p[j] : r[j];
     }
     if (q_head != group - 1) return;
-    float* a = channel + key_begin;
+    float* HEED_RESTRICT a = channel + key_begin;
     switch (spec.mode) {
       case accumulate_mode::sum:
         for (std::int64_t j = 0; j < n; ++j) a[j] += r[j];

@@ -53,6 +53,7 @@ struct decode_buffers {
   float* part_mdt;  // [Hq][parts][3]
   float* part_o;    // [Hq][parts][d]
   float* logits;    // [Hq][Lk] or null
+  float* row_lse;   // [Hq] base-2 LSE of each row (for the probabilities), or null
 };
 
 // Row stride of the per-thread query and output scratch: d rounded up to 16 floats (64 bytes).
@@ -72,6 +73,7 @@ inline decode_buffers carve_decode(void* ws, const dense_params& p, const decode
   b.part_mdt = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * 3);
   b.part_o = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
   b.logits = l.keep_logits ? c.take<float>(std::size_t(p.q_heads()) * p.kv_len()) : nullptr;
+  b.row_lse = l.keep_logits ? c.take<float>(std::size_t(p.q_heads())) : nullptr;
   return b;
 }
 
@@ -82,7 +84,10 @@ HEED_FORCE_INLINE std::size_t decode_workspace_size(const dense_params& p, int t
   c.take<float>(decode_per_thread_floats(l) * std::size_t(threads));
   c.take<float>(std::size_t(p.q_heads()) * l.n_parts * 3);
   c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
-  if (keep_logits) c.take<float>(std::size_t(p.q_heads()) * p.kv_len());
+  if (keep_logits) {
+    c.take<float>(std::size_t(p.q_heads()) * p.kv_len());
+    c.take<float>(std::size_t(p.q_heads()));
+  }
   return c.bytes_needed();
 }
 
@@ -273,7 +278,9 @@ struct decode_kernel {
         }
         if (lay.keep_logits) {
           float* lrow = buf.logits + std::size_t(h) * p.kv_len() + j0;
-          for (int j = 0; j < nb; ++j) lrow[j] = srow[j];
+          int j = 0;
+          for (; j + L <= nb; j += L) B::load_aligned(srow + j).store_unaligned(lrow + j);
+          for (; j < nb; ++j) lrow[j] = srow[j];
         }
         const float m_old = mg[g];
         const float m_new = std::max(m_old, simd::hmax<A>(bmax));
@@ -433,19 +440,42 @@ struct decode_kernel {
         obs.on_row(h, 0, lse, ent);
       }
       if constexpr (observer_traits<Obs>::probs) {
-        if (lay.keep_logits) {
-          // p_j = exp(s_j - LSE): the stored logits are base-2 scaled.
-          float* lrow = buf.logits + std::size_t(h) * p.kv_len();
-          const B l2(lse == neg_inf ? 0.f : lse * simd::log2e);
-          std::int64_t j = lay.k_lo;
-          for (; j + L <= lay.k_hi; j += L)
-            simd::fast_exp2<A>(B::load_unaligned(lrow + j) - l2).store_unaligned(lrow + j);
-          for (; j < lay.k_hi; ++j) {
-            const float x = lrow[j];
-            lrow[j] = x == neg_inf ? 0.f : std::exp2(x - (lse * simd::log2e));
-          }
-          obs.on_probs(h, lay.k_lo, lrow + lay.k_lo, lay.k_hi - lay.k_lo);
+        if (lay.keep_logits) buf.row_lse[h] = lse == neg_inf ? neg_inf : lse * simd::log2e;
+      }
+    }
+  }
+};
+
+template <class A, int D, class KV, class Variant, class Obs>
+struct decode_probs_task {
+  using B = xsimd::batch<float, A>;
+  static constexpr int L = static_cast<int>(B::size);
+  static constexpr int chunk = 256;  // keys per report: the reduced row stays in L1
+  const decode_kernel<A, D, KV, Variant, Obs>& k;
+
+  // One (KV head, partition): p_j = exp2(s_j - LSE) of every query head of the group, reported
+  // in key chunks, heads in order within a chunk (the observer contract).
+  void operator()(std::int64_t task) const noexcept {
+    const dense_params& p = k.p;
+    const std::int64_t G = k.lay.group, kvh = task / k.lay.n_parts, part = task % k.lay.n_parts;
+    const std::int64_t b0 = k.part_begin(part), b1 = k.part_end(part);
+    alignas(64) float pb[chunk];
+    for (std::int64_t j0 = b0; j0 < b1; j0 += chunk) {
+      const std::int64_t n = std::min<std::int64_t>(chunk, b1 - j0);
+      for (std::int64_t g = 0; g < G; ++g) {
+        const int h = static_cast<int>(kvh * G + g);
+        const float* lrow = k.buf.logits + std::size_t(h) * p.kv_len() + j0;
+        const float l2 = k.buf.row_lse[h];
+        if (l2 == neg_inf) {
+          for (std::int64_t j = 0; j < n; ++j) pb[j] = 0.f;
+        } else {
+          const B lv(l2);
+          std::int64_t j = 0;
+          for (; j + L <= n; j += L)
+            simd::fast_exp2<A>(B::load_unaligned(lrow + j) - lv).store_aligned(pb + j);
+          for (; j < n; ++j) pb[j] = lrow[j] == neg_inf ? 0.f : std::exp2(lrow[j] - l2);
         }
+        k.obs.on_probs(h, j0, pb, n);
       }
     }
   }
@@ -460,6 +490,13 @@ void run_decode(const dense_params& p, const Variant& var, Obs& obs, workspace w
   ex.parallel_for(p.kv_heads() * lay.n_parts,
                   [&k](std::int64_t task, int thread) { k.run_partition(task, thread); });
   ex.parallel_for(p.kv_heads(), [&k](std::int64_t task, int) { k.merge(task); });
+  if constexpr (observer_traits<Obs>::probs) {
+    if (lay.keep_logits && obs.probs_active()) {
+      const decode_probs_task<A, D, KV, Variant, Obs> probs{k};
+      ex.parallel_for(p.kv_heads() * lay.n_parts,
+                      [&probs](std::int64_t task, int) { probs(task); });
+    }
+  }
 }
 
 }  // namespace detail
