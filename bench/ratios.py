@@ -21,6 +21,7 @@ def medians(path):
             continue
         name = b["run_name"] if "run_name" in b else b["name"]
         name = name.replace("/real_time", "")
+        name = name.split("/iterations:")[0]
         times.setdefault(name, []).append(b["real_time"] * UNIT[b.get("time_unit", "ns")])
         for key in ("GFLOPS", "GBps"):
             if key in b:

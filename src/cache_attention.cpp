@@ -2,6 +2,7 @@
 #include "heed/cache/cache_attention.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -81,10 +82,19 @@ status cache_attention_validate(const kv_cache& c, int layer,
   return status::ok;
 }
 
-std::size_t cache_attention_workspace_size(const kv_cache& c, int layer,
-                                           const cache_attention_params& p, int threads,
-                                           isa i) noexcept {
-  if (cache_attention_validate(c, layer, p) != status::ok) return 0;
+namespace {
+
+// Decode with at least two KV heads per thread runs whole heads in parallel, each head's kernel
+// on one thread (tiny per-head calls would otherwise pay the executor's dispatch three times per
+// head). Every head computes the same partitions and merge order either way, so the results do
+// not depend on the thread count.
+bool heads_in_parallel(const kv_cache& c, const cache_attention_params& p, int threads) {
+  return p.q.seq == 1 && threads > 1 && c.kv_heads() >= 2 * threads;
+}
+
+// Workspace of one head run: the kernel's (for `threads`) and the accumulator's reduced row.
+std::size_t slot_bytes(const kv_cache& c, int layer, const cache_attention_params& p, int threads,
+                       isa i) {
   const int group = static_cast<int>(p.q.heads / c.kv_heads());
   std::size_t most = 0;
   for (int h = 0; h < c.kv_heads(); ++h) {
@@ -93,64 +103,93 @@ std::size_t cache_attention_workspace_size(const kv_cache& c, int layer,
     if (wants_tap(p)) d.prob_tap = head_tap::call;
     most = std::max(most, dense_workspace_size(d, threads, i));
   }
-  // The accumulator's reduced row.
+  std::size_t bytes = align_up(most) + workspace_alignment;
   if (p.accumulate_channel >= 0)
-    most += align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
-  return most;
+    bytes += align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
+  return bytes;
+}
+
+// One KV head: the dense kernel over its entries, the tap folding into its score channel.
+status run_head(kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+                void* slot, std::size_t bytes, executor& ex, isa i) noexcept {
+  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : p.q.seq;
+  const std::int64_t len = c.length(layer, h);
+  if (len == 0) {
+    // No keys: the output is zero (a sink adds only to the denominator).
+    for (int g = 0; g < group; ++g) {
+      const std::int64_t qh = std::int64_t(h) * group + g;
+      for (std::int64_t r = 0; r < p.q.seq; ++r) {
+        std::memset(p.o.row<float>(r, qh), 0, sizeof(float) * p.o.dim);
+        const float sink =
+            p.sink_logits ? p.sink_logits[qh] : -std::numeric_limits<float>::infinity();
+        if (p.lse) p.lse[qh * rs + r] = sink;
+        if (p.entropy) p.entropy[qh * rs + r] = 0.f;
+      }
+    }
+    return status::ok;
+  }
+  workspace kernel_ws{slot, bytes};
+  float* row = nullptr;
+  if (p.accumulate_channel >= 0) {  // the reduced row lives at the end of the slot
+    const std::size_t rb =
+        align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
+    kernel_ws.size = bytes - rb;
+    row = static_cast<float*>(
+        workspace_carver::align_base(static_cast<char*>(slot) + kernel_ws.size));
+  }
+  dense_params d = head_params(c, layer, h, p, group);
+  head_tap tap;
+  if (wants_tap(p)) {
+    if (p.accumulate_channel >= 0) {
+      tap.accumulate = true;
+      tap.acc.channel = c.scores(layer, h, p.accumulate_channel);
+      tap.acc.scratch = row;
+      tap.acc.group = group;
+      tap.acc.spec = p.accumulate;
+    }
+    if (p.probs) {
+      tap.probs = p.probs + std::int64_t(h) * group * p.probs_stride;
+      tap.probs_stride = p.probs_stride;
+    }
+    d.prob_tap = head_tap::call;
+    d.prob_tap_user = &tap;
+  }
+  return dense_attention(d, kernel_ws, ex, i);
+}
+
+}  // namespace
+
+std::size_t cache_attention_workspace_size(const kv_cache& c, int layer,
+                                           const cache_attention_params& p, int threads,
+                                           isa i) noexcept {
+  if (cache_attention_validate(c, layer, p) != status::ok) return 0;
+  if (threads < 1) threads = 1;
+  if (heads_in_parallel(c, p, threads)) return std::size_t(threads) * slot_bytes(c, layer, p, 1, i);
+  return slot_bytes(c, layer, p, threads, i);
 }
 
 status cache_attention(kv_cache& c, int layer, const cache_attention_params& p, workspace ws,
                        executor& ex, isa i) noexcept {
   HEED_RETURN_IF_ERROR(cache_attention_validate(c, layer, p));
-  if (ws.size < cache_attention_workspace_size(c, layer, p, ex.concurrency(), i))
+  const int threads = std::max(1, ex.concurrency());
+  if (ws.size < cache_attention_workspace_size(c, layer, p, threads, i))
     return status::workspace_too_small;
   const int group = static_cast<int>(p.q.heads / c.kv_heads());
-  // Carve the accumulator row off the end of the workspace; the kernel gets the front.
-  workspace kernel_ws = ws;
-  float* row = nullptr;
-  if (p.accumulate_channel >= 0) {
-    const std::size_t bytes =
-        align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
-    kernel_ws.size = ws.size - bytes;
-    row = static_cast<float*>(
-        workspace_carver::align_base(static_cast<char*>(ws.data) + kernel_ws.size));
+  if (heads_in_parallel(c, p, threads)) {
+    const std::size_t slot = slot_bytes(c, layer, p, 1, i);
+    std::atomic<int> first_error{0};
+    ex.parallel_for(c.kv_heads(), [&](std::int64_t h, int thread) {
+      serial_executor one;
+      const status st =
+          run_head(c, layer, static_cast<int>(h), p, group,
+                   static_cast<char*>(ws.data) + slot * std::size_t(thread), slot, one, i);
+      int expected = 0;
+      if (st != status::ok) first_error.compare_exchange_strong(expected, static_cast<int>(st));
+    });
+    return static_cast<status>(first_error.load());
   }
-  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : p.q.seq;
-  for (int h = 0; h < c.kv_heads(); ++h) {
-    const std::int64_t len = c.length(layer, h);
-    if (len == 0) {
-      // No keys: the output is zero (a sink adds only to the denominator).
-      for (int g = 0; g < group; ++g) {
-        const std::int64_t qh = std::int64_t(h) * group + g;
-        for (std::int64_t r = 0; r < p.q.seq; ++r) {
-          std::memset(p.o.row<float>(r, qh), 0, sizeof(float) * p.o.dim);
-          const float sink =
-              p.sink_logits ? p.sink_logits[qh] : -std::numeric_limits<float>::infinity();
-          if (p.lse) p.lse[qh * rs + r] = sink;
-          if (p.entropy) p.entropy[qh * rs + r] = 0.f;
-        }
-      }
-      continue;
-    }
-    dense_params d = head_params(c, layer, h, p, group);
-    head_tap tap;
-    if (wants_tap(p)) {
-      if (p.accumulate_channel >= 0) {
-        tap.accumulate = true;
-        tap.acc.channel = c.scores(layer, h, p.accumulate_channel);
-        tap.acc.scratch = row;
-        tap.acc.group = group;
-        tap.acc.spec = p.accumulate;
-      }
-      if (p.probs) {
-        tap.probs = p.probs + std::int64_t(h) * group * p.probs_stride;
-        tap.probs_stride = p.probs_stride;
-      }
-      d.prob_tap = head_tap::call;
-      d.prob_tap_user = &tap;
-    }
-    HEED_RETURN_IF_ERROR(dense_attention(d, kernel_ws, ex, i));
-  }
+  for (int h = 0; h < c.kv_heads(); ++h)
+    HEED_RETURN_IF_ERROR(run_head(c, layer, h, p, group, ws.data, ws.size, ex, i));
   return status::ok;
 }
 

@@ -374,6 +374,8 @@ TEST(CacheAttention, MatchesReferenceOverKeptKeys) {
       run_cache_case({"gqa4_f16_d64", 8, 2, 64, 40, 6, dtype::f16, threads, i});
       run_cache_case({"mha_f32_d128", 2, 2, 128, 33, 4, dtype::f32, threads, i});
       run_cache_case({"gqa2_bf16_d40", 4, 2, 40, 17, 5, dtype::bf16, threads, i});
+      // Four KV heads: with 2 threads, decode runs whole heads in parallel.
+      run_cache_case({"gqa2_f16_d64_4kv", 8, 4, 64, 30, 5, dtype::f16, threads, i});
     }
   }
   // Long enough for the decode kernel to split each head's keys across partitions and threads.
