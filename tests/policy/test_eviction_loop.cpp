@@ -313,6 +313,7 @@ std::vector<registry_entry> registry() {
        },
        0, 0},
       {"threshold", [] { return heed::any_policy(heed::threshold_policy{}); }, 0, 0},
+      {"column_mean", [] { return heed::any_policy(heed::column_mean_policy{}); }, 0, 0},
       {"snapkv",
        [] {
          heed::snapkv_policy p;
@@ -560,6 +561,28 @@ TEST(PolicyRegistry, CCallbackPolicyEqualsTheSameScoreInCxx) {
       loop.step(0, heed::make_view(x.data(), 1, 1, 8), heed::make_view(x.data(), 1, 1, 8),
                 heed::make_view(x.data(), 1, 1, 8), heed::make_mutable_view(o.data(), 1, 1, 8)),
       status::null_pointer);
+}
+
+TEST(PolicyRegistry, ColumnMeanDividesByTheQueriesThatSawEachEntry) {
+  heed::kv_cache cache;
+  ASSERT_EQ(cache.init({1, 1, 4, heed::dtype::f32, 0, 1}), status::ok);
+  std::vector<float> x(4 * 3, 1.f);
+  const std::int64_t pos[3] = {2, 5, 9};
+  ASSERT_EQ(
+      cache.append(0, heed::make_view(x.data(), 3, 1, 4), heed::make_view(x.data(), 3, 1, 4), pos),
+      status::ok);
+  const float mass[3] = {4.f, 1.5f, 0.25f};
+  for (int j = 0; j < 3; ++j) cache.scores(0, 0, 0)[j] = mass[j];
+  heed::policy_input in;
+  in.cache = &cache;
+  in.q_heads = 1;
+  in.step = 10;  // queries at positions 0..9 have run
+  heed::column_mean_policy cm;
+  float out[3];
+  ASSERT_EQ(cm.score(in, 0, out, {}), status::ok);
+  EXPECT_FLOAT_EQ(out[0], 4.f / 8.f);
+  EXPECT_FLOAT_EQ(out[1], 1.5f / 5.f);
+  EXPECT_FLOAT_EQ(out[2], 0.25f / 1.f);
 }
 
 TEST(PolicyRegistry, PyramidBudgetsSumExactlyAndShrinkWithDepth) {

@@ -83,6 +83,35 @@ struct tova_policy : policy_base<tova_policy> {
   }
 };
 
+// Normalized column mean (ZipCache saliency, the ACT sink detector): accumulated attention
+// divided by the number of queries that saw the entry, step - position (every query after an
+// entry attends to it). Unlike H2O it does not favour old entries for their age.
+struct column_mean_policy : policy_base<column_mean_policy> {
+  std::int64_t n_recent = 16;
+
+  const char* name() const noexcept { return "column_mean"; }
+  score_needs needs() const noexcept {
+    score_needs n;
+    n.channels = 1;
+    n.column_mass = true;
+    return n;
+  }
+  selection_spec selection(std::int64_t) const noexcept {
+    selection_spec s;
+    s.protect.n_recent = n_recent;
+    return s;
+  }
+  status score(const policy_input& in, int head, float* out, workspace) noexcept {
+    const float* mass = in.channel(head, 0);
+    const std::int64_t* pos = in.positions(head);
+    for (std::int64_t j = 0; j < in.length(head); ++j) {
+      const std::int64_t seen = in.step - pos[j];
+      out[j] = seen > 0 ? mass[j] / float(seen) : mass[j];
+    }
+    return status::ok;
+  }
+};
+
 // DMS-style threshold eviction on accumulated attention: keep entries whose accumulated mass is
 // at least tau (clamped to [min_keep, budget]) plus a recent window.
 struct threshold_policy : policy_base<threshold_policy> {
