@@ -1,0 +1,164 @@
+#include "model.hpp"
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+namespace llama2c {
+namespace {
+
+using matrix =
+    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+using vec = Eigen::Map<Eigen::VectorXf>;
+using cvec = Eigen::Map<const Eigen::VectorXf>;
+
+// out = W x, W row-major [rows, cols].
+void matvec(float* out, const float* w, const float* x, int rows, int cols) {
+  vec(out, rows).noalias() = matrix(w, rows, cols) * cvec(x, cols);
+}
+
+void rmsnorm(float* out, const float* x, const float* w, int n) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float scale = 1.f / std::sqrt(float(ss / n) + 1e-5f);
+  for (int i = 0; i < n; ++i) out[i] = w[i] * (scale * x[i]);
+}
+
+// Rotary embedding on pairs (2i, 2i+1) of each head, frequency 10000^(-2i/head_dim).
+void rope(float* v, int n, int head_dim, int pos) {
+  for (int i = 0; i < n; i += 2) {
+    const int hd = i % head_dim;
+    const float freq = 1.f / std::pow(10000.f, float(hd) / float(head_dim));
+    const float a = float(pos) * freq, c = std::cos(a), s = std::sin(a);
+    const float v0 = v[i], v1 = v[i + 1];
+    v[i] = v0 * c - v1 * s;
+    v[i + 1] = v0 * s + v1 * c;
+  }
+}
+
+}  // namespace
+
+bool model::load(const std::string& path, std::string* error) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!f) {
+    *error = "cannot open model " + path;
+    return false;
+  }
+  std::int32_t h[7];
+  if (std::fread(h, 4, 7, f.get()) != 7) {
+    *error = "truncated header in " + path;
+    return false;
+  }
+  cfg_ = {h[0], h[1], h[2], h[3], h[4], h[5] < 0 ? -h[5] : h[5], h[6], h[5] > 0};
+  const config& c = cfg_;
+  if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
+      c.vocab_size <= 0 || c.seq_len <= 0 || c.dim % c.n_heads != 0 ||
+      c.n_heads % c.n_kv_heads != 0 || c.head_dim() % 2 != 0) {
+    *error = "unsupported or corrupt header in " + path;
+    return false;
+  }
+  std::fseek(f.get(), 0, SEEK_END);
+  const long bytes = std::ftell(f.get()) - 28;
+  std::fseek(f.get(), 28, SEEK_SET);
+  data_.resize(std::size_t(bytes / 4));
+  if (std::fread(data_.data(), 4, data_.size(), f.get()) != data_.size()) {
+    *error = "cannot read " + path;
+    return false;
+  }
+  const std::size_t L = std::size_t(c.n_layers), D = std::size_t(c.dim),
+                    KV = std::size_t(c.kv_dim()), H = std::size_t(c.hidden_dim),
+                    V = std::size_t(c.vocab_size), hs = std::size_t(c.head_dim());
+  std::size_t need = V * D + L * D * 2 + L * D * D * 2 + L * KV * D * 2 + L * H * D * 3 + D +
+                     std::size_t(c.seq_len) * hs;  // + freq_cis real/imag (skipped)
+  if (!c.shared_classifier) need += V * D;
+  if (data_.size() < need) {
+    *error = "checkpoint " + path + " is smaller than its header says";
+    return false;
+  }
+  const float* p = data_.data();
+  auto take = [&p](std::size_t n) {
+    const float* r = p;
+    p += n;
+    return r;
+  };
+  embedding = take(V * D);
+  rms_att = take(L * D);
+  wq = take(L * D * D);
+  wk = take(L * KV * D);
+  wv = take(L * KV * D);
+  wo = take(L * D * D);
+  rms_ffn = take(L * D);
+  w1 = take(L * H * D);
+  w2 = take(L * D * H);
+  w3 = take(L * H * D);
+  rms_final = take(D);
+  take(std::size_t(c.seq_len) * hs);  // freq_cis_real, freq_cis_imag: recomputed instead
+  wcls = c.shared_classifier ? embedding : take(V * D);
+  return true;
+}
+
+heed::status session::init(const model& m, heed::any_policy policy, std::int64_t budget,
+                           heed::dtype kv) {
+  m_ = &m;
+  const config& c = m.cfg();
+  heed::kv_cache_config cc;
+  cc.layers = c.n_layers;
+  cc.kv_heads = c.n_kv_heads;
+  cc.head_dim = c.head_dim();
+  cc.type = kv;
+  cc.reserve = budget > 0 ? budget + 1 : c.seq_len;
+  cc.score_channels = 2;
+  status_ = cache_.init(cc);
+  if (status_ != heed::status::ok) return status_;
+  heed::eviction_config ec;
+  ec.budget = budget;
+  status_ = loop_.init(&cache_, std::move(policy), ec, c.n_heads);
+  if (status_ != heed::status::ok) return status_;
+  x_.assign(std::size_t(c.dim), 0.f);
+  xb_ = xb2_ = q_ = att_ = x_;
+  hb_.assign(std::size_t(c.hidden_dim), 0.f);
+  hb2_ = hb_;
+  k_.assign(std::size_t(c.kv_dim()), 0.f);
+  v_ = k_;
+  logits_.assign(std::size_t(c.vocab_size), 0.f);
+  return status_;
+}
+
+const float* session::forward(int token, int pos, heed::executor& ex) {
+  const model& m = *m_;
+  const config& c = m.cfg();
+  const int D = c.dim, KV = c.kv_dim(), H = c.hidden_dim, hs = c.head_dim();
+  std::copy(m.embedding + std::size_t(token) * D, m.embedding + std::size_t(token + 1) * D,
+            x_.begin());
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::size_t lD = std::size_t(l) * D;
+    rmsnorm(xb_.data(), x_.data(), m.rms_att + lD, D);
+    matvec(q_.data(), m.wq + lD * D, xb_.data(), D, D);
+    matvec(k_.data(), m.wk + std::size_t(l) * KV * D, xb_.data(), KV, D);
+    matvec(v_.data(), m.wv + std::size_t(l) * KV * D, xb_.data(), KV, D);
+    rope(q_.data(), D, hs, pos);
+    rope(k_.data(), KV, hs, pos);
+    status_ = loop_.step(l, heed::make_view(q_.data(), 1, c.n_heads, hs),
+                         heed::make_view(k_.data(), 1, c.n_kv_heads, hs),
+                         heed::make_view(v_.data(), 1, c.n_kv_heads, hs),
+                         heed::make_mutable_view(att_.data(), 1, c.n_heads, hs), ex);
+    if (status_ != heed::status::ok) return nullptr;
+    matvec(xb2_.data(), m.wo + lD * D, att_.data(), D, D);
+    for (int i = 0; i < D; ++i) x_[std::size_t(i)] += xb2_[std::size_t(i)];
+    rmsnorm(xb_.data(), x_.data(), m.rms_ffn + lD, D);
+    matvec(hb_.data(), m.w1 + std::size_t(l) * H * D, xb_.data(), H, D);
+    matvec(hb2_.data(), m.w3 + std::size_t(l) * H * D, xb_.data(), H, D);
+    for (int i = 0; i < H; ++i) {
+      const float a = hb_[std::size_t(i)];
+      hb_[std::size_t(i)] = a / (1.f + std::exp(-a)) * hb2_[std::size_t(i)];
+    }
+    matvec(xb_.data(), m.w2 + std::size_t(l) * D * H, hb_.data(), D, H);
+    for (int i = 0; i < D; ++i) x_[std::size_t(i)] += xb_[std::size_t(i)];
+  }
+  rmsnorm(x_.data(), x_.data(), m.rms_final, D);
+  matvec(logits_.data(), m.wcls, x_.data(), c.vocab_size, D);
+  return logits_.data();
+}
+
+}  // namespace llama2c

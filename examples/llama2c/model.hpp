@@ -1,0 +1,68 @@
+// A small inference engine for llama2.c checkpoints (legacy float32 format): RMSNorm, rotary
+// embedding, SwiGLU, GQA. All attention goes through heed: the KV cache, the eviction loop and
+// any heed policy; the matrix-vector products are Eigen's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "heed/cache/kv_cache.hpp"
+#include "heed/core/executor.hpp"
+#include "heed/policy/any_policy.hpp"
+#include "heed/policy/eviction_loop.hpp"
+
+namespace llama2c {
+
+struct config {
+  int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, vocab_size = 0,
+      seq_len = 0;
+  bool shared_classifier = true;
+  int head_dim() const { return dim / n_heads; }
+  int kv_dim() const { return head_dim() * n_kv_heads; }
+};
+
+// The weights, read from the checkpoint (every dimension comes from its header).
+class model {
+ public:
+  bool load(const std::string& path, std::string* error);
+  const config& cfg() const { return cfg_; }
+
+  const float* embedding = nullptr;  // [vocab, dim]
+  const float* rms_att = nullptr;    // [layers, dim]
+  const float* wq = nullptr;         // [layers, dim, dim]
+  const float* wk = nullptr;         // [layers, kv_dim, dim]
+  const float* wv = nullptr;         // [layers, kv_dim, dim]
+  const float* wo = nullptr;         // [layers, dim, dim]
+  const float* rms_ffn = nullptr;    // [layers, dim]
+  const float* w1 = nullptr;         // [layers, hidden, dim]
+  const float* w2 = nullptr;         // [layers, dim, hidden]
+  const float* w3 = nullptr;         // [layers, hidden, dim]
+  const float* rms_final = nullptr;  // [dim]
+  const float* wcls = nullptr;       // [vocab, dim]
+
+ private:
+  config cfg_;
+  std::vector<float> data_;
+};
+
+// One sequence: its own heed KV cache and eviction loop (budget 0 = full cache).
+class session {
+ public:
+  // kv: storage type of the cache. Returns a heed status.
+  heed::status init(const model& m, heed::any_policy policy, std::int64_t budget,
+                    heed::dtype kv = heed::dtype::f32);
+  // Runs `token` at position `pos`; returns the logits [vocab] (valid until the next call).
+  const float* forward(int token, int pos, heed::executor& ex);
+  heed::status status() const { return status_; }
+  const heed::kv_cache& cache() const { return cache_; }
+
+ private:
+  const model* m_ = nullptr;
+  heed::kv_cache cache_;
+  heed::eviction_loop loop_;
+  heed::status status_ = heed::status::ok;
+  std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
+};
+
+}  // namespace llama2c
