@@ -4,6 +4,8 @@
 //                      [--temperature T] [--seed S] [--policy NAME --budget N] [--threads N]
 //   heed-eval ppl --model FILE --tokenizer FILE --text FILE [--windows N]
 //                 [--policy NAME --budget N] [--threads N]
+//   heed-eval sweep --model FILE --tokenizer FILE --text FILE [--windows N] --out DIR
+//                   [--threads N]: every policy at 12.5%, 25%, 50% and 100% of the context
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -30,6 +32,8 @@ int usage(const char* why) {
                "[--threads N]\n"
                "       heed-eval ppl --model FILE --tokenizer FILE --text FILE [--windows N] "
                "[--policy NAME --budget N] [--threads N]\n"
+               "       heed-eval sweep --model FILE --tokenizer FILE --text FILE [--windows N] "
+               "--out DIR [--threads N]\n"
                "policies:");
   for (const auto& n : llama2c::policy_names()) std::fprintf(stderr, " %s", n.c_str());
   std::fprintf(stderr, "\n");
@@ -139,22 +143,15 @@ int generate(const args& a) {
   return 0;
 }
 
-int ppl(const args& a) {
-  engine e;
-  if (int r = load(a, &e)) return r;
-  if (!a.has("text")) return usage("--text is required");
-  long windows = -1;
-  if (a.has("windows") && (!to_long(a.get("windows"), &windows) || windows < 1))
-    return usage("bad --windows");
-  std::ifstream in(a.get("text"));
-  if (!in) return usage("cannot open --text");
-  // Paragraphs are separated by blank lines; each is tokenized with BOS, no EOS.
-  std::vector<int> stream;
+// The protocol's token stream: paragraphs (split on blank lines), each with BOS, no EOS.
+bool read_stream(const engine& e, const std::string& path, std::vector<int>* stream) {
+  std::ifstream in(path);
+  if (!in) return false;
   std::string line, para;
   auto flush = [&] {
     if (!para.empty()) {
       const auto t = e.tok.encode(para, true, false);
-      stream.insert(stream.end(), t.begin(), t.end());
+      stream->insert(stream->end(), t.begin(), t.end());
     }
     para.clear();
   };
@@ -167,33 +164,161 @@ int ppl(const args& a) {
     }
   }
   flush();
-  const auto& c = e.model.cfg();
-  const long n_windows_all = long(stream.size()) / c.seq_len;
-  const long n_windows = windows > 0 ? std::min(windows, n_windows_all) : n_windows_all;
-  if (n_windows < 1) return usage("text shorter than one context window");
-  heed::thread_pool_executor ex(int(e.threads));
-  double loss = 0;
+  return true;
+}
+
+struct result {
+  double loss = 0;  // mean nats per scored token
   long scored = 0;
+  double seconds = 0;
+  heed::status st = heed::status::ok;
+};
+
+// Every window from an empty cache, one token at a time, scoring token t + 1 from 0..t.
+result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
+                const heed::any_policy& policy, long budget) {
+  const auto& c = e.model.cfg();
+  heed::thread_pool_executor ex(int(e.threads));
+  result r;
+  double loss = 0;
   const auto t0 = std::chrono::steady_clock::now();
   for (long w = 0; w < n_windows; ++w) {
     llama2c::session s;
-    if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
-      return usage(heed::status_string(s.status()));
+    if ((r.st = s.init(e.model, policy, budget)) != heed::status::ok) return r;
     const int* t = stream.data() + w * c.seq_len;
     for (int pos = 0; pos + 1 < c.seq_len; ++pos) {
       const float* logits = s.forward(t[pos], pos, ex);
-      if (!logits) return usage(heed::status_string(s.status()));
+      if (!logits) {
+        r.st = s.status();
+        return r;
+      }
       double mx = logits[0], z = 0;
       for (int i = 1; i < c.vocab_size; ++i) mx = std::max<double>(mx, logits[i]);
       for (int i = 0; i < c.vocab_size; ++i) z += std::exp(double(logits[i]) - mx);
       loss += std::log(z) + mx - double(logits[t[pos + 1]]);
-      ++scored;
+      ++r.scored;
     }
   }
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double mean = loss / double(scored);
-  std::printf("loss=%.6f ppl=%.6f tokens=%ld tok_per_s=%.1f\n", mean, std::exp(mean), scored,
-              sec > 0 ? double(scored) / sec : 0.0);
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.loss = loss / double(r.scored);
+  return r;
+}
+
+int windows_of(const args& a, const engine& e, const std::vector<int>& stream, long* n) {
+  long windows = -1;
+  if (a.has("windows") && (!to_long(a.get("windows"), &windows) || windows < 1))
+    return usage("bad --windows");
+  const long all = long(stream.size()) / e.model.cfg().seq_len;
+  *n = windows > 0 ? std::min(windows, all) : all;
+  if (*n < 1) return usage("text shorter than one context window");
+  return 0;
+}
+
+int ppl(const args& a) {
+  engine e;
+  if (int r = load(a, &e)) return r;
+  if (!a.has("text")) return usage("--text is required");
+  std::vector<int> stream;
+  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  long n = 0;
+  if (int r = windows_of(a, e, stream, &n)) return r;
+  const result r = evaluate(e, stream, n, e.policy, e.budget);
+  if (r.st != heed::status::ok) return usage(heed::status_string(r.st));
+  std::printf("loss=%.6f ppl=%.6f tokens=%ld tok_per_s=%.1f\n", r.loss, std::exp(r.loss), r.scored,
+              r.seconds > 0 ? double(r.scored) / r.seconds : 0.0);
+  return 0;
+}
+
+// Perplexity vs budget, one line per policy, as an SVG.
+void write_svg(const std::string& path, const std::vector<std::string>& policies,
+               const std::vector<long>& budgets, const std::vector<std::vector<double>>& ppl,
+               double full) {
+  const double W = 760, H = 460, l = 70, r = 180, t = 30, b = 50;
+  double lo = full, hi = full;
+  for (const auto& row : ppl)
+    for (double v : row) lo = std::min(lo, v), hi = std::max(hi, v);
+  hi = std::min(hi, full * 3);  // keep the useful range readable; worse points are clipped
+  if (hi <= lo) hi = lo + 1;
+  const double bmax = double(budgets.back());
+  auto X = [&](double budget) { return l + (W - l - r) * budget / bmax; };
+  auto Y = [&](double v) { return H - b - (H - t - b) * (std::min(v, hi) - lo) / (hi - lo); };
+  std::ofstream f(path);
+  f << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
+    << "' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' "
+       "fill='white'/>\n";
+  f << "<line x1='" << l << "' y1='" << H - b << "' x2='" << W - r << "' y2='" << H - b
+    << "' stroke='black'/><line x1='" << l << "' y1='" << t << "' x2='" << l << "' y2='" << H - b
+    << "' stroke='black'/>\n";
+  for (long bu : budgets)
+    f << "<text x='" << X(double(bu)) << "' y='" << H - b + 18 << "' text-anchor='middle'>" << bu
+      << "</text>\n";
+  for (int i = 0; i <= 4; ++i) {
+    const double v = lo + (hi - lo) * i / 4;
+    char txt[32];
+    std::snprintf(txt, sizeof txt, "%.3f", v);
+    f << "<text x='" << l - 6 << "' y='" << Y(v) + 4 << "' text-anchor='end'>" << txt
+      << "</text>\n";
+  }
+  f << "<text x='" << (l + W - r) / 2 << "' y='" << H - 10
+    << "' text-anchor='middle'>KV budget (entries per layer and head)</text>\n";
+  f << "<text x='16' y='" << (t + H - b) / 2 << "' transform='rotate(-90 16 " << (t + H - b) / 2
+    << ")' text-anchor='middle'>perplexity</text>\n";
+  f << "<line x1='" << l << "' y1='" << Y(full) << "' x2='" << W - r << "' y2='" << Y(full)
+    << "' stroke='gray' stroke-dasharray='4'/>\n";
+  static const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                                 "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939"};
+  for (std::size_t p = 0; p < policies.size(); ++p) {
+    const char* col = colors[p % 12];
+    f << "<polyline fill='none' stroke='" << col << "' stroke-width='2' points='";
+    for (std::size_t i = 0; i < budgets.size(); ++i)
+      f << X(double(budgets[i])) << "," << Y(ppl[p][i]) << " ";
+    f << "'/>\n<text x='" << W - r + 8 << "' y='" << t + 16 * double(p) << "' fill='" << col << "'>"
+      << policies[p] << "</text>\n";
+  }
+  f << "</svg>\n";
+}
+
+int sweep(const args& a) {
+  engine e;
+  if (int r = load(a, &e)) return r;
+  if (!a.has("text") || !a.has("out")) return usage("--text and --out are required");
+  std::vector<int> stream;
+  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  long n = 0;
+  if (int r = windows_of(a, e, stream, &n)) return r;
+  const std::string out = a.get("out");
+  std::ofstream csv(out + "/sweep.csv");
+  if (!csv) return usage("cannot write --out/sweep.csv (does the directory exist?)");
+  const long ctx = e.model.cfg().seq_len;
+  const std::vector<long> budgets = {ctx / 8, ctx / 4, ctx / 2, ctx};
+  csv << "policy,budget,loss,ppl\n";
+  heed::any_policy full;
+  llama2c::make_policy("full", &full);
+  const result base = evaluate(e, stream, n, full, 0);
+  if (base.st != heed::status::ok) return usage(heed::status_string(base.st));
+  csv << "full," << ctx << "," << base.loss << "," << std::exp(base.loss) << "\n";
+  std::printf("%-20s %6s %10s %10s\n", "policy", "budget", "loss", "ppl");
+  std::printf("%-20s %6ld %10.5f %10.5f\n", "full", ctx, base.loss, std::exp(base.loss));
+  std::vector<std::string> names;
+  std::vector<std::vector<double>> table;
+  for (const auto& name : llama2c::policy_names()) {
+    if (name == "full") continue;
+    heed::any_policy p;
+    llama2c::make_policy(name, &p);
+    names.push_back(name);
+    table.emplace_back();
+    for (long bu : budgets) {
+      // At the full context nothing is evicted: the loss is the full-cache loss.
+      const result r = bu >= ctx ? base : evaluate(e, stream, n, p, bu);
+      if (r.st != heed::status::ok) return usage(heed::status_string(r.st));
+      table.back().push_back(std::exp(r.loss));
+      csv << name << "," << bu << "," << r.loss << "," << std::exp(r.loss) << "\n";
+      std::printf("%-20s %6ld %10.5f %10.5f\n", name.c_str(), bu, r.loss, std::exp(r.loss));
+      std::fflush(stdout);
+    }
+  }
+  write_svg(out + "/sweep.svg", names, budgets, table, std::exp(base.loss));
+  std::printf("wrote %s/sweep.csv and %s/sweep.svg\n", out.c_str(), out.c_str());
   return 0;
 }
 
@@ -206,5 +331,6 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   if (cmd == "generate") return generate(a);
   if (cmd == "ppl") return ppl(a);
+  if (cmd == "sweep") return sweep(a);
   return usage("unknown command");
 }
