@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "heed/core/detail/grow_vector.hpp"
 #include "heed/core/dtype.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
@@ -57,7 +58,8 @@ class kv_cache {
     slots_.clear();
     cfg_ = c;
     std::vector<slot> fresh;
-    if (!try_resize(fresh, std::size_t(c.layers) * c.kv_heads)) return status::out_of_memory;
+    if (!detail::grow_vector(fresh, std::size_t(c.layers) * c.kv_heads))
+      return status::out_of_memory;
     slots_ = std::move(fresh);
     for (auto& s : slots_) s.limit = c.capacity;
     if (c.reserve > 0)
@@ -240,21 +242,6 @@ class kv_cache {
     std::unique_ptr<float[]> scores;  // [channels][cap]
     std::int64_t len = 0, cap = 0, appended = 0, limit = 0;
   };
-
-  template <class T>
-  static bool try_resize(std::vector<T>& v, std::size_t n) noexcept {
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-    try {
-      v.resize(n);
-    } catch (...) {
-      return false;
-    }
-    return true;
-#else
-    v.resize(n);
-    return true;
-#endif
-  }
 
   slot& at(int layer, int head) noexcept {
     return slots_[std::size_t(layer) * cfg_.kv_heads + head];

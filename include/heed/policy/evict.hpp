@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "heed/cache/kv_cache.hpp"
+#include "heed/core/detail/grow_vector.hpp"
 #include "heed/core/status.hpp"
 #include "heed/policy/policy.hpp"
 #include "heed/policy/select.hpp"
@@ -24,24 +25,6 @@ struct eviction_scratch {
   std::vector<std::int32_t*> keep_ptrs;
   std::vector<std::int64_t> lens, n_keep, targets;
 };
-
-namespace detail {
-template <class T>
-bool grow_vector(std::vector<T>& v, std::size_t n) noexcept {
-  if (v.size() >= n) return true;
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-  try {
-    v.resize(n);
-  } catch (...) {
-    return false;
-  }
-  return true;
-#else
-  v.resize(n);
-  return true;
-#endif
-}
-}  // namespace detail
 
 // Brings every KV head h of in.layer down to at most target[h] entries (heads already within
 // their target are left alone, except under global_top_k, which redistributes the layer's total

@@ -1,9 +1,7 @@
-// H2O (heavy hitters) and A2SF (decayed accumulation): keep the entries with the largest
-// accumulated attention, plus a window of recent entries.
-//
-// The scores are the decode kernel's column mass, folded into score channel 0 by the eviction
-// loop (column_accumulator): H2O sums p_j over steps, A2SF decays by lambda each step
-// (lambda = 1 is exactly H2O). Query heads reduce to their KV head by mean (or max).
+// Policies on the decode kernel's column mass, which the eviction loop folds into score channel 0
+// (column_accumulator): H2O sums p_j over steps, A2SF decays by lambda each step (lambda = 1 is
+// exactly H2O), TOVA keeps the newest query's p_j; query heads reduce to their KV head by mean
+// (or max). Threshold (DMS-style) and the normalized column mean read the same H2O mass.
 #pragma once
 
 #include <cstdint>
@@ -13,27 +11,45 @@
 
 namespace heed {
 
+namespace detail {
+// What every column-mass policy asks of the loop: channel 0 accumulated in `mode`.
+inline score_needs column_mass_needs(accumulate_mode mode, head_reduce reduce,
+                                     float lambda = 1.f) noexcept {
+  score_needs n;
+  n.channels = 1;
+  n.column_mass = true;
+  n.accumulate.mode = mode;
+  n.accumulate.lambda = lambda;
+  n.accumulate.reduce = reduce;
+  return n;
+}
+inline selection_spec recent_selection(std::int64_t n_recent,
+                                       select_kind kind = select_kind::top_k) noexcept {
+  selection_spec s;
+  s.kind = kind;
+  s.protect.n_recent = n_recent;
+  return s;
+}
+// The accumulated channel itself is the score.
+inline status copy_channel(const policy_input& in, int head, float* out) noexcept {
+  std::memcpy(out, in.channel(head, 0), sizeof(float) * std::size_t(in.length(head)));
+  return status::ok;
+}
+}  // namespace detail
+
 struct h2o_policy : policy_base<h2o_policy> {
   double recent_fraction = 0.5;  // share of the budget kept as the recent window (H2O: half)
   head_reduce reduce = head_reduce::mean;
 
   const char* name() const noexcept { return "h2o"; }
   score_needs needs() const noexcept {
-    score_needs n;
-    n.channels = 1;
-    n.column_mass = true;
-    n.accumulate.mode = accumulate_mode::sum;
-    n.accumulate.reduce = reduce;
-    return n;
+    return detail::column_mass_needs(accumulate_mode::sum, reduce);
   }
   selection_spec selection(std::int64_t budget) const noexcept {
-    selection_spec s;
-    s.protect.n_recent = std::int64_t(double(budget) * recent_fraction);
-    return s;
+    return detail::recent_selection(std::int64_t(double(budget) * recent_fraction));
   }
   status score(const policy_input& in, int head, float* out, workspace) noexcept {
-    std::memcpy(out, in.channel(head, 0), sizeof(float) * std::size_t(in.length(head)));
-    return status::ok;
+    return detail::copy_channel(in, head, out);
   }
 };
 
@@ -44,22 +60,13 @@ struct a2sf_policy : policy_base<a2sf_policy> {
 
   const char* name() const noexcept { return "a2sf"; }
   score_needs needs() const noexcept {
-    score_needs n;
-    n.channels = 1;
-    n.column_mass = true;
-    n.accumulate.mode = accumulate_mode::decay;
-    n.accumulate.lambda = lambda;
-    n.accumulate.reduce = reduce;
-    return n;
+    return detail::column_mass_needs(accumulate_mode::decay, reduce, lambda);
   }
   selection_spec selection(std::int64_t) const noexcept {
-    selection_spec s;
-    s.protect.n_recent = n_recent;
-    return s;
+    return detail::recent_selection(n_recent);
   }
   status score(const policy_input& in, int head, float* out, workspace) noexcept {
-    std::memcpy(out, in.channel(head, 0), sizeof(float) * std::size_t(in.length(head)));
-    return status::ok;
+    return detail::copy_channel(in, head, out);
   }
 };
 
@@ -70,16 +77,10 @@ struct tova_policy : policy_base<tova_policy> {
 
   const char* name() const noexcept { return "tova"; }
   score_needs needs() const noexcept {
-    score_needs n;
-    n.channels = 1;
-    n.column_mass = true;
-    n.accumulate.mode = accumulate_mode::last;
-    n.accumulate.reduce = reduce;
-    return n;
+    return detail::column_mass_needs(accumulate_mode::last, reduce);
   }
   status score(const policy_input& in, int head, float* out, workspace) noexcept {
-    std::memcpy(out, in.channel(head, 0), sizeof(float) * std::size_t(in.length(head)));
-    return status::ok;
+    return detail::copy_channel(in, head, out);
   }
 };
 
@@ -91,15 +92,10 @@ struct column_mean_policy : policy_base<column_mean_policy> {
 
   const char* name() const noexcept { return "column_mean"; }
   score_needs needs() const noexcept {
-    score_needs n;
-    n.channels = 1;
-    n.column_mass = true;
-    return n;
+    return detail::column_mass_needs(accumulate_mode::sum, head_reduce::mean);
   }
   selection_spec selection(std::int64_t) const noexcept {
-    selection_spec s;
-    s.protect.n_recent = n_recent;
-    return s;
+    return detail::recent_selection(n_recent);
   }
   status score(const policy_input& in, int head, float* out, workspace) noexcept {
     const float* mass = in.channel(head, 0);
@@ -121,22 +117,16 @@ struct threshold_policy : policy_base<threshold_policy> {
 
   const char* name() const noexcept { return "threshold"; }
   score_needs needs() const noexcept {
-    score_needs n;
-    n.channels = 1;
-    n.column_mass = true;
-    return n;
+    return detail::column_mass_needs(accumulate_mode::sum, head_reduce::mean);
   }
   selection_spec selection(std::int64_t) const noexcept {
-    selection_spec s;
-    s.kind = select_kind::threshold;
+    selection_spec s = detail::recent_selection(n_recent, select_kind::threshold);
     s.tau = tau;
     s.min_keep = min_keep;
-    s.protect.n_recent = n_recent;
     return s;
   }
   status score(const policy_input& in, int head, float* out, workspace) noexcept {
-    std::memcpy(out, in.channel(head, 0), sizeof(float) * std::size_t(in.length(head)));
-    return status::ok;
+    return detail::copy_channel(in, head, out);
   }
 };
 

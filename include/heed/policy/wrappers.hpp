@@ -20,48 +20,28 @@
 
 namespace heed {
 
-template <class Inner>
-struct protect_policy {
-  Inner inner;
-  std::int64_t n_sink = 4;
-  std::int64_t n_recent = 0;
-
-  const char* name() const noexcept { return inner.name(); }
-  score_needs needs() const noexcept { return inner.needs(); }
-  selection_spec selection(std::int64_t budget) const noexcept {
-    selection_spec s = inner.selection(budget);
-    s.protect.n_sink = std::max(s.protect.n_sink, n_sink);
-    s.protect.n_recent = std::max(s.protect.n_recent, n_recent);
-    return s;
-  }
-  std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return inner.score_workspace_size(in);
-  }
-  status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
-    return inner.score(in, head, out, ws);
-  }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
-  }
-};
-template <class Inner>
-protect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
-  return {std::move(inner), n_sink, n_recent};
+namespace detail {
+// Protection of two specs together: the larger sink and recent counts.
+inline protect_spec merge_protect(const protect_spec& a, const protect_spec& b) noexcept {
+  return {std::max(a.n_sink, b.n_sink), std::max(a.n_recent, b.n_recent)};
 }
+}  // namespace detail
 
-// Changes only the selection kind (and its parameters) of the inner policy.
+// The inner policy with its selection changed: more protection (protect), and optionally another
+// selection kind with its parameters (head_adaptive, with_threshold, with_coverage). Everything
+// else is the inner policy's.
 template <class Inner>
 struct reselect_policy {
   Inner inner;
-  selection_spec spec{};  // kind and its parameters; protection is merged with inner's
+  selection_spec spec{};  // protection merged with inner's; kind used when replace_kind
+  bool replace_kind = false;
 
   const char* name() const noexcept { return inner.name(); }
   score_needs needs() const noexcept { return inner.needs(); }
   selection_spec selection(std::int64_t budget) const noexcept {
     const selection_spec in = inner.selection(budget);
-    selection_spec s = spec;
-    s.protect.n_sink = std::max(s.protect.n_sink, in.protect.n_sink);
-    s.protect.n_recent = std::max(s.protect.n_recent, in.protect.n_recent);
+    selection_spec s = replace_kind ? spec : in;
+    s.protect = detail::merge_protect(in.protect, spec.protect);
     return s;
   }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
@@ -75,11 +55,17 @@ struct reselect_policy {
   }
 };
 template <class Inner>
+reselect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
+  selection_spec s;
+  s.protect = {n_sink, n_recent};
+  return {std::move(inner), s, false};
+}
+template <class Inner>
 reselect_policy<Inner> head_adaptive(Inner inner, double floor_fraction = 0.2) {
   selection_spec s;
   s.kind = select_kind::global_top_k;
   s.floor_fraction = floor_fraction;
-  return {std::move(inner), s};
+  return {std::move(inner), s, true};
 }
 template <class Inner>
 reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_keep = 0) {
@@ -87,7 +73,7 @@ reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_k
   s.kind = select_kind::threshold;
   s.tau = tau;
   s.min_keep = min_keep;
-  return {std::move(inner), s};
+  return {std::move(inner), s, true};
 }
 template <class Inner>
 reselect_policy<Inner> with_coverage(Inner inner, double gamma, std::int64_t min_keep = 0) {
@@ -95,7 +81,7 @@ reselect_policy<Inner> with_coverage(Inner inner, double gamma, std::int64_t min
   s.kind = select_kind::coverage;
   s.gamma = gamma;
   s.min_keep = min_keep;
-  return {std::move(inner), s};
+  return {std::move(inner), s, true};
 }
 
 // Two policies' scores mixed by rank: each entry gets wa * ra + wb * rb where r is its rank
@@ -123,9 +109,7 @@ struct composed_policy {
   bool valid() const noexcept { return !(a.needs().column_mass && b.needs().column_mass); }
   selection_spec selection(std::int64_t budget) const noexcept {
     selection_spec s = a.selection(budget);
-    const selection_spec t = b.selection(budget);
-    s.protect.n_sink = std::max(s.protect.n_sink, t.protect.n_sink);
-    s.protect.n_recent = std::max(s.protect.n_recent, t.protect.n_recent);
+    s.protect = detail::merge_protect(s.protect, b.selection(budget).protect);
     return s;
   }
   // Two score rows and an index row of the longest head, plus the inner policies' workspaces.

@@ -29,28 +29,45 @@ inline status nats_to_bits(float* x, std::int64_t n) noexcept {
   return status::ok;
 }
 
+namespace detail {
+// Sum (double), min and max of one head's lq entropy rows.
+struct entropy_row_stats {
+  double sum = 0.0;
+  float lo = std::numeric_limits<float>::infinity();
+  float hi = -std::numeric_limits<float>::infinity();
+};
+inline entropy_row_stats entropy_row(const float* e, std::int64_t lq) noexcept {
+  entropy_row_stats r;
+  for (std::int64_t i = 0; i < lq; ++i) {
+    r.sum += e[i];
+    r.lo = e[i] < r.lo ? e[i] : r.lo;
+    r.hi = e[i] > r.hi ? e[i] : r.hi;
+  }
+  return r;
+}
+// Checks the buffer and resolves head_stride 0 to lq.
+inline status check_entropy_rows(const float* entropy, std::int64_t lq,
+                                 std::int64_t* head_stride) noexcept {
+  if (entropy == nullptr) return status::null_pointer;
+  if (*head_stride < 0) return status::invalid_stride;
+  if (*head_stride == 0) *head_stride = lq;
+  if (*head_stride < lq) return status::invalid_stride;
+  return status::ok;
+}
+}  // namespace detail
+
 // entropy[h * head_stride + i] for query head h < hq, row i < lq (head_stride 0 means lq).
 // Writes mean[h], min[h], max[h]; any of the three may be null (skipped).
 inline status entropy_stats(const float* entropy, std::int64_t hq, std::int64_t lq,
                             std::int64_t head_stride, float* mean, float* min,
                             float* max) noexcept {
   if (hq < 1 || lq < 1) return status::invalid_argument;
-  if (entropy == nullptr) return status::null_pointer;
-  if (head_stride < 0) return status::invalid_stride;
-  if (head_stride == 0) head_stride = lq;
-  if (head_stride < lq) return status::invalid_stride;
+  HEED_RETURN_IF_ERROR(detail::check_entropy_rows(entropy, lq, &head_stride));
   for (std::int64_t h = 0; h < hq; ++h) {
-    const float* e = entropy + h * head_stride;
-    double sum = 0.0;
-    float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-    for (std::int64_t i = 0; i < lq; ++i) {
-      sum += e[i];
-      lo = e[i] < lo ? e[i] : lo;
-      hi = e[i] > hi ? e[i] : hi;
-    }
-    if (mean) mean[h] = static_cast<float>(sum / static_cast<double>(lq));
-    if (min) min[h] = lo;
-    if (max) max[h] = hi;
+    const detail::entropy_row_stats r = detail::entropy_row(entropy + h * head_stride, lq);
+    if (mean) mean[h] = static_cast<float>(r.sum / static_cast<double>(lq));
+    if (min) min[h] = r.lo;
+    if (max) max[h] = r.hi;
   }
   return status::ok;
 }
@@ -88,22 +105,14 @@ struct entropy_accumulator {
              std::int64_t head_stride = 0) noexcept {
     HEED_RETURN_IF_ERROR(validate());
     if (layer < 0 || layer >= layers || lq < 1) return status::invalid_argument;
-    if (entropy == nullptr) return status::null_pointer;
-    if (head_stride < 0) return status::invalid_stride;
-    if (head_stride == 0) head_stride = lq;
-    if (head_stride < lq) return status::invalid_stride;
+    HEED_RETURN_IF_ERROR(detail::check_entropy_rows(entropy, lq, &head_stride));
     if (rows[layer] < 0) return status::invalid_argument;
     const double n_old = static_cast<double>(rows[layer]);
     const double n_new = n_old + static_cast<double>(lq);
     for (std::int64_t h = 0; h < hq; ++h) {
-      const float* e = entropy + h * head_stride;
-      double sum = 0.0;
-      float lo = std::numeric_limits<float>::infinity(), hi = -lo;
-      for (std::int64_t i = 0; i < lq; ++i) {
-        sum += e[i];
-        lo = e[i] < lo ? e[i] : lo;
-        hi = e[i] > hi ? e[i] : hi;
-      }
+      const detail::entropy_row_stats r = detail::entropy_row(entropy + h * head_stride, lq);
+      const double sum = r.sum;
+      const float lo = r.lo, hi = r.hi;
       const std::int64_t at = layer * hq + h;
       const double prev = rows[layer] > 0 ? static_cast<double>(mean[at]) * n_old : 0.0;
       mean[at] = static_cast<float>((prev + sum) / n_new);
