@@ -143,26 +143,6 @@ TEST(KvCache, EvictionReallyFreesAndReusesMemory) {
   EXPECT_EQ(read(c.keys(0, 1), 7, 3), k[(7 * 2 + 1) * d + 3]);
 }
 
-TEST(KvCache, SinkAndRecent) {
-  std::mt19937 rng(9);
-  const std::int64_t d = 8, n = 50;
-  kv_cache c;
-  ASSERT_EQ(c.init({1, 1, d, dtype::f32, 4, 1}), status::ok);
-  const auto k = random_rows(n, 1, d, rng);
-  ASSERT_EQ(c.append(0, view_of(k, n, 1, d), view_of(k, n, 1, d)), status::ok);
-  for (std::int64_t j = 0; j < n; ++j) c.scores(0, 0, 0)[j] = float(j);
-  ASSERT_EQ(c.keep_sink_and_recent(0, 0, 4, 10), status::ok);
-  ASSERT_EQ(c.length(0, 0), 14);
-  for (std::int64_t i = 0; i < 14; ++i) {
-    const std::int64_t want = i < 4 ? i : n - 10 + (i - 4);
-    EXPECT_EQ(c.positions(0, 0)[i], want);
-    EXPECT_EQ(c.scores(0, 0, 0)[i], float(want));
-    EXPECT_EQ(read(c.keys(0, 0), i, 2), k[want * d + 2]);
-  }
-  ASSERT_EQ(c.keep_sink_and_recent(0, 0, 10, 10), status::ok);  // covers everything: no-op
-  EXPECT_EQ(c.length(0, 0), 14);
-}
-
 TEST(KvCache, BadInputReturnsStatus) {
   kv_cache c;
   std::vector<float> k(4 * 2 * 16, 1.f);

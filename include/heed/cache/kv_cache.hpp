@@ -180,27 +180,6 @@ class kv_cache {
     return status::ok;
   }
 
-  // StreamingLLM in one step: keeps the first n_sink and the last n_recent entries of one head
-  // (everything when they cover the whole head).
-  status keep_sink_and_recent(int layer, int head, std::int64_t n_sink,
-                              std::int64_t n_recent) noexcept {
-    if (!valid(layer, head)) return status::invalid_argument;
-    if (n_sink < 0 || n_recent < 0) return status::invalid_argument;
-    slot& s = at(layer, head);
-    if (n_sink + n_recent >= s.len) return status::ok;
-    const std::size_t row = row_bytes();
-    const std::int64_t from = s.len - n_recent;
-    std::memmove(s.k.get() + n_sink * row, s.k.get() + from * row, n_recent * row);
-    std::memmove(s.v.get() + n_sink * row, s.v.get() + from * row, n_recent * row);
-    std::memmove(s.pos.get() + n_sink, s.pos.get() + from, n_recent * sizeof(std::int64_t));
-    for (int c = 0; c < cfg_.score_channels; ++c) {
-      float* ch = s.scores.get() + std::int64_t(c) * s.cap;
-      std::memmove(ch + n_sink, ch + from, n_recent * sizeof(float));
-    }
-    s.len = n_sink + n_recent;
-    return status::ok;
-  }
-
   // Empties one layer (all heads); memory stays reserved.
   void clear_layer(int layer) noexcept {
     for (int h = 0; h < cfg_.kv_heads; ++h) {
