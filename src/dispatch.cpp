@@ -1,5 +1,6 @@
-// Run-time ISA selection for the compiled dense kernels.
+// Run-time ISA selection for the compiled dense and sparse kernels.
 #include "heed/attention/dense_dispatch.hpp"
+#include "heed/attention/sparse_dispatch.hpp"
 #include "isa_entry.hpp"
 
 namespace heed {
@@ -66,36 +67,61 @@ isa best_isa() noexcept {
 
 status dense_can_implement(const dense_params& p) noexcept { return validate(p); }
 
-std::size_t dense_workspace_size(const dense_params& p, int threads, isa i) noexcept {
-  if (!isa_available(i)) return 0;
-  switch (resolve(i)) {
+// The resolved ISA's entry point detail::name_<isa>(args...).
 #if defined(HEED_HAVE_AVX512)
-    case isa::avx512:
-      return detail::dense_workspace_size_avx512(p, threads);
+#define HEED_CASE_AVX512(name, ...) \
+  case isa::avx512:                 \
+    return detail::name##_avx512(__VA_ARGS__);
+#else
+#define HEED_CASE_AVX512(name, ...)
 #endif
 #if defined(HEED_HAVE_AVX2)
-    case isa::avx2:
-      return detail::dense_workspace_size_avx2(p, threads);
+#define HEED_CASE_AVX2(name, ...) \
+  case isa::avx2:                 \
+    return detail::name##_avx2(__VA_ARGS__);
+#else
+#define HEED_CASE_AVX2(name, ...)
 #endif
-    default:
-      return detail::dense_workspace_size_sse2(p, threads);
+#define HEED_DISPATCH(i, name, ...)            \
+  switch (resolve(i)) {                        \
+    HEED_CASE_AVX512(name, __VA_ARGS__)        \
+    HEED_CASE_AVX2(name, __VA_ARGS__)          \
+    default:                                   \
+      return detail::name##_sse2(__VA_ARGS__); \
   }
+
+std::size_t dense_workspace_size(const dense_params& p, int threads, isa i) noexcept {
+  if (!isa_available(i)) return 0;
+  HEED_DISPATCH(i, dense_workspace_size, p, threads)
 }
 
 status dense_attention(const dense_params& p, workspace ws, executor& ex, isa i) noexcept {
   if (!isa_available(i)) return status::unsupported_isa;
-  switch (resolve(i)) {
-#if defined(HEED_HAVE_AVX512)
-    case isa::avx512:
-      return detail::dense_attention_avx512(p, ws, ex);
-#endif
-#if defined(HEED_HAVE_AVX2)
-    case isa::avx2:
-      return detail::dense_attention_avx2(p, ws, ex);
-#endif
-    default:
-      return detail::dense_attention_sse2(p, ws, ex);
-  }
+  HEED_DISPATCH(i, dense_attention, p, ws, ex)
+}
+
+std::size_t block_sparse_workspace_size(const dense_params& p, const block_sparse_layout& l,
+                                        int threads, isa i) noexcept {
+  if (!isa_available(i)) return 0;
+  HEED_DISPATCH(i, block_sparse_workspace_size, p, l, threads)
+}
+
+std::size_t vertical_slash_workspace_size(const dense_params& p, const vertical_slash_layout& l,
+                                          int threads, isa i) noexcept {
+  if (!isa_available(i)) return 0;
+  HEED_DISPATCH(i, vertical_slash_workspace_size, p, l, threads)
+}
+
+status block_sparse_attention(const dense_params& p, const block_sparse_layout& l, workspace ws,
+                              executor& ex, isa i) noexcept {
+  if (!isa_available(i)) return status::unsupported_isa;
+  HEED_DISPATCH(i, block_sparse_attention, p, l, ws, ex)
+}
+
+status vertical_slash_attention(const dense_params& p, const vertical_slash_layout& l, workspace ws,
+                                executor& ex, isa i) noexcept {
+  if (!isa_available(i)) return status::unsupported_isa;
+  HEED_DISPATCH(i, vertical_slash_attention, p, l, ws, ex)
 }
 
 }  // namespace heed

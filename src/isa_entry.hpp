@@ -4,12 +4,21 @@
 #include <cstddef>
 
 #include "heed/attention/params.hpp"
+#include "heed/attention/sparse_layout.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 
-#define HEED_DECLARE_ISA(suffix)                                                          \
-  std::size_t dense_workspace_size_##suffix(const dense_params& p, int threads) noexcept; \
-  status dense_attention_##suffix(const dense_params& p, workspace ws, executor& ex) noexcept;
+#define HEED_DECLARE_ISA(suffix)                                                                  \
+  std::size_t dense_workspace_size_##suffix(const dense_params& p, int threads) noexcept;         \
+  status dense_attention_##suffix(const dense_params& p, workspace ws, executor& ex) noexcept;    \
+  std::size_t block_sparse_workspace_size_##suffix(                                               \
+      const dense_params& p, const block_sparse_layout& l, int threads) noexcept;                 \
+  std::size_t vertical_slash_workspace_size_##suffix(                                             \
+      const dense_params& p, const vertical_slash_layout& l, int threads) noexcept;               \
+  status block_sparse_attention_##suffix(const dense_params& p, const block_sparse_layout& l,     \
+                                         workspace ws, executor& ex) noexcept;                    \
+  status vertical_slash_attention_##suffix(const dense_params& p, const vertical_slash_layout& l, \
+                                           workspace ws, executor& ex) noexcept;
 
 namespace heed {
 namespace detail {

@@ -30,6 +30,7 @@ struct prefill_cfg {
   static constexpr int NK = simd::is_avx512<A> ? 8 : 4;  // keys per S micro-block
   static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // columns per PV micro-block
   static_assert(BC % NK == 0, "key tile must be a multiple of the micro-block");
+  static_assert(BR <= 32, "row masks of the sparse kernels are 32-bit words");
 };
 
 // Per-thread scratch of the prefill kernel (floats).
@@ -150,154 +151,216 @@ struct prefill_kernel {
     run_tile(h, tile, s);
   }
 
-  void run_tile(int h, std::int64_t tile, const prefill_scratch<A>& s) const noexcept {
-    const int kvh = static_cast<int>(h / group);
-    const std::int64_t i0 = tile * BR;
-    const int nrows = static_cast<int>(std::min<std::int64_t>(BR, lq - i0));
-    const std::int64_t pos0 = offset + i0;
+  // Running state of one query tile.
+  struct tile_state {
+    int h, kvh, nrows;
+    std::int64_t i0, pos0;
+    B m[QV], dsum[QV], tsum[QV];
+    I qpos[QV];
+  };
 
-    // Pack Q^T, pre-scaled; padding rows are zero.
-    {
-      const float* qbase = static_cast<const float*>(p.q.data);
-      for (int r = 0; r < BR; ++r) {
-        if (r < nrows) {
-          const float* qrow = qbase + p.q.offset(i0 + r, h);
-          for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = qrow[k] * qscale;
-        } else {
-          for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = 0.f;
-        }
+  void run_tile(int h, std::int64_t tile, const prefill_scratch<A>& s) const noexcept {
+    tile_state t{};
+    begin_tile(h, tile, s, t);
+    std::int64_t k_lo, k_hi;
+    key_bounds(t, k_lo, k_hi);
+    key_range(t, s, k_lo, k_hi);
+    end_tile(t, s);
+  }
+
+  // The keys [k_lo, k_hi) any row of the tile may see (causal limit, variant key range).
+  HEED_FORCE_INLINE void key_bounds(const tile_state& t, std::int64_t& k_lo,
+                                    std::int64_t& k_hi) const noexcept {
+    k_lo = 0;
+    k_hi = lk;
+    if (p.causal) k_hi = std::min(lk, t.pos0 + t.nrows);
+    if constexpr (Variant::has_key_range) var.key_range(t.pos0, t.pos0 + t.nrows - 1, k_lo, k_hi);
+    k_lo = std::max<std::int64_t>(k_lo, 0);
+  }
+
+  // Packs the tile's queries (Q^T, pre-scaled; padding rows zero) and resets the running state.
+  void begin_tile(int h, std::int64_t tile, const prefill_scratch<A>& s,
+                  tile_state& t) const noexcept {
+    t.h = h;
+    t.kvh = static_cast<int>(h / group);
+    t.i0 = tile * BR;
+    t.nrows = static_cast<int>(std::min<std::int64_t>(BR, lq - t.i0));
+    t.pos0 = offset + t.i0;
+    const float* qbase = static_cast<const float*>(p.q.data);
+    for (int r = 0; r < BR; ++r) {
+      if (r < t.nrows) {
+        const float* qrow = qbase + p.q.offset(t.i0 + r, h);
+        for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = qrow[k] * qscale;
+      } else {
+        for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = 0.f;
       }
     }
-    std::int64_t k_lo = 0, k_hi = lk;
-    if (p.causal) k_hi = std::min(lk, pos0 + nrows);
-    if constexpr (Variant::has_key_range) var.key_range(pos0, pos0 + nrows - 1, k_lo, k_hi);
-    k_lo = std::max<std::int64_t>(k_lo, 0);
-
-    B m[QV], dsum[QV], tsum[QV];
     for (int v = 0; v < QV; ++v) {
-      m[v] = B(neg_inf);
-      dsum[v] = B(0.f);
-      tsum[v] = B(0.f);
+      t.m[v] = B(neg_inf);
+      t.dsum[v] = B(0.f);
+      t.tsum[v] = B(0.f);
     }
     for (std::int64_t i = 0; i < d * BR; i += L) B(0.f).store_aligned(s.ot + i);
-
-    I qpos[QV];
     const I iota = lane_iota<A>();
-    for (int v = 0; v < QV; ++v) qpos[v] = iota + I(static_cast<std::int32_t>(pos0 + v * L));
+    for (int v = 0; v < QV; ++v) t.qpos[v] = iota + I(static_cast<std::int32_t>(t.pos0 + v * L));
+  }
 
+  // Attends the tile to the contiguous keys [k_lo, k_hi), in chunks of BC.
+  void key_range(tile_state& t, const prefill_scratch<A>& s, std::int64_t k_lo,
+                 std::int64_t k_hi) const noexcept {
     const KV* kbase = static_cast<const KV*>(p.k.data);
     const KV* vbase = static_cast<const KV*>(p.v.data);
     for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
-      // K and V rows of this tile as f32 rows with a stride.
-      const float* kt;
-      const float* vt;
-      std::int64_t kstride, vstride;
+      // K and V rows of this chunk as f32 rows with a stride.
       if constexpr (kConvert) {
         for (int j = 0; j < nk; ++j) {
-          simd::convert_row<A>(kbase + p.k.offset(j0 + j, kvh), s.kc + j * d, d);
-          simd::convert_row<A>(vbase + p.v.offset(j0 + j, kvh), s.vc + j * d, d);
+          simd::convert_row<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, d);
+          simd::convert_row<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, d);
         }
-        kt = s.kc;
-        vt = s.vc;
-        kstride = vstride = d;
+        chunk<false, false>(t, s, s.kc, s.vc, d, d, nk, j0, nullptr, nullptr);
       } else {
-        kt = kbase + p.k.offset(j0, kvh);
-        vt = vbase + p.v.offset(j0, kvh);
-        kstride = p.k.seq_stride;
-        vstride = p.v.seq_stride;
+        chunk<false, false>(t, s, kbase + p.k.offset(j0, t.kvh), vbase + p.v.offset(j0, t.kvh),
+                            p.k.seq_stride, p.v.seq_stride, nk, j0, nullptr, nullptr);
       }
-      const bool causal_cut = p.causal && (j0 + nk - 1 > pos0);
+    }
+  }
 
-      // S^T = K Q^T with masks and transforms; running tile max.
-      B tmax[QV];
-      for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
-      for (int jb = 0; jb < nk; jb += NK) {
-        const float* krows[NK];
-        for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
-        B acc[NK][QV];
-        qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
-        for (int n = 0; n < NK; ++n) {
-          if (jb + n >= nk) break;
-          const std::int32_t kpos = static_cast<std::int32_t>(j0 + jb + n);
-          for (int v = 0; v < QV; ++v) {
-            B sv = acc[n][v];
-            if constexpr (Variant::has_logits_transform) {
-              const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
-              sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
-            }
-            if constexpr (Variant::has_logits_mask) {
-              const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
-              sv = xsimd::select(var.keep(ctx), sv, B(neg_inf));
-            }
-            if (causal_cut) {
-              sv = xsimd::select(xsimd::bool_cast(qpos[v] >= I(kpos)), sv, B(neg_inf));
-            }
-            tmax[v] = xsimd::max(tmax[v], sv);
-            sv.store_aligned(s.st + (jb + n) * BR + v * L);
-          }
-        }
-      }
-
-      // Online softmax update: P = exp2(S - m_new), rescale factors for the old state.
-      B alpha[QV];
-      for (int v = 0; v < QV; ++v) {
-        const B m_new = xsimd::max(m[v], tmax[v]);
-        const B m_use = xsimd::select(m_new == B(neg_inf), B(0.f), m_new);
-        alpha[v] = simd::fast_exp2<A>(m[v] - m_use);
-        B sum0(0.f), sum1(0.f), t0(0.f), t1(0.f);
-        float* col = s.st + v * L;
-        int j = 0;
-        for (; j + 1 < nk; j += 2) {
-          const B s0 = B::load_aligned(col + j * BR);
-          const B s1 = B::load_aligned(col + (j + 1) * BR);
-          const B p0 = simd::fast_exp2<A>(s0 - m_use);
-          const B p1 = simd::fast_exp2<A>(s1 - m_use);
-          sum0 += p0;
-          sum1 += p1;
-          if constexpr (kEntropy) {
-            t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
-            t1 = xsimd::fma(p1, xsimd::max(s1, B(-1e30f)), t1);
-          }
-          p0.store_aligned(col + j * BR);
-          p1.store_aligned(col + (j + 1) * BR);
-        }
-        if (j < nk) {
-          const B s0 = B::load_aligned(col + j * BR);
-          const B p0 = simd::fast_exp2<A>(s0 - m_use);
-          sum0 += p0;
-          if constexpr (kEntropy) t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
-          p0.store_aligned(col + j * BR);
-        }
-        dsum[v] = xsimd::fma(dsum[v], alpha[v], sum0 + sum1);
-        if constexpr (kEntropy) tsum[v] = xsimd::fma(tsum[v], alpha[v], t0 + t1);
-        m[v] = m_new;
-      }
-
-      // O^T = O^T * alpha + V^T P^T
-      std::int64_t c0 = 0;
-      for (; c0 + NC <= d; c0 += NC) pv_block<A, NC, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
-      for (; c0 < d; ++c0) pv_block<A, 1, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
+  // Attends the tile to nk (<= BC) keys whose f32 rows are kt / vt (row strides kstride /
+  // vstride). Key n sits at position j0 + n, or kidx[n] when Gathered. When Masked, bit r of
+  // rowbits[n] says whether tile row r may see key n (on top of the causal mask and variant).
+  template <bool Gathered, bool Masked>
+  HEED_FORCE_INLINE void chunk(tile_state& t, const prefill_scratch<A>& s, const float* kt,
+                               const float* vt, std::int64_t kstride, std::int64_t vstride, int nk,
+                               std::int64_t j0, const std::int32_t* kidx,
+                               const std::uint32_t* rowbits) const noexcept {
+    bool causal_cut;
+    if constexpr (Gathered) {
+      std::int32_t kmax = kidx[0];
+      for (int n = 1; n < nk; ++n) kmax = std::max(kmax, kidx[n]);
+      causal_cut = p.causal && kmax > t.pos0;
+    } else {
+      causal_cut = p.causal && (j0 + nk - 1 > t.pos0);
+    }
+    I lanebit(0);
+    if constexpr (Masked) {
+      alignas(64) std::int32_t bits[L];
+      for (int l = 0; l < L; ++l) bits[l] = std::int32_t(1) << l;
+      lanebit = I::load_aligned(bits);
     }
 
-    // Epilogue: normalize, finalize rows, write O (transposing back) and row statistics.
+    // The running state in locals (registers), written back at the end.
+    B m[QV], dsum[QV], tsum[QV];
+    for (int v = 0; v < QV; ++v) {
+      m[v] = t.m[v];
+      dsum[v] = t.dsum[v];
+      tsum[v] = t.tsum[v];
+    }
+    const I(&qpos)[QV] = t.qpos;
+    const int h = t.h, kvh = t.kvh;
+
+    // S^T = K Q^T with masks and transforms; running tile max.
+    B tmax[QV];
+    for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
+    for (int jb = 0; jb < nk; jb += NK) {
+      const float* krows[NK];
+      for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
+      B acc[NK][QV];
+      qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
+      for (int n = 0; n < NK; ++n) {
+        if (jb + n >= nk) break;
+        const std::int32_t kpos = Gathered ? kidx[jb + n] : static_cast<std::int32_t>(j0 + jb + n);
+        for (int v = 0; v < QV; ++v) {
+          B sv = acc[n][v];
+          if constexpr (Variant::has_logits_transform) {
+            const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
+            sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
+          }
+          if constexpr (Variant::has_logits_mask) {
+            const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
+            sv = xsimd::select(var.keep(ctx), sv, B(neg_inf));
+          }
+          if (causal_cut) {
+            sv = xsimd::select(xsimd::bool_cast(qpos[v] >= I(kpos)), sv, B(neg_inf));
+          }
+          if constexpr (Masked) {
+            const I word(static_cast<std::int32_t>(rowbits[jb + n] >> (v * L)));
+            sv = xsimd::select(xsimd::bool_cast((word & lanebit) != I(0)), sv, B(neg_inf));
+          }
+          tmax[v] = xsimd::max(tmax[v], sv);
+          sv.store_aligned(s.st + (jb + n) * BR + v * L);
+        }
+      }
+    }
+
+    // Online softmax update: P = exp2(S - m_new), rescale factors for the old state.
+    B alpha[QV];
+    for (int v = 0; v < QV; ++v) {
+      const B m_new = xsimd::max(m[v], tmax[v]);
+      const B m_use = xsimd::select(m_new == B(neg_inf), B(0.f), m_new);
+      alpha[v] = simd::fast_exp2<A>(m[v] - m_use);
+      B sum0(0.f), sum1(0.f), t0(0.f), t1(0.f);
+      float* col = s.st + v * L;
+      int j = 0;
+      for (; j + 1 < nk; j += 2) {
+        const B s0 = B::load_aligned(col + j * BR);
+        const B s1 = B::load_aligned(col + (j + 1) * BR);
+        const B p0 = simd::fast_exp2<A>(s0 - m_use);
+        const B p1 = simd::fast_exp2<A>(s1 - m_use);
+        sum0 += p0;
+        sum1 += p1;
+        if constexpr (kEntropy) {
+          t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
+          t1 = xsimd::fma(p1, xsimd::max(s1, B(-1e30f)), t1);
+        }
+        p0.store_aligned(col + j * BR);
+        p1.store_aligned(col + (j + 1) * BR);
+      }
+      if (j < nk) {
+        const B s0 = B::load_aligned(col + j * BR);
+        const B p0 = simd::fast_exp2<A>(s0 - m_use);
+        sum0 += p0;
+        if constexpr (kEntropy) t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
+        p0.store_aligned(col + j * BR);
+      }
+      dsum[v] = xsimd::fma(dsum[v], alpha[v], sum0 + sum1);
+      if constexpr (kEntropy) tsum[v] = xsimd::fma(tsum[v], alpha[v], t0 + t1);
+      m[v] = m_new;
+    }
+
+    for (int v = 0; v < QV; ++v) {
+      t.m[v] = m[v];
+      t.dsum[v] = dsum[v];
+      t.tsum[v] = tsum[v];
+    }
+
+    // O^T = O^T * alpha + V^T P^T
+    std::int64_t c0 = 0;
+    for (; c0 + NC <= d; c0 += NC) pv_block<A, NC, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
+    for (; c0 < d; ++c0) pv_block<A, 1, QV>(s.ot, s.st, vt, vstride, c0, nk, alpha);
+  }
+
+  // Normalizes, finalizes rows, writes O (transposing back) and row statistics.
+  void end_tile(tile_state& t, const prefill_scratch<A>& s) const noexcept {
     alignas(64) float mv[BR], dv[BR], tv[BR];
     for (int v = 0; v < QV; ++v) {
-      m[v].store_aligned(mv + v * L);
-      dsum[v].store_aligned(dv + v * L);
-      tsum[v].store_aligned(tv + v * L);
+      t.m[v].store_aligned(mv + v * L);
+      t.dsum[v].store_aligned(dv + v * L);
+      t.tsum[v].store_aligned(tv + v * L);
     }
     float* obase = static_cast<float*>(p.o.data);
     const std::int64_t rstride = p.row_stride();
-    for (int r = 0; r < nrows; ++r) {
+    const int h = t.h;
+    for (int r = 0; r < t.nrows; ++r) {
+      const std::int64_t i = t.i0 + r;
       float lse, ent;
-      const float f = finish_row(var, h, pos0 + r, mv[r], dv[r], tv[r], lse, ent);
-      float* orow = obase + p.o.offset(i0 + r, h);
+      const float f = finish_row(var, h, t.pos0 + r, mv[r], dv[r], tv[r], lse, ent);
+      float* orow = obase + p.o.offset(i, h);
       for (std::int64_t c = 0; c < d; ++c) orow[c] = s.ot[c * BR + r] * f;
-      if (p.lse) p.lse[h * rstride + i0 + r] = lse;
+      if (p.lse) p.lse[h * rstride + i] = lse;
       if constexpr (kEntropy) {
-        if (p.entropy) p.entropy[h * rstride + i0 + r] = ent;
-        obs.on_row(h, i0 + r, lse, ent);
+        if (p.entropy) p.entropy[h * rstride + i] = ent;
+        obs.on_row(h, i, lse, ent);
       }
     }
   }

@@ -1,0 +1,49 @@
+// What the compiled kernels select from dense_params: the observer that writes entropy and feeds
+// the decode prob tap, and whether the built-in variant is needed (private to src/).
+#pragma once
+
+#include <cstdint>
+
+#include "heed/attention/params.hpp"
+#include "heed/attention/variant.hpp"
+#include "heed/attention/variants/builtin.hpp"
+#include "heed/core/status.hpp"
+#include "heed/scoring/observer.hpp"
+
+namespace heed {
+namespace detail {
+
+struct params_observer {
+  static constexpr bool wants_row_stats = true;
+  static constexpr bool wants_probs = true;
+  const dense_params* p;
+  void on_row(int, std::int64_t, float, float) noexcept {}
+  bool probs_active() const noexcept { return p->prob_tap != nullptr; }
+  void on_probs(int h, std::int64_t k0, const float* probs, std::int64_t n) noexcept {
+    p->prob_tap(p->prob_tap_user, h, k0, probs, n);
+  }
+};
+
+inline bool needs_builtin(const dense_params& p) noexcept {
+  return p.window_left >= 0 || p.softcap > 0.f || p.alibi_slopes != nullptr ||
+         p.sink_logits != nullptr;
+}
+inline bool needs_observer(const dense_params& p) noexcept {
+  return p.entropy != nullptr || (p.prob_tap != nullptr && p.q_len() == 1);
+}
+
+// Calls f(variant, observer) with the variant and observer the parameters need.
+template <class F>
+status with_params_hooks(const dense_params& p, F&& f) noexcept {
+  if (needs_observer(p)) {
+    params_observer obs{&p};
+    if (needs_builtin(p)) return f(builtin_variant(p), obs);
+    return f(no_variant{}, obs);
+  }
+  null_observer obs;
+  if (needs_builtin(p)) return f(builtin_variant(p), obs);
+  return f(no_variant{}, obs);
+}
+
+}  // namespace detail
+}  // namespace heed
