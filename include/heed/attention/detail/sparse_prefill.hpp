@@ -5,7 +5,8 @@
 // block list, the sink block and the diagonal blocks in ascending order and attend each block's
 // contiguous keys in place. Vertical-slash tiles collect the keys their rows need (each listed
 // diagonal contributes at most BR keys, each listed column one) with a per-key 32-bit row mask,
-// gather them into scratch in chunks of BC and attend them with the mask.
+// sort them and attend them with the mask in chunks of BC: runs of consecutive keys in place,
+// anything else gathered into scratch.
 // Private header: include heed/attention/sparse.hpp.
 #pragma once
 
@@ -160,13 +161,24 @@ struct vertical_slash_kernel {
       }
     }
 
-    // Attend them in gathered chunks.
+    // Attend them in ascending chunks of up to BC keys: a chunk of consecutive f32 keys is read
+    // in place (local diagonals give long runs), any other chunk is gathered into scratch.
+    std::sort(x.keys, x.keys + n);
     const KV* kbase = static_cast<const KV*>(k.p.k.data);
     const KV* vbase = static_cast<const KV*>(k.p.v.data);
     for (std::int64_t c0 = 0; c0 < n; c0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, n - c0));
+      const std::int32_t* idx = x.keys + c0;
+      for (int j = 0; j < nk; ++j) x.chunk[j] = x.bits[idx[j]];
+      if (!K::kConvert && idx[nk - 1] - idx[0] == nk - 1) {
+        k.template chunk<false, true>(
+            t, s, reinterpret_cast<const float*>(kbase) + k.p.k.offset(idx[0], t.kvh),
+            reinterpret_cast<const float*>(vbase) + k.p.v.offset(idx[0], t.kvh), k.p.k.seq_stride,
+            k.p.v.seq_stride, nk, idx[0], nullptr, x.chunk);
+        continue;
+      }
       for (int j = 0; j < nk; ++j) {
-        const std::int32_t key = x.keys[c0 + j];
+        const std::int32_t key = idx[j];
         if constexpr (K::kConvert) {
           simd::convert_row<A>(kbase + k.p.k.offset(key, t.kvh), s.kc + j * k.d, k.d);
           simd::convert_row<A>(vbase + k.p.v.offset(key, t.kvh), s.vc + j * k.d, k.d);
@@ -174,9 +186,8 @@ struct vertical_slash_kernel {
           std::memcpy(s.kc + j * k.d, kbase + k.p.k.offset(key, t.kvh), std::size_t(k.d) * 4);
           std::memcpy(s.vc + j * k.d, vbase + k.p.v.offset(key, t.kvh), std::size_t(k.d) * 4);
         }
-        x.chunk[j] = x.bits[key];
       }
-      k.template chunk<true, true>(t, s, s.kc, s.vc, k.d, k.d, nk, 0, x.keys + c0, x.chunk);
+      k.template chunk<true, true>(t, s, s.kc, s.vc, k.d, k.d, nk, 0, idx, x.chunk);
     }
     for (std::int64_t e = 0; e < n; ++e) x.bits[x.keys[e]] = 0;
     k.end_tile(t, s);
