@@ -1,0 +1,71 @@
+// Static block patterns: key blocks chosen from positions alone, the same for every head.
+//
+// For query block qb let D be the key block holding the position of its last query (the
+// diagonal block). Every kind keeps the sink blocks [0, sink_blocks) and the local blocks
+// [D - local_blocks + 1, D], and adds:
+//   a_shape       nothing more (StreamingLLM's sinks + window, at block granularity)
+//   strided       the blocks D - m * stride, m >= 1 (a strided / "fixed" sparse-transformer head)
+//   dilated       the blocks D - local_blocks + 1 - m * dilation, m = 1 .. count (a dilated
+//                 window continuing the local one)
+//   power_of_two  the blocks D - 2^m, m >= 0 (PowerAttention: distances that double)
+// Blocks right of D are never listed (causal use); the kernel's force_sink / force_diagonal are
+// left on. Block-level token windows (exact per token) are the built-in variant's window_left.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "heed/sparse/block_pattern.hpp"
+
+namespace heed {
+
+enum class static_kind : int { a_shape = 0, strided = 1, dilated = 2, power_of_two = 3 };
+
+struct static_pattern_options {
+  std::int32_t block_q = 64, block_k = 64;
+  std::int64_t sink_blocks = 1;
+  std::int64_t local_blocks = 4;  // >= 1: the diagonal block counts
+  std::int64_t stride = 8;        // strided
+  std::int64_t dilation = 2;      // dilated
+  std::int64_t count = 8;         // dilated
+};
+
+// hq heads, lq query rows at positions q_offset + i (-1 means lk - lq), lk keys.
+inline status build_static_pattern(static_kind kind, std::int64_t hq, std::int64_t lq,
+                                   std::int64_t lk, std::int64_t q_offset,
+                                   const static_pattern_options& o, block_pattern& out) {
+  if (o.sink_blocks < 0 || o.local_blocks < 1 || o.stride < 1 || o.dilation < 1 || o.count < 0)
+    return status::invalid_argument;
+  if (kind != static_kind::a_shape && kind != static_kind::strided &&
+      kind != static_kind::dilated && kind != static_kind::power_of_two)
+    return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, o.block_q, o.block_k));
+  std::vector<char> on(static_cast<std::size_t>(out.k_blocks));
+  std::vector<std::int32_t> ptr(1, 0), idx;  // one head's rows
+  for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
+    std::int64_t first, dq;
+    out.diagonal(qb, first, dq);
+    std::fill(on.begin(), on.end(), 0);
+    auto mark = [&](std::int64_t b) {
+      if (b >= 0 && b <= dq) on[static_cast<std::size_t>(b)] = 1;
+    };
+    for (std::int64_t b = 0; b < o.sink_blocks; ++b) mark(b);
+    for (std::int64_t b = dq - o.local_blocks + 1; b <= dq; ++b) mark(b);
+    if (kind == static_kind::strided)
+      for (std::int64_t b = dq - o.stride; b >= 0; b -= o.stride) mark(b);
+    if (kind == static_kind::dilated)
+      for (std::int64_t m = 1; m <= o.count; ++m) mark(dq - o.local_blocks + 1 - m * o.dilation);
+    if (kind == static_kind::power_of_two)
+      for (std::int64_t dist = 1; dist <= dq; dist *= 2) mark(dq - dist);
+    for (std::int64_t b = 0; b < out.k_blocks; ++b)
+      if (on[static_cast<std::size_t>(b)]) idx.push_back(static_cast<std::int32_t>(b));
+    ptr.push_back(static_cast<std::int32_t>(idx.size()));
+  }
+  for (std::int64_t h = 0; h < hq; ++h)
+    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
+      out.add_row(idx.data() + ptr[std::size_t(qb)],
+                  ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]);
+  return status::ok;
+}
+
+}  // namespace heed
