@@ -13,8 +13,10 @@
 #include <vector>
 
 #include "attention/dense_harness.hpp"
+#include "heed/attention/sparse.hpp"
 #include "heed/attention/sparse_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/scoring/observer.hpp"
 
 namespace heed_test {
 namespace {
@@ -375,6 +377,79 @@ TEST(VerticalSlash, BadListsGiveStatus) {
   EXPECT_EQ(run({0, 1, 2}, {0, 9}, {0, 1, 2}, {1 << 30, 0}), heed::status::invalid_argument);
   EXPECT_EQ(run({0, 1, 2}, {0, 9}, {0, 2, 1}, {0, 1}), heed::status::invalid_argument);
   EXPECT_EQ(run({0, 1, 1}, {}, {0, 0, 0}, {}), heed::status::null_pointer);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header-only entry points with a user variant and a row observer (baseline arch of this TU).
+
+// transform: s + 0.3 (h + 1) (k_pos & 3); mask: (k_pos & 3) != 1.
+struct low_bits_variant : heed::variant_base {
+  static constexpr bool has_logits_transform = true;
+  static constexpr bool has_logits_mask = true;
+  template <class A>
+  xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
+                                          const heed::lane_ctx<A>& c) const noexcept {
+    using I = xsimd::batch<std::int32_t, A>;
+    return xsimd::fma(xsimd::batch<float, A>(0.3f * float(c.q_head + 1)),
+                      xsimd::to_float(c.k_pos & I(3)), s);
+  }
+  template <class A>
+  xsimd::batch_bool<float, A> keep(const heed::lane_ctx<A>& c) const noexcept {
+    using I = xsimd::batch<std::int32_t, A>;
+    return xsimd::bool_cast((c.k_pos & I(3)) != I(1));
+  }
+};
+
+void add_low_bits(heed_ref::attention_problem& ref) {
+  ref.transform = [](int h, std::int64_t, std::int64_t kp, double s) {
+    return s + 0.3 * double(h + 1) * double(kp & 3);
+  };
+}
+
+TEST(SparseHeaderOnly, UserVariantAndObserver) {
+  dense_case c;
+  c.lq = 200;
+  c.lk = 260;
+  c.hq = 4;
+  c.hkv = 2;
+  c.kv = dtype::bf16;
+  c.want_entropy = false;  // the observer reports entropy instead
+  const block_lists b = random_blocks(c, 64, 32, 0.4, true, true, 11);
+  const vs_lists l = random_vs(c, 30, 12, 12);
+  for (int which = 0; which < 2; ++which) {
+    SCOPED_TRACE(which == 0 ? "block-sparse" : "vertical-slash");
+    dense_setup s(c);
+    add_low_bits(s.ref);
+    s.ref.keep = [&](int h, std::int64_t qp, std::int64_t kp) {
+      const bool in = which == 0 ? b.keeps(c, h, qp, kp) : l.keeps(h, qp, kp);
+      return in && (kp & 3) != 1;
+    };
+    const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
+    std::vector<float> ent(std::size_t(c.hq * c.lq), kOutSentinel);
+    heed::row_stats_observer obs;
+    obs.entropy = ent.data();
+    obs.head_stride = c.lq;
+    heed::thread_pool_executor ex(2);
+    heed::status st;
+    if (which == 0) {
+      std::vector<char> ws(heed::block_sparse_workspace_size_t(s.params, b.layout(), 2));
+      st = heed::block_sparse_attention_t(s.params, b.layout(), low_bits_variant{}, obs,
+                                          {ws.data(), ws.size()}, ex);
+    } else {
+      std::vector<char> ws(heed::vertical_slash_workspace_size_t(s.params, l.layout(), 2));
+      st = heed::vertical_slash_attention_t(s.params, l.layout(), low_bits_variant{}, obs,
+                                            {ws.data(), ws.size()}, ex);
+    }
+    ASSERT_EQ(st, heed::status::ok);
+    expect_matches_reference(s, r);
+    for (std::int64_t h = 0; h < c.hq; ++h)
+      for (std::int64_t i = 0; i < c.lq; ++i) {
+        const double lse = r.lse_at(h, i);
+        EXPECT_NEAR(ent[std::size_t(h * c.lq + i)], r.entropy_at(h, i),
+                    kEntropyTol * (1.0 + (std::isinf(lse) ? 0.0 : std::fabs(lse))))
+            << "head " << h << " row " << i;
+      }
+  }
 }
 
 }  // namespace
