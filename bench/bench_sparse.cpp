@@ -24,6 +24,7 @@
 #include "heed/core/thread_pool.hpp"
 #include "heed/sparse/flexprefill.hpp"
 #include "heed/sparse/minference.hpp"
+#include "heed/sparse/xattention.hpp"
 
 namespace {
 
@@ -203,6 +204,22 @@ void BM_block_sparse_prefill_flexprefill(benchmark::State& state) {
   state.counters["query_aware_heads"] = qa;
 }
 
+// XAttention with threshold = range(1) / 100, stride 8, block 128.
+void BM_block_sparse_prefill_xattention(benchmark::State& state) {
+  problem& pr = get(state.range(0));
+  heed::xattention_options opt;
+  opt.threshold = double(state.range(1)) / 100.0;
+  heed::block_pattern pat;
+  heed::estimate_scratch sc;
+  std::vector<char> ws;
+  measure(state, pr, 0.0, [&] {
+    const heed::status s =
+        heed::xattention_estimate(pr.p.q, pr.p.k, -1, opt, pat, nullptr, sc, pool());
+    return s != heed::status::ok ? s : run_blocks(pr, pat, ws);
+  });
+  state.counters["density"] = heed::block_density(pat, true);
+}
+
 }  // namespace
 
 BENCHMARK(BM_dense_prefill_sparse_inputs)
@@ -224,6 +241,10 @@ BENCHMARK(BM_block_sparse_prefill_minference)
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_sparse_prefill_flexprefill)
+    ->ArgsProduct({{8192, 32768}, {90}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_block_sparse_prefill_xattention)
     ->ArgsProduct({{8192, 32768}, {90}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

@@ -19,6 +19,7 @@
 #include "heed/core/thread_pool.hpp"
 #include "heed/sparse/flexprefill.hpp"
 #include "heed/sparse/minference.hpp"
+#include "heed/sparse/xattention.hpp"
 #include "reference/naive_scores.hpp"
 
 namespace {
@@ -362,6 +363,79 @@ TEST(FlexPrefill, VerticalSlashBlocksCoverProbeMass) {
   }
 }
 
+// XAttention: block scores against a float64 recomputation of the strided antidiagonal softmax,
+// and each kept set is the coverage set of its row (mass >= threshold, minimal).
+TEST(XAttention, BlockScoresMatchNaiveAndRowsAreCoverageSets) {
+  heed::thread_pool_executor pool(2);
+  struct cfg {
+    std::int64_t lq, lk;
+    std::int32_t block, stride;
+    double threshold;
+  } cfgs[] = {{300, 300, 64, 8, 0.9}, {250, 420, 32, 4, 0.7}, {77, 77, 128, 8, 1.0}};
+  for (const cfg& c : cfgs) {
+    const std::int64_t hq = 4, hkv = 2, d = 16;
+    qk_input in(c.lq, c.lk, hq, hkv, d, dtype::f16, 9, 2.f);
+    heed::xattention_options opt;
+    opt.block = c.block;
+    opt.stride = c.stride;
+    opt.threshold = c.threshold;
+    heed::block_pattern pat;
+    heed::xattention_report rep;
+    heed::estimate_scratch sc;
+    ASSERT_EQ(heed::xattention_estimate(in.qv, in.k.view, -1, opt, pat, &rep, sc, pool),
+              status::ok);
+    ASSERT_TRUE(pat.complete());
+    const std::int64_t S = c.stride, B = c.block, off = c.lk - c.lq;
+    const std::int64_t nr = (c.lq + S - 1) / S, nc = (c.lk + S - 1) / S;
+    const std::int64_t nq = pat.q_blocks, nk = pat.k_blocks;
+    for (std::int64_t h = 0; h < hq; ++h) {
+      vec sums(std::size_t(nq * nk), 0.0);
+      for (std::int64_t r = 0; r < nr; ++r) {
+        const std::int64_t pos = off + std::min(c.lq, (r + 1) * S) - 1;
+        const std::int64_t n = std::min(nc, pos / S + 1);
+        vec logit(std::size_t(n), 0.0);
+        for (std::int64_t g = 0; g < n; ++g) {
+          double dot = 0;
+          for (std::int64_t s = 0; s < S; ++s) {
+            const std::int64_t i = r * S + (S - 1 - s), j = g * S + s;
+            if (i >= c.lq || j >= c.lk) continue;
+            for (std::int64_t x = 0; x < d; ++x)
+              dot += in.qd[std::size_t((i * hq + h) * d + x)] * in.k.ref.at(j, h / (hq / hkv), x);
+          }
+          logit[std::size_t(g)] = dot / std::sqrt(double(d)) / double(S);
+        }
+        const double m = *std::max_element(logit.begin(), logit.end());
+        double z = 0;
+        for (double& x : logit) z += (x = std::exp(x - m));
+        for (std::int64_t g = 0; g < n; ++g)
+          sums[std::size_t((r * S / B) * nk + (g * S) / B)] += logit[std::size_t(g)] / z;
+      }
+      for (std::int64_t qb = 0; qb < nq; ++qb) {
+        double total = 0, kept = 0;
+        for (std::int64_t kb = 0; kb < nk; ++kb) {
+          const double want = sums[std::size_t(qb * nk + kb)];
+          EXPECT_NEAR(rep.block_scores[std::size_t((h * nq + qb) * nk + kb)], want,
+                      1e-5 * (1.0 + want))
+              << "head " << h << " block (" << qb << ", " << kb << ")";
+          total += want;
+        }
+        const std::int64_t r = h * nq + qb;
+        const std::vector<std::int32_t> got(pat.col_idx.begin() + pat.row_ptr[r],
+                                            pat.col_idx.begin() + pat.row_ptr[r + 1]);
+        double weakest = 1e300;
+        for (std::int32_t b : got) {
+          kept += sums[std::size_t(qb * nk + b)];
+          weakest = std::min(weakest, sums[std::size_t(qb * nk + b)]);
+        }
+        EXPECT_GE(kept, c.threshold * total - 1e-5) << "head " << h << " block " << qb;
+        if (!got.empty() && c.threshold < 1.0) {  // minimal: the weakest kept block was needed
+          EXPECT_LT(kept - weakest, c.threshold * total + 1e-5) << "head " << h << " block " << qb;
+        }
+      }
+    }
+  }
+}
+
 TEST(Estimators, BadInputGivesStatus) {
   qk_input in(100, 100, 2, 1, 16, dtype::f32, 3);
   heed::estimate_scratch sc;
@@ -388,6 +462,14 @@ TEST(Estimators, BadInputGivesStatus) {
   fo.max_budget = 10;
   fo.min_budget = 20;
   EXPECT_EQ(heed::flexprefill_estimate(in.qv, in.k.view, -1, fo, bp, rep, sc),
+            status::invalid_argument);
+  heed::xattention_options xo;
+  xo.stride = 3;  // 128 is not a multiple of 3
+  EXPECT_EQ(heed::xattention_estimate(in.qv, in.k.view, -1, xo, bp, nullptr, sc),
+            status::invalid_argument);
+  xo.stride = 8;
+  xo.threshold = -0.1;
+  EXPECT_EQ(heed::xattention_estimate(in.qv, in.k.view, -1, xo, bp, nullptr, sc),
             status::invalid_argument);
   heed::tensor_view bad = in.qv;
   bad.dim = 8;
