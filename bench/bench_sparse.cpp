@@ -8,6 +8,7 @@
 //   recall            mean over rows and heads of exp(LSE_sparse - LSE_dense): the fraction of
 //                     the dense attention mass the pattern keeps
 //   density           fraction of the causal (query, key) pairs the pattern computes
+//   rel_error         ||O - O_dense|| / ||O_dense||
 // Benchmarks whose name ends in the estimator's name time the estimator and the kernel together.
 #include <benchmark/benchmark.h>
 
@@ -22,6 +23,7 @@
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/attention/sparse_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/sparse/delta_correction.hpp"
 #include "heed/sparse/flexprefill.hpp"
 #include "heed/sparse/minference.hpp"
 #include "heed/sparse/xattention.hpp"
@@ -35,7 +37,7 @@ struct problem {
   std::vector<float> q, k, v, o, lse;
   heed::dense_params p;
   double dense_seconds = 0;
-  std::vector<float> dense_lse;
+  std::vector<float> dense_lse, dense_o;
 };
 
 // q_i = noise + R(i) a + s, k_j = noise + R(j) a (+ s for sinks): R rotates channel pairs
@@ -97,7 +99,19 @@ problem& get(std::int64_t L) {
   std::sort(t.begin(), t.end());
   pr.dense_seconds = t[1];
   pr.dense_lse = pr.lse;
+  pr.dense_o = pr.o;
   return pr;
+}
+
+// ||O - O_dense|| / ||O_dense|| over the whole output.
+double rel_error(const problem& pr) {
+  double e = 0, n = 0;
+  for (std::size_t i = 0; i < pr.o.size(); ++i) {
+    const double x = double(pr.o[i]) - double(pr.dense_o[i]);
+    e += x * x;
+    n += double(pr.dense_o[i]) * double(pr.dense_o[i]);
+  }
+  return std::sqrt(e / n);
 }
 
 double recall(const problem& pr) {
@@ -121,6 +135,7 @@ void measure(benchmark::State& state, problem& pr, double density, Step&& step) 
   std::sort(t.begin(), t.end());
   state.counters["speedup_vs_dense"] = pr.dense_seconds / t[t.size() / 2];
   state.counters["recall"] = recall(pr);
+  state.counters["rel_error"] = rel_error(pr);
   state.counters["density"] = density;
 }
 
@@ -163,6 +178,22 @@ void BM_block_sparse_prefill_pooled(benchmark::State& state) {
     const heed::status s = heed::pooled_block_estimate(
         pr.p.q, pr.p.k, -1, pooled_opts(state.range(1)), pat, sc, pool());
     return s != heed::status::ok ? s : run_blocks(pr, pat, ws);
+  });
+  state.counters["density"] = heed::block_density(pat, true);
+}
+
+// Pooled blocks (density%) plus delta correction with gamma 64.
+void BM_block_sparse_prefill_pooled_delta(benchmark::State& state) {
+  problem& pr = get(state.range(0));
+  heed::block_pattern pat;
+  heed::estimate_scratch sc;
+  heed::delta_scratch dsc;
+  std::vector<char> ws;
+  measure(state, pr, 0.0, [&] {
+    heed::status s = heed::pooled_block_estimate(pr.p.q, pr.p.k, -1, pooled_opts(state.range(1)),
+                                                 pat, sc, pool());
+    if (s == heed::status::ok) s = run_blocks(pr, pat, ws);
+    return s != heed::status::ok ? s : heed::delta_correct(pr.p, 64, dsc, pool());
   });
   state.counters["density"] = heed::block_density(pat, true);
 }
@@ -234,6 +265,10 @@ BENCHMARK(BM_block_sparse_prefill)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_sparse_prefill_pooled)
     ->ArgsProduct({{8192, 32768}, {10, 25, 50}})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_block_sparse_prefill_pooled_delta)
+    ->ArgsProduct({{8192, 32768}, {10}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_block_sparse_prefill_minference)
