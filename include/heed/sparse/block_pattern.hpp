@@ -94,32 +94,37 @@ struct vs_pattern {
   }
 };
 
-// Fraction of the (query, key) pairs the causal (or full) dense computation visits that the
-// block pattern keeps, forced blocks included: the work ratio of the sparse kernel.
-inline double block_density(const block_pattern& pat, bool causal) {
+// Fraction of the (query, key) pairs the causal (or full) dense computation visits that head h
+// of the block pattern keeps, forced blocks included: the work ratio of the sparse kernel.
+inline double block_density_head(const block_pattern& pat, std::int64_t h, bool causal) {
   double kept = 0.0, total = 0.0;
   std::vector<char> on(static_cast<std::size_t>(pat.k_blocks));
-  for (std::int64_t h = 0; h < pat.heads; ++h) {
-    for (std::int64_t qb = 0; qb < pat.q_blocks; ++qb) {
-      std::fill(on.begin(), on.end(), 0);
-      const std::int64_t r = h * pat.q_blocks + qb;
-      for (std::int32_t e = pat.row_ptr[r]; e < pat.row_ptr[r + 1]; ++e) on[pat.col_idx[e]] = 1;
-      if (pat.force_sink) on[0] = 1;
-      if (pat.force_diagonal) {
-        std::int64_t lo, hi;
-        pat.diagonal(qb, lo, hi);
-        for (std::int64_t b = lo; b <= hi; ++b) on[b] = 1;
-      }
-      const std::int64_t i_end = std::min(pat.q_len, (qb + 1) * pat.block_q);
-      for (std::int64_t i = qb * pat.block_q; i < i_end; ++i) {
-        const std::int64_t seen = causal ? std::min(pat.kv_len, pat.q_offset + i + 1) : pat.kv_len;
-        total += double(seen);
-        for (std::int64_t b = 0; b * pat.block_k < seen; ++b)
-          if (on[b]) kept += double(std::min<std::int64_t>(pat.block_k, seen - b * pat.block_k));
-      }
+  for (std::int64_t qb = 0; qb < pat.q_blocks; ++qb) {
+    std::fill(on.begin(), on.end(), 0);
+    const std::int64_t r = h * pat.q_blocks + qb;
+    for (std::int32_t e = pat.row_ptr[r]; e < pat.row_ptr[r + 1]; ++e) on[pat.col_idx[e]] = 1;
+    if (pat.force_sink) on[0] = 1;
+    if (pat.force_diagonal) {
+      std::int64_t lo, hi;
+      pat.diagonal(qb, lo, hi);
+      for (std::int64_t b = lo; b <= hi; ++b) on[b] = 1;
+    }
+    const std::int64_t i_end = std::min(pat.q_len, (qb + 1) * pat.block_q);
+    for (std::int64_t i = qb * pat.block_q; i < i_end; ++i) {
+      const std::int64_t seen = causal ? std::min(pat.kv_len, pat.q_offset + i + 1) : pat.kv_len;
+      total += double(seen);
+      for (std::int64_t b = 0; b * pat.block_k < seen; ++b)
+        if (on[b]) kept += double(std::min<std::int64_t>(pat.block_k, seen - b * pat.block_k));
     }
   }
   return total > 0.0 ? kept / total : 0.0;
+}
+
+// The same over all heads (each head has the same number of pairs: the mean of the heads).
+inline double block_density(const block_pattern& pat, bool causal) {
+  double sum = 0.0;
+  for (std::int64_t h = 0; h < pat.heads; ++h) sum += block_density_head(pat, h, causal);
+  return pat.heads > 0 ? sum / double(pat.heads) : 0.0;
 }
 
 }  // namespace heed

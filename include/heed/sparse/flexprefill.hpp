@@ -16,7 +16,8 @@
 //   Each count is clamped to [min_budget / B_k, max_budget / B_k] blocks (query-aware) or
 //   [min_budget, max_budget] columns / offsets (vertical-slash); max_budget 0 = no limit.
 //   The sink block and the diagonal blocks are forced (block_pattern::force_*).
-// The chosen kind and the sqrt-JSD of every head are reported for analysis and calibration.
+// The chosen kind and the sqrt-JSD of every head are reported for analysis and calibration;
+// head_kind (e.g. from a sparse_calibration) fixes each head's branch instead of the test.
 #pragma once
 
 #include <cmath>
@@ -27,6 +28,8 @@
 
 namespace heed {
 
+enum class flex_kind : std::uint8_t { query_aware = 0, vertical_slash = 1 };
+
 struct flexprefill_options {
   std::int32_t block = 128;  // query and key block size (and probe rows)
   double gamma = 0.9;
@@ -34,9 +37,8 @@ struct flexprefill_options {
   std::int64_t min_budget = 512;  // tokens
   std::int64_t max_budget = 0;    // tokens, 0 = no limit
   float scale = 0.f;
+  const flex_kind* head_kind = nullptr;  // [Hq] optional: each head's branch, skipping the test
 };
-
-enum class flex_kind : std::uint8_t { query_aware = 0, vertical_slash = 1 };
 
 struct flexprefill_report {
   std::vector<flex_kind> kind;  // [Hq]
@@ -67,6 +69,11 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
   if (!(opt.gamma >= 0.0 && opt.gamma <= 1.0) || !(opt.tau >= 0.0) || opt.min_budget < 0 ||
       opt.max_budget < 0 || (opt.max_budget > 0 && opt.max_budget < opt.min_budget))
     return status::invalid_argument;
+  if (opt.head_kind)
+    for (std::int64_t h = 0; h < q.heads; ++h)
+      if (opt.head_kind[h] != flex_kind::query_aware &&
+          opt.head_kind[h] != flex_kind::vertical_slash)
+        return status::invalid_argument;
   const std::int32_t bs = opt.block;
   HEED_RETURN_IF_ERROR(out.reset(q.heads, q.seq, k.seq, q_offset, bs, bs));
   out.force_sink = out.force_diagonal = true;
@@ -133,7 +140,8 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
     for (std::int64_t b = 0; b < seen; ++b) obs[b] = total > 0.0 ? float(obs[b] / total) : 0.f;
     const double jsd = sparse_detail::sqrt_jsd(est, obs, seen);
     report.sqrt_jsd[std::size_t(h)] = static_cast<float>(jsd);
-    const bool query_aware = jsd < opt.tau;
+    const bool query_aware =
+        opt.head_kind ? opt.head_kind[h] == flex_kind::query_aware : jsd < opt.tau;
     report.kind[std::size_t(h)] = query_aware ? flex_kind::query_aware : flex_kind::vertical_slash;
 
     std::int32_t* keep_h = sc.keep.data() + h * nq * nk;

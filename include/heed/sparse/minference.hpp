@@ -82,6 +82,7 @@ inline status minference_vertical_slash(const tensor_view& q, const tensor_view&
 struct pooled_block_options {
   std::int32_t block_q = 64, block_k = 64;
   double density = 0.1;  // fraction of the visible key blocks kept per query block, (0, 1]
+  const double* head_density = nullptr;  // [Hq], optional per-head densities (calibration)
   bool causal = true;
   float scale = 0.f;
 };
@@ -114,6 +115,10 @@ inline status pooled_block_estimate(const tensor_view& q, const tensor_view& k,
                                     executor& ex = default_executor()) {
   HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
   if (!(opt.density > 0.0 && opt.density <= 1.0)) return status::invalid_argument;
+  if (opt.head_density)
+    for (std::int64_t h = 0; h < q.heads; ++h)
+      if (!(opt.head_density[h] > 0.0 && opt.head_density[h] <= 1.0))
+        return status::invalid_argument;
   HEED_RETURN_IF_ERROR(out.reset(q.heads, q.seq, k.seq, q_offset, opt.block_q, opt.block_k));
   const std::int64_t nq = out.q_blocks, nk = out.k_blocks, d = q.dim;
   const std::int64_t group = q.heads / k.heads;
@@ -129,12 +134,13 @@ inline status pooled_block_estimate(const tensor_view& q, const tensor_view& k,
     float* scores = sc.block_scores.data() + std::int64_t(t) * nq * nk;
     sparse_detail::block_logits(q, h, opt.block_q, sc.pooled_k.data() + (h / group) * nk * d, nk,
                                 scale, sc.pooled_q.data() + std::int64_t(t) * nq * d, scores);
+    const double density = opt.head_density ? opt.head_density[h] : opt.density;
     for (std::int64_t qb = 0; qb < nq; ++qb) {
       std::int64_t lo, hi;
       out.diagonal(qb, lo, hi);
       const std::int64_t visible = opt.causal ? std::min(nk, hi + 1) : nk;
       const auto budget = std::max<std::int64_t>(
-          1, static_cast<std::int64_t>(std::ceil(opt.density * double(visible))));
+          1, static_cast<std::int64_t>(std::ceil(density * double(visible))));
       std::int64_t* n = &sc.count[std::size_t(h * nq + qb)];
       select_top_k(scores + qb * nk, visible, budget, protect_spec{},
                    sc.keep.data() + (h * nq + qb) * nk, n, sc.select.data() + std::int64_t(t) * nk);
