@@ -68,4 +68,36 @@ inline status build_static_pattern(static_kind kind, std::int64_t hq, std::int64
   return status::ok;
 }
 
+// Block lists for packed documents (attention/variants/document_mask.hpp): query block qb keeps
+// the key blocks from the one holding the start of its first query's document up to its diagonal
+// block. The sink is not forced (block 0 belongs to the first document only). Use it with the
+// document_mask variant, which masks the partial blocks exactly. seg_start covers positions
+// [0, n_positions), n_positions >= every query position.
+inline status build_document_pattern(const std::int32_t* seg_start, std::int64_t n_positions,
+                                     std::int64_t hq, std::int64_t lq, std::int64_t lk,
+                                     std::int64_t q_offset, std::int32_t block_q,
+                                     std::int32_t block_k, block_pattern& out) {
+  if (seg_start == nullptr) return status::null_pointer;
+  HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, block_q, block_k));
+  if (n_positions < out.q_offset + lq) return status::invalid_argument;
+  for (std::int64_t p = 0; p < n_positions; ++p)
+    if (seg_start[p] < 0 || seg_start[p] > p || (p > 0 && seg_start[p] < seg_start[p - 1]))
+      return status::invalid_argument;
+  out.force_sink = false;
+  out.force_diagonal = true;
+  std::vector<std::int32_t> ptr(1, 0), idx;
+  for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
+    std::int64_t first, dq;
+    out.diagonal(qb, first, dq);
+    const std::int64_t b0 = seg_start[out.q_offset + qb * block_q] / block_k;
+    for (std::int64_t b = b0; b <= dq; ++b) idx.push_back(static_cast<std::int32_t>(b));
+    ptr.push_back(static_cast<std::int32_t>(idx.size()));
+  }
+  for (std::int64_t h = 0; h < hq; ++h)
+    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
+      out.add_row(idx.data() + ptr[std::size_t(qb)],
+                  ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]);
+  return status::ok;
+}
+
 }  // namespace heed
