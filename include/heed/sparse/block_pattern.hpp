@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "heed/attention/sparse_layout.hpp"
+#include "heed/core/detail/no_throw.hpp"
 #include "heed/core/status.hpp"
 
 namespace heed {
@@ -24,28 +25,33 @@ struct block_pattern {
 
   // Empties the lists for a new shape (q_offset -1 means kv_len - q_len).
   status reset(std::int64_t hq, std::int64_t lq, std::int64_t lk, std::int64_t offset,
-               std::int32_t bq, std::int32_t bk) {
-    if (hq < 1 || lq < 1 || lk < 1 || offset < -1 || !valid_sparse_block(bq) ||
-        !valid_sparse_block(bk) || lq > (std::int64_t(1) << 30) || lk > (std::int64_t(1) << 30))
-      return status::invalid_argument;
-    if (offset == -1 && lk < lq) return status::invalid_argument;
-    heads = hq;
-    q_len = lq;
-    kv_len = lk;
-    q_offset = offset >= 0 ? offset : lk - lq;
-    block_q = bq;
-    block_k = bk;
-    q_blocks = ceil_div(lq, bq);
-    k_blocks = ceil_div(lk, bk);
-    if (heads * q_blocks * k_blocks >= (std::int64_t(1) << 31)) return status::invalid_argument;
-    row_ptr.assign(1, 0);
-    col_idx.clear();
-    return status::ok;
+               std::int32_t bq, std::int32_t bk) noexcept {
+    return detail::no_throw([&]() -> status {
+      if (hq < 1 || lq < 1 || lk < 1 || offset < -1 || !valid_sparse_block(bq) ||
+          !valid_sparse_block(bk) || lq > (std::int64_t(1) << 30) || lk > (std::int64_t(1) << 30))
+        return status::invalid_argument;
+      if (offset == -1 && lk < lq) return status::invalid_argument;
+      heads = hq;
+      q_len = lq;
+      kv_len = lk;
+      q_offset = offset >= 0 ? offset : lk - lq;
+      block_q = bq;
+      block_k = bk;
+      q_blocks = ceil_div(lq, bq);
+      k_blocks = ceil_div(lk, bk);
+      if (heads * q_blocks * k_blocks >= (std::int64_t(1) << 31)) return status::invalid_argument;
+      row_ptr.assign(1, 0);
+      col_idx.clear();
+      return status::ok;
+    });
   }
   // Appends the next row (head-major, then query block): strictly ascending key blocks.
-  void add_row(const std::int32_t* blocks, std::int64_t n) {
-    col_idx.insert(col_idx.end(), blocks, blocks + n);
-    row_ptr.push_back(static_cast<std::int32_t>(col_idx.size()));
+  status add_row(const std::int32_t* blocks, std::int64_t n) noexcept {
+    return detail::no_throw([&]() -> status {
+      col_idx.insert(col_idx.end(), blocks, blocks + n);
+      row_ptr.push_back(static_cast<std::int32_t>(col_idx.size()));
+      return status::ok;
+    });
   }
   bool complete() const noexcept {
     return static_cast<std::int64_t>(row_ptr.size()) == heads * q_blocks + 1;
@@ -70,19 +76,22 @@ struct block_pattern {
 struct vs_pattern {
   std::vector<std::int32_t> v_ptr, v_idx, s_ptr, s_off;
 
-  void clear() {
+  void clear() {  // keeps capacity: does not allocate after the first use
     v_ptr.assign(1, 0);
     s_ptr.assign(1, 0);
     v_idx.clear();
     s_off.clear();
   }
   // Appends the next head's columns and offsets (each strictly ascending).
-  void add_head(const std::int32_t* cols, std::int64_t nc, const std::int32_t* offs,
-                std::int64_t no) {
-    v_idx.insert(v_idx.end(), cols, cols + nc);
-    s_off.insert(s_off.end(), offs, offs + no);
-    v_ptr.push_back(static_cast<std::int32_t>(v_idx.size()));
-    s_ptr.push_back(static_cast<std::int32_t>(s_off.size()));
+  status add_head(const std::int32_t* cols, std::int64_t nc, const std::int32_t* offs,
+                  std::int64_t no) noexcept {
+    return detail::no_throw([&]() -> status {
+      v_idx.insert(v_idx.end(), cols, cols + nc);
+      s_off.insert(s_off.end(), offs, offs + no);
+      v_ptr.push_back(static_cast<std::int32_t>(v_idx.size()));
+      s_ptr.push_back(static_cast<std::int32_t>(s_off.size()));
+      return status::ok;
+    });
   }
   vertical_slash_layout layout() const noexcept {
     vertical_slash_layout l;

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/core/detail/no_throw.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/policy/select.hpp"
 #include "heed/sparse/block_pattern.hpp"
@@ -38,45 +39,48 @@ struct minference_vs_options {
 inline status minference_vertical_slash(const tensor_view& q, const tensor_view& k,
                                         std::int64_t q_offset, const minference_vs_options& opt,
                                         vs_pattern& out, estimate_scratch& sc,
-                                        executor& ex = default_executor()) {
-  HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
-  if (opt.last_q < 1 || opt.vertical_size < 0 || opt.slash_size < 0 || opt.forced_columns < 0 ||
-      opt.forced_diagonals < 0)
-    return status::invalid_argument;
-  const std::int64_t hq = q.heads, lk = k.seq, rows = std::min(opt.last_q, q.seq);
-  const std::int64_t off = q_offset >= 0 ? q_offset : lk - q.seq;
-  const std::int64_t nv = std::min(opt.vertical_size, lk), ns = std::min(opt.slash_size, lk);
-  const int threads = ex.concurrency();
-  const std::size_t wbytes = sparse_detail::window_bytes(lk);
-  sc.window.resize(wbytes * std::size_t(threads));
-  sc.vertical.resize(std::size_t(hq * lk));
-  sc.slash.resize(std::size_t(hq * lk));
-  sc.keep.resize(std::size_t(hq * (nv + ns)));
-  sc.select.resize(std::size_t(threads * lk));
-  sc.count.resize(std::size_t(2 * hq));
-  std::vector<status> st(std::size_t(hq), status::ok);
-  ex.parallel_for(hq, [&](std::int64_t h, int t) {
-    float* vert = sc.vertical.data() + h * lk;
-    float* sl = sc.slash.data() + h * lk;
-    status s = sparse_detail::window_scores(q, k, off, rows, opt.scale, h, vert, sl,
-                                            sc.window.data() + wbytes * std::size_t(t), wbytes);
-    std::int32_t* keep = sc.keep.data() + h * (nv + ns);
-    std::int32_t* scr = sc.select.data() + std::int64_t(t) * lk;
-    if (s == status::ok)
-      s = select_top_k(vert, lk, nv, protect_spec{opt.forced_columns, 0}, keep,
-                       &sc.count[std::size_t(2 * h)], scr);
-    if (s == status::ok)
-      s = select_top_k(sl, lk, ns, protect_spec{opt.forced_diagonals, 0}, keep + nv,
-                       &sc.count[std::size_t(2 * h + 1)], scr);
-    st[std::size_t(h)] = s;
+                                        executor& ex = default_executor()) noexcept {
+  return detail::no_throw([&]() -> status {
+    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
+    if (opt.last_q < 1 || opt.vertical_size < 0 || opt.slash_size < 0 || opt.forced_columns < 0 ||
+        opt.forced_diagonals < 0)
+      return status::invalid_argument;
+    const std::int64_t hq = q.heads, lk = k.seq, rows = std::min(opt.last_q, q.seq);
+    const std::int64_t off = q_offset >= 0 ? q_offset : lk - q.seq;
+    const std::int64_t nv = std::min(opt.vertical_size, lk), ns = std::min(opt.slash_size, lk);
+    const int threads = ex.concurrency();
+    const std::size_t wbytes = sparse_detail::window_bytes(lk);
+    sc.window.resize(wbytes * std::size_t(threads));
+    sc.vertical.resize(std::size_t(hq * lk));
+    sc.slash.resize(std::size_t(hq * lk));
+    sc.keep.resize(std::size_t(hq * (nv + ns)));
+    sc.select.resize(std::size_t(threads * lk));
+    sc.count.resize(std::size_t(2 * hq));
+    std::vector<status> st(std::size_t(hq), status::ok);
+    ex.parallel_for(hq, [&](std::int64_t h, int t) {
+      float* vert = sc.vertical.data() + h * lk;
+      float* sl = sc.slash.data() + h * lk;
+      status s = sparse_detail::window_scores(q, k, off, rows, opt.scale, h, vert, sl,
+                                              sc.window.data() + wbytes * std::size_t(t), wbytes);
+      std::int32_t* keep = sc.keep.data() + h * (nv + ns);
+      std::int32_t* scr = sc.select.data() + std::int64_t(t) * lk;
+      if (s == status::ok)
+        s = select_top_k(vert, lk, nv, protect_spec{opt.forced_columns, 0}, keep,
+                         &sc.count[std::size_t(2 * h)], scr);
+      if (s == status::ok)
+        s = select_top_k(sl, lk, ns, protect_spec{opt.forced_diagonals, 0}, keep + nv,
+                         &sc.count[std::size_t(2 * h + 1)], scr);
+      st[std::size_t(h)] = s;
+    });
+    for (status s : st) HEED_RETURN_IF_ERROR(s);
+    out.clear();
+    for (std::int64_t h = 0; h < hq; ++h) {
+      const std::int32_t* keep = sc.keep.data() + h * (nv + ns);
+      HEED_RETURN_IF_ERROR(out.add_head(keep, sc.count[std::size_t(2 * h)], keep + nv,
+                                        sc.count[std::size_t(2 * h + 1)]));
+    }
+    return status::ok;
   });
-  for (status s : st) HEED_RETURN_IF_ERROR(s);
-  out.clear();
-  for (std::int64_t h = 0; h < hq; ++h) {
-    const std::int32_t* keep = sc.keep.data() + h * (nv + ns);
-    out.add_head(keep, sc.count[std::size_t(2 * h)], keep + nv, sc.count[std::size_t(2 * h + 1)]);
-  }
-  return status::ok;
 }
 
 struct pooled_block_options {
@@ -112,43 +116,46 @@ inline void block_logits(const tensor_view& q, std::int64_t h, std::int64_t bq,
 inline status pooled_block_estimate(const tensor_view& q, const tensor_view& k,
                                     std::int64_t q_offset, const pooled_block_options& opt,
                                     block_pattern& out, estimate_scratch& sc,
-                                    executor& ex = default_executor()) {
-  HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
-  if (!(opt.density > 0.0 && opt.density <= 1.0)) return status::invalid_argument;
-  if (opt.head_density)
-    for (std::int64_t h = 0; h < q.heads; ++h)
-      if (!(opt.head_density[h] > 0.0 && opt.head_density[h] <= 1.0))
-        return status::invalid_argument;
-  HEED_RETURN_IF_ERROR(out.reset(q.heads, q.seq, k.seq, q_offset, opt.block_q, opt.block_k));
-  const std::int64_t nq = out.q_blocks, nk = out.k_blocks, d = q.dim;
-  const std::int64_t group = q.heads / k.heads;
-  const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
-  const int threads = ex.concurrency();
-  sparse_detail::pool_keys(k, opt.block_k, sc, ex);
-  sc.pooled_q.resize(std::size_t(threads * nq * d));
-  sc.block_scores.resize(std::size_t(threads * nq * nk));
-  sc.select.resize(std::size_t(threads * nk));
-  sc.keep.resize(std::size_t(q.heads * nq * nk));
-  sc.count.resize(std::size_t(q.heads * nq));
-  ex.parallel_for(q.heads, [&](std::int64_t h, int t) {
-    float* scores = sc.block_scores.data() + std::int64_t(t) * nq * nk;
-    sparse_detail::block_logits(q, h, opt.block_q, sc.pooled_k.data() + (h / group) * nk * d, nk,
-                                scale, sc.pooled_q.data() + std::int64_t(t) * nq * d, scores);
-    const double density = opt.head_density ? opt.head_density[h] : opt.density;
-    for (std::int64_t qb = 0; qb < nq; ++qb) {
-      std::int64_t lo, hi;
-      out.diagonal(qb, lo, hi);
-      const std::int64_t visible = opt.causal ? std::min(nk, hi + 1) : nk;
-      const auto budget = std::max<std::int64_t>(
-          1, static_cast<std::int64_t>(std::ceil(density * double(visible))));
-      std::int64_t* n = &sc.count[std::size_t(h * nq + qb)];
-      select_top_k(scores + qb * nk, visible, budget, protect_spec{},
-                   sc.keep.data() + (h * nq + qb) * nk, n, sc.select.data() + std::int64_t(t) * nk);
-    }
+                                    executor& ex = default_executor()) noexcept {
+  return detail::no_throw([&]() -> status {
+    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
+    if (!(opt.density > 0.0 && opt.density <= 1.0)) return status::invalid_argument;
+    if (opt.head_density)
+      for (std::int64_t h = 0; h < q.heads; ++h)
+        if (!(opt.head_density[h] > 0.0 && opt.head_density[h] <= 1.0))
+          return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(out.reset(q.heads, q.seq, k.seq, q_offset, opt.block_q, opt.block_k));
+    const std::int64_t nq = out.q_blocks, nk = out.k_blocks, d = q.dim;
+    const std::int64_t group = q.heads / k.heads;
+    const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
+    const int threads = ex.concurrency();
+    sparse_detail::pool_keys(k, opt.block_k, sc, ex);
+    sc.pooled_q.resize(std::size_t(threads * nq * d));
+    sc.block_scores.resize(std::size_t(threads * nq * nk));
+    sc.select.resize(std::size_t(threads * nk));
+    sc.keep.resize(std::size_t(q.heads * nq * nk));
+    sc.count.resize(std::size_t(q.heads * nq));
+    ex.parallel_for(q.heads, [&](std::int64_t h, int t) {
+      float* scores = sc.block_scores.data() + std::int64_t(t) * nq * nk;
+      sparse_detail::block_logits(q, h, opt.block_q, sc.pooled_k.data() + (h / group) * nk * d, nk,
+                                  scale, sc.pooled_q.data() + std::int64_t(t) * nq * d, scores);
+      const double density = opt.head_density ? opt.head_density[h] : opt.density;
+      for (std::int64_t qb = 0; qb < nq; ++qb) {
+        std::int64_t lo, hi;
+        out.diagonal(qb, lo, hi);
+        const std::int64_t visible = opt.causal ? std::min(nk, hi + 1) : nk;
+        const auto budget = std::max<std::int64_t>(
+            1, static_cast<std::int64_t>(std::ceil(density * double(visible))));
+        std::int64_t* n = &sc.count[std::size_t(h * nq + qb)];
+        select_top_k(scores + qb * nk, visible, budget, protect_spec{},
+                     sc.keep.data() + (h * nq + qb) * nk, n,
+                     sc.select.data() + std::int64_t(t) * nk);
+      }
+    });
+    for (std::int64_t r = 0; r < q.heads * nq; ++r)
+      HEED_RETURN_IF_ERROR(out.add_row(sc.keep.data() + r * nk, sc.count[std::size_t(r)]));
+    return status::ok;
   });
-  for (std::int64_t r = 0; r < q.heads * nq; ++r)
-    out.add_row(sc.keep.data() + r * nk, sc.count[std::size_t(r)]);
-  return status::ok;
 }
 
 }  // namespace heed

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "heed/core/detail/no_throw.hpp"
 #include "heed/sparse/block_pattern.hpp"
 
 namespace heed {
@@ -33,39 +34,41 @@ struct static_pattern_options {
 // hq heads, lq query rows at positions q_offset + i (-1 means lk - lq), lk keys.
 inline status build_static_pattern(static_kind kind, std::int64_t hq, std::int64_t lq,
                                    std::int64_t lk, std::int64_t q_offset,
-                                   const static_pattern_options& o, block_pattern& out) {
-  if (o.sink_blocks < 0 || o.local_blocks < 1 || o.stride < 1 || o.dilation < 1 || o.count < 0)
-    return status::invalid_argument;
-  if (kind != static_kind::a_shape && kind != static_kind::strided &&
-      kind != static_kind::dilated && kind != static_kind::power_of_two)
-    return status::invalid_argument;
-  HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, o.block_q, o.block_k));
-  std::vector<char> on(static_cast<std::size_t>(out.k_blocks));
-  std::vector<std::int32_t> ptr(1, 0), idx;  // one head's rows
-  for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
-    std::int64_t first, dq;
-    out.diagonal(qb, first, dq);
-    std::fill(on.begin(), on.end(), 0);
-    auto mark = [&](std::int64_t b) {
-      if (b >= 0 && b <= dq) on[static_cast<std::size_t>(b)] = 1;
-    };
-    for (std::int64_t b = 0; b < o.sink_blocks; ++b) mark(b);
-    for (std::int64_t b = dq - o.local_blocks + 1; b <= dq; ++b) mark(b);
-    if (kind == static_kind::strided)
-      for (std::int64_t b = dq - o.stride; b >= 0; b -= o.stride) mark(b);
-    if (kind == static_kind::dilated)
-      for (std::int64_t m = 1; m <= o.count; ++m) mark(dq - o.local_blocks + 1 - m * o.dilation);
-    if (kind == static_kind::power_of_two)
-      for (std::int64_t dist = 1; dist <= dq; dist *= 2) mark(dq - dist);
-    for (std::int64_t b = 0; b < out.k_blocks; ++b)
-      if (on[static_cast<std::size_t>(b)]) idx.push_back(static_cast<std::int32_t>(b));
-    ptr.push_back(static_cast<std::int32_t>(idx.size()));
-  }
-  for (std::int64_t h = 0; h < hq; ++h)
-    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
-      out.add_row(idx.data() + ptr[std::size_t(qb)],
-                  ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]);
-  return status::ok;
+                                   const static_pattern_options& o, block_pattern& out) noexcept {
+  return detail::no_throw([&]() -> status {
+    if (o.sink_blocks < 0 || o.local_blocks < 1 || o.stride < 1 || o.dilation < 1 || o.count < 0)
+      return status::invalid_argument;
+    if (kind != static_kind::a_shape && kind != static_kind::strided &&
+        kind != static_kind::dilated && kind != static_kind::power_of_two)
+      return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, o.block_q, o.block_k));
+    std::vector<char> on(static_cast<std::size_t>(out.k_blocks));
+    std::vector<std::int32_t> ptr(1, 0), idx;  // one head's rows
+    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
+      std::int64_t first, dq;
+      out.diagonal(qb, first, dq);
+      std::fill(on.begin(), on.end(), 0);
+      auto mark = [&](std::int64_t b) {
+        if (b >= 0 && b <= dq) on[static_cast<std::size_t>(b)] = 1;
+      };
+      for (std::int64_t b = 0; b < o.sink_blocks; ++b) mark(b);
+      for (std::int64_t b = dq - o.local_blocks + 1; b <= dq; ++b) mark(b);
+      if (kind == static_kind::strided)
+        for (std::int64_t b = dq - o.stride; b >= 0; b -= o.stride) mark(b);
+      if (kind == static_kind::dilated)
+        for (std::int64_t m = 1; m <= o.count; ++m) mark(dq - o.local_blocks + 1 - m * o.dilation);
+      if (kind == static_kind::power_of_two)
+        for (std::int64_t dist = 1; dist <= dq; dist *= 2) mark(dq - dist);
+      for (std::int64_t b = 0; b < out.k_blocks; ++b)
+        if (on[static_cast<std::size_t>(b)]) idx.push_back(static_cast<std::int32_t>(b));
+      ptr.push_back(static_cast<std::int32_t>(idx.size()));
+    }
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
+        HEED_RETURN_IF_ERROR(out.add_row(idx.data() + ptr[std::size_t(qb)],
+                                         ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]));
+    return status::ok;
+  });
 }
 
 // Block lists for packed documents (attention/variants/document_mask.hpp): query block qb keeps
@@ -76,28 +79,30 @@ inline status build_static_pattern(static_kind kind, std::int64_t hq, std::int64
 inline status build_document_pattern(const std::int32_t* seg_start, std::int64_t n_positions,
                                      std::int64_t hq, std::int64_t lq, std::int64_t lk,
                                      std::int64_t q_offset, std::int32_t block_q,
-                                     std::int32_t block_k, block_pattern& out) {
-  if (seg_start == nullptr) return status::null_pointer;
-  HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, block_q, block_k));
-  if (n_positions < out.q_offset + lq) return status::invalid_argument;
-  for (std::int64_t p = 0; p < n_positions; ++p)
-    if (seg_start[p] < 0 || seg_start[p] > p || (p > 0 && seg_start[p] < seg_start[p - 1]))
-      return status::invalid_argument;
-  out.force_sink = false;
-  out.force_diagonal = true;
-  std::vector<std::int32_t> ptr(1, 0), idx;
-  for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
-    std::int64_t first, dq;
-    out.diagonal(qb, first, dq);
-    const std::int64_t b0 = seg_start[out.q_offset + qb * block_q] / block_k;
-    for (std::int64_t b = b0; b <= dq; ++b) idx.push_back(static_cast<std::int32_t>(b));
-    ptr.push_back(static_cast<std::int32_t>(idx.size()));
-  }
-  for (std::int64_t h = 0; h < hq; ++h)
-    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
-      out.add_row(idx.data() + ptr[std::size_t(qb)],
-                  ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]);
-  return status::ok;
+                                     std::int32_t block_k, block_pattern& out) noexcept {
+  return detail::no_throw([&]() -> status {
+    if (seg_start == nullptr) return status::null_pointer;
+    HEED_RETURN_IF_ERROR(out.reset(hq, lq, lk, q_offset, block_q, block_k));
+    if (n_positions < out.q_offset + lq) return status::invalid_argument;
+    for (std::int64_t p = 0; p < n_positions; ++p)
+      if (seg_start[p] < 0 || seg_start[p] > p || (p > 0 && seg_start[p] < seg_start[p - 1]))
+        return status::invalid_argument;
+    out.force_sink = false;
+    out.force_diagonal = true;
+    std::vector<std::int32_t> ptr(1, 0), idx;
+    for (std::int64_t qb = 0; qb < out.q_blocks; ++qb) {
+      std::int64_t first, dq;
+      out.diagonal(qb, first, dq);
+      const std::int64_t b0 = seg_start[out.q_offset + qb * block_q] / block_k;
+      for (std::int64_t b = b0; b <= dq; ++b) idx.push_back(static_cast<std::int32_t>(b));
+      ptr.push_back(static_cast<std::int32_t>(idx.size()));
+    }
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t qb = 0; qb < out.q_blocks; ++qb)
+        HEED_RETURN_IF_ERROR(out.add_row(idx.data() + ptr[std::size_t(qb)],
+                                         ptr[std::size_t(qb + 1)] - ptr[std::size_t(qb)]));
+    return status::ok;
+  });
 }
 
 }  // namespace heed
