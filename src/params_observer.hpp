@@ -26,7 +26,8 @@ struct params_observer {
 
 inline bool needs_builtin(const dense_params& p) noexcept {
   return p.window_left >= 0 || p.softcap > 0.f || p.alibi_slopes != nullptr ||
-         p.sink_logits != nullptr;
+         p.sink_logits != nullptr || p.ssmax != nullptr || p.length_scale_base > 0 ||
+         p.key_bias != nullptr || p.sigmoid;
 }
 inline bool needs_observer(const dense_params& p) noexcept {
   return p.entropy != nullptr || (p.prob_tap != nullptr && p.q_len() == 1);

@@ -58,6 +58,11 @@ struct dense_case {
   float softcap = 0.f;
   bool alibi = false;
   bool sinks = false;
+  bool ssmax = false;                  // per-head SSMax scales in [0.2, 0.6]
+  std::int64_t length_scale_base = 0;  // entropy-invariant scaling
+  float length_scale_floor = 1.f;
+  std::int64_t key_bias_len = 0;  // per-head per-key biases in [-3, 3] on keys < len
+  bool sigmoid = false;           // sigmoid attention with per-head biases in [-2, 0]
   bool want_lse = true;
   bool want_entropy = true;
   std::int64_t row_head_stride = 0;
@@ -171,7 +176,7 @@ struct dense_setup {
   dense_case c;
   strided_tensor q, k, v, o;
   std::vector<float> lse, entropy;  // [hq * row_stride], sentinel-filled
-  std::vector<float> slopes, sinks;
+  std::vector<float> slopes, sinks, ssmax, key_bias, sigmoid_bias;
   heed::dense_params params;
   heed_ref::attention_problem ref;
 
@@ -237,6 +242,32 @@ struct dense_setup {
       for (std::int64_t h = 0; h < c.hq; ++h) sinks.push_back(sink_dist(rng));
       params.sink_logits = sinks.data();
       ref.sink_logits.assign(sinks.begin(), sinks.end());
+    }
+    if (c.ssmax) {
+      std::uniform_real_distribution<float> a(0.2f, 0.6f);
+      for (std::int64_t h = 0; h < c.hq; ++h) ssmax.push_back(a(rng));
+      params.ssmax = ssmax.data();
+      ref.ssmax.assign(ssmax.begin(), ssmax.end());
+    }
+    params.length_scale_base = c.length_scale_base;
+    params.length_scale_floor = c.length_scale_floor;
+    ref.length_scale_base = c.length_scale_base;
+    ref.length_scale_floor = static_cast<double>(c.length_scale_floor);
+    if (c.key_bias_len > 0) {
+      std::uniform_real_distribution<float> b(-3.f, 3.f);
+      for (std::int64_t x = 0; x < c.hq * c.key_bias_len; ++x) key_bias.push_back(b(rng));
+      params.key_bias = key_bias.data();
+      params.key_bias_len = c.key_bias_len;
+      ref.key_bias.assign(key_bias.begin(), key_bias.end());
+      ref.key_bias_len = c.key_bias_len;
+    }
+    if (c.sigmoid) {
+      std::uniform_real_distribution<float> b(-2.f, 0.f);
+      for (std::int64_t h = 0; h < c.hq; ++h) sigmoid_bias.push_back(b(rng));
+      params.sigmoid = true;
+      params.sigmoid_bias = sigmoid_bias.data();
+      ref.sigmoid = true;
+      ref.sigmoid_bias.assign(sigmoid_bias.begin(), sigmoid_bias.end());
     }
     // An explicit scale is a float both sides see; the default (0) the reference computes
     // itself as 1 / sqrt(d) in double, independently of dense_params::logit_scale().

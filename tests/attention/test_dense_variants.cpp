@@ -3,7 +3,9 @@
 // ISA this machine can run, against the float64 reference. Tolerances: see dense_harness.hpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -170,6 +172,61 @@ std::vector<dense_case> variant_cases() {
   c.q_amp = 10.f;
   add(c);
 
+  // Row scaling by the number of visible keys: SSMax and entropy-invariant scaling.
+  c = base("ssmax_prefill", 90, 90);
+  c.ssmax = true;
+  add(c);
+  c = base("ssmax_noncausal_chunked_d96", 30, 120);
+  c.causal = false;
+  c.ssmax = true;
+  c.d = 96;
+  add(c);
+  c = base("ssmax_decode_3000_bf16", 1, 3000);
+  c.ssmax = true;
+  c.kv = dtype::bf16;
+  add(c);
+  c = base("length_scale_prefill", 100, 100);
+  c.length_scale_base = 16;  // rows past 16 keys sharpen, earlier rows keep the floor
+  add(c);
+  c = base("length_scale_floor_decode", 1, 700);
+  c.length_scale_base = 64;
+  c.length_scale_floor = 0.5f;
+  add(c);
+  // Per-head per-key bias (ZeroTuning on key 0, and a longer table).
+  c = base("zero_tuning_prefill", 60, 60);
+  c.key_bias_len = 1;
+  add(c);
+  c = base("key_bias_chunked_f16", 40, 130);
+  c.key_bias_len = 70;  // keys past the table get no bias
+  c.kv = dtype::f16;
+  add(c);
+  c = base("key_bias_decode_3000", 1, 3000);
+  c.key_bias_len = 2999;
+  add(c);
+  // Sigmoid attention: unnormalized rows.
+  c = base("sigmoid_prefill", 70, 70);
+  c.sigmoid = true;
+  add(c);
+  c = base("sigmoid_window_noncausal_d80", 30, 90);
+  c.causal = false;
+  c.window_left = 20;
+  c.sigmoid = true;
+  c.d = 80;
+  add(c);
+  c = base("sigmoid_decode_3000_f16", 1, 3000);
+  c.sigmoid = true;
+  c.kv = dtype::f16;
+  add(c);
+  // Everything that combines at once.
+  c = base("modifiers_combined_prefill", 80, 100);
+  c.ssmax = true;
+  c.key_bias_len = 10;
+  c.alibi = true;
+  c.softcap = 6.f;
+  c.sinks = true;
+  c.window_left = 50;
+  add(c);
+
   // Fully masked rows: O = 0, LSE = -inf, entropy 0 (with sinks: the row is all sink).
   c = base("all_rows_masked_prefill", 10, 20);
   c.causal = false;
@@ -209,7 +266,9 @@ TEST_P(DenseVariants, MatchesReference) {
   dense_setup s(c);
   const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
   ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
-  expect_matches_reference(s, r);
+  // Sigmoid rows are unnormalized sums of up to Lk terms: the absolute error grows with Lk.
+  const double atol = c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol;
+  expect_matches_reference(s, r, atol);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, DenseVariants,
@@ -274,6 +333,13 @@ std::vector<dense_case> tap_cases() {
   c.hkv = 1;
   c.d = 7;
   add(c);
+  c = base("tap_ssmax_zero_tuning", 1, 1500);
+  c.ssmax = true;
+  c.key_bias_len = 1;
+  add(c);
+  c = base("tap_sigmoid", 1, 1100);  // the tap reports the sigmoid probabilities themselves
+  c.sigmoid = true;
+  add(c);
   c = base("tap_masked_row", 1, 40);
   c.causal = false;
   c.q_offset = 100;
@@ -294,7 +360,8 @@ TEST_P(DenseProbTap, MatchesReferenceProbabilities) {
   prob_recorder serial(c.hq, c.lk);
   serial.attach(s.params);
   ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
-  expect_matches_reference(s, r);
+  expect_matches_reference(
+      s, r, c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol);
   expect_probs_match(serial, r, q_pos, c.causal);
   const std::vector<unsigned char> serial_out = s.result_bytes();
 
@@ -351,6 +418,92 @@ TEST(DenseProbTap, PrefillWithTapStillCorrect) {
     expect_matches_reference(s, r);
     EXPECT_EQ(rec.bad_calls, 0);
   }
+}
+
+// Identities of the modifiers, for every ISA, prefill and decode.
+
+// ZeroTuning: a bias of log(gamma) on key 0 equals scaling p_0 by gamma in the plain softmax and
+// renormalizing the row (the expected output is built from the plain reference probabilities).
+TEST(DenseModifiers, ZeroTuningEqualsScalingKeyZero) {
+  const double gamma = 0.3;
+  for (isa i : kIsas) {
+    if (!heed::isa_available(i)) continue;
+    for (std::int64_t lq : {1, 37}) {
+      SCOPED_TRACE(std::string(heed::isa_name(i)) + " lq " + std::to_string(lq));
+      dense_setup s(base("zero_tuning_identity", lq, 90));
+      const heed_ref::attention_result plain = heed_ref::naive_attention(s.ref);
+      std::vector<float> bias(static_cast<std::size_t>(s.c.hq), float(std::log(gamma)));
+      s.params.key_bias = bias.data();
+      s.params.key_bias_len = 1;
+      ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
+      const std::int64_t group = s.c.hq / s.c.hkv;
+      double worst = 0.0;
+      for (std::int64_t h = 0; h < s.c.hq; ++h)
+        for (std::int64_t r = 0; r < lq; ++r) {
+          const double p0 = plain.prob_at(h, r, 0);
+          const double z = 1.0 - p0 + gamma * p0;
+          for (std::int64_t x = 0; x < s.c.d; ++x) {
+            double want = 0.0;
+            for (std::int64_t j = 0; j < s.c.lk; ++j)
+              want +=
+                  plain.prob_at(h, r, j) * (j == 0 ? gamma : 1.0) / z * s.ref.v_at(j, h / group, x);
+            worst = std::max(worst, std::fabs(double(s.o.load_f32(r, h, x)) - want));
+          }
+        }
+      EXPECT_LT(worst, 2e-5);
+    }
+  }
+}
+
+// A learned sink with logit -inf adds nothing: the result equals plain attention (the reference,
+// and bit for bit the same built-in variant path without sinks), entropy included (no NaN from
+// 0 * -inf).
+TEST(DenseModifiers, MinusInfinitySinkEqualsPlainAttention) {
+  for (isa i : kIsas) {
+    if (!heed::isa_available(i)) continue;
+    for (std::int64_t lq : {1, 45}) {
+      SCOPED_TRACE(std::string(heed::isa_name(i)) + " lq " + std::to_string(lq));
+      dense_case c = base("sink_minus_inf", lq, 2100);
+      c.window_left = 1 << 30;  // no effect, but takes the built-in variant path like sinks do
+      dense_setup s(c);
+      ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
+      expect_matches_reference(s, heed_ref::naive_attention(s.ref));
+      const std::vector<unsigned char> plain = s.result_bytes();
+      std::vector<float> sinks(static_cast<std::size_t>(c.hq),
+                               -std::numeric_limits<float>::infinity());
+      s.params.sink_logits = sinks.data();
+      s.reset_outputs();
+      ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
+      EXPECT_TRUE(s.result_bytes() == plain);
+      for (float e : s.entropy) EXPECT_FALSE(std::isnan(e));
+    }
+  }
+}
+
+// Bad modifier parameters return a status.
+TEST(DenseModifiers, BadParametersAreRejected) {
+  dense_setup s(base("bad_modifiers", 8, 8));
+  const std::vector<float> bias(64, 0.f);
+  heed::dense_params p = s.params;
+  p.length_scale_base = 1;  // log(1) = 0
+  EXPECT_EQ(heed::validate(p), heed::status::invalid_argument);
+  p = s.params;
+  p.length_scale_base = -5;
+  EXPECT_EQ(heed::validate(p), heed::status::invalid_argument);
+  p = s.params;
+  p.key_bias_len = 4;  // no table
+  EXPECT_EQ(heed::validate(p), heed::status::null_pointer);
+  p = s.params;
+  p.key_bias = bias.data();  // a table of length 0
+  EXPECT_EQ(heed::validate(p), heed::status::invalid_argument);
+  p = s.params;
+  p.sigmoid = true;
+  p.sink_logits = bias.data();  // sigmoid rows have no softmax to add a sink to
+  EXPECT_EQ(heed::validate(p), heed::status::invalid_argument);
+  p = s.params;
+  p.length_scale_floor = std::numeric_limits<float>::quiet_NaN();
+  p.length_scale_base = 8;
+  EXPECT_EQ(heed::validate(p), heed::status::invalid_argument);
 }
 
 }  // namespace

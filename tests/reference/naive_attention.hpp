@@ -41,6 +41,14 @@ struct attention_problem {
   double softcap = 0.0;
   std::vector<double> alibi_slopes;  // [hq], empty = off
   std::vector<double> sink_logits;   // [hq], empty = off
+  // Row scale by n = keys under the causal limit (q_pos + 1, at most lk; lk when not causal):
+  std::vector<double> ssmax;           // [hq]: s *= ssmax[h] * log(n); empty = off
+  std::int64_t length_scale_base = 0;  // s *= max(floor, log(n) / log(base)); 0 = off
+  double length_scale_floor = 1.0;
+  std::vector<double> key_bias;  // [hq][key_bias_len]: s += bias for keys j < key_bias_len
+  std::int64_t key_bias_len = 0;
+  bool sigmoid = false;              // p = sigmoid(s + sigmoid_bias[h]), unnormalized; LSE and
+  std::vector<double> sigmoid_bias;  // entropy 0. [hq], empty = 0
 
   // Optional user hooks (for compile-time variants written in tests).
   std::function<double(int h, std::int64_t q_pos, std::int64_t k_pos, double s)> transform;
@@ -119,6 +127,15 @@ inline attention_result naive_attention(const attention_problem& p) {
       const std::int64_t q_pos = p.offset() + i;
       const double* qrow = &p.q[static_cast<std::size_t>((i * p.hq + h) * p.d)];
 
+      double row_scale = 1.0;
+      {
+        const double n = static_cast<double>(p.causal ? std::min(q_pos + 1, p.lk) : p.lk);
+        if (!p.ssmax.empty()) row_scale *= p.ssmax[static_cast<std::size_t>(h)] * std::log(n);
+        if (p.length_scale_base > 0)
+          row_scale *= std::max(p.length_scale_floor,
+                                std::log(n) / std::log(static_cast<double>(p.length_scale_base)));
+      }
+
       // Logits and mask of the whole row.
       double m = neg_inf;
       for (std::int64_t j = 0; j < p.lk; ++j) {
@@ -131,13 +148,32 @@ inline attention_result naive_attention(const attention_problem& p) {
         const double* krow = &p.k[static_cast<std::size_t>((j * p.hkv + kvh) * p.d)];
         double dot = 0.0;
         for (std::int64_t c = 0; c < p.d; ++c) dot += qrow[c] * krow[c];
-        double x = scale * dot;
+        double x = scale * dot * row_scale;
         if (!p.alibi_slopes.empty())
           x -= p.alibi_slopes[static_cast<std::size_t>(h)] * static_cast<double>(q_pos - j);
+        if (j < p.key_bias_len) x += p.key_bias[static_cast<std::size_t>(h * p.key_bias_len + j)];
         if (p.softcap > 0.0) x = p.softcap * std::tanh(x / p.softcap);
         if (p.transform) x = p.transform(static_cast<int>(h), q_pos, j, x);
         s[static_cast<std::size_t>(j)] = x;
         m = std::max(m, x);
+      }
+      if (p.sigmoid) {  // unnormalized: o = sum sigmoid(s + b) v
+        const std::size_t row = static_cast<std::size_t>(h * p.lq + i);
+        const double b = p.sigmoid_bias.empty() ? 0.0 : p.sigmoid_bias[static_cast<std::size_t>(h)];
+        r.lse[row] = 0.0;
+        double max_abs = 0.0;
+        double* orow = &r.o[static_cast<std::size_t>((i * p.hq + h) * p.d)];
+        for (std::int64_t j = 0; j < p.lk; ++j) {
+          if (!visible[static_cast<std::size_t>(j)]) continue;
+          const double x = s[static_cast<std::size_t>(j)] + b;
+          const double pj = 1.0 / (1.0 + std::exp(-x));
+          max_abs = std::max(max_abs, std::fabs(x));
+          r.probs[row * static_cast<std::size_t>(p.lk) + static_cast<std::size_t>(j)] = pj;
+          const double* vrow = &p.v[static_cast<std::size_t>((j * p.hkv + kvh) * p.d)];
+          for (std::int64_t c = 0; c < p.d; ++c) orow[c] += pj * vrow[c];
+        }
+        r.max_abs_logit[row] = max_abs;
+        continue;
       }
       double sink = neg_inf;
       if (p.row_sink) {

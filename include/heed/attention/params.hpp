@@ -34,6 +34,19 @@ struct dense_params {
   float softcap = 0.f;                  // s -> softcap * tanh(s / softcap); 0 = off
   const float* alibi_slopes = nullptr;  // [Hq]: s -> s - slope[h] * (q_pos - k_pos)
   const float* sink_logits = nullptr;   // [Hq]: a virtual key with this logit and a zero value
+  // Row scaling by the number n of keys the causal limit lets the row see (q_pos + 1, or Lk when
+  // not causal), applied to the logits before everything else:
+  const float* ssmax = nullptr;        // [Hq]: Scalable-Softmax, s -> s * ssmax[h] * log(n)
+  std::int64_t length_scale_base = 0;  // s -> s * max(floor, log(n) / log(base)); 0 = off
+  float length_scale_floor = 1.f;      //   (entropy-invariant scaling; needs base >= 2)
+  // Additive per-head per-key bias: s += key_bias[h * key_bias_len + k_pos] for keys
+  // k_pos < key_bias_len (ZeroTuning: key_bias_len 1, bias log(gamma) on key 0).
+  const float* key_bias = nullptr;
+  std::int64_t key_bias_len = 0;
+  // Sigmoid attention: p = sigmoid(s + sigmoid_bias[h]) (bias 0 when null), no normalization;
+  // o = sum p v. LSE and entropy are reported as 0. Not combinable with sink_logits.
+  bool sigmoid = false;
+  const float* sigmoid_bias = nullptr;  // [Hq]
 
   // Decode-time probability tap (compiled library; header users pass an observer).
   prob_tap_fn prob_tap = nullptr;
@@ -74,6 +87,13 @@ HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
   if (!(std::isfinite(p.scale)) || p.scale < 0.f) return status::invalid_argument;
   if (!(std::isfinite(p.softcap)) || p.softcap < 0.f) return status::invalid_argument;
   if (p.window_left < -1) return status::invalid_argument;
+  if (p.length_scale_base < 0 || p.length_scale_base == 1 || !std::isfinite(p.length_scale_floor))
+    return status::invalid_argument;
+  if (p.key_bias_len > 0 && p.key_bias == nullptr) return status::null_pointer;
+  if (p.key_bias_len < 0 || p.key_bias_len > (std::int64_t(1) << 30) ||
+      (p.key_bias != nullptr && p.key_bias_len == 0))
+    return status::invalid_argument;
+  if (p.sigmoid && p.sink_logits != nullptr) return status::invalid_argument;
   if ((p.lse != nullptr || p.entropy != nullptr) && p.row_head_stride != 0 &&
       p.row_head_stride < p.q.seq)
     return status::invalid_stride;

@@ -15,6 +15,10 @@
 //                           std::int64_t& k_lo, std::int64_t& k_hi) const;
 //                         narrows the keys that queries with positions in [q_lo, q_hi] can see,
 //                         so whole tiles are skipped (the mask must agree with it).
+//   has_query_scale:      float query_scale(int q_head, std::int64_t q_pos, std::int64_t n) const;
+//                         multiplies the row's logits (applied to the query once per row, so
+//                         it is free in the inner loop); n = keys the causal limit lets the row
+//                         see (q_pos + 1, at most kv_len; kv_len when not causal).
 #pragma once
 
 #include <cmath>
@@ -44,7 +48,9 @@ struct row_state {
 };
 
 // Adds a virtual key with logit s and a zero value to the row (a learned attention sink).
+// A logit of -inf adds nothing.
 HEED_FORCE_INLINE void fold_virtual_logit(row_state& r, float s) noexcept {
+  if (s == -std::numeric_limits<float>::infinity()) return;
   if (!(r.m >= s)) {  // also taken when m is -inf
     const float a = std::isinf(r.m) ? 0.f : std::exp(r.m - s);
     r.d = r.d * a + 1.f;
@@ -62,6 +68,7 @@ struct variant_base {
   static constexpr bool has_logits_mask = false;
   static constexpr bool has_row_finalize = false;
   static constexpr bool has_key_range = false;
+  static constexpr bool has_query_scale = false;
 };
 
 // The plain kernel: no hooks.

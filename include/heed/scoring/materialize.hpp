@@ -8,6 +8,7 @@
 #include <limits>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/attention/detail/dense_common.hpp"
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
 #include "heed/core/dtype.hpp"
@@ -65,10 +66,11 @@ status materialize_attention_t(const dense_params& p, const Variant& var, const 
       const std::int64_t qpos = p.offset() + rows[ri];
       const float* q = static_cast<const float*>(p.q.data) + p.q.offset(rows[ri], h);
       float* o = out + (std::int64_t(hi) * n_rows + ri) * out_stride;
+      const float rs = detail::row_query_scale(var, p, h, qpos);
       alignas(64) float tmp[L];
       for (std::int64_t j0 = 0; j0 < lk; j0 += L) {
         const int n = static_cast<int>(std::min<std::int64_t>(L, lk - j0));
-        for (int t = 0; t < L; ++t) tmp[t] = t < n ? dot(q, j0 + t, kvh) : 0.f;
+        for (int t = 0; t < L; ++t) tmp[t] = t < n ? dot(q, j0 + t, kvh) * rs : 0.f;
         B s = B::load_aligned(tmp);
         const I kpos = iota + I(static_cast<std::int32_t>(j0));
         const lane_ctx<Arch> ctx{h, kvh, I(static_cast<std::int32_t>(qpos)), kpos};

@@ -303,10 +303,15 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
       const I kend(static_cast<std::int32_t>(j0 + n));
       float* cnt = out.colmean ? s.count + j0 : nullptr;
       B mb(ninf);
+      float rs = scale;
+      if constexpr (Variant::has_query_scale) {
+        rs *= var.query_scale(static_cast<int>(h), qpos,
+                              opt.causal ? std::min<std::int64_t>(qpos + 1, lk) : lk);
+      }
       for (std::int64_t t = 0; t < npad; t += L) {
         const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
         const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
-        B x = B::load_aligned(row + t) * B(scale);
+        B x = B::load_aligned(row + t) * B(rs);
         if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
         auto keep = xsimd::bool_cast(kpos < kend);
         if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);

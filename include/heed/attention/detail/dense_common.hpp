@@ -61,6 +61,19 @@ HEED_FORCE_INLINE xsimd::batch<std::int32_t, A> lane_iota() noexcept {
   return I::load_aligned(v);
 }
 
+// The variant's factor on the logits of the row at q_pos (1 without a query-scale hook).
+template <class Variant>
+HEED_FORCE_INLINE float row_query_scale(const Variant& var, const dense_params& p, int q_head,
+                                        std::int64_t q_pos) noexcept {
+  if constexpr (Variant::has_query_scale) {
+    const std::int64_t n = p.causal ? std::min(q_pos + 1, p.kv_len()) : p.kv_len();
+    return var.query_scale(q_head, q_pos, n);
+  } else {
+    (void)var, (void)p, (void)q_head, (void)q_pos;
+    return 1.f;
+  }
+}
+
 constexpr float neg_inf = -std::numeric_limits<float>::infinity();
 
 // Final (natural-log) row statistics from the kernel's base-2 running state, after the

@@ -233,7 +233,8 @@ struct decode_kernel {
     const float* qbase = static_cast<const float*>(p.q.data);
     for (std::int64_t g = 0; g < G; ++g) {
       const float* qrow = qbase + p.q.offset(0, h0 + int(g));
-      for (std::int64_t c = 0; c < d; ++c) qs[g * ds + c] = qrow[c] * qscale;
+      const float f = qscale * row_query_scale(var, p, h0 + int(g), qpos);
+      for (std::int64_t c = 0; c < d; ++c) qs[g * ds + c] = qrow[c] * f;
       for (std::int64_t c = 0; c < ds; ++c) oacc[g * ds + c] = 0.f;
     }
     for (std::int64_t g = 0; g < G; ++g) {

@@ -190,7 +190,8 @@ struct prefill_kernel {
     for (int r = 0; r < BR; ++r) {
       if (r < t.nrows) {
         const float* qrow = qbase + p.q.offset(t.i0 + r, h);
-        for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = qrow[k] * qscale;
+        const float f = qscale * row_query_scale(var, p, h, t.pos0 + r);
+        for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = qrow[k] * f;
       } else {
         for (std::int64_t k = 0; k < d; ++k) s.qt[k * BR + r] = 0.f;
       }
