@@ -124,4 +124,32 @@ status vertical_slash_attention(const dense_params& p, const vertical_slash_layo
   HEED_DISPATCH(i, vertical_slash_attention, p, l, ws, ex)
 }
 
+std::int64_t linear_feature_dim(const feature_map_spec& m, std::int64_t d) noexcept {
+  if (d < 1) return 0;
+  switch (m.kind) {
+    case feature_map_kind::identity:
+    case feature_map_kind::elu_plus_one:
+    case feature_map_kind::relu:
+      return d;
+    case feature_map_kind::favor_plus:
+      return m.m > 0 ? m.m : 0;
+    case feature_map_kind::hedgehog:
+      return m.m > 0 ? 2 * m.m : 0;
+  }
+  return 0;
+}
+
+std::size_t linear_workspace_size(const linear_params& p, const feature_map_spec& m, int threads,
+                                  isa i) noexcept {
+  if (!isa_available(i) || linear_feature_dim(m, p.head_dim()) == 0) return 0;
+  HEED_DISPATCH(i, linear_workspace_size, p, m, threads)
+}
+
+status linear_attention(const linear_params& p, const feature_map_spec& m, workspace ws,
+                        executor& ex, isa i) noexcept {
+  if (!isa_available(i)) return status::unsupported_isa;
+  if (linear_feature_dim(m, p.head_dim()) == 0) return status::invalid_argument;
+  HEED_DISPATCH(i, linear_attention, p, m, ws, ex)
+}
+
 }  // namespace heed

@@ -7,6 +7,7 @@
 #include "heed/attention/sparse_layout.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
+#include "heed/linear/linear_dispatch.hpp"
 
 #define HEED_DECLARE_ISA(suffix)                                                                  \
   std::size_t dense_workspace_size_##suffix(const dense_params& p, int threads) noexcept;         \
@@ -18,7 +19,11 @@
   status block_sparse_attention_##suffix(const dense_params& p, const block_sparse_layout& l,     \
                                          workspace ws, executor& ex) noexcept;                    \
   status vertical_slash_attention_##suffix(const dense_params& p, const vertical_slash_layout& l, \
-                                           workspace ws, executor& ex) noexcept;
+                                           workspace ws, executor& ex) noexcept;                  \
+  std::size_t linear_workspace_size_##suffix(const linear_params& p, const feature_map_spec& m,   \
+                                             int threads) noexcept;                               \
+  status linear_attention_##suffix(const linear_params& p, const feature_map_spec& m,             \
+                                   workspace ws, executor& ex) noexcept;
 
 namespace heed {
 namespace detail {
