@@ -94,6 +94,14 @@ class kv_cache {
   // [len, 1, d] views of the stored keys and values, head-major rows.
   tensor_view keys(int layer, int head) const noexcept { return view(at(layer, head), 0); }
   tensor_view values(int layer, int head) const noexcept { return view(at(layer, head), 1); }
+  // Writable views of the same rows, for in-place edits that keep the length (RoPE
+  // re-rotation after positions are re-assigned, requantization). Invalidated by append / keep.
+  mutable_tensor_view mutable_keys(int layer, int head) noexcept {
+    return as_mutable(view(at(layer, head), 0));
+  }
+  mutable_tensor_view mutable_values(int layer, int head) noexcept {
+    return as_mutable(view(at(layer, head), 1));
+  }
   const std::int64_t* positions(int layer, int head) const noexcept {
     return at(layer, head).pos.get();
   }
@@ -232,6 +240,17 @@ class kv_cache {
     return std::size_t(cfg_.head_dim) * dtype_size(cfg_.type);
   }
 
+  static mutable_tensor_view as_mutable(const tensor_view& t) noexcept {
+    mutable_tensor_view m;
+    m.data = const_cast<void*>(t.data);  // the slot's own buffer, reached through non-const this
+    m.type = t.type;
+    m.seq = t.seq;
+    m.heads = t.heads;
+    m.dim = t.dim;
+    m.seq_stride = t.seq_stride;
+    m.head_stride = t.head_stride;
+    return m;
+  }
   tensor_view view(const slot& s, int which) const noexcept {
     tensor_view t;
     t.data = which == 0 ? s.k.get() : s.v.get();
