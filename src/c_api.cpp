@@ -82,6 +82,13 @@ heed::dense_params convert_params(const heed_dense_params& c, tap_bridge& bridge
   p.softcap = c.softcap;
   p.alibi_slopes = c.alibi_slopes;
   p.sink_logits = c.sink_logits;
+  p.ssmax = c.ssmax;
+  p.length_scale_base = c.length_scale_base;
+  p.length_scale_floor = c.length_scale_floor;
+  p.key_bias = c.key_bias;
+  p.key_bias_len = c.key_bias_len;
+  p.sigmoid = c.sigmoid != 0;
+  p.sigmoid_bias = c.sigmoid_bias;
   if (c.prob_tap != nullptr) {
     bridge.fn = c.prob_tap;
     bridge.user = c.prob_tap_user;
@@ -123,6 +130,7 @@ void heed_dense_params_init(heed_dense_params* params) {
   c.row_head_stride = d.row_head_stride;
   c.window_left = d.window_left;
   c.softcap = d.softcap;
+  c.length_scale_floor = d.length_scale_floor;
   *params = c;
 }
 

@@ -24,12 +24,12 @@ struct params_observer {
   }
 };
 
-inline bool needs_builtin(const dense_params& p) noexcept {
+HEED_FORCE_INLINE bool needs_builtin(const dense_params& p) noexcept {
   return p.window_left >= 0 || p.softcap > 0.f || p.alibi_slopes != nullptr ||
          p.sink_logits != nullptr || p.ssmax != nullptr || p.length_scale_base > 0 ||
          p.key_bias != nullptr || p.sigmoid;
 }
-inline bool needs_observer(const dense_params& p) noexcept {
+HEED_FORCE_INLINE bool needs_observer(const dense_params& p) noexcept {
   return p.entropy != nullptr || (p.prob_tap != nullptr && p.q_len() == 1);
 }
 
@@ -38,12 +38,14 @@ template <class F>
 status with_params_hooks(const dense_params& p, F&& f) noexcept {
   if (needs_observer(p)) {
     params_observer obs{&p};
-    if (needs_builtin(p)) return f(builtin_variant(p), obs);
-    return f(no_variant{}, obs);
+    if (!needs_builtin(p)) return f(no_variant{}, obs);
+    if (builtin_row_variant::covers(p)) return f(builtin_row_variant(p), obs);
+    return f(builtin_variant(p), obs);
   }
   null_observer obs;
-  if (needs_builtin(p)) return f(builtin_variant(p), obs);
-  return f(no_variant{}, obs);
+  if (!needs_builtin(p)) return f(no_variant{}, obs);
+  if (builtin_row_variant::covers(p)) return f(builtin_row_variant(p), obs);
+  return f(builtin_variant(p), obs);
 }
 
 }  // namespace detail

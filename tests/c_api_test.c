@@ -50,8 +50,11 @@ typedef struct problem {
   int64_t q_offset; /* already resolved (>= 0) */
   int64_t window_left;
   double scale, softcap;
-  const float* alibi; /* [hq] or NULL */
-  const float* sinks; /* [hq] or NULL */
+  const float* alibi;    /* [hq] or NULL */
+  const float* sinks;    /* [hq] or NULL */
+  const float* ssmax;    /* [hq] or NULL: logits * ssmax[h] * log(n) */
+  const float* key_bias; /* [hq][key_bias_len] or NULL */
+  int64_t key_bias_len;
 } problem;
 
 /* q, o: [lq, hq, d]; k, v given as element accessors through layout. kv is [hkv, lk, d]
@@ -73,7 +76,12 @@ static void naive_attention(const problem* pb, const double* q, const double* k,
         int keep = 1;
         for (c = 0; c < pb->d; ++c) dot += q[(i * pb->hq + h) * pb->d + c] * kr[c];
         dot *= pb->scale;
+        if (pb->ssmax) {
+          const int64_t n = pb->causal ? (qpos + 1 < pb->lk ? qpos + 1 : pb->lk) : pb->lk;
+          dot *= pb->ssmax[h] * log((double)n);
+        }
         if (pb->alibi) dot -= pb->alibi[h] * (double)(qpos - j);
+        if (pb->key_bias && j < pb->key_bias_len) dot += pb->key_bias[h * pb->key_bias_len + j];
         if (pb->softcap > 0.0) dot = pb->softcap * tanh(dot / pb->softcap);
         if (pb->causal && j > qpos) keep = 0;
         if (pb->window_left >= 0 && qpos - j > pb->window_left) keep = 0;
@@ -213,6 +221,9 @@ static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_majo
   p.softcap = (float)pb.softcap;
   p.alibi_slopes = pb.alibi;
   p.sink_logits = pb.sinks;
+  p.ssmax = pb.ssmax;
+  p.key_bias = pb.key_bias;
+  p.key_bias_len = pb.key_bias_len;
   if (check_stats) {
     p.lse = lse;
     p.entropy = ent;
@@ -367,6 +378,8 @@ static void test_bad_input(void) {
 int main(void) {
   static const float slopes[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
   static const float sinks[4] = {0.3f, -1.0f, 2.0f, 0.0f};
+  static const float ssmax[4] = {0.4f, 0.3f, 0.5f, 0.35f};
+  static const float zero_tuning[4] = {-1.2f, 0.7f, 0.0f, -0.4f}; /* log(gamma) on key 0 */
   problem pb;
   const char* v = heed_version();
 
@@ -437,6 +450,15 @@ int main(void) {
   pb.lq = 1;
   pb.q_offset = 32;
   run_case("variants decode", pb, 0, 1, 1, 1, 0);
+
+  /* SSMax and a ZeroTuning bias on key 0 with the variants above. */
+  pb.ssmax = ssmax;
+  pb.key_bias = zero_tuning;
+  pb.key_bias_len = 1;
+  run_case("ssmax zero-tuning decode", pb, 0, 0, 1, 1, 0);
+  pb.lq = 20;
+  pb.q_offset = 13;
+  run_case("ssmax zero-tuning prefill", pb, 0, 1, 1, 1, 0);
 
   test_bad_input();
   CHECK(g_parallel_calls > 0);

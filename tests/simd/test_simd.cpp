@@ -202,6 +202,29 @@ TEST(SimdMath, FastTanhError) {
   EXPECT_EQ(big[3], 0.f);
 }
 
+// fast_tanh_abs (soft-capping): absolute error <= 5e-7 on a sweep, saturates to +-1.
+TEST(SimdMath, FastTanhAbsError) {
+  std::vector<float> x;
+  for (double v = -40.0; v <= 40.0; v += 1.0 / 2048 + 1e-8) x.push_back(static_cast<float>(v));
+  for (int e = -40; e <= 0; ++e) {
+    x.push_back(std::ldexp(1.f, e));
+    x.push_back(-std::ldexp(1.3f, e));
+  }
+  const std::vector<float> y = map_lanes([](B v) { return heed::simd::fast_tanh_abs<Arch>(v); }, x);
+  double worst = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double err = std::fabs(y[i] - std::tanh(double(x[i])));
+    worst = std::max(worst, err);
+    ASSERT_LE(err, 5e-7) << "x = " << x[i];
+  }
+  EXPECT_GT(worst, 0.0);  // the check compares real values
+  const std::vector<float> big =
+      map_lanes([](B v) { return heed::simd::fast_tanh_abs<Arch>(v); }, {100.f, -100.f, 1e6f});
+  for (float b : big) EXPECT_NEAR(std::fabs(b), 1.f, 5e-7f);
+  EXPECT_GT(big[0], 0.f);
+  EXPECT_LT(big[1], 0.f);
+}
+
 TEST(SimdReduce, SumAndMax) {
   alignas(64) float v[L];
   double sum = 0;

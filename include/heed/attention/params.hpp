@@ -40,7 +40,7 @@ struct dense_params {
   std::int64_t length_scale_base = 0;  // s -> s * max(floor, log(n) / log(base)); 0 = off
   float length_scale_floor = 1.f;      //   (entropy-invariant scaling; needs base >= 2)
   // Additive per-head per-key bias: s += key_bias[h * key_bias_len + k_pos] for keys
-  // k_pos < key_bias_len (ZeroTuning: key_bias_len 1, bias log(gamma) on key 0).
+  // k_pos < key_bias_len <= 2^24 (ZeroTuning: key_bias_len 1, bias log(gamma) on key 0).
   const float* key_bias = nullptr;
   std::int64_t key_bias_len = 0;
   // Sigmoid attention: p = sigmoid(s + sigmoid_bias[h]) (bias 0 when null), no normalization;
@@ -90,7 +90,7 @@ HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
   if (p.length_scale_base < 0 || p.length_scale_base == 1 || !std::isfinite(p.length_scale_floor))
     return status::invalid_argument;
   if (p.key_bias_len > 0 && p.key_bias == nullptr) return status::null_pointer;
-  if (p.key_bias_len < 0 || p.key_bias_len > (std::int64_t(1) << 30) ||
+  if (p.key_bias_len < 0 || p.key_bias_len > (std::int64_t(1) << 24) ||
       (p.key_bias != nullptr && p.key_bias_len == 0))
     return status::invalid_argument;
   if (p.sigmoid && p.sink_logits != nullptr) return status::invalid_argument;

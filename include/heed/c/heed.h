@@ -32,8 +32,8 @@ typedef enum heed_status {
   HEED_STATUS_UNSUPPORTED_DTYPE = 5,    /* e.g. a query that is not f32 */
   HEED_STATUS_UNSUPPORTED_HEAD_DIM = 6, /* only for entry points without a generic fallback */
   HEED_STATUS_UNSUPPORTED_ISA = 7,      /* an ISA not compiled in or not supported by the CPU */
-  HEED_STATUS_WORKSPACE_TOO_SMALL = 8, /* smaller than heed_dense_workspace_size() */
-  HEED_STATUS_OUT_OF_MEMORY = 9        /* an owning structure could not allocate */
+  HEED_STATUS_WORKSPACE_TOO_SMALL = 8,  /* smaller than heed_dense_workspace_size() */
+  HEED_STATUS_OUT_OF_MEMORY = 9         /* an owning structure could not allocate */
 } heed_status;
 
 /* Element types; the same values as heed::dtype. f16 is IEEE binary16, bf16 the upper half of
@@ -92,6 +92,14 @@ typedef struct heed_dense_params {
   float softcap;             /* s -> softcap * tanh(s / softcap); 0 = off */
   const float* alibi_slopes; /* [Hq] or NULL: s -> s - slope[h] * (q_pos - k_pos) */
   const float* sink_logits;  /* [Hq] or NULL: a virtual key with this logit and a zero value */
+  /* Row scales by n = keys under the causal limit (docs/variants.md). */
+  const float* ssmax;        /* [Hq] or NULL: Scalable-Softmax, s -> s * ssmax[h] * log(n) */
+  int64_t length_scale_base; /* s -> s * max(floor, log(n) / log(base)); 0 = off */
+  float length_scale_floor;  /* 1 by default */
+  const float* key_bias;     /* [Hq][key_bias_len] or NULL: s += bias for keys < key_bias_len */
+  int64_t key_bias_len;
+  int sigmoid;               /* nonzero: p = sigmoid(s + sigmoid_bias[h]), unnormalized */
+  const float* sigmoid_bias; /* [Hq] or NULL (bias 0) */
 
   /* Decode (Lq == 1) probability tap, or NULL. */
   heed_prob_tap_fn prob_tap;

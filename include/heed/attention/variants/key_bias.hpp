@@ -11,6 +11,25 @@
 
 namespace heed {
 
+// s + row[k_pos] in the lanes whose key is below len. Positions compare as floats (exact below
+// 2^24, the longest table this takes) and the table is read lane by lane: integer selects and
+// gathers do not compile with xsimd 8.1's AVX-512 at -O0, and the lanes that touch a short table
+// (ZeroTuning) are rare enough that a vector gather would not pay.
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> add_key_bias(xsimd::batch<float, A> s,
+                                                      const lane_ctx<A>& c, const float* row,
+                                                      std::int32_t len) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::size_t L = B::size;
+  const auto in = xsimd::to_float(c.k_pos) < B(float(len));
+  if (!xsimd::any(in)) return s;
+  alignas(64) std::int32_t pos[L];
+  alignas(64) float add[L];
+  c.k_pos.store_aligned(pos);
+  for (std::size_t l = 0; l < L; ++l) add[l] = pos[l] >= 0 && pos[l] < len ? row[pos[l]] : 0.f;
+  return s + B::load_aligned(add);
+}
+
 struct key_bias : variant_base {
   static constexpr bool has_logits_transform = true;
   const float* bias = nullptr;  // [Hq][len]
@@ -21,12 +40,7 @@ struct key_bias : variant_base {
   template <class A>
   xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
                                           const lane_ctx<A>& c) const noexcept {
-    using B = xsimd::batch<float, A>;
-    using I = xsimd::batch<std::int32_t, A>;
-    const auto in = c.k_pos < I(len);
-    const I idx = xsimd::select(in, c.k_pos, I(0));
-    return s + xsimd::select(xsimd::bool_cast(in),
-                             B::gather(bias + std::int64_t(c.q_head) * len, idx), B(0.f));
+    return add_key_bias<A>(s, c, bias + std::int64_t(c.q_head) * len, len);
   }
 };
 

@@ -15,7 +15,8 @@ struct softcap : variant_base {
   template <class A>
   xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
                                           const lane_ctx<A>&) const noexcept {
-    return xsimd::batch<float, A>(cap) * simd::fast_tanh<A>(s * xsimd::batch<float, A>(1.f / cap));
+    return xsimd::batch<float, A>(cap) *
+           simd::fast_tanh_abs<A>(s * xsimd::batch<float, A>(1.f / cap));
   }
 };
 
