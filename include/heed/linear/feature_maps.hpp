@@ -16,6 +16,7 @@
 // ([exp(Wx + b), exp(-(Wx + b))] with caller-given W and b).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <xsimd/xsimd.hpp>
@@ -117,7 +118,13 @@ struct favor_plus {
         const B u = xsimd::fma(B::load_unaligned(orow + c), B(s), shift);
         (simd::fast_exp<A>(u) * B(norm)).store_unaligned(orow + c);
       }
-      for (; c < m; ++c) orow[c] = std::exp(orow[c] * s - 0.5f * sq * s * s) * norm;
+      if (c < m) {  // the last partial vector through a padded buffer, same arithmetic
+        alignas(64) float tmp[L] = {};
+        std::copy(orow + c, orow + m, tmp);
+        const B u = xsimd::fma(B::load_aligned(tmp), B(s), shift);
+        (simd::fast_exp<A>(u) * B(norm)).store_aligned(tmp);
+        std::copy(tmp, tmp + (m - c), orow + c);
+      }
     }
   }
 };

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/attention/detail/dense_common.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/linear/detail/linear_chunked.hpp"
@@ -62,16 +63,7 @@ status linear_attention_t(const linear_params& p, const Map& map, workspace ws,
     ex.parallel_for(p.kv_heads(),
                     [&k](std::int64_t task, int thread) { k.run(static_cast<int>(task), thread); });
   };
-  switch (p.k.type) {
-    case dtype::f16:
-      run(f16{});
-      break;
-    case dtype::bf16:
-      run(bf16{});
-      break;
-    default:
-      run(float{});
-  }
+  detail::with_kv_type(p.k.type, run);
   return status::ok;
 }
 

@@ -39,7 +39,7 @@ inline void identity_mix_run(const dense_params& p, const float* alpha, bool per
   const std::int64_t lq = p.q_len(), hq = p.q_heads(), d = p.head_dim();
   const std::int64_t group = hq / p.kv_heads(), off = p.offset();
   float* ob = static_cast<float*>(p.o.data);
-  with_storage_type(p.v.type, [&](auto kv) {
+  detail::with_kv_type(p.v.type, [&](auto kv) {
     using T = decltype(kv);
     for (std::int64_t i = 0; i < lq; ++i)
       for (std::int64_t h = 0; h < hq; ++h) {

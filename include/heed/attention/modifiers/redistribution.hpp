@@ -255,7 +255,7 @@ inline status redistribute_attention(const dense_params& p, const redistribution
   HEED_RETURN_IF_ERROR(redistribution_can_implement(p, r));
   const std::int64_t hq = p.q_heads(), lq = p.q_len();
   const std::int64_t blocks = (lq + detail::mod::kRedistRows - 1) / detail::mod::kRedistRows;
-  detail::mod::with_storage_type(p.k.type, [&](auto kv) {
+  detail::with_kv_type(p.k.type, [&](auto kv) {
     using T = decltype(kv);
     ex.parallel_for(hq * blocks, [&](std::int64_t task, int) {
       const std::int64_t h = task / blocks, b = task % blocks;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "heed/attention/detail/dense_common.hpp"
 #include "heed/attention/params.hpp"
 #include "heed/config.hpp"
 #include "heed/core/dtype.hpp"
@@ -85,22 +86,6 @@ inline void axpy4(const float* w, const T* HEED_RESTRICT x0, const T* HEED_RESTR
   for (std::int64_t c = 0; c < n; ++c)
     y[c] += (w0 * to_float(x0[c]) + w1 * to_float(x1[c])) +
             (w2 * to_float(x2[c]) + w3 * to_float(x3[c]));
-}
-
-// Calls f(T{}) with T the storage type of K/V.
-template <class F>
-HEED_FORCE_INLINE void with_storage_type(dtype t, F&& f) {
-  switch (t) {
-    case dtype::f16:
-      f(f16{});
-      break;
-    case dtype::bf16:
-      f(bf16{});
-      break;
-    default:
-      f(float{});
-      break;
-  }
 }
 
 // Keys [lo, hi) that the row at position q_pos sees under the causal limit and the window.
