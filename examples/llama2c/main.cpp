@@ -6,6 +6,9 @@
 //                 [--policy NAME --budget N] [--threads N]
 //   heed-eval sweep --model FILE --tokenizer FILE --text FILE [--windows N] --out DIR
 //                   [--threads N]: every policy at 12.5%, 25%, 50% and 100% of the context
+//   heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] [--threads N]
+//                   [--policy NAME --budget N]: prefill and decode tokens per second (medians)
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -34,6 +37,8 @@ int usage(const char* why) {
                "[--policy NAME --budget N] [--threads N]\n"
                "       heed-eval sweep --model FILE --tokenizer FILE --text FILE [--windows N] "
                "--out DIR [--threads N]\n"
+               "       heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] "
+               "[--threads N] [--policy NAME --budget N]\n"
                "policies:");
   for (const auto& n : llama2c::policy_names()) std::fprintf(stderr, " %s", n.c_str());
   std::fprintf(stderr, "\n");
@@ -101,17 +106,23 @@ int generate(const args& a) {
     return usage(heed::status_string(s.status()));
   heed::thread_pool_executor ex(int(e.threads));
   std::vector<int> prompt = e.tok.encode(a.get("prompt"), true, false);
+  if (long(prompt.size()) > c.seq_len) prompt.resize(std::size_t(c.seq_len));
+  if (steps < long(prompt.size())) steps = long(prompt.size());
   std::mt19937_64 rng{static_cast<std::uint64_t>(seed)};
-  int token = prompt[0];
-  const auto t0 = std::chrono::steady_clock::now();
+  using clock = std::chrono::steady_clock;
+  // The prompt in one prefill pass (a lone BOS goes through the decode path), then one token
+  // at a time.
+  const auto t0 = clock::now();
+  const int P = int(prompt.size());
+  const float* logits = P > 1 ? s.prefill(prompt.data(), P, 0, ex) : s.forward(prompt[0], 0, ex);
+  if (!logits) return usage(heed::status_string(s.status()));
+  const auto t1 = clock::now();
+  for (int i = 1; i < P; ++i) std::fputs(e.tok.decode(prompt[i - 1], prompt[i]).c_str(), stdout);
+  int token = prompt.back();
   long produced = 0;
-  for (long pos = 0; pos < steps; ++pos) {
-    const float* logits = s.forward(token, int(pos), ex);
-    if (!logits) return usage(heed::status_string(s.status()));
+  for (long pos = P;; ++pos) {
     int next;
-    if (pos + 1 < long(prompt.size())) {
-      next = prompt[std::size_t(pos + 1)];
-    } else if (temperature == 0) {
+    if (temperature == 0) {
       next = 0;
       for (int i = 1; i < c.vocab_size; ++i)
         if (logits[i] > logits[next]) next = i;
@@ -136,10 +147,15 @@ int generate(const args& a) {
     std::fputs(e.tok.decode(token, next).c_str(), stdout);
     token = next;
     ++produced;
+    if (pos >= steps) break;
+    logits = s.forward(token, int(pos), ex);
+    if (!logits) return usage(heed::status_string(s.status()));
   }
   std::fputs("\n", stdout);
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "tokens=%ld tok_per_s=%.1f\n", produced, sec > 0 ? produced / sec : 0.0);
+  const double pre = std::chrono::duration<double>(t1 - t0).count();
+  const double dec = std::chrono::duration<double>(clock::now() - t1).count();
+  std::fprintf(stderr, "prompt_tokens=%d prefill_tok_per_s=%.1f tokens=%ld tok_per_s=%.1f\n", P,
+               pre > 0 ? P / pre : 0.0, produced, dec > 0 ? produced / dec : 0.0);
   return 0;
 }
 
@@ -226,6 +242,47 @@ int ppl(const args& a) {
   if (r.st != heed::status::ok) return usage(heed::status_string(r.st));
   std::printf("loss=%.6f ppl=%.6f tokens=%ld tok_per_s=%.1f\n", r.loss, std::exp(r.loss), r.scored,
               r.seconds > 0 ? double(r.scored) / r.seconds : 0.0);
+  return 0;
+}
+
+// Prefill and decode speed on the first context window of the text: prefill runs the window in
+// one pass, decode runs it one token at a time from an empty cache. Medians of --reps runs.
+int speed(const args& a) {
+  engine e;
+  if (int r = load(a, &e)) return r;
+  if (!a.has("text")) return usage("--text is required");
+  long reps = 5;
+  if (!to_long(a.get("reps", "5"), &reps) || reps < 1) return usage("bad --reps");
+  std::vector<int> stream;
+  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  const auto& c = e.model.cfg();
+  if (long(stream.size()) < c.seq_len) return usage("text shorter than one context window");
+  heed::thread_pool_executor ex(int(e.threads));
+  using clock = std::chrono::steady_clock;
+  std::vector<double> pre, dec;
+  for (long r = 0; r < reps; ++r) {
+    llama2c::session s;
+    if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
+      return usage(heed::status_string(s.status()));
+    auto t0 = clock::now();
+    if (!s.prefill(stream.data(), c.seq_len, 0, ex)) return usage(heed::status_string(s.status()));
+    pre.push_back(c.seq_len / std::chrono::duration<double>(clock::now() - t0).count());
+    if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
+      return usage(heed::status_string(s.status()));
+    t0 = clock::now();
+    for (int pos = 0; pos < c.seq_len; ++pos)
+      if (!s.forward(stream[std::size_t(pos)], pos, ex))
+        return usage(heed::status_string(s.status()));
+    dec.push_back(c.seq_len / std::chrono::duration<double>(clock::now() - t0).count());
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  };
+  std::printf("dim=%d layers=%d heads=%d kv_heads=%d seq_len=%d threads=%ld reps=%ld\n", c.dim,
+              c.n_layers, c.n_heads, c.n_kv_heads, c.seq_len, e.threads, reps);
+  std::printf("prefill_tok_per_s=%.1f decode_tok_per_s=%.1f\n", median(pre), median(dec));
   return 0;
 }
 
@@ -332,5 +389,6 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return generate(a);
   if (cmd == "ppl") return ppl(a);
   if (cmd == "sweep") return sweep(a);
+  if (cmd == "speed") return speed(a);
   return usage("unknown command");
 }

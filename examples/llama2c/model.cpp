@@ -1,6 +1,7 @@
 #include "model.hpp"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -8,14 +9,25 @@
 namespace llama2c {
 namespace {
 
-using matrix =
-    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using matrix = Eigen::Map<const row_major>;
+using mmatrix = Eigen::Map<row_major>;
 using vec = Eigen::Map<Eigen::VectorXf>;
 using cvec = Eigen::Map<const Eigen::VectorXf>;
 
-// out = W x, W row-major [rows, cols].
-void matvec(float* out, const float* w, const float* x, int rows, int cols) {
-  vec(out, rows).noalias() = matrix(w, rows, cols) * cvec(x, cols);
+// out = W x, W row-major [rows, cols]. Large products split their rows across the executor.
+void matvec(float* out, const float* w, const float* x, int rows, int cols,
+            heed::executor* ex = nullptr) {
+  const int parts = ex && std::int64_t(rows) * cols >= (1 << 16) ? ex->concurrency() : 1;
+  if (parts <= 1) {
+    vec(out, rows).noalias() = matrix(w, rows, cols) * cvec(x, cols);
+    return;
+  }
+  ex->parallel_for(parts, [&](std::int64_t i, int) {
+    const int r0 = int(rows * i / parts), r1 = int(rows * (i + 1) / parts);
+    vec(out + r0, r1 - r0).noalias() =
+        matrix(w + std::size_t(r0) * cols, r1 - r0, cols) * cvec(x, cols);
+  });
 }
 
 void rmsnorm(float* out, const float* x, const float* w, int n) {
@@ -35,6 +47,22 @@ void rope(float* v, int n, int head_dim, int pos) {
     v[i] = v0 * c - v1 * s;
     v[i + 1] = v0 * s + v1 * c;
   }
+}
+
+// out [n, rows] = x [n, cols] W^T, W row-major [rows, cols]; the n rows split across the executor.
+void matmul(float* out, const float* w, const float* x, int n, int rows, int cols,
+            heed::executor& ex) {
+  const int parts = std::min(ex.concurrency(), std::max(1, n / 16));
+  ex.parallel_for(parts, [&](std::int64_t i, int) {
+    const int r0 = int(n * i / parts), r1 = int(n * (i + 1) / parts);
+    mmatrix(out + std::size_t(r0) * rows, r1 - r0, rows).noalias() =
+        matrix(x + std::size_t(r0) * cols, r1 - r0, cols) * matrix(w, rows, cols).transpose();
+  });
+}
+
+float* sized(std::vector<float>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
 }
 
 }  // namespace
@@ -129,14 +157,18 @@ const float* session::forward(int token, int pos, heed::executor& ex) {
   const model& m = *m_;
   const config& c = m.cfg();
   const int D = c.dim, KV = c.kv_dim(), H = c.hidden_dim, hs = c.head_dim();
+  if (token < 0 || token >= c.vocab_size || pos < 0) {
+    status_ = heed::status::invalid_argument;
+    return nullptr;
+  }
   std::copy(m.embedding + std::size_t(token) * D, m.embedding + std::size_t(token + 1) * D,
             x_.begin());
   for (int l = 0; l < c.n_layers; ++l) {
     const std::size_t lD = std::size_t(l) * D;
     rmsnorm(xb_.data(), x_.data(), m.rms_att + lD, D);
-    matvec(q_.data(), m.wq + lD * D, xb_.data(), D, D);
-    matvec(k_.data(), m.wk + std::size_t(l) * KV * D, xb_.data(), KV, D);
-    matvec(v_.data(), m.wv + std::size_t(l) * KV * D, xb_.data(), KV, D);
+    matvec(q_.data(), m.wq + lD * D, xb_.data(), D, D, &ex);
+    matvec(k_.data(), m.wk + std::size_t(l) * KV * D, xb_.data(), KV, D, &ex);
+    matvec(v_.data(), m.wv + std::size_t(l) * KV * D, xb_.data(), KV, D, &ex);
     rope(q_.data(), D, hs, pos);
     rope(k_.data(), KV, hs, pos);
     status_ = loop_.step(l, heed::make_view(q_.data(), 1, c.n_heads, hs),
@@ -144,21 +176,83 @@ const float* session::forward(int token, int pos, heed::executor& ex) {
                          heed::make_view(v_.data(), 1, c.n_kv_heads, hs),
                          heed::make_mutable_view(att_.data(), 1, c.n_heads, hs), ex);
     if (status_ != heed::status::ok) return nullptr;
-    matvec(xb2_.data(), m.wo + lD * D, att_.data(), D, D);
+    matvec(xb2_.data(), m.wo + lD * D, att_.data(), D, D, &ex);
     for (int i = 0; i < D; ++i) x_[std::size_t(i)] += xb2_[std::size_t(i)];
     rmsnorm(xb_.data(), x_.data(), m.rms_ffn + lD, D);
-    matvec(hb_.data(), m.w1 + std::size_t(l) * H * D, xb_.data(), H, D);
-    matvec(hb2_.data(), m.w3 + std::size_t(l) * H * D, xb_.data(), H, D);
+    matvec(hb_.data(), m.w1 + std::size_t(l) * H * D, xb_.data(), H, D, &ex);
+    matvec(hb2_.data(), m.w3 + std::size_t(l) * H * D, xb_.data(), H, D, &ex);
     for (int i = 0; i < H; ++i) {
       const float a = hb_[std::size_t(i)];
       hb_[std::size_t(i)] = a / (1.f + std::exp(-a)) * hb2_[std::size_t(i)];
     }
-    matvec(xb_.data(), m.w2 + std::size_t(l) * D * H, hb_.data(), D, H);
+    matvec(xb_.data(), m.w2 + std::size_t(l) * D * H, hb_.data(), D, H, &ex);
     for (int i = 0; i < D; ++i) x_[std::size_t(i)] += xb_[std::size_t(i)];
   }
   rmsnorm(x_.data(), x_.data(), m.rms_final, D);
-  matvec(logits_.data(), m.wcls, x_.data(), c.vocab_size, D);
+  matvec(logits_.data(), m.wcls, x_.data(), c.vocab_size, D, &ex);
   return logits_.data();
+}
+
+const float* session::prefill(const int* tokens, int n, int pos, heed::executor& ex,
+                              bool all_logits) {
+  const model& m = *m_;
+  const config& c = m.cfg();
+  if (n < 1 || pos < 0) {
+    status_ = heed::status::invalid_argument;
+    return nullptr;
+  }
+  const int D = c.dim, KV = c.kv_dim(), H = c.hidden_dim, hs = c.head_dim(), V = c.vocab_size;
+  const std::size_t N = std::size_t(n);
+  float* x = sized(px_, N * D);
+  float* xb = sized(pxb_, N * D);
+  float* xb2 = sized(pxb2_, N * D);
+  float* hb = sized(phb_, N * H);
+  float* hb2 = sized(phb2_, N * H);
+  float* q = sized(pq_, N * D);
+  float* k = sized(pk_, N * KV);
+  float* v = sized(pv_, N * KV);
+  float* att = sized(patt_, N * D);
+  for (std::size_t i = 0; i < N; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      status_ = heed::status::invalid_argument;
+      return nullptr;
+    }
+    std::copy(m.embedding + std::size_t(tokens[i]) * D,
+              m.embedding + std::size_t(tokens[i] + 1) * D, x + i * D);
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::size_t lD = std::size_t(l) * D;
+    for (std::size_t i = 0; i < N; ++i) rmsnorm(xb + i * D, x + i * D, m.rms_att + lD, D);
+    matmul(q, m.wq + lD * D, xb, n, D, D, ex);
+    matmul(k, m.wk + std::size_t(l) * KV * D, xb, n, KV, D, ex);
+    matmul(v, m.wv + std::size_t(l) * KV * D, xb, n, KV, D, ex);
+    for (std::size_t i = 0; i < N; ++i) {
+      rope(q + i * D, D, hs, pos + int(i));
+      rope(k + i * KV, KV, hs, pos + int(i));
+    }
+    status_ =
+        loop_.step(l, heed::make_view(q, n, c.n_heads, hs), heed::make_view(k, n, c.n_kv_heads, hs),
+                   heed::make_view(v, n, c.n_kv_heads, hs),
+                   heed::make_mutable_view(att, n, c.n_heads, hs), ex);
+    if (status_ != heed::status::ok) return nullptr;
+    matmul(xb2, m.wo + lD * D, att, n, D, D, ex);
+    for (std::size_t i = 0; i < N * D; ++i) x[i] += xb2[i];
+    for (std::size_t i = 0; i < N; ++i) rmsnorm(xb + i * D, x + i * D, m.rms_ffn + lD, D);
+    matmul(hb, m.w1 + std::size_t(l) * H * D, xb, n, H, D, ex);
+    matmul(hb2, m.w3 + std::size_t(l) * H * D, xb, n, H, D, ex);
+    for (std::size_t i = 0; i < N * H; ++i) hb[i] = hb[i] / (1.f + std::exp(-hb[i])) * hb2[i];
+    matmul(xb, m.w2 + std::size_t(l) * D * H, hb, n, D, H, ex);
+    for (std::size_t i = 0; i < N * D; ++i) x[i] += xb[i];
+  }
+  if (!all_logits) {  // only the last token's prediction is needed
+    rmsnorm(x_.data(), x + (N - 1) * D, m.rms_final, D);
+    matvec(logits_.data(), m.wcls, x_.data(), V, D, &ex);
+    return logits_.data();
+  }
+  for (std::size_t i = 0; i < N; ++i) rmsnorm(x + i * D, x + i * D, m.rms_final, D);
+  float* logits = sized(plogits_, N * V);
+  matmul(logits, m.wcls, x, n, V, D, ex);
+  return logits;
 }
 
 }  // namespace llama2c

@@ -54,6 +54,12 @@ class session {
                     heed::dtype kv = heed::dtype::f32);
   // Runs `token` at position `pos`; returns the logits [vocab] (valid until the next call).
   const float* forward(int token, int pos, heed::executor& ex);
+  // Runs tokens[0..n) at positions pos..pos+n-1 in one pass (prefill: matrix-matrix products and
+  // one heed attention call per layer over the whole chunk). Returns the logits of the last token
+  // [vocab], or of every token [n, vocab] when all_logits is set (valid until the next call);
+  // nullptr on error (see status()).
+  const float* prefill(const int* tokens, int n, int pos, heed::executor& ex,
+                       bool all_logits = false);
   heed::status status() const { return status_; }
   const heed::kv_cache& cache() const { return cache_; }
 
@@ -63,6 +69,8 @@ class session {
   heed::eviction_loop loop_;
   heed::status status_ = heed::status::ok;
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
+  // Prefill buffers, [n, width] row-major; grown on demand.
+  std::vector<float> px_, pxb_, pxb2_, phb_, phb2_, pq_, pk_, pv_, patt_, plogits_;
 };
 
 }  // namespace llama2c

@@ -1,12 +1,16 @@
 // The engine against an independent float64 forward pass written here (plain loops, its own
-// checkpoint reader), on the first window of tinystories_dev.txt; the tokenizer round trip; a
-// budget that never binds gives exactly the full-cache loss.
+// checkpoint reader), on the first window of tinystories_dev.txt: the shipped model, the same
+// model rewritten in another shape (MHA, separate classifier), and random-weight checkpoints of
+// other shapes (head dims 16 / 48 / 80, MQA, MHA, GQA); prefill (one pass over a chunk) against
+// token-by-token decode; the tokenizer round trip; a budget that never binds gives exactly the
+// full-cache loss; bad checkpoints and bad input get errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -197,6 +201,236 @@ TEST(Llama2c, FullCacheLossMatchesFloat64Reference) {
   }
   EXPECT_GT(want, 0.5);
   EXPECT_LT(want, 2.5);
+}
+
+heed::any_policy full_policy() {
+  heed::any_policy p;
+  EXPECT_TRUE(llama2c::make_policy("full", &p));
+  return p;
+}
+
+// ---- checkpoints of other shapes -------------------------------------------------------------
+struct shape {
+  int dim, hidden, layers, heads, kv_heads, vocab, seq_len;
+  bool shared;
+};
+
+void write_checkpoint(const std::string& path, const shape& s, const std::vector<float>& w) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  const std::int32_t h[7] = {
+      s.dim, s.hidden, s.layers, s.heads, s.kv_heads, s.shared ? s.vocab : -s.vocab, s.seq_len};
+  f.write(reinterpret_cast<const char*>(h), sizeof h);
+  f.write(reinterpret_cast<const char*>(w.data()), std::streamsize(w.size() * 4));
+}
+
+// Random weights for shape s (matrices ~ N(0, 1/cols), norms ~ 1 + N(0, 0.1)), in file order.
+std::vector<float> random_weights(const shape& s, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n01(0.f, 1.f);
+  std::vector<float> w;
+  auto mat = [&](std::size_t count, int rows, int cols) {
+    const float sd = 1.f / std::sqrt(float(cols));
+    for (std::size_t i = 0; i < count * std::size_t(rows) * cols; ++i) w.push_back(sd * n01(rng));
+  };
+  auto norm = [&](std::size_t count, int n) {
+    for (std::size_t i = 0; i < count * std::size_t(n); ++i) w.push_back(1.f + 0.1f * n01(rng));
+  };
+  const int hs = s.dim / s.heads, kv = hs * s.kv_heads;
+  const std::size_t L = std::size_t(s.layers);
+  for (int i = 0; i < s.vocab * s.dim; ++i) w.push_back(n01(rng));  // embedding
+  norm(L, s.dim);
+  mat(L, s.dim, s.dim), mat(L, kv, s.dim), mat(L, kv, s.dim), mat(L, s.dim, s.dim);
+  norm(L, s.dim);
+  mat(L, s.hidden, s.dim), mat(L, s.dim, s.hidden), mat(L, s.hidden, s.dim);
+  norm(1, s.dim);
+  w.insert(w.end(), std::size_t(s.seq_len) * hs, 0.f);  // freq_cis (unused by both readers)
+  if (!s.shared) mat(1, s.vocab, s.dim);
+  return w;
+}
+
+// The shipped GQA model as an MHA checkpoint with a separate classifier: every query head gets
+// its own copy of its group's K/V rows, and the classifier is a copy of the embedding. Same
+// function, other shape: its loss must equal the original's.
+std::string expand_to_mha(const std::string& in, const std::string& out) {
+  const ref_model m(in);
+  const int hs = m.dim / m.heads, KV = hs * m.kv_heads, group = m.heads / m.kv_heads;
+  std::vector<float> w;
+  auto copy = [&](std::size_t at, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) w.push_back(float(m.w[at + i]));
+  };
+  const std::size_t D = m.dim, L = m.layers, H = m.hidden;
+  copy(m.emb, std::size_t(m.vocab) * D);
+  copy(m.rms_att, L * D);
+  copy(m.wq, L * D * D);
+  for (std::size_t base : {m.wk, m.wv})
+    for (std::size_t l = 0; l < L; ++l)
+      for (int h = 0; h < m.heads; ++h)
+        copy(base + (l * KV + std::size_t(h / group * hs)) * D, std::size_t(hs) * D);
+  copy(m.wo, L * D * D);
+  copy(m.rms_ffn, L * D);
+  copy(m.w1, L * H * D), copy(m.w2, L * D * H), copy(m.w3, L * H * D);
+  copy(m.rms_final, D);
+  w.insert(w.end(), std::size_t(m.seq_len) * hs, 0.f);
+  copy(m.emb, std::size_t(m.vocab) * D);
+  write_checkpoint(out, {m.dim, m.hidden, m.layers, m.heads, m.heads, m.vocab, m.seq_len, false},
+                   w);
+  return out;
+}
+
+// Mean loss of the window from prefill logits: one pass, or two chunks split at `split`.
+double prefill_loss(const llama2c::model& m, const std::vector<int>& t, int split, int threads,
+                    std::vector<float>* logits_out = nullptr) {
+  llama2c::session s;
+  EXPECT_EQ(s.init(m, full_policy(), 0), heed::status::ok);
+  heed::thread_pool_executor ex(threads);
+  const int V = m.cfg().vocab_size, n = int(t.size()) - 1;
+  std::vector<float> logits(std::size_t(n) * V);
+  for (int begin = 0; begin < n;) {
+    const int end = split > 0 && begin < split ? split : n;
+    const float* l = s.prefill(t.data() + begin, end - begin, begin, ex, true);
+    if (!l) return NAN;
+    std::copy(l, l + std::size_t(end - begin) * V, logits.begin() + std::ptrdiff_t(begin) * V);
+    begin = end;
+  }
+  double loss = 0;
+  for (int pos = 0; pos < n; ++pos) {
+    const float* l = logits.data() + std::size_t(pos) * V;
+    double mx = -1e300, z = 0;
+    for (int i = 0; i < V; ++i) mx = std::max<double>(mx, l[i]);
+    for (int i = 0; i < V; ++i) z += std::exp(double(l[i]) - mx);
+    loss += std::log(z) + mx - double(l[t[std::size_t(pos) + 1]]);
+  }
+  if (logits_out) *logits_out = std::move(logits);
+  return loss / double(n);
+}
+
+std::vector<int> window_for(const llama2c::model& m) {
+  llama2c::tokenizer tok;
+  std::string err;
+  EXPECT_TRUE(tok.load(data_dir + "/tok512.bin", 512, &err)) << err;
+  auto w = first_window(tok, m.cfg().seq_len);
+  for (int& id : w) id %= m.cfg().vocab_size;
+  return w;
+}
+
+// Engine (decode and prefill, 1 and 2 threads) against the float64 reference for one checkpoint.
+void check_against_reference(const std::string& path) {
+  llama2c::model m;
+  std::string err;
+  ASSERT_TRUE(m.load(path, &err)) << err;
+  const auto window = window_for(m);
+  const double want = reference_loss(ref_model(path), window);
+  for (int threads : {1, 2}) {
+    EXPECT_NEAR(engine_loss(m, window, "full", 0, threads), want, 1e-4 * want) << threads;
+    EXPECT_NEAR(prefill_loss(m, window, 0, threads), want, 1e-4 * want) << threads;
+    EXPECT_NEAR(prefill_loss(m, window, int(window.size()) / 3, threads), want, 1e-4 * want);
+  }
+}
+
+TEST(Llama2c, OtherShapesMatchFloat64Reference) {
+  const shape shapes[] = {
+      {96, 200, 3, 2, 2, 512, 128, false},   // head_dim 48 (generic kernel), MHA, own classifier
+      {128, 256, 2, 8, 1, 300, 96, true},    // head_dim 16, MQA, smaller vocab
+      {160, 352, 2, 2, 1, 512, 160, false},  // head_dim 80 (specialized), GQA 2:1
+  };
+  for (std::size_t i = 0; i < std::size(shapes); ++i) {
+    SCOPED_TRACE(i);
+    const std::string path = ::testing::TempDir() + "heed_shape_" + std::to_string(i) + ".bin";
+    write_checkpoint(path, shapes[i], random_weights(shapes[i], 17 + i));
+    check_against_reference(path);
+    std::remove(path.c_str());
+  }
+}
+
+TEST(Llama2c, MhaRewriteOfShippedModelGivesTheSameLoss) {
+  const std::string path = ::testing::TempDir() + "heed_stories260K_mha.bin";
+  expand_to_mha(data_dir + "/stories260K.bin", path);
+  llama2c::model mha, gqa;
+  std::string err;
+  ASSERT_TRUE(mha.load(path, &err)) << err;
+  ASSERT_TRUE(gqa.load(data_dir + "/stories260K.bin", &err)) << err;
+  EXPECT_EQ(mha.cfg().n_kv_heads, mha.cfg().n_heads);
+  EXPECT_FALSE(mha.cfg().shared_classifier);
+  const auto window = window_for(gqa);
+  const double want = engine_loss(gqa, window, "full", 0, 1);
+  EXPECT_NEAR(engine_loss(mha, window, "full", 0, 2), want, 1e-5 * want);
+  check_against_reference(path);
+  std::remove(path.c_str());
+}
+
+TEST(Llama2c, PrefillMatchesDecodeRowByRow) {
+  llama2c::model m;
+  std::string err;
+  ASSERT_TRUE(m.load(data_dir + "/stories260K.bin", &err)) << err;
+  const auto window = window_for(m);
+  std::vector<float> pre;
+  prefill_loss(m, window, 0, 2, &pre);
+  llama2c::session s;
+  ASSERT_EQ(s.init(m, full_policy(), 0), heed::status::ok);
+  heed::serial_executor ex;
+  const int V = m.cfg().vocab_size;
+  float worst = 0;
+  for (int pos = 0; pos + 1 < int(window.size()); ++pos) {
+    const float* l = s.forward(window[std::size_t(pos)], pos, ex);
+    ASSERT_NE(l, nullptr);
+    for (int i = 0; i < V; ++i)
+      worst = std::max(worst, std::abs(l[i] - pre[std::size_t(pos) * V + std::size_t(i)]));
+  }
+  EXPECT_LT(worst, 2e-3f);  // logits are O(10); float32 products in another order
+  // The last-token form returns the last row of the all-rows form.
+  llama2c::session s2;
+  ASSERT_EQ(s2.init(m, full_policy(), 0), heed::status::ok);
+  const int n = int(window.size()) - 1;
+  const float* last = s2.prefill(window.data(), n, 0, ex);
+  ASSERT_NE(last, nullptr);
+  for (int i = 0; i < V; ++i) EXPECT_NEAR(last[i], pre[std::size_t(n - 1) * V + i], 2e-3f);
+}
+
+TEST(Llama2c, PrefillUnderABudgetKeepsTheBudget) {
+  llama2c::model m;
+  std::string err;
+  ASSERT_TRUE(m.load(data_dir + "/stories260K.bin", &err)) << err;
+  const auto window = window_for(m);
+  heed::any_policy p;
+  ASSERT_TRUE(llama2c::make_policy("snapkv", &p));
+  llama2c::session s;
+  ASSERT_EQ(s.init(m, p, 64), heed::status::ok);
+  heed::thread_pool_executor ex(2);
+  ASSERT_NE(s.prefill(window.data(), 200, 0, ex), nullptr);
+  for (int pos = 200; pos < 260; ++pos)
+    ASSERT_NE(s.forward(window[std::size_t(pos)], pos, ex), nullptr);
+  for (int l = 0; l < m.cfg().n_layers; ++l)
+    for (int h = 0; h < m.cfg().n_kv_heads; ++h) EXPECT_LE(s.cache().length(l, h), 64);
+}
+
+TEST(Llama2c, BadInputGetsErrors) {
+  llama2c::model m;
+  std::string err;
+  EXPECT_FALSE(m.load(::testing::TempDir() + "no_such_model.bin", &err));
+  EXPECT_FALSE(err.empty());
+  const std::string path = ::testing::TempDir() + "heed_bad.bin";
+  const shape bad_heads{96, 200, 1, 3, 2, 64, 16, true};  // 3 query heads over 2 KV heads
+  write_checkpoint(path, bad_heads, std::vector<float>(1000, 0.f));
+  EXPECT_FALSE(m.load(path, &err));
+  shape ok{32, 64, 1, 2, 2, 64, 16, true};
+  auto w = random_weights(ok, 1);
+  w.resize(w.size() / 2);  // truncated
+  write_checkpoint(path, ok, w);
+  EXPECT_FALSE(m.load(path, &err));
+  write_checkpoint(path, ok, random_weights(ok, 1));
+  ASSERT_TRUE(m.load(path, &err)) << err;
+  std::remove(path.c_str());
+  llama2c::session s;
+  ASSERT_EQ(s.init(m, full_policy(), 0), heed::status::ok);
+  heed::serial_executor ex;
+  const int tokens[] = {1, 5, 64};  // 64 is out of the 64-token vocabulary
+  EXPECT_EQ(s.prefill(tokens, 0, 0, ex), nullptr);
+  EXPECT_EQ(s.status(), heed::status::invalid_argument);
+  EXPECT_EQ(s.prefill(tokens, 3, 0, ex), nullptr);
+  EXPECT_EQ(s.status(), heed::status::invalid_argument);
+  EXPECT_EQ(s.forward(64, 0, ex), nullptr);
+  EXPECT_EQ(s.status(), heed::status::invalid_argument);
+  EXPECT_NE(s.prefill(tokens, 2, 0, ex), nullptr);
 }
 
 TEST(Llama2c, TokenizerRoundTripsText) {

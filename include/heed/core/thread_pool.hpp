@@ -1,5 +1,8 @@
 // A std::thread executor: n - 1 persistent workers plus the calling thread. Tasks are handed out
 // dynamically (an atomic counter), so uneven tasks such as causal tiles balance across threads.
+// Between calls the workers spin briefly (about 50-100 us) before they sleep, and the caller spins
+// briefly for the last worker, so back-to-back small calls (one decode token per layer) do not
+// pay a futex wake-up each; an idle pool sleeps.
 #pragma once
 
 #include <atomic>
@@ -48,14 +51,17 @@ class thread_pool_executor final : public executor {
       fn_ = &fn;
       n_ = n;
       next_.store(0, std::memory_order_relaxed);
-      active_ = threads_ - 1;
-      ++generation_;
+      active_.store(threads_ - 1, std::memory_order_relaxed);
+      generation_.store(generation_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
     }
     wake_.notify_all();
     run_tasks(fn, n, 0);
+    for (int spin = 0; spin < kSpins; ++spin) {
+      if (active_.load(std::memory_order_acquire) == 0) return;
+      cpu_relax();
+    }
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return active_ == 0; });
-    fn_ = nullptr;
+    done_.wait(lock, [this] { return active_.load(std::memory_order_acquire) == 0; });
   }
 
  private:
@@ -67,27 +73,41 @@ class thread_pool_executor final : public executor {
     }
   }
 
+  static void cpu_relax() noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
+  }
+
   void worker_loop(int thread) {
     std::uint64_t seen = 0;
     for (;;) {
-      const task_fn* fn;
-      std::int64_t n;
-      {
+      // Spin a little for the next call, then sleep until it comes.
+      bool ready = false;
+      for (int spin = 0; spin < kSpins && !ready; ++spin) {
+        ready = generation_.load(std::memory_order_acquire) != seen;
+        if (!ready) cpu_relax();
+      }
+      if (!ready) {
         std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        wake_.wait(lock,
+                   [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
         if (stop_) return;
-        seen = generation_;
-        fn = fn_;
-        n = n_;
       }
-      run_tasks(*fn, n, thread);
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        --active_;
+      seen = generation_.load(std::memory_order_acquire);
+      // fn_ and n_ were written before the generation was published (release/acquire), and stay
+      // valid until every worker has checked in below.
+      run_tasks(*fn_, n_, thread);
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mu_);  // pairs with the caller's predicate check
+        done_.notify_one();
       }
-      done_.notify_one();
     }
   }
+
+  static constexpr int kSpins = 1 << 12;
 
   int threads_ = 1;
   std::vector<std::thread> workers_;
@@ -96,8 +116,8 @@ class thread_pool_executor final : public executor {
   const task_fn* fn_ = nullptr;
   std::int64_t n_ = 0;
   std::atomic<std::int64_t> next_{0};
-  int active_ = 0;
-  std::uint64_t generation_ = 0;
+  std::atomic<int> active_{0};
+  std::atomic<std::uint64_t> generation_{0};
   bool stop_ = false;
 };
 
