@@ -33,8 +33,10 @@ HEED_FORCE_INLINE bool needs_observer(const dense_params& p) noexcept {
   return p.entropy != nullptr || (p.prob_tap != nullptr && p.q_len() == 1);
 }
 
-// Calls f(variant, observer) with the variant and observer the parameters need.
-template <class F>
+// Calls f(variant, observer) with the variant and observer the parameters need. With Dedicated
+// (the dense kernels), ALiBi alone and soft-capping alone get their own instantiations when no
+// observer is on; everything else per-logit goes through the catch-all builtin_variant.
+template <bool Dedicated = false, class F>
 status with_params_hooks(const dense_params& p, F&& f) noexcept {
   if (needs_observer(p)) {
     params_observer obs{&p};
@@ -45,6 +47,10 @@ status with_params_hooks(const dense_params& p, F&& f) noexcept {
   null_observer obs;
   if (!needs_builtin(p)) return f(no_variant{}, obs);
   if (builtin_row_variant::covers(p)) return f(builtin_row_variant(p), obs);
+  if constexpr (Dedicated) {
+    if (builtin_alibi_variant::covers(p)) return f(builtin_alibi_variant(p), obs);
+    if (builtin_softcap_variant::covers(p)) return f(builtin_softcap_variant(p), obs);
+  }
   return f(builtin_variant(p), obs);
 }
 

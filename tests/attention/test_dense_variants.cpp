@@ -136,6 +136,28 @@ std::vector<dense_case> variant_cases() {
   c.q_amp = 40.f;
   add(c);
 
+  // One per-logit built-in with the row-level ones (the dedicated instantiations when no
+  // observer is on).
+  c = base("alibi_sinks_ssmax_f16_d64", 70, 70);
+  c.alibi = true;
+  c.sinks = true;
+  c.ssmax = true;
+  c.kv = dtype::f16;
+  c.d = 64;
+  add(c);
+  c = base("softcap_sinks_chunked_bf16_d128", 30, 140);
+  c.softcap = 4.f;
+  c.sinks = true;
+  c.q_amp = 15.f;
+  c.kv = dtype::bf16;
+  c.d = 128;
+  add(c);
+  c = base("softcap_length_scale_decode_2000", 1, 2000);
+  c.softcap = 4.f;
+  c.length_scale_base = 64;
+  c.q_amp = 15.f;
+  add(c);
+
   // Combinations.
   c = base("all_variants_prefill", 90, 110);
   c.window_left = 30;
@@ -267,6 +289,20 @@ TEST_P(DenseVariants, MatchesReference) {
   const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
   ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
   // Sigmoid rows are unnormalized sums of up to Lk terms: the absolute error grows with Lk.
+  const double atol = c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol;
+  expect_matches_reference(s, r, atol);
+}
+
+// Without the entropy observer the compiled library picks other instantiations (the dedicated
+// ALiBi-only and softcap-only variants, the row-only one); the output and LSE must still match.
+TEST_P(DenseVariants, MatchesReferenceWithoutObserver) {
+  const auto& [i, c0] = GetParam();
+  HEED_SKIP_IF_UNAVAILABLE(i);
+  dense_case c = c0;
+  c.want_entropy = false;
+  dense_setup s(c);
+  const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
+  ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
   const double atol = c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol;
   expect_matches_reference(s, r, atol);
 }

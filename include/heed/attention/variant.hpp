@@ -7,6 +7,12 @@
 //   has_logits_transform: template <class A> xsimd::batch<float, A>
 //                           transform_logits(xsimd::batch<float, A> s, const lane_ctx<A>&) const;
 //                         s is the scaled logit q.k * scale in natural units.
+//   has_log2_transform:   (optional, with has_logits_transform) template <class A>
+//                           xsimd::batch<float, A> transform_logits_log2(batch u, const
+//                           lane_ctx<A>&)
+//                         the same transform on u = s * log2(e), the units the kernels keep
+//                         logits in; saves the two unit conversions per logit. transform_logits
+//                         is still required (analysis paths use it).
 //   has_logits_mask:      template <class A> xsimd::batch_bool<float, A>
 //                           keep(const lane_ctx<A>&) const;     AND-ed with the causal mask.
 //   has_row_finalize:     void finalize_row(int q_head, std::int64_t q_pos, row_state&) const;
@@ -65,6 +71,7 @@ HEED_FORCE_INLINE void fold_virtual_logit(row_state& r, float s) noexcept {
 
 struct variant_base {
   static constexpr bool has_logits_transform = false;
+  static constexpr bool has_log2_transform = false;
   static constexpr bool has_logits_mask = false;
   static constexpr bool has_row_finalize = false;
   static constexpr bool has_key_range = false;
@@ -75,6 +82,19 @@ struct variant_base {
 struct no_variant : variant_base {};
 
 namespace detail {
+// The variant's logits transform on u = s * log2(e) (what the kernels' inner loops hold).
+template <class V, class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> transform_log2(const V& var, xsimd::batch<float, A> u,
+                                                        const lane_ctx<A>& c) noexcept {
+  using B = xsimd::batch<float, A>;
+  if constexpr (V::has_log2_transform) {
+    return var.transform_logits_log2(u, c);
+  } else {
+    constexpr float ln2 = 0.693147180559945309f, log2e = 1.44269504088896341f;
+    return var.transform_logits(u * B(ln2), c) * B(log2e);
+  }
+}
+
 template <class V>
 constexpr void check_variant() {
   static_assert(std::is_base_of<variant_base, V>::value,

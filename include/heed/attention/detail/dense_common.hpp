@@ -21,8 +21,13 @@ namespace heed {
 namespace detail {
 
 // Calls f(std::integral_constant<int, D>) with D the specialized head dim, or D = 0 (generic).
+// HEED_FEW_HEAD_DIMS (CMake option) keeps only 128 specialized, for faster (sanitizer) builds.
 template <class F>
 HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
+#if defined(HEED_FEW_HEAD_DIMS)
+  if (d == 128) return f(std::integral_constant<int, 128>{});
+  return f(std::integral_constant<int, 0>{});
+#else
   switch (d) {
     case 64:
       return f(std::integral_constant<int, 64>{});
@@ -37,6 +42,7 @@ HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
     default:
       return f(std::integral_constant<int, 0>{});
   }
+#endif
 }
 
 // Calls f(T{}) with T the K/V storage type.

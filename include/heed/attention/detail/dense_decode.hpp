@@ -266,7 +266,7 @@ struct decode_kernel {
           const I kpos = iota + I(static_cast<std::int32_t>(j0 + j));
           if constexpr (Variant::has_logits_transform) {
             const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
-            sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
+            sv = transform_log2(var, sv, ctx);
           }
           auto keep = xsimd::bool_cast(kpos < I(static_cast<std::int32_t>(j0 + nb)));
           if constexpr (Variant::has_logits_mask) {

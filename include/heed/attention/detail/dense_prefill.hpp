@@ -275,7 +275,7 @@ struct prefill_kernel {
           B sv = acc[n][v];
           if constexpr (Variant::has_logits_transform) {
             const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
-            sv = var.transform_logits(sv * B(simd::ln2), ctx) * B(simd::log2e);
+            sv = transform_log2(var, sv, ctx);
           }
           if constexpr (Variant::has_logits_mask) {
             const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};

@@ -1,7 +1,10 @@
 // ALiBi: s -> s - slope[h] * (q_pos - k_pos), one slope per query head.
 #pragma once
 
+#include <cmath>
+
 #include "heed/attention/variant.hpp"
+#include "heed/simd/math.hpp"
 
 namespace heed {
 
@@ -16,6 +19,20 @@ struct alibi : variant_base {
                                           const lane_ctx<A>& c) const noexcept {
     const auto dist = xsimd::to_float(c.q_pos - c.k_pos);
     return xsimd::fnma(xsimd::batch<float, A>(slopes[c.q_head]), dist, s);
+  }
+  static constexpr bool has_log2_transform = true;
+  template <class A>
+  xsimd::batch<float, A> transform_logits_log2(xsimd::batch<float, A> u,
+                                               const lane_ctx<A>& c) const noexcept {
+    return apply_log2<A>(u, c, slopes[c.q_head]);
+  }
+  // s - slope * (q_pos - k_pos) in log2 units.
+  template <class A>
+  HEED_FORCE_INLINE static xsimd::batch<float, A> apply_log2(xsimd::batch<float, A> u,
+                                                             const lane_ctx<A>& c,
+                                                             float slope) noexcept {
+    const auto dist = xsimd::to_float(c.q_pos - c.k_pos);
+    return xsimd::fnma(xsimd::batch<float, A>(slope * simd::log2e), dist, u);
   }
 };
 

@@ -9,8 +9,10 @@
 
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variants/alibi.hpp"
 #include "heed/attention/variants/key_bias.hpp"
 #include "heed/attention/variants/sigmoid_attention.hpp"
+#include "heed/attention/variants/softcap.hpp"
 #include "heed/simd/math.hpp"
 
 namespace heed {
@@ -57,6 +59,57 @@ struct builtin_row_variant : variant_base {
     } else if (sinks) {
       fold_virtual_logit(r, sinks[q_head]);
     }
+  }
+};
+
+// ALiBi as the only per-logit built-in (with the row-level ones): a dedicated instantiation, so
+// the most common single modifiers do not pay the catch-all's run-time switches per logit.
+struct builtin_alibi_variant : builtin_row_variant {
+  static constexpr bool has_logits_transform = true;
+  static constexpr bool has_log2_transform = true;
+  const float* slopes = nullptr;
+
+  builtin_alibi_variant() = default;
+  HEED_FORCE_INLINE explicit builtin_alibi_variant(const dense_params& p) noexcept
+      : builtin_row_variant(p), slopes(p.alibi_slopes) {}
+  HEED_FORCE_INLINE static bool covers(const dense_params& p) noexcept {
+    return p.alibi_slopes != nullptr && p.window_left < 0 && !(p.softcap > 0.f) &&
+           p.key_bias == nullptr && !p.sigmoid;
+  }
+  template <class A>
+  xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
+                                          const lane_ctx<A>& c) const noexcept {
+    return alibi(slopes).transform_logits(s, c);
+  }
+  template <class A>
+  xsimd::batch<float, A> transform_logits_log2(xsimd::batch<float, A> u,
+                                               const lane_ctx<A>& c) const noexcept {
+    return alibi::apply_log2<A>(u, c, slopes[c.q_head]);
+  }
+};
+
+// Soft-capping as the only per-logit built-in (with the row-level ones).
+struct builtin_softcap_variant : builtin_row_variant {
+  static constexpr bool has_logits_transform = true;
+  static constexpr bool has_log2_transform = true;
+  float cap = 0.f;
+
+  builtin_softcap_variant() = default;
+  HEED_FORCE_INLINE explicit builtin_softcap_variant(const dense_params& p) noexcept
+      : builtin_row_variant(p), cap(p.softcap) {}
+  HEED_FORCE_INLINE static bool covers(const dense_params& p) noexcept {
+    return p.softcap > 0.f && p.alibi_slopes == nullptr && p.window_left < 0 &&
+           p.key_bias == nullptr && !p.sigmoid;
+  }
+  template <class A>
+  xsimd::batch<float, A> transform_logits(xsimd::batch<float, A> s,
+                                          const lane_ctx<A>& c) const noexcept {
+    return softcap(cap).transform_logits(s, c);
+  }
+  template <class A>
+  xsimd::batch<float, A> transform_logits_log2(xsimd::batch<float, A> u,
+                                               const lane_ctx<A>&) const noexcept {
+    return softcap::apply_log2<A>(u, cap);
   }
 };
 
