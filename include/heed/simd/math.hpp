@@ -3,11 +3,16 @@
 // exp2: x = n + f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-6 Taylor polynomial
 // (relative error below 2e-7), 2^n built in the exponent bits. Inputs below -126 give 0, so
 // exp2(-inf) = 0 as the online softmax needs; +inf / nan inputs are not expected (logits are
-// finite or -inf).
+// finite or -inf). With AVX-512 the rounding and the 2^n scaling are single instructions
+// (vrndscaleps, vscalefps) and the underflow zeroing is a mask on the scaling: 10 vector
+// operations instead of 16, same results (the polynomial and the rounding mode are the same).
 #pragma once
 
 #include <cstdint>
 #include <xsimd/xsimd.hpp>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "heed/config.hpp"
 
@@ -17,22 +22,33 @@ namespace simd {
 constexpr float ln2 = 0.693147180559945309f;
 constexpr float log2e = 1.442695040888963407f;
 
-// 2^x for x already inside [-126, 127] (no clamping, no underflow path): for callers that bound
-// their argument themselves.
+// 2^f for f in [-0.5, 0.5], Taylor coefficients ln2^k / k!.
 template <class A>
-HEED_FORCE_INLINE xsimd::batch<float, A> exp2_in_range(xsimd::batch<float, A> x) noexcept {
+HEED_FORCE_INLINE xsimd::batch<float, A> exp2_poly(xsimd::batch<float, A> f) noexcept {
   using B = xsimd::batch<float, A>;
-  using I = xsimd::batch<std::int32_t, A>;
-  const I n = xsimd::nearbyint_as_int(x);
-  const B f = x - xsimd::to_float(n);
-  // 2^f = e^(f ln2), Taylor coefficients ln2^k / k!
   B p(1.5403530393381606e-4f);
   p = xsimd::fma(p, f, B(1.3333558146428443e-3f));
   p = xsimd::fma(p, f, B(9.6181291076284772e-3f));
   p = xsimd::fma(p, f, B(5.5504108664821580e-2f));
   p = xsimd::fma(p, f, B(2.4022650695910071e-1f));
   p = xsimd::fma(p, f, B(6.9314718055994531e-1f));
-  p = xsimd::fma(p, f, B(1.f));
+  return xsimd::fma(p, f, B(1.f));
+}
+
+// 2^x for x already inside [-126, 127] (no clamping, no underflow path): for callers that bound
+// their argument themselves.
+template <class A>
+HEED_FORCE_INLINE xsimd::batch<float, A> exp2_in_range(xsimd::batch<float, A> x) noexcept {
+  using B = xsimd::batch<float, A>;
+#if defined(__AVX512F__)
+  if constexpr (B::size == 16) {
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return B(_mm512_scalef_ps(exp2_poly<A>(x - B(n)), n));
+  }
+#endif
+  using I = xsimd::batch<std::int32_t, A>;
+  const I n = xsimd::nearbyint_as_int(x);
+  const B p = exp2_poly<A>(x - xsimd::to_float(n));
   const I bits = (n + I(127)) << 23;
   return p * xsimd::bitwise_cast<B>(bits);
 }
@@ -40,6 +56,15 @@ HEED_FORCE_INLINE xsimd::batch<float, A> exp2_in_range(xsimd::batch<float, A> x)
 template <class A>
 HEED_FORCE_INLINE xsimd::batch<float, A> fast_exp2(xsimd::batch<float, A> x) noexcept {
   using B = xsimd::batch<float, A>;
+#if defined(__AVX512F__)
+  if constexpr (B::size == 16) {
+    // Lanes below -126 (and -inf, whose reduction is NaN) are zeroed by the mask; above 127 the
+    // scaling saturates to +inf instead of wrapping.
+    const __mmask16 keep = _mm512_cmp_ps_mask(x, B(-126.f), _CMP_GE_OQ);
+    const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return B(_mm512_maskz_scalef_ps(keep, exp2_poly<A>(x - B(n)), n));
+  }
+#endif
   const B lo(-126.f);
   const auto underflow = x < lo;
   x = xsimd::min(xsimd::max(x, lo), B(127.f));
