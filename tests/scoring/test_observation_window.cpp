@@ -249,6 +249,60 @@ TEST(ScoreObservationWindowUnit, BuiltinVariantMatchesNaiveAttention) {
   }
 }
 
+// The query-scale hook (SSMax and entropy-invariant length scaling, through builtin_row_variant):
+// each row's logits are multiplied by its scale before the softmax, as in the main pass.
+TEST(ScoreObservationWindowUnit, QueryScaleMatchesNaiveAttention) {
+  const std::int64_t lk = 120, w = 10, hq = 4, hkv = 1, d = 32;
+  heed_ref::stored_q q(w, hq, d, 21, 0.0, 1.5);
+  heed_ref::stored_kv k(lk, hkv, d, dtype::f32, 22);
+  const std::vector<float> a = {0.3f, 0.25f, 0.4f, 0.2f};
+  heed_ref::attention_problem ap;
+  ap.lq = w;
+  ap.lk = lk;
+  ap.hq = hq;
+  ap.hkv = hkv;
+  ap.d = d;
+  ap.resize();
+  ap.q = q.ref;
+  ap.k = k.ref.x;
+  ap.ssmax.assign(a.begin(), a.end());
+  ap.length_scale_base = 16;
+  ap.length_scale_floor = 0.5;
+  const auto r = heed_ref::naive_attention(ap);
+  heed_ref::vec vref(std::size_t(hq * lk), 0.0);
+  for (std::int64_t h = 0; h < hq; ++h)
+    for (std::int64_t j = 0; j < lk; ++j)
+      for (std::int64_t i = 0; i < w; ++i) vref[std::size_t(h * lk + j)] += r.prob_at(h, i, j);
+
+  heed::builtin_row_variant var;
+  var.ssmax = a.data();
+  var.inv_log_base = 1.f / std::log(16.f);
+  var.length_floor = 0.5f;
+  std::vector<float> lse(std::size_t(hq * w));
+  for (std::int64_t h = 0; h < hq; ++h)
+    for (std::int64_t i = 0; i < w; ++i) lse[std::size_t(h * w + i)] = float(r.lse_at(h, i));
+  heed::observation_window_options opt;
+  std::vector<float> vert(std::size_t(hq * lk));
+  heed::observation_window_outputs out;
+  out.vertical = vert.data();
+  std::vector<char> ws(heed::observation_window_workspace_size(lk, opt));
+  for (const float* l :
+       {static_cast<const float*>(lse.data()), static_cast<const float*>(nullptr)}) {
+    ASSERT_EQ(heed::observation_window_scores(q.view, k.view, l, 0, opt, out,
+                                              {ws.data(), ws.size()}, var),
+              status::ok);
+    expect_rows(vert, lk, vref, hq, lk, l ? "vertical (lse)" : "vertical (own lse)");
+  }
+  // Without the scale the probabilities differ (the check above can fail).
+  const heed::builtin_row_variant plain;
+  ASSERT_EQ(heed::observation_window_scores(q.view, k.view, nullptr, 0, opt, out,
+                                            {ws.data(), ws.size()}, plain),
+            status::ok);
+  double diff = 0;
+  for (std::size_t j = 0; j < vert.size(); ++j) diff = std::max(diff, std::abs(vert[j] - vref[j]));
+  EXPECT_GT(diff, 1e-2);
+}
+
 // Without the causal mask every row sees every key (slash offsets below 0 are dropped).
 TEST(ScoreObservationWindowUnit, NonCausal) {
   const std::int64_t lk = 600, w = 9, hq = 8, hkv = 2, d = 40;
