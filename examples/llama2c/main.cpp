@@ -208,10 +208,7 @@ result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
         r.st = s.status();
         return r;
       }
-      double mx = logits[0], z = 0;
-      for (int i = 1; i < c.vocab_size; ++i) mx = std::max<double>(mx, logits[i]);
-      for (int i = 0; i < c.vocab_size; ++i) z += std::exp(double(logits[i]) - mx);
-      loss += std::log(z) + mx - double(logits[t[pos + 1]]);
+      loss += llama2c::next_token_loss(logits, c.vocab_size, t[pos + 1]);
       ++r.scored;
     }
   }

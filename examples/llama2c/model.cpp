@@ -255,4 +255,11 @@ const float* session::prefill(const int* tokens, int n, int pos, heed::executor&
   return logits;
 }
 
+double next_token_loss(const float* logits, int vocab, int target) {
+  double mx = logits[0], z = 0;
+  for (int i = 1; i < vocab; ++i) mx = std::max<double>(mx, logits[i]);
+  for (int i = 0; i < vocab; ++i) z += std::exp(double(logits[i]) - mx);
+  return std::log(z) + mx - double(logits[target]);
+}
+
 }  // namespace llama2c

@@ -73,4 +73,7 @@ class session {
   std::vector<float> px_, pxb_, pxb2_, phb_, phb2_, pq_, pk_, pv_, patt_, plogits_;
 };
 
+// -log softmax(logits)[target] in double precision (the loss of one prediction, in nats).
+double next_token_loss(const float* logits, int vocab, int target);
+
 }  // namespace llama2c

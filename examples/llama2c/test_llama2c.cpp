@@ -176,10 +176,7 @@ double engine_loss(const llama2c::model& m, const std::vector<int>& t, const cha
   for (std::size_t pos = 0; pos + 1 < t.size(); ++pos) {
     const float* logits = s.forward(t[pos], int(pos), ex);
     if (!logits) return NAN;
-    double mx = -1e300, z = 0;
-    for (int i = 0; i < V; ++i) mx = std::max<double>(mx, logits[i]);
-    for (int i = 0; i < V; ++i) z += std::exp(double(logits[i]) - mx);
-    loss += std::log(z) + mx - double(logits[t[pos + 1]]);
+    loss += llama2c::next_token_loss(logits, V, t[pos + 1]);
   }
   return loss / double(t.size() - 1);
 }
@@ -294,11 +291,8 @@ double prefill_loss(const llama2c::model& m, const std::vector<int>& t, int spli
   }
   double loss = 0;
   for (int pos = 0; pos < n; ++pos) {
-    const float* l = logits.data() + std::size_t(pos) * V;
-    double mx = -1e300, z = 0;
-    for (int i = 0; i < V; ++i) mx = std::max<double>(mx, l[i]);
-    for (int i = 0; i < V; ++i) z += std::exp(double(l[i]) - mx);
-    loss += std::log(z) + mx - double(l[t[std::size_t(pos) + 1]]);
+    loss +=
+        llama2c::next_token_loss(logits.data() + std::size_t(pos) * V, V, t[std::size_t(pos) + 1]);
   }
   if (logits_out) *logits_out = std::move(logits);
   return loss / double(n);

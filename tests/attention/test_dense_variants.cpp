@@ -282,15 +282,19 @@ std::vector<dense_case> variant_cases() {
 
 class DenseVariants : public ::testing::TestWithParam<variant_param> {};
 
-TEST_P(DenseVariants, MatchesReference) {
-  const auto& [i, c] = GetParam();
-  HEED_SKIP_IF_UNAVAILABLE(i);
+void check_against_reference(isa i, const dense_case& c) {
   dense_setup s(c);
   const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
   ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
   // Sigmoid rows are unnormalized sums of up to Lk terms: the absolute error grows with Lk.
   const double atol = c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol;
   expect_matches_reference(s, r, atol);
+}
+
+TEST_P(DenseVariants, MatchesReference) {
+  const auto& [i, c] = GetParam();
+  HEED_SKIP_IF_UNAVAILABLE(i);
+  check_against_reference(i, c);
 }
 
 // Without the entropy observer the compiled library picks other instantiations (the dedicated
@@ -300,11 +304,7 @@ TEST_P(DenseVariants, MatchesReferenceWithoutObserver) {
   HEED_SKIP_IF_UNAVAILABLE(i);
   dense_case c = c0;
   c.want_entropy = false;
-  dense_setup s(c);
-  const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
-  ASSERT_EQ(run_dense(s, i, heed::default_executor()), heed::status::ok);
-  const double atol = c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol;
-  expect_matches_reference(s, r, atol);
+  check_against_reference(i, c);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, DenseVariants,
