@@ -40,6 +40,24 @@ void PrintTo(const win_case& c, std::ostream* os) {
       << " offset " << c.q_offset;
 }
 
+// The reference attention problem of W window queries over Lk keys (values unused: the window
+// scores read probabilities only).
+heed_ref::attention_problem window_problem(const heed_ref::stored_q& q,
+                                           const heed_ref::stored_kv& k, std::int64_t w,
+                                           std::int64_t lk, std::int64_t hq, std::int64_t hkv,
+                                           std::int64_t d) {
+  heed_ref::attention_problem ap;
+  ap.lq = w;
+  ap.lk = lk;
+  ap.hq = hq;
+  ap.hkv = hkv;
+  ap.d = d;
+  ap.resize();
+  ap.q = q.ref;
+  ap.k = k.ref.x;
+  return ap;
+}
+
 void expect_rows(const std::vector<float>& got, std::int64_t stride, const heed_ref::vec& ref,
                  std::int64_t heads, std::int64_t lk, const char* what) {
   for (std::int64_t h = 0; h < heads; ++h)
@@ -198,15 +216,7 @@ TEST(ScoreObservationWindowUnit, BuiltinVariantMatchesNaiveAttention) {
   heed_ref::stored_q q(w, hq, d, 12, 0.0, 2.0);
   heed_ref::stored_kv k(lk, hkv, d, dtype::f16, 13);
   const std::vector<float> slopes = {0.1f, 0.05f, 0.2f, 0.f}, sinks = {1.f, -0.5f, 0.f, 2.f};
-  heed_ref::attention_problem ap;
-  ap.lq = w;
-  ap.lk = lk;
-  ap.hq = hq;
-  ap.hkv = hkv;
-  ap.d = d;
-  ap.resize();
-  ap.q = q.ref;
-  ap.k = k.ref.x;
+  heed_ref::attention_problem ap = window_problem(q, k, w, lk, hq, hkv, d);
   ap.softcap = 5.0;
   ap.window_left = 40;
   ap.alibi_slopes.assign(slopes.begin(), slopes.end());
@@ -256,15 +266,7 @@ TEST(ScoreObservationWindowUnit, QueryScaleMatchesNaiveAttention) {
   heed_ref::stored_q q(w, hq, d, 21, 0.0, 1.5);
   heed_ref::stored_kv k(lk, hkv, d, dtype::f32, 22);
   const std::vector<float> a = {0.3f, 0.25f, 0.4f, 0.2f};
-  heed_ref::attention_problem ap;
-  ap.lq = w;
-  ap.lk = lk;
-  ap.hq = hq;
-  ap.hkv = hkv;
-  ap.d = d;
-  ap.resize();
-  ap.q = q.ref;
-  ap.k = k.ref.x;
+  heed_ref::attention_problem ap = window_problem(q, k, w, lk, hq, hkv, d);
   ap.ssmax.assign(a.begin(), a.end());
   ap.length_scale_base = 16;
   ap.length_scale_floor = 0.5;
