@@ -147,10 +147,11 @@ std::vector<dense_case> shape_cases() {
   c.d = 1;
   add(c);
 
-  // GQA ratios 1, 2, 4, 8 and MQA, prefill and decode.
-  const std::int64_t gqa[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 2}, {8, 1}, {3, 1}, {32, 1}};
-  const char* gqa_names[] = {"gqa1", "gqa2", "gqa4", "gqa8", "mqa8", "mqa3", "mqa32"};
-  for (int g = 0; g < 7; ++g) {
+  // GQA ratios 1, 2, 4, 6, 8 and MQA, prefill and decode (prefill attends up to 4 heads of a
+  // group per task: 6 and 3 leave a partial set).
+  const std::int64_t gqa[][2] = {{4, 4}, {4, 2}, {8, 2}, {12, 2}, {16, 2}, {8, 1}, {3, 1}, {32, 1}};
+  const char* gqa_names[] = {"gqa1", "gqa2", "gqa4", "gqa6", "gqa8", "mqa8", "mqa3", "mqa32"};
+  for (int g = 0; g < 8; ++g) {
     c = base("", 19, 52);
     c.name = std::string("prefill_") + gqa_names[g];
     c.hq = gqa[g][0];

@@ -29,6 +29,7 @@ struct prefill_cfg {
   static constexpr int BC = 64;      // keys per tile (tried 96, 128: slower)
   static constexpr int NK = simd::is_avx512<A> ? 8 : 4;  // keys per S micro-block
   static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // columns per PV micro-block
+  static constexpr int G = 4;  // query heads of one KV head attended together (GQA)
   static_assert(BC % NK == 0, "key tile must be a multiple of the micro-block");
   static_assert(BR <= 32, "row masks of the sparse kernels are 32-bit words");
 };
@@ -43,23 +44,25 @@ struct prefill_scratch {
   float* vc;  // [BC][d] converted values
 };
 
+// Scratch for `heads` query heads (each its own QT and OT) sharing S and the K/V chunk buffers.
 template <class A>
-inline std::size_t prefill_scratch_floats(std::int64_t d, bool convert) noexcept {
+inline std::size_t prefill_scratch_floats(std::int64_t d, bool convert, int heads = 1) noexcept {
   using C = prefill_cfg<A>;
-  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 +
+  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 * std::size_t(heads) +
          align_up(std::size_t(C::BC) * C::BR * 4) / 4 +
          (convert ? align_up(std::size_t(C::BC) * d * 4) / 4 * 2 : 0);
 }
 
+// The scratch of head g (< heads) of a block laid out by prefill_scratch_floats.
 template <class A>
-HEED_FORCE_INLINE prefill_scratch<A> carve_prefill(float* base, std::int64_t d,
-                                                   bool convert) noexcept {
+HEED_FORCE_INLINE prefill_scratch<A> carve_prefill(float* base, std::int64_t d, bool convert,
+                                                   int heads = 1, int g = 0) noexcept {
   using C = prefill_cfg<A>;
+  const std::size_t qo = align_up(std::size_t(d) * C::BR * 4) / 4;
   prefill_scratch<A> s;
-  s.qt = base;
-  base += align_up(std::size_t(d) * C::BR * 4) / 4;
-  s.ot = base;
-  base += align_up(std::size_t(d) * C::BR * 4) / 4;
+  s.qt = base + qo * 2 * std::size_t(g);
+  s.ot = s.qt + qo;
+  base += qo * 2 * std::size_t(heads);
   s.st = base;
   base += align_up(std::size_t(C::BC) * C::BR * 4) / 4;
   s.kc = convert ? base : nullptr;
@@ -101,7 +104,12 @@ HEED_FORCE_INLINE void pv_block(float* HEED_RESTRICT ot, const float* HEED_RESTR
   for (int n = 0; n < NC; ++n)
     for (int v = 0; v < QV; ++v) acc[n][v] = B::load_aligned(ot + (c0 + n) * BR + v * L) * alpha[v];
   const float* vrow = vbase + c0;
+  // Rows of a head are often 4 KiB apart ([seq, heads, d]): too far for the hardware stride
+  // prefetcher, and all in one L1 set. Fetch PF rows ahead; near the end, the next block's rows.
+  constexpr int PF = 8;
+  const float* pf_next = vbase + c0 + NC - std::int64_t(nk - PF) * vstride;
   for (int j = 0; j < nk; ++j, vrow += vstride) {
+    __builtin_prefetch(j + PF < nk ? vrow + PF * vstride : pf_next + j * vstride);
     B p[QV];
     for (int v = 0; v < QV; ++v) p[v] = B::load_aligned(pt + j * BR + v * L);
     for (int n = 0; n < NC; ++n) {
@@ -124,6 +132,18 @@ HEED_NOINLINE void pv_all(float* HEED_RESTRICT ot, const float* HEED_RESTRICT pt
   std::int64_t c0 = 0;
   for (; c0 + NC <= d; c0 += NC) pv_block<A, NC, QV>(ot, pt, vt, vstride, c0, nk, alpha);
   for (; c0 < d; ++c0) pv_block<A, 1, QV>(ot, pt, vt, vstride, c0, nk, alpha);
+}
+
+// Query heads per prefill task: up to g_max heads of one KV head, so that each K/V chunk is read
+// from memory once and from cache by the other heads (and converted or packed once).
+HEED_FORCE_INLINE int prefill_heads_per_task(const dense_params& p, int g_max) noexcept {
+  return static_cast<int>(std::min<std::int64_t>(p.q_heads() / p.kv_heads(), g_max));
+}
+// K/V chunks are copied into contiguous f32 rows when they are not f32 already, or when their
+// rows are strided and more than one head reads them.
+HEED_FORCE_INLINE bool prefill_packs(const dense_params& p, int heads) noexcept {
+  return p.k.type != dtype::f32 ||
+         (heads > 1 && (p.k.seq_stride != p.head_dim() || p.v.seq_stride != p.head_dim()));
 }
 
 template <class A, int D, class KV, class Variant, class Obs>
@@ -156,12 +176,18 @@ struct prefill_kernel {
     qscale = p.logit_scale() * simd::log2e;
   }
 
+  std::int64_t head_sets() const noexcept { return (group + C::G - 1) / C::G * p.kv_heads(); }
+  std::int64_t tasks() const noexcept { return n_tiles * head_sets(); }
+
   // Tasks: heaviest (last) query tiles first so dynamic scheduling balances causal work.
   void run_task(std::int64_t task, int thread) const noexcept {
-    const std::int64_t tile = n_tiles - 1 - task / hq;
-    const int h = static_cast<int>(task % hq);
-    prefill_scratch<A> s = carve_prefill<A>(scratch_base + scratch_floats * thread, d, kConvert);
-    run_tile(h, tile, s);
+    const std::int64_t sets = head_sets();
+    const std::int64_t tile = n_tiles - 1 - task / sets;
+    const std::int64_t set = task % sets;
+    const std::int64_t per_kv = (group + C::G - 1) / C::G;
+    const std::int64_t h0 = (set / per_kv) * group + (set % per_kv) * C::G;
+    const int heads = static_cast<int>(std::min<std::int64_t>(C::G, group - (h0 % group)));
+    run_tiles(static_cast<int>(h0), heads, tile, scratch_base + scratch_floats * thread);
   }
 
   // Running state of one query tile.
@@ -172,13 +198,53 @@ struct prefill_kernel {
     I qpos[QV];
   };
 
-  void run_tile(int h, std::int64_t tile, const prefill_scratch<A>& s) const noexcept {
-    tile_state t{};
-    begin_tile(h, tile, s, t);
+  // The same query tile of heads h0 .. h0 + heads - 1 (one KV head), chunk by chunk.
+  void run_tiles(int h0, int heads, std::int64_t tile, float* base) const noexcept {
+    const int gmax = prefill_heads_per_task(p, C::G);
+    const bool pack = prefill_packs(p, gmax);
+    prefill_scratch<A> s[C::G];
+    tile_state t[C::G];
+    for (int g = 0; g < heads; ++g) {
+      s[g] = carve_prefill<A>(base, d, pack, gmax, g);
+      t[g] = tile_state{};
+      begin_tile(h0 + g, tile, s[g], t[g]);
+    }
     std::int64_t k_lo, k_hi;
-    key_bounds(t, k_lo, k_hi);
-    key_range(t, s, k_lo, k_hi);
-    end_tile(t, s);
+    key_bounds(t[0], k_lo, k_hi);
+    const KV* kbase = static_cast<const KV*>(p.k.data);
+    const KV* vbase = static_cast<const KV*>(p.v.data);
+    const int kvh = t[0].kvh;
+    for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
+      const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
+      if (pack) {
+        const prefill_scratch<A>& s0 = s[0];
+        // While packing this chunk, ask for the next one (into L2): strided rows are not
+        // prefetched by the hardware and would stall the next packing on L3 latency.
+        const std::int64_t row_bytes = d * std::int64_t(sizeof(KV));
+        const bool more = j0 + BC < k_hi;
+        for (int j = 0; j < nk; ++j) {
+          const KV* krow = kbase + p.k.offset(j0 + j, kvh);
+          const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
+          if (more) {
+            const char* kn = reinterpret_cast<const char*>(krow + BC * p.k.seq_stride);
+            const char* vn = reinterpret_cast<const char*>(vrow + BC * p.v.seq_stride);
+            for (std::int64_t b = 0; b < row_bytes; b += 64) {
+              __builtin_prefetch(kn + b, 0, 2);
+              __builtin_prefetch(vn + b, 0, 2);
+            }
+          }
+          simd::convert_row<A>(krow, s0.kc + j * d, d);
+          simd::convert_row<A>(vrow, s0.vc + j * d, d);
+        }
+        for (int g = 0; g < heads; ++g)
+          chunk<false, false>(t[g], s[g], s0.kc, s0.vc, d, d, nk, j0, nullptr, nullptr);
+      } else if constexpr (!kConvert) {
+        for (int g = 0; g < heads; ++g)
+          chunk<false, false>(t[g], s[g], kbase + p.k.offset(j0, kvh), vbase + p.v.offset(j0, kvh),
+                              p.k.seq_stride, p.v.seq_stride, nk, j0, nullptr, nullptr);
+      }
+    }
+    for (int g = 0; g < heads; ++g) end_tile(t[g], s[g]);
   }
 
   // The keys [k_lo, k_hi) any row of the tile may see (causal limit, variant key range).
@@ -379,21 +445,22 @@ struct prefill_kernel {
 };
 
 template <class A>
+inline std::size_t prefill_thread_floats(const dense_params& p) noexcept {
+  const int heads = prefill_heads_per_task(p, prefill_cfg<A>::G);
+  return align_up(prefill_scratch_floats<A>(p.head_dim(), prefill_packs(p, heads), heads) * 4) / 4;
+}
+
+template <class A>
 inline std::size_t prefill_workspace_size(const dense_params& p, int threads) noexcept {
-  const bool convert = p.k.type != dtype::f32;
-  return align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) * std::size_t(threads) +
-         workspace_alignment;
+  return prefill_thread_floats<A>(p) * 4 * std::size_t(threads) + workspace_alignment;
 }
 
 template <class A, int D, class KV, class Variant, class Obs>
 void run_prefill(const dense_params& p, const Variant& var, Obs& obs, workspace ws,
                  executor& ex) noexcept {
-  const bool convert = !std::is_same<KV, float>::value;
-  const std::size_t per_thread = align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) / 4;
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
-  const prefill_kernel<A, D, KV, Variant, Obs> k(p, var, obs, base, per_thread);
-  ex.parallel_for(k.n_tiles * k.hq,
-                  [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
+  const prefill_kernel<A, D, KV, Variant, Obs> k(p, var, obs, base, prefill_thread_floats<A>(p));
+  ex.parallel_for(k.tasks(), [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
 }
 
 }  // namespace detail

@@ -196,7 +196,9 @@ struct vertical_slash_kernel {
 
 template <class A>
 inline std::size_t block_sparse_workspace_size(const dense_params& p, int threads) noexcept {
-  return prefill_workspace_size<A>(p, threads);
+  const bool convert = p.k.type != dtype::f32;
+  return align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) * std::size_t(threads) +
+         workspace_alignment;
 }
 
 template <class A>
