@@ -44,12 +44,19 @@ struct prefill_scratch {
   float* vc;  // [BC][d] converted values
 };
 
-// Scratch for `heads` query heads (each its own QT and OT) sharing S and the K/V chunk buffers.
+// Floats of one head's QT, OT and S.
+template <class A>
+inline std::size_t prefill_head_floats(std::int64_t d) noexcept {
+  using C = prefill_cfg<A>;
+  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 +
+         align_up(std::size_t(C::BC) * C::BR * 4) / 4;
+}
+
+// Scratch for `heads` query heads (each its own QT, OT and S) sharing the K/V chunk buffers.
 template <class A>
 inline std::size_t prefill_scratch_floats(std::int64_t d, bool convert, int heads = 1) noexcept {
   using C = prefill_cfg<A>;
-  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 * std::size_t(heads) +
-         align_up(std::size_t(C::BC) * C::BR * 4) / 4 +
+  return prefill_head_floats<A>(d) * std::size_t(heads) +
          (convert ? align_up(std::size_t(C::BC) * d * 4) / 4 * 2 : 0);
 }
 
@@ -60,11 +67,10 @@ HEED_FORCE_INLINE prefill_scratch<A> carve_prefill(float* base, std::int64_t d, 
   using C = prefill_cfg<A>;
   const std::size_t qo = align_up(std::size_t(d) * C::BR * 4) / 4;
   prefill_scratch<A> s;
-  s.qt = base + qo * 2 * std::size_t(g);
+  s.qt = base + prefill_head_floats<A>(d) * std::size_t(g);
   s.ot = s.qt + qo;
-  base += qo * 2 * std::size_t(heads);
-  s.st = base;
-  base += align_up(std::size_t(C::BC) * C::BR * 4) / 4;
+  s.st = s.ot + qo;
+  base += prefill_head_floats<A>(d) * std::size_t(heads);
   s.kc = convert ? base : nullptr;
   if (convert) base += align_up(std::size_t(C::BC) * d * 4) / 4;
   s.vc = convert ? base : nullptr;
@@ -195,6 +201,7 @@ struct prefill_kernel {
     int h, kvh, nrows;
     std::int64_t i0, pos0;
     B m[QV], dsum[QV], tsum[QV];
+    B alpha[QV];  // rescale of the output for the last scored chunk
     I qpos[QV];
   };
 
@@ -225,6 +232,14 @@ struct prefill_kernel {
         for (int j = 0; j < nk; ++j) {
           const KV* krow = kbase + p.k.offset(j0 + j, kvh);
           const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
+          if (j + 8 < nk) {  // from L2 (prefetched one chunk ago) into L1, 8 rows ahead
+            const char* kn = reinterpret_cast<const char*>(krow + 8 * p.k.seq_stride);
+            const char* vn = reinterpret_cast<const char*>(vrow + 8 * p.v.seq_stride);
+            for (std::int64_t b = 0; b < row_bytes; b += 64) {
+              __builtin_prefetch(kn + b, 0, 3);
+              __builtin_prefetch(vn + b, 0, 3);
+            }
+          }
           if (more) {
             const char* kn = reinterpret_cast<const char*>(krow + BC * p.k.seq_stride);
             const char* vn = reinterpret_cast<const char*>(vrow + BC * p.v.seq_stride);
@@ -236,12 +251,18 @@ struct prefill_kernel {
           simd::convert_row<A>(krow, s0.kc + j * d, d);
           simd::convert_row<A>(vrow, s0.vc + j * d, d);
         }
+        // All heads' scores (the K chunk stays in L1), then all heads' outputs (the V chunk).
         for (int g = 0; g < heads; ++g)
-          chunk<false, false>(t[g], s[g], s0.kc, s0.vc, d, d, nk, j0, nullptr, nullptr);
+          scores<false, false>(t[g], s[g], s0.kc, d, nk, j0, nullptr, nullptr);
+        for (int g = 0; g < heads; ++g)
+          pv_all<A, NC, QV>(s[g].ot, s[g].st, s0.vc, d, d, nk, t[g].alpha);
       } else if constexpr (!kConvert) {
+        const float* kt = kbase + p.k.offset(j0, kvh);
+        const float* vt = vbase + p.v.offset(j0, kvh);
         for (int g = 0; g < heads; ++g)
-          chunk<false, false>(t[g], s[g], kbase + p.k.offset(j0, kvh), vbase + p.v.offset(j0, kvh),
-                              p.k.seq_stride, p.v.seq_stride, nk, j0, nullptr, nullptr);
+          scores<false, false>(t[g], s[g], kt, p.k.seq_stride, nk, j0, nullptr, nullptr);
+        for (int g = 0; g < heads; ++g)
+          pv_all<A, NC, QV>(s[g].ot, s[g].st, vt, p.v.seq_stride, d, nk, t[g].alpha);
       }
     }
     for (int g = 0; g < heads; ++g) end_tile(t[g], s[g]);
@@ -314,6 +335,17 @@ struct prefill_kernel {
                                const float* vt, std::int64_t kstride, std::int64_t vstride, int nk,
                                std::int64_t j0, const std::int32_t* kidx,
                                const std::uint32_t* rowbits) const noexcept {
+    scores<Gathered, Masked>(t, s, kt, kstride, nk, j0, kidx, rowbits);
+    pv_all<A, NC, QV>(s.ot, s.st, vt, vstride, d, nk, t.alpha);
+  }
+
+  // The first half of chunk(): S (then P) into s.st, the running max and sums, and t.alpha, the
+  // factor the output must be rescaled by before P V is added.
+  template <bool Gathered, bool Masked>
+  HEED_FORCE_INLINE void scores(tile_state& t, const prefill_scratch<A>& s, const float* kt,
+                                std::int64_t kstride, int nk, std::int64_t j0,
+                                const std::int32_t* kidx,
+                                const std::uint32_t* rowbits) const noexcept {
     bool causal_cut;
     if constexpr (Gathered) {
       std::int32_t kmax = kidx[0];
@@ -412,10 +444,8 @@ struct prefill_kernel {
       t.m[v] = m[v];
       t.dsum[v] = dsum[v];
       t.tsum[v] = tsum[v];
+      t.alpha[v] = alpha[v];
     }
-
-    // O^T = O^T * alpha + V^T P^T
-    pv_all<A, NC, QV>(s.ot, s.st, vt, vstride, d, nk, alpha);
   }
 
   // Normalizes, finalizes rows, writes O (transposing back) and row statistics.
