@@ -1,6 +1,10 @@
 // Prefill: tiled flash attention with queries in the SIMD lanes.
 //
-// A task is one (query head, tile of BR queries). The tile's queries are packed transposed
+// A task is one tile of BR queries of up to G query heads that share a KV head (GQA): each chunk
+// of BC keys is packed once into contiguous f32 rows (converted from f16 / bf16, or copied when
+// the rows are strided, as in [seq, heads, d]; the next chunk is prefetched meanwhile), scored
+// by every head of the set while it sits in L1, then multiplied into every head's output. The
+// sparse kernels use the same tile with one head per task. The tile's queries are packed transposed
 // (QT[k][r], pre-scaled by scale * log2 e), so that
 //   S^T = K_tile . Q^T   is broadcast(K[j][k]) x QT[k][lanes] FMAs into NK x QV registers,
 //   O^T += V^T . P^T     is broadcast(V[j][c]) x PT[j][lanes] FMAs into NC x QV registers,

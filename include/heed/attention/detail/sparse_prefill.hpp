@@ -1,6 +1,7 @@
 // Sparse prefill: the dense prefill kernel's tiles, fed only the keys a layout keeps.
 //
-// A task is one (query head, tile of BR queries), as in the dense kernel, so a tile lies inside
+// A task is one (query head, tile of BR queries): each head has its own layout, so unlike the
+// dense kernel a task does not take several heads of a KV head. A tile lies inside
 // one query block (block_q is a multiple of every BR). Block-sparse tiles walk the union of their
 // block list, the sink block and the diagonal blocks in ascending order and attend each block's
 // contiguous keys in place. Vertical-slash tiles collect the keys their rows need (each listed
