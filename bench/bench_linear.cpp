@@ -54,7 +54,7 @@ double seconds_of_dense(std::int64_t L) {
 }
 
 struct linear_problem {
-  std::vector<float> q, k, v, o, state;
+  aligned_vector<float> q, k, v, o, state;
   heed::linear_params p;
   std::vector<char> ws;
 
