@@ -192,6 +192,10 @@ struct decode_kernel {
   static constexpr int L = static_cast<int>(B::size);
   static constexpr int NB = decode_cfg::NB;
   static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
+  // Keys ahead whose K and V rows the logits loop prefetches, one row per key it scores: the
+  // hardware prefetchers alone left decode from DRAM at a third of the read bandwidth (compute
+  // and transfer did not overlap); a burst for a whole block ahead did not help.
+  static constexpr int PD = 64;
 
   const dense_params& p;
   const Variant& var;
@@ -252,9 +256,11 @@ struct decode_kernel {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       const KV* krow = kbase + p.k.offset(j0, kvh);
       if (seq_major) prefetch_block(krow, vbase + p.v.offset(j0, kvh), nb);
-      if (!qk_joint(krow, nb, qs, ds, sb)) {
-        for (int j = 0; j < nb; ++j, krow += p.k.seq_stride)
+      if (!qk_joint(krow, j0, kvh, nb, qs, ds, sb)) {
+        for (int j = 0; j < nb; ++j, krow += p.k.seq_stride) {
+          prefetch_row(j0 + j + PD, kvh);
           decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
+        }
       }
       // Softmax block per query head; lanes are keys.
       for (std::int64_t g = 0; g < G; ++g) {
@@ -323,20 +329,20 @@ struct decode_kernel {
   }
 
   // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise.
-  bool qk_joint(const KV* krow, int nb, const float* qs, std::int64_t qstride,
-                float* sb) const noexcept {
+  bool qk_joint(const KV* krow, std::int64_t j0, int kvh, int nb, const float* qs,
+                std::int64_t qstride, float* sb) const noexcept {
     if constexpr (D != 0 && D % L == 0) {
       switch (lay.group) {
         case 1:
-          return qk_joint_g<1>(krow, nb, qs, qstride, sb);
+          return qk_joint_g<1>(krow, j0, kvh, nb, qs, qstride, sb);
         case 2:
-          return qk_joint_g<2>(krow, nb, qs, qstride, sb);
+          return qk_joint_g<2>(krow, j0, kvh, nb, qs, qstride, sb);
         case 4:
-          return qk_joint_g<4>(krow, nb, qs, qstride, sb);
+          return qk_joint_g<4>(krow, j0, kvh, nb, qs, qstride, sb);
         case 8:
-          return qk_joint_g<8>(krow, nb, qs, qstride, sb);
+          return qk_joint_g<8>(krow, j0, kvh, nb, qs, qstride, sb);
         case 16:
-          return qk_joint_g<16>(krow, nb, qs, qstride, sb);
+          return qk_joint_g<16>(krow, j0, kvh, nb, qs, qstride, sb);
         default:
           return false;
       }
@@ -345,14 +351,15 @@ struct decode_kernel {
   }
 
   template <int GC>
-  bool qk_joint_g(const KV* krow, int nb, const float* qs, std::int64_t qstride,
-                  float* sb) const noexcept {
+  bool qk_joint_g(const KV* krow, std::int64_t j0, int kvh, int nb, const float* qs,
+                  std::int64_t qstride, float* sb) const noexcept {
     if constexpr (GC > L || D == 0 || D % L != 0) {
       return false;
     } else {
       constexpr int KB = L / GC;
       alignas(64) float tmp[L];
       for (int j = 0; j < nb; j += KB) {
+        for (int n = 0; n < KB; ++n) prefetch_row(j0 + j + n + PD, kvh);
         decode_qk_joint<A, D, GC, KV>(krow + j * p.k.seq_stride, p.k.seq_stride, nb - j, qs,
                                       qstride)
             .store_aligned(tmp);
@@ -363,8 +370,8 @@ struct decode_kernel {
     }
   }
 
-  // With K/V laid out [seq, heads, d], one head's rows are strided and the hardware prefetcher
-  // follows them poorly: fetch this block's rows ahead of the dot products.
+  // With K/V laid out [seq, heads, d], one head's rows are strided: fetching this block's rows
+  // just before the dot products still helps (measured) on top of prefetch_row.
   void prefetch_block(const KV* krow, const KV* vrow, int nb) const noexcept {
     const std::int64_t row_bytes = d * std::int64_t(sizeof(KV));
     for (int j = 0; j < nb; ++j) {
@@ -374,6 +381,20 @@ struct decode_kernel {
         __builtin_prefetch(kf + b);
         __builtin_prefetch(vf + b);
       }
+    }
+  }
+
+  // Prefetches the K and V rows of key j of KV head kvh (rows past the end are harmless:
+  // prefetches do not fault; the address is formed as an integer).
+  HEED_FORCE_INLINE void prefetch_row(std::int64_t j, int kvh) const noexcept {
+    const std::int64_t rb = (D ? D : d) * std::int64_t(sizeof(KV));  // constant when specialized
+    const std::uintptr_t kf = reinterpret_cast<std::uintptr_t>(p.k.data) +
+                              std::uintptr_t(p.k.offset(j, kvh) * std::int64_t(sizeof(KV)));
+    const std::uintptr_t vf = reinterpret_cast<std::uintptr_t>(p.v.data) +
+                              std::uintptr_t(p.v.offset(j, kvh) * std::int64_t(sizeof(KV)));
+    for (std::int64_t b = 0; b < rb; b += 64) {
+      __builtin_prefetch(reinterpret_cast<const void*>(kf + std::uintptr_t(b)));
+      __builtin_prefetch(reinterpret_cast<const void*>(vf + std::uintptr_t(b)));
     }
   }
 
