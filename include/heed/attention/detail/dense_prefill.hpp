@@ -115,11 +115,17 @@ HEED_FORCE_INLINE void pv_block(float* HEED_RESTRICT ot, const float* HEED_RESTR
     for (int v = 0; v < QV; ++v) acc[n][v] = B::load_aligned(ot + (c0 + n) * BR + v * L) * alpha[v];
   const float* vrow = vbase + c0;
   // Rows of a head are often 4 KiB apart ([seq, heads, d]): too far for the hardware stride
-  // prefetcher, and all in one L1 set. Fetch PF rows ahead; near the end, the next block's rows.
+  // prefetcher, and all in one L1 set. Fetch PF rows ahead; near the end, the next column
+  // block's first rows. Addresses are formed as integers (they may lie past the tensor; a
+  // prefetch does not fault).
   constexpr int PF = 8;
-  const float* pf_next = vbase + c0 + NC - std::int64_t(nk - PF) * vstride;
+  const std::uintptr_t row_step = std::uintptr_t(vstride) * sizeof(float);
+  const std::uintptr_t pf_ahead = reinterpret_cast<std::uintptr_t>(vrow) + PF * row_step;
+  const std::uintptr_t pf_next = reinterpret_cast<std::uintptr_t>(vbase + c0) + NC * sizeof(float);
   for (int j = 0; j < nk; ++j, vrow += vstride) {
-    __builtin_prefetch(j + PF < nk ? vrow + PF * vstride : pf_next + j * vstride);
+    const std::uintptr_t at = j + PF < nk ? pf_ahead + std::uintptr_t(j) * row_step
+                                          : pf_next + std::uintptr_t(j + PF - nk) * row_step;
+    __builtin_prefetch(reinterpret_cast<const void*>(at));
     B p[QV];
     for (int v = 0; v < QV; ++v) p[v] = B::load_aligned(pt + j * BR + v * L);
     for (int n = 0; n < NC; ++n) {
