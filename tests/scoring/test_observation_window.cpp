@@ -58,6 +58,15 @@ heed_ref::attention_problem window_problem(const heed_ref::stored_q& q,
   return ap;
 }
 
+// The reference's per-row LSE of the window, [hq][w], as the main pass would hand it over.
+std::vector<float> window_lse(const heed_ref::attention_result& r, std::int64_t hq,
+                              std::int64_t w) {
+  std::vector<float> lse(std::size_t(hq * w));
+  for (std::int64_t h = 0; h < hq; ++h)
+    for (std::int64_t i = 0; i < w; ++i) lse[std::size_t(h * w + i)] = float(r.lse_at(h, i));
+  return lse;
+}
+
 void expect_rows(const std::vector<float>& got, std::int64_t stride, const heed_ref::vec& ref,
                  std::int64_t heads, std::int64_t lk, const char* what) {
   for (std::int64_t h = 0; h < heads; ++h)
@@ -240,9 +249,7 @@ TEST(ScoreObservationWindowUnit, BuiltinVariantMatchesNaiveAttention) {
   var.window_left = 40;
   var.slopes = slopes.data();
   var.sinks = sinks.data();
-  std::vector<float> lse(std::size_t(hq * w));
-  for (std::int64_t h = 0; h < hq; ++h)
-    for (std::int64_t i = 0; i < w; ++i) lse[std::size_t(h * w + i)] = float(r.lse_at(h, i));
+  const std::vector<float> lse = window_lse(r, hq, w);
   heed::observation_window_options opt;
   std::vector<float> vert(std::size_t(hq * lk)), cm(std::size_t(hkv * lk));
   heed::observation_window_outputs out;
@@ -280,9 +287,7 @@ TEST(ScoreObservationWindowUnit, QueryScaleMatchesNaiveAttention) {
   var.ssmax = a.data();
   var.inv_log_base = 1.f / std::log(16.f);
   var.length_floor = 0.5f;
-  std::vector<float> lse(std::size_t(hq * w));
-  for (std::int64_t h = 0; h < hq; ++h)
-    for (std::int64_t i = 0; i < w; ++i) lse[std::size_t(h * w + i)] = float(r.lse_at(h, i));
+  const std::vector<float> lse = window_lse(r, hq, w);
   heed::observation_window_options opt;
   std::vector<float> vert(std::size_t(hq * lk));
   heed::observation_window_outputs out;
