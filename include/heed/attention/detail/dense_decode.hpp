@@ -255,7 +255,10 @@ struct decode_kernel {
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       const KV* krow = kbase + p.k.offset(j0, kvh);
-      if (seq_major) prefetch_block(krow, vbase + p.v.offset(j0, kvh), nb);
+      // Strided [seq, heads, d] rows: fetching this block's rows just before the dot
+      // products still helps (measured) on top of prefetch_row.
+      if (seq_major)
+        for (int j = 0; j < nb; ++j) prefetch_row(j0 + j, kvh);
       if (!qk_joint(krow, j0, kvh, nb, qs, ds, sb)) {
         for (int j = 0; j < nb; ++j, krow += p.k.seq_stride) {
           prefetch_row(j0 + j + PD, kvh);
@@ -370,32 +373,9 @@ struct decode_kernel {
     }
   }
 
-  // With K/V laid out [seq, heads, d], one head's rows are strided: fetching this block's rows
-  // just before the dot products still helps (measured) on top of prefetch_row.
-  void prefetch_block(const KV* krow, const KV* vrow, int nb) const noexcept {
-    const std::int64_t row_bytes = d * std::int64_t(sizeof(KV));
-    for (int j = 0; j < nb; ++j) {
-      const char* kf = reinterpret_cast<const char*>(krow + j * p.k.seq_stride);
-      const char* vf = reinterpret_cast<const char*>(vrow + j * p.v.seq_stride);
-      for (std::int64_t b = 0; b < row_bytes; b += 64) {
-        __builtin_prefetch(kf + b);
-        __builtin_prefetch(vf + b);
-      }
-    }
-  }
-
-  // Prefetches the K and V rows of key j of KV head kvh (rows past the end are harmless:
-  // prefetches do not fault; the address is formed as an integer).
+  // Prefetches the K and V rows of key j (the address may lie past the tensor).
   HEED_FORCE_INLINE void prefetch_row(std::int64_t j, int kvh) const noexcept {
-    const std::int64_t rb = (D ? D : d) * std::int64_t(sizeof(KV));  // constant when specialized
-    const std::uintptr_t kf = reinterpret_cast<std::uintptr_t>(p.k.data) +
-                              std::uintptr_t(p.k.offset(j, kvh) * std::int64_t(sizeof(KV)));
-    const std::uintptr_t vf = reinterpret_cast<std::uintptr_t>(p.v.data) +
-                              std::uintptr_t(p.v.offset(j, kvh) * std::int64_t(sizeof(KV)));
-    for (std::int64_t b = 0; b < rb; b += 64) {
-      __builtin_prefetch(reinterpret_cast<const void*>(kf + std::uintptr_t(b)));
-      __builtin_prefetch(reinterpret_cast<const void*>(vf + std::uintptr_t(b)));
-    }
+    prefetch_kv_row(p, j, kvh, sizeof(KV), (D ? D : d) * std::int64_t(sizeof(KV)));
   }
 
   void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb) const noexcept {

@@ -236,28 +236,15 @@ struct prefill_kernel {
       if (pack) {
         const prefill_scratch<A>& s0 = s[0];
         // While packing this chunk, ask for the next one (into L2): strided rows are not
-        // prefetched by the hardware and would stall the next packing on L3 latency.
-        const std::int64_t row_bytes = d * std::int64_t(sizeof(KV));
+        // prefetched by the hardware and would stall the next packing on L3 latency. Rows 8
+        // ahead of the packing go from L2 (fetched one chunk ago) into L1.
+        const std::int64_t row_bytes = (D ? D : d) * std::int64_t(sizeof(KV));
         const bool more = j0 + BC < k_hi;
         for (int j = 0; j < nk; ++j) {
+          if (j + 8 < nk) prefetch_kv_row<3>(p, j0 + j + 8, kvh, sizeof(KV), row_bytes);
+          if (more) prefetch_kv_row<2>(p, j0 + j + BC, kvh, sizeof(KV), row_bytes);
           const KV* krow = kbase + p.k.offset(j0 + j, kvh);
           const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
-          if (j + 8 < nk) {  // from L2 (prefetched one chunk ago) into L1, 8 rows ahead
-            const char* kn = reinterpret_cast<const char*>(krow + 8 * p.k.seq_stride);
-            const char* vn = reinterpret_cast<const char*>(vrow + 8 * p.v.seq_stride);
-            for (std::int64_t b = 0; b < row_bytes; b += 64) {
-              __builtin_prefetch(kn + b, 0, 3);
-              __builtin_prefetch(vn + b, 0, 3);
-            }
-          }
-          if (more) {
-            const char* kn = reinterpret_cast<const char*>(krow + BC * p.k.seq_stride);
-            const char* vn = reinterpret_cast<const char*>(vrow + BC * p.v.seq_stride);
-            for (std::int64_t b = 0; b < row_bytes; b += 64) {
-              __builtin_prefetch(kn + b, 0, 2);
-              __builtin_prefetch(vn + b, 0, 2);
-            }
-          }
           simd::convert_row<A>(krow, s0.kc + j * d, d);
           simd::convert_row<A>(vrow, s0.vc + j * d, d);
         }
