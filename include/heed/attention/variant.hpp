@@ -13,6 +13,11 @@
 //                         the same transform on u = s * log2(e), the units the kernels keep
 //                         logits in; saves the two unit conversions per logit. transform_logits
 //                         is still required (analysis paths use it).
+//   heavy_transform:      (optional, with has_logits_transform) the transform is long (many
+//                         constants, e.g. a tanh or a log-sigmoid): prefill then applies it in
+//                         a separate pass over the stored score tile, so its constants do not
+//                         take the registers of the Q K^T loop (short transforms such as ALiBi
+//                         run inside that loop, which saves the pass).
 //   has_logits_mask:      template <class A> xsimd::batch_bool<float, A>
 //                           keep(const lane_ctx<A>&) const;     AND-ed with the causal mask.
 //   has_row_finalize:     void finalize_row(int q_head, std::int64_t q_pos, row_state&) const;
@@ -72,6 +77,7 @@ HEED_FORCE_INLINE void fold_virtual_logit(row_state& r, float s) noexcept {
 struct variant_base {
   static constexpr bool has_logits_transform = false;
   static constexpr bool has_log2_transform = false;
+  static constexpr bool heavy_transform = false;
   static constexpr bool has_logits_mask = false;
   static constexpr bool has_row_finalize = false;
   static constexpr bool has_key_range = false;

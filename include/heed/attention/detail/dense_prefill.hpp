@@ -336,6 +336,53 @@ struct prefill_kernel {
     pv_all<A, NC, QV>(s.ot, s.st, vt, vstride, d, nk, t.alpha);
   }
 
+  // One logit of the tile: the variant's transform and mask, the causal cut, the sparse row mask.
+  template <bool Gathered, bool Masked>
+  HEED_FORCE_INLINE B shape_logit(const Variant& vr, B sv, const tile_state& t, int v, int n,
+                                  bool causal_cut, std::int64_t j0, const std::int32_t* kidx,
+                                  const std::uint32_t* rowbits) const noexcept {
+    const std::int32_t kpos = Gathered ? kidx[n] : static_cast<std::int32_t>(j0 + n);
+    if constexpr (Variant::has_logits_transform) {
+      const lane_ctx<A> ctx{t.h, t.kvh, t.qpos[v], I(kpos)};
+      sv = transform_log2(vr, sv, ctx);
+    }
+    if constexpr (Variant::has_logits_mask) {
+      const lane_ctx<A> ctx{t.h, t.kvh, t.qpos[v], I(kpos)};
+      sv = xsimd::select(vr.keep(ctx), sv, B(neg_inf));
+    }
+    if (causal_cut) sv = xsimd::select(xsimd::bool_cast(t.qpos[v] >= I(kpos)), sv, B(neg_inf));
+    if constexpr (Masked) {
+      alignas(64) std::int32_t bits[L];
+      for (int l = 0; l < L; ++l) bits[l] = std::int32_t(1) << l;
+      const I word(static_cast<std::int32_t>(rowbits[n] >> (v * L)));
+      sv = xsimd::select(xsimd::bool_cast((word & I::load_aligned(bits)) != I(0)), sv, B(neg_inf));
+    }
+    return sv;
+  }
+
+  // shape_logit over the stored raw scores of a chunk, with the running tile max. The variant,
+  // the tile's state and the max are local copies: the compiler cannot tell that stores to the
+  // tile do not change them, and would reload them (and recompute the transform's constants)
+  // for every batch.
+  template <bool Gathered, bool Masked>
+  HEED_NOINLINE void shape_scores(float* HEED_RESTRICT st, const tile_state& tile, int nk,
+                                  bool causal_cut, std::int64_t j0, const std::int32_t* kidx,
+                                  const std::uint32_t* rowbits, B (&tmax)[QV]) const noexcept {
+    const Variant vr = var;
+    const tile_state t = tile;
+    B tm[QV];
+    for (int v = 0; v < QV; ++v) tm[v] = tmax[v];
+    for (int n = 0; n < nk; ++n)
+      for (int v = 0; v < QV; ++v) {
+        float* at = st + n * BR + v * L;
+        const B sv = shape_logit<Gathered, Masked>(vr, B::load_aligned(at), t, v, n, causal_cut, j0,
+                                                   kidx, rowbits);
+        tm[v] = xsimd::max(tm[v], sv);
+        sv.store_aligned(at);
+      }
+    for (int v = 0; v < QV; ++v) tmax[v] = tm[v];
+  }
+
   // The first half of chunk(): S (then P) into s.st, the running max and sums, and t.alpha, the
   // factor the output must be rescaled by before P V is added.
   template <bool Gathered, bool Masked>
@@ -351,24 +398,12 @@ struct prefill_kernel {
     } else {
       causal_cut = p.causal && (j0 + nk - 1 > t.pos0);
     }
-    I lanebit(0);
-    if constexpr (Masked) {
-      alignas(64) std::int32_t bits[L];
-      for (int l = 0; l < L; ++l) bits[l] = std::int32_t(1) << l;
-      lanebit = I::load_aligned(bits);
-    }
-
-    // The running state in locals (registers), written back at the end.
-    B m[QV], dsum[QV], tsum[QV];
-    for (int v = 0; v < QV; ++v) {
-      m[v] = t.m[v];
-      dsum[v] = t.dsum[v];
-      tsum[v] = t.tsum[v];
-    }
-    const I(&qpos)[QV] = t.qpos;
-    const int h = t.h, kvh = t.kvh;
-
-    // S^T = K Q^T with masks and transforms; running tile max.
+    // S^T = K Q^T with masks and transforms; running tile max. A heavy transform runs as a
+    // second pass over the stored scores (shape_scores, not inlined): its constants then do not
+    // stay live through the Q K^T loop, which has no registers to spare for them (soft-capping
+    // inlined there spilled the loop's operands to the stack: +36% instead of +10%; ALiBi is
+    // 1% inline and 4% as a pass).
+    constexpr bool kSeparate = Variant::has_logits_transform && Variant::heavy_transform;
     B tmax[QV];
     for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
     for (int jb = 0; jb < nk; jb += NK) {
@@ -378,28 +413,27 @@ struct prefill_kernel {
       qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
       for (int n = 0; n < NK; ++n) {
         if (jb + n >= nk) break;
-        const std::int32_t kpos = Gathered ? kidx[jb + n] : static_cast<std::int32_t>(j0 + jb + n);
         for (int v = 0; v < QV; ++v) {
           B sv = acc[n][v];
-          if constexpr (Variant::has_logits_transform) {
-            const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
-            sv = transform_log2(var, sv, ctx);
+          if constexpr (!kSeparate) {
+            sv =
+                shape_logit<Gathered, Masked>(var, sv, t, v, jb + n, causal_cut, j0, kidx, rowbits);
+            tmax[v] = xsimd::max(tmax[v], sv);
           }
-          if constexpr (Variant::has_logits_mask) {
-            const lane_ctx<A> ctx{h, kvh, qpos[v], I(kpos)};
-            sv = xsimd::select(var.keep(ctx), sv, B(neg_inf));
-          }
-          if (causal_cut) {
-            sv = xsimd::select(xsimd::bool_cast(qpos[v] >= I(kpos)), sv, B(neg_inf));
-          }
-          if constexpr (Masked) {
-            const I word(static_cast<std::int32_t>(rowbits[jb + n] >> (v * L)));
-            sv = xsimd::select(xsimd::bool_cast((word & lanebit) != I(0)), sv, B(neg_inf));
-          }
-          tmax[v] = xsimd::max(tmax[v], sv);
           sv.store_aligned(s.st + (jb + n) * BR + v * L);
         }
       }
+    }
+    if constexpr (kSeparate)
+      shape_scores<Gathered, Masked>(s.st, t, nk, causal_cut, j0, kidx, rowbits, tmax);
+
+    // The running state in locals (registers), loaded only now that the Q K^T loop,
+    // which needs every register, is done; written back at the end.
+    B m[QV], dsum[QV], tsum[QV];
+    for (int v = 0; v < QV; ++v) {
+      m[v] = t.m[v];
+      dsum[v] = t.dsum[v];
+      tsum[v] = t.tsum[v];
     }
 
     // Online softmax update: P = exp2(S - m_new), rescale factors for the old state.

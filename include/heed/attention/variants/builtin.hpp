@@ -92,6 +92,7 @@ struct builtin_alibi_variant : builtin_row_variant {
 struct builtin_softcap_variant : builtin_row_variant {
   static constexpr bool has_logits_transform = true;
   static constexpr bool has_log2_transform = true;
+  static constexpr bool heavy_transform = true;
   float cap = 0.f;
 
   builtin_softcap_variant() = default;
@@ -116,6 +117,7 @@ struct builtin_softcap_variant : builtin_row_variant {
 // Every built-in, per-logit ones included.
 struct builtin_variant : builtin_row_variant {
   static constexpr bool has_logits_transform = true;
+  static constexpr bool heavy_transform = true;  // it may hold a soft cap or a sigmoid
   static constexpr bool has_logits_mask = true;
   static constexpr bool has_key_range = true;
 
@@ -143,7 +145,7 @@ struct builtin_variant : builtin_row_variant {
     if (slopes) s = xsimd::fnma(B(slopes[c.q_head]), xsimd::to_float(c.q_pos - c.k_pos), s);
     if (key_bias)
       s = add_key_bias<A>(s, c, key_bias + std::int64_t(c.q_head) * key_bias_len, key_bias_len);
-    if (cap > 0.f) s = B(cap) * simd::fast_tanh_abs<A>(s * B(1.f / cap));
+    if (cap > 0.f) s = simd::soft_cap<A>(s, cap);
     if (sigmoid) s = log_sigmoid<A>(s + B(sigmoid_bias ? sigmoid_bias[c.q_head] : 0.f));
     return s;
   }

@@ -18,6 +18,7 @@ namespace heed {
 template <class... Vs>
 struct chain : variant_base {
   static constexpr bool has_logits_transform = (Vs::has_logits_transform || ...);
+  static constexpr bool heavy_transform = (Vs::heavy_transform || ...);
   static constexpr bool has_logits_mask = (Vs::has_logits_mask || ...);
   static constexpr bool has_row_finalize = (Vs::has_row_finalize || ...);
   static constexpr bool has_key_range = (Vs::has_key_range || ...);

@@ -28,6 +28,7 @@ HEED_FORCE_INLINE void unnormalized_row(row_state& r) noexcept {
 
 struct sigmoid_attention : variant_base {
   static constexpr bool has_logits_transform = true;
+  static constexpr bool heavy_transform = true;
   static constexpr bool has_row_finalize = true;
   const float* bias = nullptr;  // [Hq], or null for bias 0
 
