@@ -1,7 +1,12 @@
 // Shapes and inputs shared by the heed benchmarks: Hq = 32, Hkv = 8, head_dim = 128, causal.
 #pragma once
 
+#include <sys/mman.h>
+
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <random>
 #include <vector>
 #include <xsimd/xsimd.hpp>
@@ -14,11 +19,42 @@ constexpr int kHq = 32;
 constexpr int kHkv = 8;
 constexpr int kD = 128;
 
-// Inputs are 64-byte aligned, as an engine's tensors and KV cache are (ggml aligns to 32 or 64):
-// a plain std::vector of 64 MiB starts 16 bytes past a page boundary, so each 256-byte f16 row
-// spans 5 cache lines; decode of [seq, heads, d] K/V measured 20% slower for that alone.
+// Inputs of 2 MiB or more are 2 MiB aligned and backed by transparent huge pages
+// (madvise; the Debian default is THP "madvise"), as an engine's KV cache is when it asks for
+// them; HEED_BENCH_SMALL_PAGES=1 in the environment keeps 4 KiB pages, to compare. Alignment
+// alone matters too: a plain std::vector of 64 MiB starts 16 bytes past a page boundary, so each
+// 256-byte f16 row spans 5 cache lines; decode of [seq, heads, d] K/V measured 20% slower for
+// that alone. The machine read benchmark uses the same buffers, so ratios compare like with like.
 template <class T>
-using aligned_vector = std::vector<T, xsimd::aligned_allocator<T, 64>>;
+struct huge_page_allocator {
+  using value_type = T;
+  static constexpr std::size_t kHuge = std::size_t(2) << 20;
+  huge_page_allocator() = default;
+  template <class U>
+  huge_page_allocator(const huge_page_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    const bool huge = n * sizeof(T) >= kHuge;
+    const std::size_t align = huge ? kHuge : 64;
+    const std::size_t bytes = (n * sizeof(T) + align - 1) / align * align;
+    void* p = std::aligned_alloc(align, bytes == 0 ? align : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    const char* small = std::getenv("HEED_BENCH_SMALL_PAGES");
+    if (huge && !(small && small[0] == '1')) madvise(p, bytes, MADV_HUGEPAGE);
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) noexcept { std::free(p); }
+  template <class U>
+  bool operator==(const huge_page_allocator<U>&) const noexcept {
+    return true;
+  }
+  template <class U>
+  bool operator!=(const huge_page_allocator<U>&) const noexcept {
+    return false;
+  }
+};
+
+template <class T>
+using aligned_vector = std::vector<T, huge_page_allocator<T>>;
 
 template <class T>
 aligned_vector<T> random_vector(std::size_t n, unsigned seed) {

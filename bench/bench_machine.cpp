@@ -7,6 +7,7 @@
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
+#include "bench_common.hpp"
 #include "heed/config.hpp"
 #include "heed/core/thread_pool.hpp"
 
@@ -57,8 +58,7 @@ void BM_machine_fma(benchmark::State& state) {
 void BM_machine_read(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
   constexpr std::size_t kFloats = std::size_t(512) << 20 >> 2;  // 512 MiB per thread
-  std::vector<std::vector<float, xsimd::aligned_allocator<float>>> bufs(
-      static_cast<std::size_t>(threads));
+  std::vector<heed_bench::aligned_vector<float>> bufs(static_cast<std::size_t>(threads));
   heed::thread_pool_executor ex(threads);
   ex.parallel_for(threads, [&](std::int64_t t, int) { bufs[std::size_t(t)].assign(kFloats, 1.f); });
   std::vector<float> sink(static_cast<std::size_t>(threads));
