@@ -252,6 +252,10 @@ struct decode_kernel {
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
     const bool seq_major = p.k.seq_stride > d || p.v.seq_stride > d;
+    // A local copy: stores to the logit block could alias the variant's fields as far as the
+    // compiler knows, so through `var` it reloads them (and recomputes the constants derived
+    // from them) for every batch of keys.
+    const Variant vr = var;
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       const KV* krow = kbase + p.k.offset(j0, kvh);
@@ -275,12 +279,12 @@ struct decode_kernel {
           const I kpos = iota + I(static_cast<std::int32_t>(j0 + j));
           if constexpr (Variant::has_logits_transform) {
             const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
-            sv = transform_log2(var, sv, ctx);
+            sv = transform_log2(vr, sv, ctx);
           }
           auto keep = xsimd::bool_cast(kpos < I(static_cast<std::int32_t>(j0 + nb)));
           if constexpr (Variant::has_logits_mask) {
             const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
-            keep = keep && var.keep(ctx);
+            keep = keep && vr.keep(ctx);
           }
           sv = xsimd::select(keep, sv, B(neg_inf));
           sv.store_aligned(srow + j);
