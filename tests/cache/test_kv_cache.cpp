@@ -174,6 +174,9 @@ TEST(KvCache, BadInputReturnsStatus) {
   EXPECT_EQ(c.keep(0, 0, unsorted, 2), status::invalid_argument);
   EXPECT_EQ(c.keep(0, 0, dup, 2), status::invalid_argument);
   EXPECT_EQ(c.keep(0, 0, out_of_range, 1), status::invalid_argument);
+  const std::int32_t negative[2] = {-1, 2}, middle_down[4] = {0, 2, 1, 3};  // ends in range
+  EXPECT_EQ(c.keep(0, 0, negative, 2), status::invalid_argument);
+  EXPECT_EQ(c.keep(0, 0, middle_down, 4), status::invalid_argument);
   EXPECT_EQ(c.keep(0, 0, nullptr, 1), status::null_pointer);
   EXPECT_EQ(c.keep(0, 2, unsorted, 0), status::invalid_argument);
   EXPECT_EQ(c.keep(0, 0, unsorted, 5), status::invalid_argument);

@@ -145,8 +145,16 @@ std::vector<protect_spec> protections(std::int64_t n) {
   return {{0, 0}, {1, 0}, {0, 3}, {4, 16}, {n / 2 + 1, n / 2 + 1}, {n + 3, 0}};
 }
 
+// n - 16 and n - 17 straddle the few-drops path (one scan instead of a selection).
 std::vector<std::int64_t> budgets(std::int64_t n) {
-  return {0, 1, n / 3, n > 0 ? n - 1 : 0, n, n + 5};
+  return {0,
+          1,
+          n / 3,
+          n > 0 ? n - 1 : 0,
+          std::max<std::int64_t>(n - 16, 0),
+          std::max<std::int64_t>(n - 17, 0),
+          n,
+          n + 5};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +186,7 @@ TEST(SelectTopK, MatchesReferenceAcrossShapes) {
         for (const auto& pr : protections(n)) {
           if (big && pr.n_sink != 0 && pr.n_sink != 4) continue;
           for (std::int64_t b : budgets(n)) {
-            if (big && b != n / 3 && b != n - 1) continue;
+            if (big && b != n / 3 && b != n - 1 && b != n - 17) continue;
             const idx_vec got = top_k(s, b, pr);
             ASSERT_EQ(got, heed_ref::select_top_k(s, b, pr.n_sink, pr.n_recent))
                 << "n=" << n << " pattern=" << int(p) << " seed=" << seed << " budget=" << b

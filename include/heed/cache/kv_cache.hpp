@@ -162,18 +162,32 @@ class kv_cache {
     slot& s = at(layer, head);
     if (n_keep < 0 || n_keep > s.len) return status::invalid_argument;
     if (n_keep > 0 && keep == nullptr) return status::null_pointer;
-    for (std::int64_t i = 0; i < n_keep; ++i) {
-      if (keep[i] < 0 || keep[i] >= s.len) return status::invalid_argument;
-      if (i > 0 && keep[i] <= keep[i - 1]) return status::invalid_argument;
+    if (n_keep == 0) {
+      s.len = 0;
+      return status::ok;
     }
-    // Move runs of consecutive kept entries with one memmove each (a steady-state eviction of
-    // one entry is a single shift of the tail).
+    // Strictly ascending with the ends in range means every index is in range. The check has no
+    // early exit, so it vectorizes.
+    if (keep[0] < 0 || keep[n_keep - 1] >= s.len) return status::invalid_argument;
+    bool ascending = true;
+    for (std::int64_t i = 1; i < n_keep; ++i) ascending &= keep[i] > keep[i - 1];
+    if (!ascending) return status::invalid_argument;
+    // keep[i] - i never decreases, so the runs of consecutive kept entries (constant
+    // keep[i] - i) are found by binary search: a steady-state eviction of one entry is two runs,
+    // the first of which stays in place, and one memmove per array.
     const std::size_t row = row_bytes();
     for (std::int64_t i = 0; i < n_keep;) {
-      const std::int64_t from = keep[i];
-      std::int64_t run = 1;
-      while (i + run < n_keep && keep[i + run] == from + run) ++run;
-      if (from != i) {  // ascending: from >= i always
+      const std::int64_t from = keep[i], shift = from - i;
+      std::int64_t lo = i + 1, hi = n_keep;  // the run ends at the first j with keep[j] - j > shift
+      while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        if (keep[mid] - mid == shift)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      const std::int64_t run = lo - i;
+      if (shift != 0) {  // ascending: from >= i always
         std::memmove(s.k.get() + i * row, s.k.get() + from * row, std::size_t(run) * row);
         std::memmove(s.v.get() + i * row, s.v.get() + from * row, std::size_t(run) * row);
         std::memmove(s.pos.get() + i, s.pos.get() + from, std::size_t(run) * sizeof(std::int64_t));

@@ -85,6 +85,43 @@ inline std::int32_t choose_middle(const float* s, const head_layout& l, std::int
   return idx[m - 1];
 }
 
+// Most middle entries a selection drops through drop_few (one scan) instead of choose_middle.
+constexpr int few_drops = 16;
+
+// Keeps every middle entry except the `drop` lowest-ranked (0 <= drop <= few_drops, drop <
+// n_middle): one scan that holds the lowest keys seen so far in a small sorted array, then the
+// emit skips them. The same keep-set as choose_middle's pivot (rank keys are distinct), for the
+// steady state of an exact budget (one entry out per step) without a selection over the head.
+inline std::int64_t drop_few(const float* s, const head_layout& l, std::int64_t n_prot, int drop,
+                             std::int32_t* keep) noexcept {
+  std::uint64_t low[few_drops];
+  int c = 0;
+  for (std::int64_t i = l.lo; i < l.hi; ++i) {
+    const std::uint64_t key = rank_key(s[i], i);
+    if (c == drop && (drop == 0 || key >= low[drop - 1])) continue;
+    int at = c < drop ? c++ : drop - 1;  // the largest kept low key falls out when full
+    while (at > 0 && low[at - 1] > key) {
+      low[at] = low[at - 1];
+      --at;
+    }
+    low[at] = key;
+  }
+  std::int32_t out[few_drops];
+  for (int j = 0; j < drop; ++j) out[j] = static_cast<std::int32_t>(low[j] & 0xffffffffu);
+  std::sort(out, out + drop);
+  int next = 0;
+  return emit(
+      l, n_prot,
+      [&](std::int64_t i) {
+        if (next < drop && out[next] == i) {
+          ++next;
+          return false;
+        }
+        return true;
+      },
+      keep);
+}
+
 // Keeps exactly k (0 <= k <= n) entries of one head: protected first, then the best-ranked
 // middle entries. scratch holds n_middle elements. Returns k.
 inline std::int64_t top_k_head(const float* s, const head_layout& l, std::int64_t k,
@@ -93,6 +130,8 @@ inline std::int64_t top_k_head(const float* s, const head_layout& l, std::int64_
   if (k <= p)
     return emit(
         l, k, [](std::int64_t) { return false; }, keep);
+  if (l.n_middle() - (k - p) <= few_drops)
+    return drop_few(s, l, p, static_cast<int>(l.n_middle() - (k - p)), keep);
   const std::int32_t pivot = choose_middle(s, l, k - p, scratch);
   const std::uint64_t kp = rank_key(s[pivot], pivot);
   return emit(
