@@ -29,6 +29,13 @@
 
 namespace {
 
+// A configuration with only the budget set.
+heed::eviction_config budget_only(std::int64_t budget) {
+  heed::eviction_config c;
+  c.budget = budget;
+  return c;
+}
+
 using heed::status;
 
 struct stream {
@@ -83,7 +90,7 @@ TEST(EvictionLoop, H2OMatchesAFloat64Simulation) {
     ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 1}), status::ok);
     heed::eviction_loop loop;
     heed::h2o_policy h2o;
-    ASSERT_EQ(loop.init(&cache, h2o, {budget}, hq), status::ok);
+    ASSERT_EQ(loop.init(&cache, h2o, budget_only(budget), hq), status::ok);
     heed::thread_pool_executor ex(threads);
     // Reference state per KV head: kept original positions and their accumulated mass.
     std::vector<std::vector<std::int64_t>> kept(hkv);
@@ -173,7 +180,7 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
     pol.wants.accumulate.lambda = 0.8f;
     pol.wants.accumulate.reduce = mc.reduce;
     heed::eviction_loop loop;
-    ASSERT_EQ(loop.init(&cache, pol, {0}, hq), status::ok);
+    ASSERT_EQ(loop.init(&cache, pol, budget_only(0), hq), status::ok);
     std::vector<float> o(std::size_t(n * hq * d));
     // A first chunk of 3 tokens, then a chunk of n: the second sees the first's keys.
     ASSERT_EQ(
@@ -229,7 +236,7 @@ TEST(EvictionLoop, SnapKVPrefillMatchesReference) {
   heed::snapkv_policy snap;
   snap.window = W;
   heed::eviction_loop loop;
-  ASSERT_EQ(loop.init(&cache, snap, {budget}, hq), status::ok);
+  ASSERT_EQ(loop.init(&cache, snap, budget_only(budget), hq), status::ok);
   std::vector<float> o(std::size_t(L * hq * d));
   heed::thread_pool_executor ex(2);
   ASSERT_EQ(
@@ -272,8 +279,9 @@ TEST(EvictionLoop, SnapKVPrefillMatchesReference) {
       for (auto j : want) kept_scores.push_back(mean[std::size_t(j)]);
       const double threshold = *std::min_element(kept_scores.begin(), kept_scores.end());
       for (auto j : got)
-        if (std::find(want.begin(), want.end(), j) == want.end())
+        if (std::find(want.begin(), want.end(), j) == want.end()) {
           EXPECT_NEAR(mean[std::size_t(j)], threshold, 1e-6) << "head " << h << " key " << j;
+        }
     }
   }
 }
@@ -381,10 +389,14 @@ std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
         const std::int64_t* pos = cache.positions(layer, h);
         total += len;
         for (std::int64_t i = 1; i < len; ++i) EXPECT_LT(pos[i - 1], pos[i]);
-        if (len > 0) EXPECT_EQ(pos[len - 1], t) << "the newest token is always attended";
+        if (len > 0) {
+          EXPECT_EQ(pos[len - 1], t) << "the newest token is always attended";
+        }
         if (budget == 0 || e.global) continue;
         EXPECT_LE(len, budget + slack);
-        if (slack == 0 && every == 0) EXPECT_EQ(len, std::min(t + 1, budget));
+        if (slack == 0 && every == 0) {
+          EXPECT_EQ(len, std::min(t + 1, budget));
+        }
         // Protected entries: the first n_sink positions and a recent window survive (the window
         // is taken from the entries before the newest token, when the cache was full).
         const std::int64_t sinks = std::min(e.n_sink, budget - 1);
@@ -397,8 +409,9 @@ std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
         }
         for (std::int64_t i = 0; i < len; ++i) trace.push_back(pos[i]);
       }
-      if (budget > 0 && e.global && slack == 0 && every == 0)
+      if (budget > 0 && e.global && slack == 0 && every == 0) {
         EXPECT_EQ(total, std::min(t + 1, budget) * s.hkv) << "layer total exact";
+      }
     }
   }
   return trace;
@@ -427,7 +440,7 @@ TEST(PolicyRegistry, StreamingLlmKeepsExactlySinksAndRecent) {
   heed::kv_cache cache;
   ASSERT_EQ(cache.init({1, 2, 16}), status::ok);
   heed::eviction_loop loop;
-  ASSERT_EQ(loop.init(&cache, heed::streaming_llm_policy{}, {10}, 4), status::ok);
+  ASSERT_EQ(loop.init(&cache, heed::streaming_llm_policy{}, budget_only(10), 4), status::ok);
   std::vector<float> o(4 * 16);
   for (std::int64_t t = 0; t < s.n; ++t)
     ASSERT_EQ(loop.step(0, token(s.q, t, 4, 16), token(s.k, t, 2, 16), token(s.v, t, 2, 16),
@@ -449,7 +462,7 @@ TEST(PolicyRegistry, DuoAttentionKeepsRetrievalHeadsWhole) {
   duo.n_sink = 3;
   duo.n_recent = 5;
   heed::eviction_loop loop;
-  ASSERT_EQ(loop.init(&cache, duo, {8}, 4), status::ok);
+  ASSERT_EQ(loop.init(&cache, duo, budget_only(8), 4), status::ok);
   std::vector<float> o(4 * 16);
   for (std::int64_t t = 0; t < s.n; ++t)
     for (int l = 0; l < 2; ++l)
@@ -476,7 +489,7 @@ TEST(PolicyRegistry, KnormKeepsTheLowestKeyNorms) {
   ASSERT_EQ(cache.init({1, 2, 32}), status::ok);
   heed::eviction_loop loop;
   const std::int64_t budget = 10;
-  ASSERT_EQ(loop.init(&cache, heed::knorm_policy{}, {budget}, 2), status::ok);
+  ASSERT_EQ(loop.init(&cache, heed::knorm_policy{}, budget_only(budget), 2), status::ok);
   std::vector<float> o(2 * 32);
   // Reference: before each append the kept set shrinks to the budget - 1 lowest norms.
   std::vector<std::vector<std::int64_t>> kept(2);
@@ -531,7 +544,8 @@ TEST(PolicyRegistry, CCallbackPolicyEqualsTheSameScoreInCxx) {
     heed::kv_cache cache;
     ASSERT_EQ(cache.init({1, 2, 32, heed::dtype::bf16, 0, 1}), status::ok);
     heed::eviction_loop loop;
-    ASSERT_EQ(loop.init(&cache, which == 0 ? heed::any_policy(cb) : heed::any_policy(h2o), {12}, 8),
+    ASSERT_EQ(loop.init(&cache, which == 0 ? heed::any_policy(cb) : heed::any_policy(h2o),
+                        budget_only(12), 8),
               status::ok);
     std::vector<float> o(8 * 32);
     for (std::int64_t t = 0; t < s.n; ++t) {
@@ -550,7 +564,7 @@ TEST(PolicyRegistry, CCallbackPolicyEqualsTheSameScoreInCxx) {
   heed::kv_cache cache;
   ASSERT_EQ(cache.init({1, 1, 8}), status::ok);
   heed::eviction_loop loop;
-  ASSERT_EQ(loop.init(&cache, none, {2}, 1), status::ok);
+  ASSERT_EQ(loop.init(&cache, none, budget_only(2), 1), status::ok);
   std::vector<float> x(8, 0.5f), o(8);
   for (int t = 0; t < 2; ++t)
     ASSERT_EQ(
@@ -594,8 +608,9 @@ TEST(PolicyRegistry, PyramidBudgetsSumExactlyAndShrinkWithDepth) {
         EXPECT_EQ(std::accumulate(b.begin(), b.end(), std::int64_t(0)), layers * avg);
         for (int l = 1; l < layers; ++l) EXPECT_LE(b[l], b[l - 1] + 1);
         for (auto x : b) EXPECT_GE(x, 0);
-        if (beta == 1.0)
+        if (beta == 1.0) {
           for (auto x : b) EXPECT_EQ(x, avg);
+        }
       }
     }
   }
@@ -613,18 +628,18 @@ TEST(PolicyRegistry, PyramidBudgetsSumExactlyAndShrinkWithDepth) {
 TEST(PolicyRegistry, LoopRejectsBadConfiguration) {
   heed::kv_cache cache;
   heed::eviction_loop loop;
-  EXPECT_EQ(loop.init(nullptr, heed::h2o_policy{}, {8}, 4), status::null_pointer);
-  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::invalid_argument);
+  EXPECT_EQ(loop.init(nullptr, heed::h2o_policy{}, budget_only(8), 4), status::null_pointer);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, budget_only(8), 4), status::invalid_argument);
   ASSERT_EQ(cache.init({2, 2, 16, heed::dtype::f32, 0, 0}), status::ok);
-  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::invalid_argument)
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, budget_only(8), 4), status::invalid_argument)
       << "H2O needs a score channel";
   ASSERT_EQ(cache.init({2, 2, 16, heed::dtype::f32, 0, 1}), status::ok);
-  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 3), status::shape_mismatch);
-  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, {-1}, 4), status::invalid_argument);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, budget_only(8), 3), status::shape_mismatch);
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, budget_only(-1), 4), status::invalid_argument);
   heed::eviction_config bad;
   bad.layer_budgets = {4};  // two layers
   EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, bad, 4), status::invalid_argument);
-  ASSERT_EQ(loop.init(&cache, heed::h2o_policy{}, {8}, 4), status::ok);
+  ASSERT_EQ(loop.init(&cache, heed::h2o_policy{}, budget_only(8), 4), status::ok);
   std::vector<float> x(4 * 16, 0.1f), o(4 * 16);
   EXPECT_EQ(
       loop.step(2, heed::make_view(x.data(), 1, 4, 16), heed::make_view(x.data(), 1, 2, 16),
@@ -641,13 +656,13 @@ TEST(PolicyRegistry, LoopRejectsBadConfiguration) {
   heed::kv_cache_config lc{2, 2, 16, heed::dtype::f32, 0, 1};
   lc.capacity = 10;
   ASSERT_EQ(limited.init(lc), status::ok);
-  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, {11}, 4), status::invalid_argument);
-  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, {0}, 4), status::invalid_argument);
+  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, budget_only(11), 4), status::invalid_argument);
+  EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, budget_only(0), 4), status::invalid_argument);
   heed::eviction_config slack;
   slack.budget = 8;
   slack.slack = 3;
   EXPECT_EQ(loop.init(&limited, heed::h2o_policy{}, slack, 4), status::invalid_argument);
-  ASSERT_EQ(loop.init(&limited, heed::h2o_policy{}, {10}, 4), status::ok);
+  ASSERT_EQ(loop.init(&limited, heed::h2o_policy{}, budget_only(10), 4), status::ok);
   for (int t = 0; t < 30; ++t)  // the loop keeps the cache within its capacity
     ASSERT_EQ(
         loop.step(1, heed::make_view(x.data(), 1, 4, 16), heed::make_view(x.data(), 1, 2, 16),
