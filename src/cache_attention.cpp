@@ -1,4 +1,5 @@
-// Attention over the ragged KV cache: one dense_attention call per KV head.
+// Attention over the ragged KV cache: one dense_attention call per KV head (per page of a paged
+// head in prefill, merged in log-sum-exp form).
 #include "heed/cache/cache_attention.hpp"
 
 #include <algorithm>
@@ -41,6 +42,17 @@ dense_params head_params(const kv_cache& c, int layer, int h, const cache_attent
   d.o.heads = group;
   d.k = c.keys(layer, h);
   d.v = c.values(layer, h);
+  if (c.paged() && c.page_count(layer, h) > 0) {
+    // The head's rows live in pages: decode takes the page table (every page a partition);
+    // prefill runs page by page (run_paged_prefill), so the views are of page 0.
+    d.k = c.page_keys(layer, h, 0);
+    d.v = c.page_values(layer, h, 0);
+    d.k.seq = d.v.seq = c.length(layer, h);
+    if (p.q.seq == 1) {
+      d.pages = c.pages(layer, h);
+      d.n_pages = c.page_count(layer, h);
+    }
+  }
   d.scale = p.scale;
   d.causal = p.causal;
   d.q_offset = p.causal ? d.k.seq - p.q.seq : 0;
@@ -55,6 +67,46 @@ dense_params head_params(const kv_cache& c, int layer, int h, const cache_attent
 
 bool wants_tap(const cache_attention_params& p) {
   return p.accumulate_channel >= 0 || p.probs != nullptr;
+}
+
+// Prefill over a head of more than one page goes page by page.
+bool paged_prefill(const kv_cache& c, int layer, int h, const cache_attention_params& p) {
+  return p.q.seq > 1 && c.paged() && c.page_count(layer, h) > 1;
+}
+
+// The first query row that sees any key of page `page` (causal: the row at the page's first key).
+std::int64_t first_row(const kv_cache& c, int layer, int h, const cache_attention_params& p,
+                       int page) {
+  if (!p.causal) return 0;
+  const std::int64_t first_q = c.length(layer, h) - p.q.seq;
+  return std::max<std::int64_t>(0, c.page(layer, h, page).begin - first_q);
+}
+
+// The dense parameters of one page of KV head h in a paged prefill: the query rows from i0 on
+// (the first that sees any key of the page), no sink (folded in by the merge), outputs elsewhere.
+dense_params page_params(const kv_cache& c, int layer, int h, const cache_attention_params& p,
+                         int group, int page, std::int64_t i0) {
+  dense_params d = head_params(c, layer, h, p, group);
+  const kv_page pg = c.page(layer, h, page);
+  const std::int64_t first_q = p.causal ? c.length(layer, h) - p.q.seq : 0;
+  d.k = c.page_keys(layer, h, page);
+  d.v = c.page_values(layer, h, page);
+  d.q.data = static_cast<const float*>(d.q.data) + i0 * p.q.seq_stride;
+  d.q.seq = p.q.seq - i0;
+  d.o.seq = d.q.seq;
+  d.q_offset = p.causal ? first_q + i0 - pg.begin : 0;
+  d.row_head_stride = p.q.seq;
+  d.sink_logits = nullptr;
+  d.lse = d.entropy = nullptr;
+  return d;
+}
+
+// Scratch of a paged prefill: [Lq][G][d] page output, then [G][Lq] floats for the running LSE and
+// mean logit and the page's LSE and entropy.
+std::size_t paged_prefill_bytes(const cache_attention_params& p, int group) {
+  const std::size_t rows = std::size_t(p.q.seq) * std::size_t(group);
+  return align_up(rows * std::size_t(p.q.dim) * sizeof(float)) +
+         align_up(4 * rows * sizeof(float)) + 2 * workspace_alignment;
 }
 
 }  // namespace
@@ -101,12 +153,93 @@ std::size_t slot_bytes(const kv_cache& c, int layer, const cache_attention_param
     if (c.length(layer, h) == 0) continue;
     dense_params d = head_params(c, layer, h, p, group);
     if (wants_tap(p)) d.prob_tap = head_tap::call;
+    if (paged_prefill(c, layer, h, p)) {
+      for (int pg = 0; pg < c.page_count(layer, h); ++pg) {
+        const std::int64_t i0 = first_row(c, layer, h, p, pg);
+        if (i0 >= p.q.seq) break;
+        const dense_params dp = page_params(c, layer, h, p, group, pg, i0);
+        most = std::max(most, dense_workspace_size(dp, threads, i) + paged_prefill_bytes(p, group) +
+                                  workspace_alignment);
+      }
+      continue;
+    }
     most = std::max(most, dense_workspace_size(d, threads, i));
   }
   std::size_t bytes = align_up(most) + workspace_alignment;
   if (p.accumulate_channel >= 0)
     bytes += align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
   return bytes;
+}
+
+// Prefill over a paged head: the kernel once per page (over the query rows that see any of its
+// keys), each row's partial results merged in page order in log-sum-exp form: with L the running
+// LSE and M the running mean logit (L - entropy), a page's (l, m, o_p) gives L' = log(e^L + e^l),
+// o = o e^(L - L') + o_p e^(l - L'), M' = M e^(L - L') + m e^(l - L'). A sink logit s is one more
+// such part with a zero output and m = s.
+status run_paged_prefill(kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+                         void* slot, std::size_t bytes, executor& ex, isa i) noexcept {
+  const std::int64_t lq = p.q.seq, d = p.q.dim;
+  const std::size_t rows = std::size_t(lq) * std::size_t(group);
+  const std::size_t scratch = paged_prefill_bytes(p, group);
+  if (bytes < scratch + workspace_alignment) return status::workspace_too_small;
+  workspace_carver carve(workspace_carver::align_base(slot));
+  float* o_page = carve.take<float>(rows * std::size_t(d));
+  float* run_l = carve.take<float>(4 * rows);  // [G][Lq] running LSE
+  float* run_m = run_l + rows;                 // running mean logit
+  float* page_l = run_m + rows;                // this page's LSE
+  float* page_h = page_l + rows;               // this page's entropy
+  const workspace kernel_ws{static_cast<char*>(slot) + scratch + workspace_alignment,
+                            bytes - scratch - workspace_alignment};
+  const bool entropy = p.entropy != nullptr;
+  const std::int64_t h0 = std::int64_t(h) * group;
+  for (int pg = 0; pg < c.page_count(layer, h); ++pg) {
+    const std::int64_t i0 = first_row(c, layer, h, p, pg);
+    if (i0 >= lq) break;  // later pages hold only keys after every query
+    dense_params dp = page_params(c, layer, h, p, group, pg, i0);
+    const bool first = pg == 0;  // page 0 begins at key 0: every row sees it
+    if (!first) dp.o = make_mutable_view(o_page, lq - i0, group, d);
+    dp.lse = first ? run_l : page_l;
+    dp.entropy = entropy ? page_h : nullptr;
+    HEED_RETURN_IF_ERROR(dense_attention(dp, kernel_ws, ex, i));
+    for (int g = 0; g < group; ++g) {
+      for (std::int64_t r = i0; r < lq; ++r) {
+        const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
+        const std::size_t pr = std::size_t(g) * std::size_t(lq) + std::size_t(r - i0);
+        if (first) {
+          run_m[at] = entropy ? run_l[at] - page_h[pr] : 0.f;
+          continue;
+        }
+        const float l = page_l[pr], big = std::max(run_l[at], l);
+        const float wa = std::exp(run_l[at] - big), wb = std::exp(l - big);
+        const float sum = wa + wb, fa = wa / sum, fb = wb / sum;
+        float* orow = p.o.row<float>(r, int(h0 + g));
+        const float* prow = o_page + (std::size_t(r - i0) * group + g) * std::size_t(d);
+        for (std::int64_t e = 0; e < d; ++e) orow[e] = orow[e] * fa + prow[e] * fb;
+        if (entropy) run_m[at] = run_m[at] * fa + (l - page_h[pr]) * fb;
+        run_l[at] = big + std::log(sum);
+      }
+    }
+  }
+  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : lq;
+  for (int g = 0; g < group; ++g) {
+    const std::int64_t qh = h0 + g;
+    for (std::int64_t r = 0; r < lq; ++r) {
+      const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
+      float l = run_l[at], m = run_m[at];
+      if (p.sink_logits) {
+        const float s = p.sink_logits[qh], big = std::max(l, s);
+        const float wa = std::exp(l - big), wb = std::exp(s - big);
+        const float sum = wa + wb, fa = wa / sum;
+        float* orow = p.o.row<float>(r, int(qh));
+        for (std::int64_t e = 0; e < d; ++e) orow[e] *= fa;
+        m = m * fa + s * (wb / sum);
+        l = big + std::log(sum);
+      }
+      if (p.lse) p.lse[qh * rs + r] = l;
+      if (entropy) p.entropy[qh * rs + r] = std::max(0.f, l - m);
+    }
+  }
+  return status::ok;
 }
 
 // One KV head: the dense kernel over its entries, the tap folding into its score channel.
@@ -128,6 +261,8 @@ status run_head(kv_cache& c, int layer, int h, const cache_attention_params& p, 
     }
     return status::ok;
   }
+  if (paged_prefill(c, layer, h, p))
+    return run_paged_prefill(c, layer, h, p, group, slot, bytes, ex, i);
   workspace kernel_ws{slot, bytes};
   float* row = nullptr;
   if (p.accumulate_channel >= 0) {  // the reduced row lives at the end of the slot

@@ -11,6 +11,7 @@
 #include "heed/cache/cache_attention.hpp"
 #include "heed/cache/kv_cache.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "reference/cache_read.hpp"
 #include "reference/naive_attention.hpp"
 
 namespace {
@@ -38,26 +39,48 @@ heed::tensor_view view_of(const std::vector<float>& x, std::int64_t n, std::int6
   return heed::make_view(x.data(), n, heads, d);
 }
 
+using heed_ref::read_entry;
 float read(const heed::tensor_view& t, std::int64_t s, std::int64_t c) {
-  switch (t.type) {
-    case dtype::f32:
-      return t.row<const float>(s, 0)[c];
-    case dtype::f16:
-      return heed::to_float(t.row<const heed::f16>(s, 0)[c]);
-    case dtype::bf16:
-      return heed::to_float(t.row<const heed::bf16>(s, 0)[c]);
-  }
-  return 0.f;
+  return heed_ref::read_element(t, s, c);
 }
 
-class KvCacheTypes : public ::testing::TestWithParam<dtype> {};
+// Page invariants of a paged head: consecutive runs covering the length, none empty or over
+// page_rows, no two neighbours that would fit in one page.
+void check_pages(const kv_cache& c, int layer, int head) {
+  if (!c.paged()) return;
+  std::int64_t next = 0;
+  for (int pg = 0; pg < c.page_count(layer, head); ++pg) {
+    const heed::kv_page page = c.page(layer, head, pg);
+    ASSERT_EQ(page.begin, next);
+    ASSERT_GT(page.len, 0);
+    ASSERT_LE(page.len, c.page_rows());
+    if (pg > 0) {
+      ASSERT_GT(c.page(layer, head, pg - 1).len + page.len, c.page_rows());
+    }
+    next += page.len;
+  }
+  ASSERT_EQ(next, c.length(layer, head));
+  // A view of the whole head exists for one page (none is needed for none).
+  if (c.page_count(layer, head) > 0) {
+    EXPECT_EQ(c.keys(layer, head).data == nullptr, c.page_count(layer, head) > 1);
+  }
+}
+
+struct cache_layout {
+  dtype type;
+  std::int64_t page_rows;
+};
+
+class KvCacheTypes : public ::testing::TestWithParam<cache_layout> {};
 
 TEST_P(KvCacheTypes, AppendKeepCompactsEveryChannelInOrder) {
   std::mt19937 rng(3);
   const std::int64_t d = 40, n = 300;
   const int heads = 3;
   kv_cache c;
-  ASSERT_EQ(c.init({2, heads, d, GetParam(), 0, 2}), status::ok);
+  kv_cache_config cfg{2, heads, d, GetParam().type, 0, 2};
+  cfg.page_rows = GetParam().page_rows;
+  ASSERT_EQ(c.init(cfg), status::ok);
   const auto k = random_rows(n, heads, d, rng), v = random_rows(n, heads, d, rng);
   // Two appends: a prefill chunk and single tokens.
   ASSERT_EQ(c.append(1, view_of(k, 200, heads, d), view_of(v, 200, heads, d)), status::ok);
@@ -83,16 +106,16 @@ TEST_P(KvCacheTypes, AppendKeepCompactsEveryChannelInOrder) {
   }
   for (int h = 0; h < heads; ++h) {
     ASSERT_EQ(c.length(1, h), std::int64_t(keeps[h].size()));
-    const auto kv = c.keys(1, h), vv = c.values(1, h);
-    EXPECT_EQ(kv.seq, c.length(1, h));
+    EXPECT_EQ(c.keys(1, h).seq, c.length(1, h));
+    check_pages(c, 1, h);
     for (std::size_t i = 0; i < keeps[h].size(); ++i) {
       const std::int64_t j = keeps[h][i];
       EXPECT_EQ(c.positions(1, h)[i], j);
       EXPECT_EQ(c.scores(1, h, 0)[i], float(j + 1000 * h));
       EXPECT_EQ(c.scores(1, h, 1)[i], -float(j));
       for (std::int64_t e = 0; e < d; ++e) {
-        ASSERT_EQ(read(kv, std::int64_t(i), e), k[(j * heads + h) * d + e]);
-        ASSERT_EQ(read(vv, std::int64_t(i), e), v[(j * heads + h) * d + e]);
+        ASSERT_EQ(read_entry(c, 1, h, 0, std::int64_t(i), e), k[(j * heads + h) * d + e]);
+        ASSERT_EQ(read_entry(c, 1, h, 1, std::int64_t(i), e), v[(j * heads + h) * d + e]);
       }
     }
   }
@@ -106,10 +129,80 @@ TEST_P(KvCacheTypes, AppendKeepCompactsEveryChannelInOrder) {
   }
 }
 
+// Many rounds of appends (chunks and single tokens) and random evictions (a few entries, or most)
+// against a plain model of the head: contents, positions, page invariants and gather.
+TEST_P(KvCacheTypes, RandomAppendAndEvictRoundsMatchAModel) {
+  std::mt19937 rng(17);
+  const std::int64_t d = 24;
+  const int heads = 2;
+  kv_cache c;
+  kv_cache_config cfg{1, heads, d, GetParam().type, 0, 1};
+  cfg.page_rows = GetParam().page_rows;
+  ASSERT_EQ(c.init(cfg), status::ok);
+  std::vector<std::vector<std::int64_t>> model(heads);  // positions held, in order
+  std::int64_t appended = 0;
+  auto value_of = [d](std::int64_t pos, int h, std::int64_t e, int which) {
+    return float(int((pos * 7 + h * 3 + e + which * 5) % 97) - 48) / 16.f;
+  };
+  for (int round = 0; round < 60; ++round) {
+    const std::int64_t n = round % 3 == 0 ? 1 + std::int64_t(rng() % 40) : 1;
+    std::vector<float> k(std::size_t(n * heads * d)), v(k.size());
+    for (std::int64_t t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (std::int64_t e = 0; e < d; ++e) {
+          k[std::size_t((t * heads + h) * d + e)] = value_of(appended + t, h, e, 0);
+          v[std::size_t((t * heads + h) * d + e)] = value_of(appended + t, h, e, 1);
+        }
+    ASSERT_EQ(c.append(0, view_of(k, n, heads, d), view_of(v, n, heads, d)), status::ok);
+    for (int h = 0; h < heads; ++h)
+      for (std::int64_t t = 0; t < n; ++t) model[h].push_back(appended + t);
+    appended += n;
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t len = std::int64_t(model[h].size());
+      std::vector<std::int32_t> keep;
+      const int mode = int(rng() % 4);  // drop one, drop a few, drop most, keep all
+      const std::int64_t drop = rng() % std::max<std::int64_t>(1, len);
+      for (std::int32_t j = 0; j < len; ++j) {
+        bool k_ = true;
+        if (mode == 0) k_ = j != drop;
+        if (mode == 1) k_ = rng() % 8 != 0;
+        if (mode == 2) k_ = rng() % 4 == 0;
+        if (k_) keep.push_back(j);
+      }
+      ASSERT_EQ(c.keep(0, h, keep.data(), std::int64_t(keep.size())), status::ok);
+      std::vector<std::int64_t> next;
+      for (std::int32_t j : keep) next.push_back(model[h][std::size_t(j)]);
+      model[h] = next;
+    }
+    for (int h = 0; h < heads; ++h) {
+      ASSERT_NO_FATAL_FAILURE(check_pages(c, 0, h));
+      const std::int64_t len = c.length(0, h);
+      ASSERT_EQ(len, std::int64_t(model[h].size()));
+      std::vector<unsigned char> g(std::size_t(len * d) * heed::dtype_size(c.type()) + 1);
+      ASSERT_EQ(c.gather(0, h, 1, g.data(), g.size()), status::ok);
+      const auto gv = heed::make_view(static_cast<const void*>(g.data()), c.type(), len, 1, d);
+      for (std::int64_t i = 0; i < len; ++i) {
+        const std::int64_t pos = model[h][std::size_t(i)];
+        ASSERT_EQ(c.positions(0, h)[i], pos);
+        for (std::int64_t e = 0; e < d; e += 5) {
+          ASSERT_EQ(read_entry(c, 0, h, 0, i, e), value_of(pos, h, e, 0)) << round;
+          ASSERT_EQ(read_entry(c, 0, h, 1, i, e), value_of(pos, h, e, 1));
+          ASSERT_EQ(read(gv, i, e), value_of(pos, h, e, 1));
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllTypes, KvCacheTypes,
-                         ::testing::Values(dtype::f32, dtype::f16, dtype::bf16),
+                         ::testing::Values(cache_layout{dtype::f32, 0}, cache_layout{dtype::f16, 0},
+                                           cache_layout{dtype::bf16, 0},
+                                           cache_layout{dtype::f32, 16},
+                                           cache_layout{dtype::f16, 16},
+                                           cache_layout{dtype::bf16, 32}),
                          [](const auto& info) {
-                           return std::string(heed::dtype_name(info.param));
+                           return std::string(heed::dtype_name(info.param.type)) +
+                                  (info.param.page_rows ? "_paged" : "");
                          });
 
 TEST(KvCache, EvictionReallyFreesAndReusesMemory) {
@@ -209,6 +302,8 @@ struct cache_case {
   dtype type;
   int threads;
   heed::isa isa;
+  std::int64_t page_rows = 0;  // paged cache when > 0
+  std::int64_t chunk = 0;      // a prefill chunk of this many tokens after the eviction
 };
 
 std::vector<heed::isa> compiled_isas() {
@@ -225,12 +320,14 @@ void run_cache_case(const cache_case& cc) {
   SCOPED_TRACE(cc.name);
   std::mt19937 rng(11);
   const int group = cc.hq / cc.hkv;
-  const std::int64_t d = cc.d, total = cc.prompt + cc.decode_steps;
+  const std::int64_t d = cc.d, total = cc.prompt + cc.chunk + cc.decode_steps;
   const auto q_all = random_rows(total, cc.hq, d, rng);
   const auto k_all = random_rows(total, cc.hkv, d, rng);
   const auto v_all = random_rows(total, cc.hkv, d, rng);
   kv_cache c;
-  ASSERT_EQ(c.init({1, cc.hkv, d, cc.type, 0, 3}), status::ok);
+  kv_cache_config cfg{1, cc.hkv, d, cc.type, 0, 3};
+  cfg.page_rows = cc.page_rows;
+  ASSERT_EQ(c.init(cfg), status::ok);
   heed::thread_pool_executor ex(cc.threads);
   std::vector<std::vector<bool>> kept(cc.hkv, std::vector<bool>(std::size_t(total), true));
 
@@ -293,12 +390,67 @@ void run_cache_case(const cache_case& cc) {
     }
     ASSERT_EQ(c.keep(0, h, keep.data(), std::int64_t(keep.size())), status::ok);
   }
+  // A chunk of new tokens attends causally over the kept entries and itself (with a sink logit,
+  // which a paged cache folds in after merging its pages).
+  if (cc.chunk > 0) {
+    const std::int64_t t0 = cc.prompt, n = cc.chunk;
+    std::vector<float> kc(k_all.begin() + t0 * cc.hkv * d, k_all.begin() + (t0 + n) * cc.hkv * d);
+    std::vector<float> vc(v_all.begin() + t0 * cc.hkv * d, v_all.begin() + (t0 + n) * cc.hkv * d);
+    std::vector<float> qc(q_all.begin() + t0 * cc.hq * d, q_all.begin() + (t0 + n) * cc.hq * d);
+    ASSERT_EQ(c.append(0, view_of(kc, n, cc.hkv, d), view_of(vc, n, cc.hkv, d)), status::ok);
+    if (cc.page_rows > 0) {
+      for (int h = 0; h < cc.hkv; ++h) ASSERT_GT(c.page_count(0, h), 1);  // the paged paths run
+    }
+    std::vector<float> o(std::size_t(n * cc.hq * d)), lse(std::size_t(n * cc.hq)), ent(lse.size()),
+        sinks(std::size_t(cc.hq));
+    for (int h = 0; h < cc.hq; ++h) sinks[std::size_t(h)] = 0.25f * float(h % 3) - 0.2f;
+    for (int with_sink = 0; with_sink < 2; ++with_sink) {
+      heed::cache_attention_params p;
+      p.q = view_of(qc, n, cc.hq, d);
+      p.o = heed::make_mutable_view(o.data(), n, cc.hq, d);
+      p.lse = lse.data();
+      p.entropy = ent.data();
+      if (with_sink) p.sink_logits = sinks.data();
+      std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, cc.threads, cc.isa));
+      ASSERT_EQ(heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex, cc.isa), status::ok);
+      const auto r = [&] {
+        heed_ref::attention_problem rp;
+        rp.lq = n;
+        rp.lk = t0 + n;
+        rp.hq = cc.hq;
+        rp.hkv = cc.hkv;
+        rp.d = d;
+        rp.resize();
+        for (std::int64_t i = 0; i < n; ++i)
+          for (int h = 0; h < cc.hq; ++h)
+            for (std::int64_t e = 0; e < d; ++e) rp.q_at(i, h, e) = qc[(i * cc.hq + h) * d + e];
+        for (std::int64_t j = 0; j < t0 + n; ++j)
+          for (int h = 0; h < cc.hkv; ++h)
+            for (std::int64_t e = 0; e < d; ++e) {
+              rp.k_at(j, h, e) = k_all[(j * cc.hkv + h) * d + e];
+              rp.v_at(j, h, e) = v_all[(j * cc.hkv + h) * d + e];
+            }
+        rp.keep = [&, group](int h, std::int64_t, std::int64_t kp) {
+          return bool(kept[h / group][std::size_t(kp)]);
+        };
+        if (with_sink) rp.sink_logits.assign(sinks.begin(), sinks.end());
+        return heed_ref::naive_attention(rp);
+      }();
+      for (std::int64_t i = 0; i < n; ++i)
+        for (int h = 0; h < cc.hq; ++h) {
+          ASSERT_NEAR(lse[h * n + i], r.lse_at(h, i), 2e-5) << i << " " << h << " " << with_sink;
+          ASSERT_NEAR(ent[h * n + i], r.entropy_at(h, i), 5e-5) << i << " " << h;
+          for (std::int64_t e = 0; e < d; ++e)
+            ASSERT_NEAR(o[(i * cc.hq + h) * d + e], r.o_at(i, h, e), 2e-5);
+        }
+    }
+  }
   // Decode with three accumulators on channels 0 (H2O), 1 (A2SF 0.9), 2 (TOVA).
   std::vector<std::vector<double>> h2o(cc.hkv, std::vector<double>(std::size_t(total), 0.0));
   auto a2sf = h2o, tova = h2o;
   const heed::accumulate_mode modes[3] = {heed::accumulate_mode::sum, heed::accumulate_mode::decay,
                                           heed::accumulate_mode::last};
-  for (std::int64_t t = cc.prompt; t < total; ++t) {
+  for (std::int64_t t = cc.prompt + cc.chunk; t < total; ++t) {
     std::vector<float> kt(k_all.begin() + t * cc.hkv * d, k_all.begin() + (t + 1) * cc.hkv * d);
     std::vector<float> vt(v_all.begin() + t * cc.hkv * d, v_all.begin() + (t + 1) * cc.hkv * d);
     std::vector<float> qt(q_all.begin() + t * cc.hq * d, q_all.begin() + (t + 1) * cc.hq * d);
@@ -363,6 +515,23 @@ TEST(CacheAttention, MatchesReferenceOverKeptKeys) {
   }
   // Long enough for the decode kernel to split each head's keys across partitions and threads.
   run_cache_case({"split_kv_f16_d128", 4, 1, 128, 2600, 3, dtype::f16, 2, heed::isa::automatic});
+}
+
+// A paged cache: decode walks each head's pages as partitions, a prefill chunk runs page by page
+// and merges; both against the reference over the kept keys, with pages smaller than the chunk.
+TEST(CacheAttention, PagedCacheMatchesReferenceOverKeptKeys) {
+  for (heed::isa i : compiled_isas()) {
+    for (int threads : {1, 2}) {
+      run_cache_case({"paged_gqa4_f16_d64", 8, 2, 64, 90, 4, dtype::f16, threads, i, 16, 20});
+      run_cache_case({"paged_mha_f32_d128", 2, 2, 128, 70, 3, dtype::f32, threads, i, 32, 40});
+      run_cache_case({"paged_gqa2_bf16_d40", 4, 2, 40, 50, 3, dtype::bf16, threads, i, 16, 7});
+      run_cache_case({"paged_gqa2_f16_d64_4kv", 8, 4, 64, 60, 3, dtype::f16, threads, i, 16, 1});
+    }
+  }
+  // The contiguous cache with a chunk too (its prefill is one kernel call per head).
+  run_cache_case({"chunk_f16_d64", 8, 2, 64, 40, 2, dtype::f16, 2, heed::isa::automatic, 0, 9});
+  run_cache_case(
+      {"paged_long_f16_d128", 4, 1, 128, 2600, 2, dtype::f16, 2, heed::isa::automatic, 256, 33});
 }
 
 TEST(CacheAttention, BadInputReturnsStatus) {

@@ -362,10 +362,13 @@ std::vector<registry_entry> registry() {
 // Runs a stream through the loop; returns every step's positions for the determinism check.
 std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
                                        std::int64_t budget, std::int64_t slack, std::int64_t every,
-                                       int threads) {
-  SCOPED_TRACE(e.name + " budget " + std::to_string(budget));
+                                       int threads, std::int64_t page_rows = 0) {
+  SCOPED_TRACE(e.name + " budget " + std::to_string(budget) + " pages " +
+               std::to_string(page_rows));
   heed::kv_cache cache;
-  EXPECT_EQ(cache.init({2, s.hkv, s.d, heed::dtype::f16, 0, 2}), status::ok);
+  heed::kv_cache_config cc{2, s.hkv, s.d, heed::dtype::f16, 0, 2};
+  cc.page_rows = page_rows;
+  EXPECT_EQ(cache.init(cc), status::ok);
   heed::eviction_loop loop;
   heed::eviction_config cfg;
   cfg.budget = budget;
@@ -432,6 +435,24 @@ TEST(PolicyRegistry, InvariantsForEveryPolicyAndWrapper) {
     run_registry(e, random_stream, 0, 0, 0, 1);   // budget 0: no eviction
     run_registry(e, random_stream, 12, 5, 0, 1);  // periodic: slack
     run_registry(e, random_stream, 12, 4, 3, 2);  // periodic: every 3 steps
+  }
+}
+
+// A paged cache: the same invariants, and the same keep-sets as the contiguous cache for every
+// policy whose scores do not come from attention probabilities (those differ in the last bits:
+// the decode kernel's partitions are the pages).
+TEST(PolicyRegistry, PagedCacheKeepsTheSameInvariantsAndSets) {
+  const stream random_stream = make_stream(8, 2, 32, 90, 5);
+  for (const auto& e : registry()) {
+    const heed::score_needs needs = e.make().needs();
+    const bool exact = !needs.column_mass && !needs.last_output && !needs.last_probs;
+    for (std::int64_t budget : {9, 40}) {
+      const auto paged = run_registry(e, random_stream, budget, 0, 0, 2, 16);
+      if (exact) {
+        EXPECT_EQ(paged, run_registry(e, random_stream, budget, 0, 0, 1)) << e.name;
+      }
+    }
+    run_registry(e, random_stream, 40, 7, 0, 1, 16);  // periodic: slack
   }
 }
 

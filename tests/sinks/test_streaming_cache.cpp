@@ -20,11 +20,13 @@
 #include "heed/cache/kv_cache.hpp"
 #include "heed/sinks/rope.hpp"
 #include "heed/sinks/streaming_cache.hpp"
+#include "reference/cache_read.hpp"
 
 namespace {
 
 using heed::dtype;
 using heed::kv_cache;
+using heed::kv_cache_config;
 using heed::position_mode;
 using heed::rope_config;
 using heed::rope_style;
@@ -56,18 +58,6 @@ double rounding(dtype t) {
   return t == dtype::bf16  ? std::ldexp(1.0, -8)
          : t == dtype::f16 ? std::ldexp(1.0, -11)
                            : std::ldexp(1.0, -24);
-}
-
-float read(const heed::tensor_view& t, std::int64_t s, std::int64_t c) {
-  switch (t.type) {
-    case dtype::f32:
-      return t.row<const float>(s, 0)[c];
-    case dtype::f16:
-      return heed::to_float(t.row<const heed::f16>(s, 0)[c]);
-    case dtype::bf16:
-      return heed::to_float(t.row<const heed::bf16>(s, 0)[c]);
-  }
-  return 0.f;
 }
 
 // The stream: raw (unrotated) keys and values of every original position, per (layer, head).
@@ -121,7 +111,6 @@ void check_layer(const kv_cache& cache, const stream& s, int layer, const stream
   for (int h = 0; h < s.heads; ++h) {
     ASSERT_EQ(cache.length(layer, h), std::int64_t(want_pos.size())) << "layer " << layer;
     const std::int64_t* pos = cache.positions(layer, h);
-    const auto keys = cache.keys(layer, h), values = cache.values(layer, h);
     for (std::size_t j = 0; j < want_pos.size(); ++j) {
       ASSERT_EQ(pos[j], want_pos[j]) << "layer " << layer << " head " << h << " entry " << j;
       std::int64_t rot = -1;
@@ -137,10 +126,11 @@ void check_layer(const kv_cache& cache, const stream& s, int layer, const stream
       for (std::int64_t c = 0; c < s.d; ++c) {
         const double norm =
             std::hypot(want[std::size_t(c)], want[std::size_t(partner(cfg.rope, c))]);
-        ASSERT_NEAR(read(keys, std::int64_t(j), c), want[std::size_t(c)], rel * norm + 1e-30)
+        ASSERT_NEAR(heed_ref::read_entry(cache, layer, h, 0, std::int64_t(j), c),
+                    want[std::size_t(c)], rel * norm + 1e-30)
             << "layer " << layer << " head " << h << " entry " << j << " (position " << want_pos[j]
             << ", rotary " << want_rot << ", " << m << " re-rotations) channel " << c;
-        ASSERT_EQ(read(values, std::int64_t(j), c),
+        ASSERT_EQ(heed_ref::read_entry(cache, layer, h, 1, std::int64_t(j), c),
                   s.v[s.at(want_pos[j], layer, h) + std::size_t(c)]);
       }
     }
@@ -166,43 +156,48 @@ TEST_P(StreamingCache, TokenByTokenKeepsSinksAndWindow) {
   const dtype type = std::get<0>(GetParam());
   const position_mode mode = std::get<1>(GetParam());
   const int layers = 2, heads = 3;
-  const std::int64_t d = 16, n_sink = 4, window = 8, n = 41;
-  for (rope_style style : {rope_style::half, rope_style::interleaved}) {
-    rope_config rope;
-    rope.head_dim = d;
-    rope.rotary_dim = style == rope_style::half ? 12 : 0;
-    rope.style = style;
-    const streaming_config cfg = make_config(mode, n_sink, window, 0, rope);
-    const stream s(n, layers, heads, d, 11);
-    kv_cache cache;
-    ASSERT_EQ(cache.init({layers, heads, d, type, 0, 1}), status::ok);
-    heed::streaming_scratch scratch;
-    std::map<std::int64_t, int> rerot;  // original position -> re-rotations so far
-    for (std::int64_t t = 0; t < n; ++t) {
-      for (int layer = 0; layer < layers; ++layer) {
-        const std::int64_t len_before = std::min(t, n_sink + window);
-        for (int h = 0; h < heads; ++h) {
+  const std::int64_t d = 16, n_sink = 4;
+  // Contiguous, and paged with the window spanning several pages.
+  for (std::int64_t page_rows : {0, 16})
+    for (rope_style style : {rope_style::half, rope_style::interleaved}) {
+      const std::int64_t window = page_rows ? 30 : 8, n = page_rows ? 75 : 41;
+      rope_config rope;
+      rope.head_dim = d;
+      rope.rotary_dim = style == rope_style::half ? 12 : 0;
+      rope.style = style;
+      const streaming_config cfg = make_config(mode, n_sink, window, 0, rope);
+      const stream s(n, layers, heads, d, 11);
+      kv_cache cache;
+      kv_cache_config cc{layers, heads, d, type, 0, 1};
+      cc.page_rows = page_rows;
+      ASSERT_EQ(cache.init(cc), status::ok);
+      heed::streaming_scratch scratch;
+      std::map<std::int64_t, int> rerot;  // original position -> re-rotations so far
+      for (std::int64_t t = 0; t < n; ++t) {
+        for (int layer = 0; layer < layers; ++layer) {
+          const std::int64_t len_before = std::min(t, n_sink + window);
+          for (int h = 0; h < heads; ++h) {
+            std::int64_t pos = -1;
+            ASSERT_EQ(heed::streaming_next_position(cache, layer, h, cfg, &pos), status::ok);
+            ASSERT_EQ(pos, mode == position_mode::reassigned ? len_before : t) << "token " << t;
+          }
           std::int64_t pos = -1;
-          ASSERT_EQ(heed::streaming_next_position(cache, layer, h, cfg, &pos), status::ok);
-          ASSERT_EQ(pos, mode == position_mode::reassigned ? len_before : t) << "token " << t;
+          ASSERT_EQ(heed::streaming_next_position(cache, layer, 0, cfg, &pos), status::ok);
+          append_tokens(cache, s, layer, t, 1, rope, pos);
+          std::int64_t evicted = -1;
+          ASSERT_EQ(heed::streaming_evict(cache, layer, cfg, scratch, &evicted), status::ok);
+          const bool over = t + 1 > n_sink + window;
+          ASSERT_EQ(evicted, over ? heads : 0) << "token " << t;
+          std::vector<std::int64_t> want;
+          for (std::int64_t p = 0; p <= t; ++p)
+            if (p < n_sink || p > t - window) want.push_back(p);
+          if (layer == 0 && over && mode == position_mode::reassigned)
+            for (std::int64_t p = t + 1 - window; p <= t; ++p) ++rerot[p];  // the window shifted
+          check_layer(cache, s, layer, cfg, want, rerot);
+          if (HasFatalFailure()) return;
         }
-        std::int64_t pos = -1;
-        ASSERT_EQ(heed::streaming_next_position(cache, layer, 0, cfg, &pos), status::ok);
-        append_tokens(cache, s, layer, t, 1, rope, pos);
-        std::int64_t evicted = -1;
-        ASSERT_EQ(heed::streaming_evict(cache, layer, cfg, scratch, &evicted), status::ok);
-        const bool over = t + 1 > n_sink + window;
-        ASSERT_EQ(evicted, over ? heads : 0) << "token " << t;
-        std::vector<std::int64_t> want;
-        for (std::int64_t p = 0; p <= t; ++p)
-          if (p < n_sink || p > t - window) want.push_back(p);
-        if (layer == 0 && over && mode == position_mode::reassigned)
-          for (std::int64_t p = t + 1 - window; p <= t; ++p) ++rerot[p];  // the window shifted
-        check_layer(cache, s, layer, cfg, want, rerot);
-        if (HasFatalFailure()) return;
       }
     }
-  }
 }
 
 // A prefill chunk (keys rotated at 0 .. n - 1 in both modes), one eviction, then decode.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 
@@ -47,6 +48,13 @@ struct dense_params {
   // o = sum p v. LSE and entropy are reported as 0. Not combinable with sink_logits.
   bool sigmoid = false;
   const float* sigmoid_bias = nullptr;  // [Hq]
+
+  // Paged K/V (decode only, Lq == 1): the keys are the rows of pages[0 .. n_pages) in order,
+  // page i holding keys [begin, begin + len) (begins consecutive from 0, lengths summing to
+  // k.seq), each laid out with k's and v's strides from its own pointers. k.data / v.data must
+  // still be set (to page 0's). Every page is one split-KV partition of the decode kernel.
+  const kv_page* pages = nullptr;
+  std::int64_t n_pages = 0;
 
   // Decode-time probability tap (compiled library; header users pass an observer).
   prob_tap_fn prob_tap = nullptr;
@@ -98,6 +106,19 @@ HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
       p.row_head_stride < p.q.seq)
     return status::invalid_stride;
   if (p.q_offset == -1 && p.k.seq < p.q.seq && p.causal) return status::invalid_argument;
+  if (p.pages != nullptr || p.n_pages != 0) {
+    if (p.pages == nullptr) return status::null_pointer;
+    if (p.q.seq != 1 || p.n_pages < 1 || p.n_pages > (std::int64_t(1) << 24))
+      return status::invalid_argument;
+    std::int64_t next = 0;
+    for (std::int64_t i = 0; i < p.n_pages; ++i) {
+      const kv_page& pg = p.pages[i];
+      if (pg.begin != next || pg.len < 0) return status::invalid_argument;
+      if (pg.len > 0 && (pg.k == nullptr || pg.v == nullptr)) return status::null_pointer;
+      next += pg.len;
+    }
+    if (next != p.k.seq) return status::shape_mismatch;
+  }
   return status::ok;
 }
 

@@ -7,6 +7,15 @@
 // keep() compacts all of them in place, preserving order; the freed tail is reused by later
 // appends, and shrink_to_fit() returns it to the allocator.
 //
+// Paged mode (config.page_rows > 0): K and V live in pages of page_rows rows each, and keep()
+// compacts each page on its own, so evicting one entry moves at most page_rows - 1 rows instead
+// of half the head (exact per-step eviction at long lengths is otherwise all memmove). Adjacent
+// pages that fit in one are merged, so pages stay more than half full on average; emptied pages
+// are kept for reuse by appends until shrink_to_fit(). Positions and score channels stay
+// contiguous. A head of more than one page has no single [len, d] view: keys() / values() then
+// return a view with a null data pointer; read it page by page (page_count, page_keys, ...) or
+// copy it out with gather(). cache_attention and the eviction loop handle both modes.
+//
 // Entry points validate and return a status. append() may allocate (amortized doubling);
 // nothing else does.
 #pragma once
@@ -23,6 +32,7 @@
 
 #include "heed/core/detail/grow_vector.hpp"
 #include "heed/core/dtype.hpp"
+#include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 
@@ -32,10 +42,11 @@ struct kv_cache_config {
   int layers = 1;
   int kv_heads = 1;
   std::int64_t head_dim = 0;
-  dtype type = dtype::f32;    // storage type of K and V
-  std::int64_t reserve = 0;   // entries reserved up front per (layer, head)
-  int score_channels = 0;     // float channels per entry, compacted with K and V
-  std::int64_t capacity = 0;  // most entries a (layer, head) may hold; 0 = no limit
+  dtype type = dtype::f32;     // storage type of K and V
+  std::int64_t reserve = 0;    // entries reserved up front per (layer, head)
+  int score_channels = 0;      // float channels per entry, compacted with K and V
+  std::int64_t capacity = 0;   // most entries a (layer, head) may hold; 0 = no limit
+  std::int64_t page_rows = 0;  // K/V rows per page; 0 = one contiguous block per head
 };
 
 class kv_cache {
@@ -50,6 +61,7 @@ class kv_cache {
   status init(const kv_cache_config& c) noexcept {
     if (c.layers <= 0 || c.kv_heads <= 0 || c.head_dim <= 0 || c.reserve < 0 ||
         c.score_channels < 0 || c.score_channels > 64 || c.head_dim > (1 << 16) || c.capacity < 0 ||
+        c.page_rows < 0 || c.page_rows > (1 << 20) || (c.page_rows > 0 && c.page_rows < 16) ||
         (c.capacity > 0 && c.reserve > c.capacity) ||
         std::int64_t(c.layers) * c.kv_heads > (1 << 20))
       return status::invalid_argument;
@@ -63,7 +75,11 @@ class kv_cache {
     slots_ = std::move(fresh);
     for (auto& s : slots_) s.limit = c.capacity;
     if (c.reserve > 0)
-      for (auto& s : slots_) HEED_RETURN_IF_ERROR(grow(s, c.reserve));
+      for (auto& s : slots_) {
+        HEED_RETURN_IF_ERROR(grow(s, c.reserve));
+        if (paged())
+          HEED_RETURN_IF_ERROR(reserve_pages(s, (c.reserve + c.page_rows - 1) / c.page_rows));
+      }
     return status::ok;
   }
 
@@ -91,16 +107,65 @@ class kv_cache {
   }
   // Tokens ever appended to this slot (the next default position).
   std::int64_t appended(int layer, int head) const noexcept { return at(layer, head).appended; }
-  // [len, 1, d] views of the stored keys and values, head-major rows.
-  tensor_view keys(int layer, int head) const noexcept { return view(at(layer, head), 0); }
-  tensor_view values(int layer, int head) const noexcept { return view(at(layer, head), 1); }
+  // [len, 1, d] views of the stored keys and values, head-major rows. A paged head of more than
+  // one page has no such view: its data pointer is null (use the page accessors or gather).
+  tensor_view keys(int layer, int head) const noexcept { return whole(at(layer, head), 0); }
+  tensor_view values(int layer, int head) const noexcept { return whole(at(layer, head), 1); }
   // Writable views of the same rows, for in-place edits that keep the length (RoPE
   // re-rotation after positions are re-assigned, requantization). Invalidated by append / keep.
   mutable_tensor_view mutable_keys(int layer, int head) noexcept {
-    return as_mutable(view(at(layer, head), 0));
+    return as_mutable(whole(at(layer, head), 0));
   }
   mutable_tensor_view mutable_values(int layer, int head) noexcept {
-    return as_mutable(view(at(layer, head), 1));
+    return as_mutable(whole(at(layer, head), 1));
+  }
+
+  // Pages. A contiguous head is one page (none while empty); a paged head has page_count pages
+  // in order, each a run of rows [begin, begin + len). Invalidated by append / keep.
+  bool paged() const noexcept { return cfg_.page_rows > 0; }
+  std::int64_t page_rows() const noexcept { return cfg_.page_rows; }
+  int page_count(int layer, int head) const noexcept {
+    const slot& s = at(layer, head);
+    return paged() ? static_cast<int>(s.pages.size()) : (s.len > 0 ? 1 : 0);
+  }
+  kv_page page(int layer, int head, int i) const noexcept {
+    const slot& s = at(layer, head);
+    if (paged()) return s.pages[std::size_t(i)];
+    return {s.k.get(), s.v.get(), 0, s.len};
+  }
+  // The page table of a paged head ([page_count]); null for a contiguous cache.
+  const kv_page* pages(int layer, int head) const noexcept {
+    return paged() ? at(layer, head).pages.data() : nullptr;
+  }
+  tensor_view page_keys(int layer, int head, int i) const noexcept {
+    const kv_page pg = page(layer, head, i);
+    return rows_view(pg.k, pg.len);
+  }
+  tensor_view page_values(int layer, int head, int i) const noexcept {
+    const kv_page pg = page(layer, head, i);
+    return rows_view(pg.v, pg.len);
+  }
+  mutable_tensor_view mutable_page_keys(int layer, int head, int i) noexcept {
+    return as_mutable(page_keys(layer, head, i));
+  }
+  mutable_tensor_view mutable_page_values(int layer, int head, int i) noexcept {
+    return as_mutable(page_values(layer, head, i));
+  }
+  // Copies the head's keys (which = 0) or values (1) into dst: length rows of head_dim elements
+  // of the storage type, contiguous (dst_bytes at least length * head_dim * element size).
+  status gather(int layer, int head, int which, void* dst, std::size_t dst_bytes) const noexcept {
+    if (!valid(layer, head) || (which != 0 && which != 1)) return status::invalid_argument;
+    const slot& s = at(layer, head);
+    if (s.len == 0) return status::ok;
+    if (dst == nullptr) return status::null_pointer;
+    if (dst_bytes < std::size_t(s.len) * row_bytes()) return status::workspace_too_small;
+    unsigned char* out = static_cast<unsigned char*>(dst);
+    for (int i = 0; i < page_count(layer, head); ++i) {
+      const kv_page pg = page(layer, head, i);
+      std::memcpy(out + std::size_t(pg.begin) * row_bytes(), which == 0 ? pg.k : pg.v,
+                  std::size_t(pg.len) * row_bytes());
+    }
+    return status::ok;
   }
   const std::int64_t* positions(int layer, int head) const noexcept {
     return at(layer, head).pos.get();
@@ -164,6 +229,7 @@ class kv_cache {
     if (n_keep > 0 && keep == nullptr) return status::null_pointer;
     if (n_keep == 0) {
       s.len = 0;
+      release_pages(s, 0);
       return status::ok;
     }
     // Strictly ascending with the ends in range means every index is in range. The check has no
@@ -188,8 +254,10 @@ class kv_cache {
       }
       const std::int64_t run = lo - i;
       if (shift != 0) {  // ascending: from >= i always
-        std::memmove(s.k.get() + i * row, s.k.get() + from * row, std::size_t(run) * row);
-        std::memmove(s.v.get() + i * row, s.v.get() + from * row, std::size_t(run) * row);
+        if (!paged()) {
+          std::memmove(s.k.get() + i * row, s.k.get() + from * row, std::size_t(run) * row);
+          std::memmove(s.v.get() + i * row, s.v.get() + from * row, std::size_t(run) * row);
+        }
         std::memmove(s.pos.get() + i, s.pos.get() + from, std::size_t(run) * sizeof(std::int64_t));
         for (int c = 0; c < cfg_.score_channels; ++c) {
           float* ch = s.scores.get() + std::int64_t(c) * s.cap;
@@ -198,6 +266,7 @@ class kv_cache {
       }
       i += run;
     }
+    if (paged()) keep_pages(s, keep, n_keep);
     s.len = n_keep;
     return status::ok;
   }
@@ -207,24 +276,40 @@ class kv_cache {
     for (int h = 0; h < cfg_.kv_heads; ++h) {
       at(layer, h).len = 0;
       at(layer, h).appended = 0;
+      release_pages(at(layer, h), 0);
     }
   }
   void clear() noexcept {
-    for (auto& s : slots_) s.len = 0, s.appended = 0;
+    for (auto& s : slots_) s.len = 0, s.appended = 0, release_pages(s, 0);
   }
 
-  // Gives memory back: every slot's capacity becomes its length (plus `slack` entries).
+  // Gives memory back: every slot's capacity becomes its length (plus `slack` entries). A paged
+  // cache also frees its spare pages beyond the `slack` rows.
   status shrink_to_fit(std::int64_t slack = 0) noexcept {
     if (slack < 0) return status::invalid_argument;
-    for (auto& s : slots_)
+    for (auto& s : slots_) {
       if (s.cap > s.len + slack) HEED_RETURN_IF_ERROR(reallocate(s, s.len + slack));
+      if (paged()) {
+        const std::int64_t room = s.pages.empty() ? 0 : cfg_.page_rows - s.pages.back().len;
+        const std::int64_t need = std::max<std::int64_t>(0, slack - room);
+        const std::size_t keep_spare = std::size_t((need + cfg_.page_rows - 1) / cfg_.page_rows);
+        while (s.spare.size() > keep_spare) s.spare.pop_back();
+      }
+    }
     return status::ok;
   }
 
   // Bytes held by the slots (capacity) and bytes in use (length), K + V + positions + scores.
   std::size_t bytes_reserved() const noexcept {
     std::size_t b = 0;
-    for (const auto& s : slots_) b += std::size_t(s.cap) * entry_bytes();
+    for (const auto& s : slots_) {
+      if (!paged()) {
+        b += std::size_t(s.cap) * entry_bytes();
+        continue;
+      }
+      b += std::size_t(s.cap) * (sizeof(std::int64_t) + sizeof(float) * cfg_.score_channels);
+      b += (s.mem.size() + s.spare.size()) * page_bytes();
+    }
     return b;
   }
   std::size_t bytes_used() const noexcept {
@@ -237,11 +322,17 @@ class kv_cache {
   }
 
  private:
+  using page_memory = std::unique_ptr<unsigned char[]>;
   struct slot {
-    std::unique_ptr<unsigned char[]> k, v;
+    std::unique_ptr<unsigned char[]> k, v;  // contiguous mode
     std::unique_ptr<std::int64_t[]> pos;
     std::unique_ptr<float[]> scores;  // [channels][cap]
     std::int64_t len = 0, cap = 0, appended = 0, limit = 0;
+    // Paged mode: pages[i] lives in mem[i] (page_rows K rows, then page_rows V rows); emptied
+    // pages wait in `spare` (whose capacity always covers every page, so keep() never allocates).
+    std::vector<kv_page> pages;
+    std::vector<page_memory> mem;
+    std::vector<page_memory> spare;
   };
 
   slot& at(int layer, int head) noexcept {
@@ -265,16 +356,113 @@ class kv_cache {
     m.head_stride = t.head_stride;
     return m;
   }
-  tensor_view view(const slot& s, int which) const noexcept {
+  tensor_view rows_view(const void* data, std::int64_t n) const noexcept {
     tensor_view t;
-    t.data = which == 0 ? s.k.get() : s.v.get();
+    t.data = data;
     t.type = cfg_.type;
-    t.seq = s.len;
+    t.seq = n;
     t.heads = 1;
     t.dim = cfg_.head_dim;
     t.seq_stride = cfg_.head_dim;
     t.head_stride = cfg_.head_dim;
     return t;
+  }
+  tensor_view whole(const slot& s, int which) const noexcept {
+    if (!paged()) return rows_view(which == 0 ? s.k.get() : s.v.get(), s.len);
+    if (s.pages.size() == 1) return rows_view(which == 0 ? s.pages[0].k : s.pages[0].v, s.len);
+    return rows_view(nullptr, s.len);
+  }
+
+  // Paged mode.
+  std::size_t page_bytes() const noexcept { return 2 * std::size_t(cfg_.page_rows) * row_bytes(); }
+  unsigned char* page_k(slot& s, std::size_t i) noexcept { return s.mem[i].get(); }
+  unsigned char* page_v(slot& s, std::size_t i) noexcept {
+    return s.mem[i].get() + std::size_t(cfg_.page_rows) * row_bytes();
+  }
+
+  // Makes sure `n` more pages can be added without failing: memory from the spare list or new,
+  // and vector capacity for every bookkeeping list.
+  status reserve_pages(slot& s, std::int64_t n) noexcept {
+    if (n <= 0) return status::ok;
+    const std::size_t total = s.mem.size() + s.spare.size();
+    const std::size_t missing =
+        n > std::int64_t(s.spare.size()) ? std::size_t(n) - s.spare.size() : 0;
+    const std::size_t all = total + missing;
+    if (!detail::reserve_vector(s.pages, all) || !detail::reserve_vector(s.mem, all) ||
+        !detail::reserve_vector(s.spare, all))
+      return status::out_of_memory;
+    for (std::size_t i = 0; i < missing; ++i) {
+      page_memory m(new (std::nothrow) unsigned char[page_bytes()]);
+      if (!m) return status::out_of_memory;
+      s.spare.push_back(std::move(m));
+    }
+    return status::ok;
+  }
+
+  // Moves every page from index `from` on to the spare list.
+  static void release_pages(slot& s, std::size_t from) noexcept {
+    while (s.mem.size() > from) {
+      s.spare.push_back(std::move(s.mem.back()));
+      s.mem.pop_back();
+      s.pages.pop_back();
+    }
+  }
+
+  // Compacts every page to the kept entries it holds (keep: validated, ascending), then drops
+  // empty pages, merges neighbours that fit in one page and renumbers the pages' first rows.
+  void keep_pages(slot& s, const std::int32_t* keep, std::int64_t n_keep) noexcept {
+    const std::size_t row = row_bytes();
+    std::int64_t ki = 0;
+    for (std::size_t pi = 0; pi < s.pages.size(); ++pi) {
+      kv_page& pg = s.pages[pi];
+      const std::int64_t b = pg.begin, e = b + pg.len;
+      const std::int64_t ke = std::lower_bound(keep + ki, keep + n_keep, e) - keep;
+      unsigned char* kb = page_k(s, pi);
+      unsigned char* vb = page_v(s, pi);
+      std::int64_t w = 0;
+      for (std::int64_t i = ki; i < ke;) {
+        const std::int64_t shift = keep[i] - i;
+        std::int64_t lo = i + 1, hi = ke;  // the run ends at the first j with keep[j] - j > shift
+        while (lo < hi) {
+          const std::int64_t mid = lo + (hi - lo) / 2;
+          if (keep[mid] - mid == shift)
+            lo = mid + 1;
+          else
+            hi = mid;
+        }
+        const std::int64_t run = lo - i, from = keep[i] - b;
+        if (from != w) {
+          std::memmove(kb + w * row, kb + from * row, std::size_t(run) * row);
+          std::memmove(vb + w * row, vb + from * row, std::size_t(run) * row);
+        }
+        w += run;
+        i = lo;
+      }
+      pg.len = w;
+      ki = ke;
+    }
+    // Retained pages move to the front (descriptor and memory together); dropped ones end up
+    // behind `out` and go to the spare list.
+    std::size_t out = 0;
+    for (std::size_t pi = 0; pi < s.pages.size(); ++pi) {
+      const std::int64_t n = s.pages[pi].len;
+      if (n == 0) continue;
+      if (out > 0 && s.pages[out - 1].len + n <= cfg_.page_rows) {
+        const std::size_t at_ = std::size_t(s.pages[out - 1].len) * row;
+        std::memcpy(page_k(s, out - 1) + at_, page_k(s, pi), std::size_t(n) * row);
+        std::memcpy(page_v(s, out - 1) + at_, page_v(s, pi), std::size_t(n) * row);
+        s.pages[out - 1].len += n;
+        continue;
+      }
+      if (out != pi) {
+        s.pages[out] = s.pages[pi];
+        std::swap(s.mem[out], s.mem[pi]);
+      }
+      ++out;
+    }
+    release_pages(s, out);
+    std::int64_t begin = 0;
+    for (auto& pg : s.pages) pg.begin = begin, begin += pg.len;
   }
 
   status check_input(const tensor_view& k, const tensor_view& v, int heads) const noexcept {
@@ -290,16 +478,20 @@ class kv_cache {
   status reallocate(slot& s, std::int64_t cap) noexcept {
     const std::size_t row = row_bytes();
     const int nc = cfg_.score_channels;
-    std::unique_ptr<unsigned char[]> k(
-        new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
-    std::unique_ptr<unsigned char[]> v(
-        new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+    std::unique_ptr<unsigned char[]> k, v;  // K and V are paged in paged mode
+    if (!paged()) {
+      k.reset(new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+      v.reset(new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+      if (!k || !v) return status::out_of_memory;
+    }
     std::unique_ptr<std::int64_t[]> pos(new (std::nothrow) std::int64_t[std::size_t(cap) + 1]);
     std::unique_ptr<float[]> sc(new (std::nothrow) float[std::size_t(cap) * nc + 1]);
-    if (!k || !v || !pos || !sc) return status::out_of_memory;
+    if (!pos || !sc) return status::out_of_memory;
     if (s.len > 0) {
-      std::memcpy(k.get(), s.k.get(), std::size_t(s.len) * row);
-      std::memcpy(v.get(), s.v.get(), std::size_t(s.len) * row);
+      if (!paged()) {
+        std::memcpy(k.get(), s.k.get(), std::size_t(s.len) * row);
+        std::memcpy(v.get(), s.v.get(), std::size_t(s.len) * row);
+      }
       std::memcpy(pos.get(), s.pos.get(), std::size_t(s.len) * sizeof(std::int64_t));
       for (int c = 0; c < nc; ++c)
         std::memcpy(sc.get() + std::int64_t(c) * cap, s.scores.get() + std::int64_t(c) * s.cap,
@@ -358,10 +550,28 @@ class kv_cache {
     }
     HEED_RETURN_IF_ERROR(grow(s, s.len + n));
     const std::size_t row = row_bytes();
+    const std::int64_t P = cfg_.page_rows;
+    if (paged()) {  // every page the rows need, before anything changes
+      const std::int64_t room = s.pages.empty() ? 0 : P - s.pages.back().len;
+      HEED_RETURN_IF_ERROR(reserve_pages(s, n > room ? (n - room + P - 1) / P : 0));
+    }
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t at_ = s.len + i;
-      store_row(s.k.get() + at_ * row, k, i, h);
-      store_row(s.v.get() + at_ * row, v, i, h);
+      if (paged()) {
+        if (s.pages.empty() || s.pages.back().len == P) {
+          s.mem.push_back(std::move(s.spare.back()));
+          s.spare.pop_back();
+          const std::size_t pi = s.mem.size() - 1;
+          s.pages.push_back({page_k(s, pi), page_v(s, pi), at_, 0});
+        }
+        const std::size_t pi = s.pages.size() - 1;
+        const std::size_t r = std::size_t(s.pages[pi].len++) * row;
+        store_row(page_k(s, pi) + r, k, i, h);
+        store_row(page_v(s, pi) + r, v, i, h);
+      } else {
+        store_row(s.k.get() + at_ * row, k, i, h);
+        store_row(s.v.get() + at_ * row, v, i, h);
+      }
       s.pos[at_] = positions ? positions[i] : s.appended + i;
       for (int c = 0; c < cfg_.score_channels; ++c) s.scores[std::int64_t(c) * s.cap + at_] = 0.f;
     }

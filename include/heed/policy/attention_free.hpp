@@ -26,6 +26,11 @@ inline tensor_view group_queries(const policy_input& in, int head) noexcept {
 struct knorm_policy : policy_base<knorm_policy> {
   std::int64_t n_sink = 0;
   const char* name() const noexcept { return "knorm"; }
+  score_needs needs() const noexcept {
+    score_needs n;
+    n.kv_rows = true;
+    return n;
+  }
   selection_spec selection(std::int64_t) const noexcept {
     selection_spec s;
     s.protect.n_sink = n_sink;
@@ -47,6 +52,7 @@ struct expected_attention_policy : policy_base<expected_attention_policy> {
   score_needs needs() const noexcept {
     score_needs n;
     n.query_window = window;
+    n.kv_rows = true;
     return n;
   }
   selection_spec selection(std::int64_t) const noexcept {
@@ -74,6 +80,11 @@ struct lagkv_policy : policy_base<lagkv_policy> {
   lagkv_options options{};
 
   const char* name() const noexcept { return "lagkv"; }
+  score_needs needs() const noexcept {
+    score_needs n;
+    n.kv_rows = true;
+    return n;
+  }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     return lagkv_workspace_size(in.cache->head_dim(), options);
   }

@@ -12,7 +12,7 @@ namespace heed {
 struct callback_policy : policy_base<callback_policy> {
   heed_policy_score_fn fn = nullptr;
   void* user = nullptr;
-  score_needs wants{};      // what the callback reads (column mass, recent queries)
+  score_needs wants{};      // what the callback reads (column mass, recent queries, kv_rows)
   selection_spec select{};  // how its scores become keep-sets
   const char* label = "callback";
 

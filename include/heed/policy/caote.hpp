@@ -21,6 +21,7 @@ struct caote_policy {
   score_needs needs() const noexcept {
     score_needs n = inner.needs();
     n.last_output = true;
+    n.kv_rows = true;
     return n;
   }
   selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }

@@ -24,15 +24,39 @@ struct eviction_scratch {
   std::vector<const float*> score_ptrs;
   std::vector<std::int32_t*> keep_ptrs;
   std::vector<std::int64_t> lens, n_keep, targets;
+  std::vector<unsigned char> kv;  // one paged head's K and V copied out (score_needs::kv_rows)
 };
+
+namespace detail {
+// Points in.keys(head) / in.values(head) at contiguous copies when the policy reads them and the
+// head spans several pages of a paged cache.
+inline status gather_head(const kv_cache& cache, policy_input& in, int head,
+                          eviction_scratch& s) noexcept {
+  in.gathered_head = -1;
+  if (!cache.paged() || cache.page_count(in.layer, head) <= 1) return status::ok;
+  const std::int64_t len = cache.length(in.layer, head);
+  const std::size_t half =
+      std::size_t(len) * std::size_t(cache.head_dim()) * dtype_size(cache.type());
+  if (!grow_vector(s.kv, 2 * half)) return status::out_of_memory;
+  HEED_RETURN_IF_ERROR(cache.gather(in.layer, head, 0, s.kv.data(), half));
+  HEED_RETURN_IF_ERROR(cache.gather(in.layer, head, 1, s.kv.data() + half, half));
+  in.gathered_keys =
+      make_view(static_cast<const void*>(s.kv.data()), cache.type(), len, 1, cache.head_dim());
+  in.gathered_values = make_view(static_cast<const void*>(s.kv.data() + half), cache.type(), len, 1,
+                                 cache.head_dim());
+  in.gathered_head = head;
+  return status::ok;
+}
+}  // namespace detail
 
 // Brings every KV head h of in.layer down to at most target[h] entries (heads already within
 // their target are left alone, except under global_top_k, which redistributes the layer's total
 // sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
 template <class Policy>
-status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
+status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
                    const std::int64_t* target, eviction_scratch& s) noexcept {
-  if (in.cache != &cache) return status::invalid_argument;
+  if (in_.cache != &cache) return status::invalid_argument;
+  policy_input in = in_;  // may point at gathered copies of paged heads
   if (!cache.valid(in.layer, 0) || target == nullptr) return status::invalid_argument;
   const int heads = cache.kv_heads();
   if (!detail::grow_vector(s.score_ptrs, heads) || !detail::grow_vector(s.keep_ptrs, heads) ||
@@ -68,12 +92,14 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
       !detail::grow_vector(s.ws, ws_bytes + workspace_alignment))
     return status::out_of_memory;
   const workspace ws{s.ws.data(), s.ws.size()};
+  const bool gather = policy.needs().kv_rows;
 
   for (int h = 0; h < heads; ++h) {
     const std::int64_t len = s.lens[h];
     s.score_ptrs[h] = s.scores.data() + h * stride;
     s.keep_ptrs[h] = s.keep.data() + h * stride;
     if (len == 0 || (!global && len <= target[h])) continue;
+    if (gather) HEED_RETURN_IF_ERROR(detail::gather_head(cache, in, h, s));
     HEED_RETURN_IF_ERROR(policy.score(in, h, s.scores.data() + h * stride, ws));
   }
 

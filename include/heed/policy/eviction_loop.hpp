@@ -222,6 +222,13 @@ class basic_eviction_loop {
     const float w = needs_.accumulate.reduce == head_reduce::mean ? 1.f / float(group) : 1.f;
     for (int h = 0; h < heads; ++h) {
       const std::int64_t lh = cache_->length(layer, h);
+      // A paged head of several pages is read from a contiguous copy (O(len d), against this
+      // pass's O(n len d)).
+      policy_input keys_of;
+      keys_of.cache = cache_;
+      keys_of.layer = layer;
+      HEED_RETURN_IF_ERROR(detail::gather_head(*cache_, keys_of, h, scratch_));
+      const tensor_view keys = keys_of.keys(h);
       float* ch = cache_->scores(layer, h, 0);
       tensor_view qg = q;
       qg.data = static_cast<const float*>(q.data) + std::int64_t(h) * group * q.head_stride;
@@ -238,8 +245,8 @@ class basic_eviction_loop {
         out.vertical_head_stride = lh;
         const std::int64_t lse_stride = n;  // [Hq][n], ours or the caller's
         HEED_RETURN_IF_ERROR(observation_window_scores(
-            qr, cache_->keys(layer, h), lse + std::int64_t(h) * group * lse_stride + r0, lse_stride,
-            opt, out, {window_ws_.data(), window_ws_.size()}));
+            qr, keys, lse + std::int64_t(h) * group * lse_stride + r0, lse_stride, opt, out,
+            {window_ws_.data(), window_ws_.size()}));
         for (std::int64_t j = 0; j < lh; ++j) {
           float r = 0.f;
           for (int g = 0; g < group; ++g) {

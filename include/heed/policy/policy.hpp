@@ -52,6 +52,10 @@ struct score_needs {
   std::int64_t query_window = 0;        // keep the last n queries of each layer
   bool last_output = false;             // keep the latest attention output of each layer
   bool last_probs = false;              // keep the latest probabilities of each layer
+  // score() reads keys(head) / values(head). A paged cache has no single view of a head of more
+  // than one page; the loop then copies the head into contiguous scratch before score() (only
+  // for policies that set this: without it such a head's views have a null data pointer).
+  bool kv_rows = false;
 };
 
 // Everything score() may read, for one layer.
@@ -72,8 +76,15 @@ struct policy_input {
   int group() const noexcept { return q_heads / cache->kv_heads(); }
   std::int64_t length(int head) const noexcept { return cache->length(layer, head); }
   const std::int64_t* positions(int head) const noexcept { return cache->positions(layer, head); }
-  tensor_view keys(int head) const noexcept { return cache->keys(layer, head); }
-  tensor_view values(int head) const noexcept { return cache->values(layer, head); }
+  tensor_view keys(int head) const noexcept {
+    return head == gathered_head ? gathered_keys : cache->keys(layer, head);
+  }
+  tensor_view values(int head) const noexcept {
+    return head == gathered_head ? gathered_values : cache->values(layer, head);
+  }
+  // Set by the eviction code for a paged head it copied out (score_needs::kv_rows).
+  int gathered_head = -1;
+  tensor_view gathered_keys, gathered_values;
   const float* channel(int head, int c) const noexcept { return cache->scores(layer, head, c); }
 };
 

@@ -38,6 +38,7 @@ struct snapkv_policy : policy_base<snapkv_policy> {
   score_needs needs() const noexcept {
     score_needs n;
     n.query_window = window;
+    n.kv_rows = true;
     return n;
   }
   selection_spec selection(std::int64_t budget) const noexcept {

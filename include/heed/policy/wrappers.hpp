@@ -101,6 +101,7 @@ struct composed_policy {
     n.query_window = std::max(na.query_window, nb.query_window);
     n.last_output = na.last_output || nb.last_output;
     n.last_probs = na.last_probs || nb.last_probs;
+    n.kv_rows = na.kv_rows || nb.kv_rows;
     return n;
   }
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {

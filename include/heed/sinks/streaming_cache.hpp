@@ -30,6 +30,7 @@
 // keeps that error small; see docs/sinks.md.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -114,17 +115,22 @@ namespace detail {
 // consecutive kept entries (they share the shift i - keep[i]).
 inline status streaming_reassign(kv_cache& cache, int layer, int head, const rope_config& rope,
                                  const std::int32_t* keep, std::int64_t n_keep) noexcept {
-  const mutable_tensor_view all = cache.mutable_keys(layer, head);
-  const std::size_t elem = dtype_size(all.type);
+  // Runs are cut at page ends (a contiguous cache is one page).
+  int pg = 0;
   for (std::int64_t i = 0; i < n_keep;) {
     const std::int64_t from = keep[i];
     std::int64_t run = 1;
     while (i + run < n_keep && keep[i + run] == from + run) ++run;
-    if (from != i) {
-      mutable_tensor_view rows = all;
-      rows.data = static_cast<unsigned char*>(all.data) + std::size_t(i * all.seq_stride) * elem;
-      rows.seq = run;
-      HEED_RETURN_IF_ERROR(rope_rerotate(rope, rows, from, i));
+    for (std::int64_t a = i; from != i && a < i + run;) {
+      while (cache.page(layer, head, pg).begin + cache.page(layer, head, pg).len <= a) ++pg;
+      const kv_page page = cache.page(layer, head, pg);
+      const std::int64_t b = std::min(i + run, page.begin + page.len);
+      mutable_tensor_view rows = cache.mutable_page_keys(layer, head, pg);
+      rows.data = static_cast<unsigned char*>(rows.data) +
+                  std::size_t((a - page.begin) * rows.seq_stride) * dtype_size(rows.type);
+      rows.seq = b - a;
+      HEED_RETURN_IF_ERROR(rope_rerotate(rope, rows, from + (a - i), a));
+      a = b;
     }
     i += run;
   }

@@ -37,8 +37,9 @@ HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
   l.k_lo = 0;
   l.k_hi = p.kv_len();
   if (p.causal) l.k_hi = std::min(l.k_hi, p.offset() + 1);
-  l.n_parts = std::max<std::int64_t>(
-      1, (l.k_hi - l.k_lo + decode_cfg::partition - 1) / decode_cfg::partition);
+  l.n_parts = p.pages ? p.n_pages
+                      : std::max<std::int64_t>(1, (l.k_hi - l.k_lo + decode_cfg::partition - 1) /
+                                                      decode_cfg::partition);
   l.group = p.q_heads() / p.kv_heads();
   l.d = p.head_dim();
   l.keep_logits = keep_logits;
@@ -214,11 +215,26 @@ struct decode_kernel {
     qscale = p.logit_scale() * simd::log2e;
   }
 
+  // Partitions: fixed runs of decode_cfg::partition keys, or the pages of paged K/V.
   std::int64_t part_begin(std::int64_t part) const noexcept {
+    if (p.pages) return std::min(lay.k_hi, p.pages[part].begin);
     return lay.k_lo + part * decode_cfg::partition;
   }
   std::int64_t part_end(std::int64_t part) const noexcept {
+    if (p.pages) return std::min(lay.k_hi, p.pages[part].begin + p.pages[part].len);
     return std::min(lay.k_hi, part_begin(part) + decode_cfg::partition);
+  }
+  // Where a partition's rows live: key j at k + p.k.offset(j - first, kvh) (v likewise).
+  struct part_rows {
+    const KV* k;
+    const KV* v;
+    std::int64_t first;
+  };
+  part_rows rows_of(std::int64_t part) const noexcept {
+    if (p.pages)
+      return {static_cast<const KV*>(p.pages[part].k), static_cast<const KV*>(p.pages[part].v),
+              p.pages[part].begin};
+    return {static_cast<const KV*>(p.k.data), static_cast<const KV*>(p.v.data), 0};
   }
 
   // Task: one (kv head, partition).
@@ -246,8 +262,7 @@ struct decode_kernel {
       dg[g] = 0.f;
       tg[g] = 0.f;
     }
-    const KV* kbase = static_cast<const KV*>(p.k.data);
-    const KV* vbase = static_cast<const KV*>(p.v.data);
+    const part_rows rows = rows_of(part);
     const std::int64_t b0 = part_begin(part), b1 = part_end(part);
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
@@ -258,14 +273,14 @@ struct decode_kernel {
     const Variant vr = var;
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
-      const KV* krow = kbase + p.k.offset(j0, kvh);
+      const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
       // Strided [seq, heads, d] rows: fetching this block's rows just before the dot
       // products still helps (measured) on top of prefetch_row.
       if (seq_major)
-        for (int j = 0; j < nb; ++j) prefetch_row(j0 + j, kvh);
-      if (!qk_joint(krow, j0, kvh, nb, qs, ds, sb)) {
+        for (int j = 0; j < nb; ++j) prefetch_row(rows, j0 + j, kvh);
+      if (!qk_joint(rows, krow, j0, kvh, nb, qs, ds, sb)) {
         for (int j = 0; j < nb; ++j, krow += p.k.seq_stride) {
-          prefetch_row(j0 + j + PD, kvh);
+          prefetch_row(rows, j0 + j + PD, kvh);
           decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
         }
       }
@@ -321,7 +336,7 @@ struct decode_kernel {
         }
       }
       // O += P V, all query heads of the group per pass over the block's values.
-      const KV* vrow0 = vbase + p.v.offset(j0, kvh);
+      const KV* vrow0 = rows.v + p.v.offset(j0 - rows.first, kvh);
       pv_all(oacc, sb, vrow0, nb);
     }
     // Leave the partial state.
@@ -336,20 +351,20 @@ struct decode_kernel {
   }
 
   // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise.
-  bool qk_joint(const KV* krow, std::int64_t j0, int kvh, int nb, const float* qs,
-                std::int64_t qstride, float* sb) const noexcept {
+  bool qk_joint(const part_rows& rows, const KV* krow, std::int64_t j0, int kvh, int nb,
+                const float* qs, std::int64_t qstride, float* sb) const noexcept {
     if constexpr (D != 0 && D % L == 0) {
       switch (lay.group) {
         case 1:
-          return qk_joint_g<1>(krow, j0, kvh, nb, qs, qstride, sb);
+          return qk_joint_g<1>(rows, krow, j0, kvh, nb, qs, qstride, sb);
         case 2:
-          return qk_joint_g<2>(krow, j0, kvh, nb, qs, qstride, sb);
+          return qk_joint_g<2>(rows, krow, j0, kvh, nb, qs, qstride, sb);
         case 4:
-          return qk_joint_g<4>(krow, j0, kvh, nb, qs, qstride, sb);
+          return qk_joint_g<4>(rows, krow, j0, kvh, nb, qs, qstride, sb);
         case 8:
-          return qk_joint_g<8>(krow, j0, kvh, nb, qs, qstride, sb);
+          return qk_joint_g<8>(rows, krow, j0, kvh, nb, qs, qstride, sb);
         case 16:
-          return qk_joint_g<16>(krow, j0, kvh, nb, qs, qstride, sb);
+          return qk_joint_g<16>(rows, krow, j0, kvh, nb, qs, qstride, sb);
         default:
           return false;
       }
@@ -358,15 +373,15 @@ struct decode_kernel {
   }
 
   template <int GC>
-  bool qk_joint_g(const KV* krow, std::int64_t j0, int kvh, int nb, const float* qs,
-                  std::int64_t qstride, float* sb) const noexcept {
+  bool qk_joint_g(const part_rows& rows, const KV* krow, std::int64_t j0, int kvh, int nb,
+                  const float* qs, std::int64_t qstride, float* sb) const noexcept {
     if constexpr (GC > L || D == 0 || D % L != 0) {
       return false;
     } else {
       constexpr int KB = L / GC;
       alignas(64) float tmp[L];
       for (int j = 0; j < nb; j += KB) {
-        for (int n = 0; n < KB; ++n) prefetch_row(j0 + j + n + PD, kvh);
+        for (int n = 0; n < KB; ++n) prefetch_row(rows, j0 + j + n + PD, kvh);
         decode_qk_joint<A, D, GC, KV>(krow + j * p.k.seq_stride, p.k.seq_stride, nb - j, qs,
                                       qstride)
             .store_aligned(tmp);
@@ -377,9 +392,12 @@ struct decode_kernel {
     }
   }
 
-  // Prefetches the K and V rows of key j (the address may lie past the tensor).
-  HEED_FORCE_INLINE void prefetch_row(std::int64_t j, int kvh) const noexcept {
-    prefetch_kv_row(p, j, kvh, sizeof(KV), (D ? D : d) * std::int64_t(sizeof(KV)));
+  // Prefetches the K and V rows of key j (the address may lie past the tensor or page).
+  HEED_FORCE_INLINE void prefetch_row(const part_rows& rows, std::int64_t j,
+                                      int kvh) const noexcept {
+    const std::int64_t e = sizeof(KV);
+    prefetch_kv_rows_at(rows.k, rows.v, p.k.offset(j - rows.first, kvh) * e,
+                        p.v.offset(j - rows.first, kvh) * e, (D ? D : d) * e);
   }
 
   void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb) const noexcept {

@@ -26,5 +26,23 @@ bool grow_vector(std::vector<T>& v, std::size_t n) noexcept {
 #endif
 }
 
+// Makes v's capacity at least n (so that n - size() push_backs cannot allocate); false when the
+// allocation failed.
+template <class T>
+bool reserve_vector(std::vector<T>& v, std::size_t n) noexcept {
+  if (v.capacity() >= n) return true;
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+  try {
+    v.reserve(n);
+  } catch (...) {
+    return false;
+  }
+  return true;
+#else
+  v.reserve(n);
+  return true;
+#endif
+}
+
 }  // namespace detail
 }  // namespace heed
