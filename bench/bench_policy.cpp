@@ -6,6 +6,9 @@
 //                             keeps the budget exact (one entry evicted per head per step), slack
 //                             64 evicts 64 at once every 64 steps; compare with
 //                             BM_cache_decode/budget/1 (target: <= 5%)
+//   BM_cache_decode_paged/L/t, BM_evict_step_paged/budget/slack
+//                             the same two on a paged cache (256-row pages): eviction compacts
+//                             within pages instead of shifting half the head
 //   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
 //                             from the main pass's LSE, max pooling, group mean); compare with
 //                             BM_dense_prefill/L/1 (target: <= 5%)
@@ -25,8 +28,13 @@ namespace {
 
 using namespace heed_bench;
 
-void fill_cache(heed::kv_cache& c, std::int64_t L, int channels) {
-  c.init({1, kHkv, kD, heed::dtype::f16, L + 16, channels});
+// Pages of the paged-cache benchmarks (kv_cache_config::page_rows).
+constexpr std::int64_t kPageRows = 256;
+
+void fill_cache(heed::kv_cache& c, std::int64_t L, int channels, std::int64_t page_rows = 0) {
+  heed::kv_cache_config cfg{1, kHkv, kD, heed::dtype::f16, L + 16, channels};
+  cfg.page_rows = page_rows;
+  c.init(cfg);
   const std::int64_t chunk = 1024;
   auto k = random_vector<heed::f16>(std::size_t(chunk) * kHkv * kD, 2);
   for (std::int64_t t = 0; t < L; t += chunk) {
@@ -36,11 +44,11 @@ void fill_cache(heed::kv_cache& c, std::int64_t L, int channels) {
   }
 }
 
-void run_cache_decode(benchmark::State& state, bool h2o) {
+void run_cache_decode(benchmark::State& state, bool h2o, std::int64_t page_rows = 0) {
   const std::int64_t L = state.range(0);
   const int threads = static_cast<int>(state.range(1));
   heed::kv_cache c;
-  fill_cache(c, L, 1);
+  fill_cache(c, L, 1, page_rows);
   auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
   std::vector<float> o(q.size());
   heed::cache_attention_params p;
@@ -62,14 +70,15 @@ void run_cache_decode(benchmark::State& state, bool h2o) {
 
 void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }
 void BM_decode_h2o_fused(benchmark::State& state) { run_cache_decode(state, true); }
+void BM_cache_decode_paged(benchmark::State& state) { run_cache_decode(state, false, kPageRows); }
 
 // Arguments: budget, slack. slack 0 evicts one entry per head every step (exact budget); slack s
 // lets the cache grow to budget + s and then evicts s entries per head at once (periodic), so
 // one compaction pass serves s steps. Each iteration is one decode step.
-void BM_evict_step(benchmark::State& state) {
+void run_evict_step(benchmark::State& state, std::int64_t page_rows) {
   const std::int64_t budget = state.range(0), slack = state.range(1);
   heed::kv_cache c;
-  fill_cache(c, budget, 1);
+  fill_cache(c, budget, 1, page_rows);
   c.shrink_to_fit(slack + 1);  // the reserve fill_cache made is not the point here
   auto scores = random_vector<float>(std::size_t(budget) + 1, 5);
   for (int h = 0; h < kHkv; ++h)
@@ -97,6 +106,9 @@ void BM_evict_step(benchmark::State& state) {
     ++step;
   }
 }
+
+void BM_evict_step(benchmark::State& state) { run_evict_step(state, 0); }
+void BM_evict_step_paged(benchmark::State& state) { run_evict_step(state, kPageRows); }
 
 void BM_snapkv_window(benchmark::State& state) {
   const std::int64_t L = state.range(0), W = 32;
@@ -144,5 +156,15 @@ BENCHMARK(BM_evict_step)
     ->Args({1024, 0})
     ->Args({4096, 0})
     ->Args({4096, 64})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_cache_decode_paged)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_evict_step_paged)
+    ->Args({4096, 0})
+    ->Args({4096, 64})
+    ->Args({32768, 0})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);

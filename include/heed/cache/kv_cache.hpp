@@ -232,12 +232,14 @@ class kv_cache {
       release_pages(s, 0);
       return status::ok;
     }
-    // Strictly ascending with the ends in range means every index is in range. The check has no
-    // early exit, so it vectorizes.
+    // Strictly ascending with the ends in range means every index is in range. The check is an
+    // AND of the differences keep[i-1] - keep[i] (all negative, so the sign bit survives, iff
+    // ascending): no early exit and no compare-to-bool, so it vectorizes.
     if (keep[0] < 0 || keep[n_keep - 1] >= s.len) return status::invalid_argument;
-    bool ascending = true;
-    for (std::int64_t i = 1; i < n_keep; ++i) ascending &= keep[i] > keep[i - 1];
-    if (!ascending) return status::invalid_argument;
+    std::int64_t all_below = -1;
+    for (std::int64_t i = 1; i < n_keep; ++i)
+      all_below &= std::int64_t(keep[i - 1]) - std::int64_t(keep[i]);
+    if (all_below >= 0) return status::invalid_argument;
     // keep[i] - i never decreases, so the runs of consecutive kept entries (constant
     // keep[i] - i) are found by binary search: a steady-state eviction of one entry is two runs,
     // the first of which stays in place, and one memmove per array.

@@ -225,16 +225,27 @@ struct decode_kernel {
     return std::min(lay.k_hi, part_begin(part) + decode_cfg::partition);
   }
   // Where a partition's rows live: key j at k + p.k.offset(j - first, kvh) (v likewise).
+  // Keys from `end` on are in the next page (next_k / next_v, null when none or not paged).
   struct part_rows {
     const KV* k;
     const KV* v;
-    std::int64_t first;
+    std::int64_t first, end;
+    const void* next_k;
+    const void* next_v;
   };
   part_rows rows_of(std::int64_t part) const noexcept {
-    if (p.pages)
-      return {static_cast<const KV*>(p.pages[part].k), static_cast<const KV*>(p.pages[part].v),
-              p.pages[part].begin};
-    return {static_cast<const KV*>(p.k.data), static_cast<const KV*>(p.v.data), 0};
+    if (p.pages) {
+      const kv_page& pg = p.pages[part];
+      const bool more = part + 1 < p.n_pages;
+      return {static_cast<const KV*>(pg.k),
+              static_cast<const KV*>(pg.v),
+              pg.begin,
+              pg.begin + pg.len,
+              more ? p.pages[part + 1].k : nullptr,
+              more ? p.pages[part + 1].v : nullptr};
+    }
+    return {
+        static_cast<const KV*>(p.k.data), static_cast<const KV*>(p.v.data), 0, 0, nullptr, nullptr};
   }
 
   // Task: one (kv head, partition).
@@ -392,10 +403,17 @@ struct decode_kernel {
     }
   }
 
-  // Prefetches the K and V rows of key j (the address may lie past the tensor or page).
+  // Prefetches the K and V rows of key j (the address may lie past the tensor; with pages,
+  // keys past this page are fetched from the start of the next, which the same thread runs next
+  // when it runs whole heads).
   HEED_FORCE_INLINE void prefetch_row(const part_rows& rows, std::int64_t j,
                                       int kvh) const noexcept {
     const std::int64_t e = sizeof(KV);
+    if (rows.next_k != nullptr && j >= rows.end) {
+      prefetch_kv_rows_at(rows.next_k, rows.next_v, p.k.offset(j - rows.end, kvh) * e,
+                          p.v.offset(j - rows.end, kvh) * e, (D ? D : d) * e);
+      return;
+    }
     prefetch_kv_rows_at(rows.k, rows.v, p.k.offset(j - rows.first, kvh) * e,
                         p.v.offset(j - rows.first, kvh) * e, (D ? D : d) * e);
   }

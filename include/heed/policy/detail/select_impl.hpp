@@ -88,38 +88,68 @@ inline std::int32_t choose_middle(const float* s, const head_layout& l, std::int
 // Most middle entries a selection drops through drop_few (one scan) instead of choose_middle.
 constexpr int few_drops = 16;
 
+// rank_key(x) without branches (the scans below vectorize it).
+inline std::uint32_t rank_key_bits(std::uint32_t u) noexcept {
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  u = u == 0x80000000u ? 0u : u;
+  const std::uint32_t key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return nan ? 0u : key;
+}
+
+// Writes first, first + 1, ..., last - 1 at keep[c...]; returns the new count.
+inline std::int64_t emit_run(std::int32_t* keep, std::int64_t c, std::int64_t first,
+                             std::int64_t last) noexcept {
+  for (std::int64_t i = first; i < last; ++i) keep[c + (i - first)] = static_cast<std::int32_t>(i);
+  return c + (last > first ? last - first : 0);
+}
+
 // Keeps every middle entry except the `drop` lowest-ranked (0 <= drop <= few_drops, drop <
-// n_middle): one scan that holds the lowest keys seen so far in a small sorted array, then the
-// emit skips them. The same keep-set as choose_middle's pivot (rank keys are distinct), for the
-// steady state of an exact budget (one entry out per step) without a selection over the head.
+// n_middle), for the steady state of an exact budget (one entry out per step) without a
+// selection over the head. The 32-bit rank keys go to `keys` (n_middle) in one vectorized pass;
+// a scan then holds the lowest full keys seen in a small sorted array, skipping every block of 16
+// with no key below the array's largest (rank keys are distinct with the index, and a later
+// index with an equal 32-bit key ranks above). Same keep-set as choose_middle's pivot.
 inline std::int64_t drop_few(const float* s, const head_layout& l, std::int64_t n_prot, int drop,
-                             std::int32_t* keep) noexcept {
+                             std::int32_t* keep, std::uint32_t* keys) noexcept {
+  const std::int64_t mid = l.n_middle();
+  const float* sm = s + l.lo;
+  for (std::int64_t k = 0; k < mid; ++k) keys[k] = rank_key_bits(float_bits(sm[k]));
   std::uint64_t low[few_drops];
   int c = 0;
-  for (std::int64_t i = l.lo; i < l.hi; ++i) {
-    const std::uint64_t key = rank_key(s[i], i);
-    if (c == drop && (drop == 0 || key >= low[drop - 1])) continue;
+  auto insert = [&](std::int64_t k) {
+    const std::uint64_t key = (std::uint64_t(keys[k]) << 32) | std::uint64_t(l.lo + k);
+    if (c == drop && (drop == 0 || key >= low[drop - 1])) return;
     int at = c < drop ? c++ : drop - 1;  // the largest kept low key falls out when full
     while (at > 0 && low[at - 1] > key) {
       low[at] = low[at - 1];
       --at;
     }
     low[at] = key;
+  };
+  constexpr std::int64_t block = 16;
+  std::int64_t k = 0;
+  for (; k < mid && c < drop; ++k) insert(k);
+  for (; k + block <= mid; k += block) {
+    if (drop == 0) break;
+    const std::uint32_t thr = static_cast<std::uint32_t>(low[drop - 1] >> 32);
+    bool any = false;
+    for (std::int64_t j = 0; j < block; ++j) any |= keys[k + j] < thr;
+    if (!any) continue;
+    for (std::int64_t j = 0; j < block; ++j) insert(k + j);
   }
+  for (; k < mid; ++k) insert(k);
   std::int32_t out[few_drops];
   for (int j = 0; j < drop; ++j) out[j] = static_cast<std::int32_t>(low[j] & 0xffffffffu);
   std::sort(out, out + drop);
-  int next = 0;
-  return emit(
-      l, n_prot,
-      [&](std::int64_t i) {
-        if (next < drop && out[next] == i) {
-          ++next;
-          return false;
-        }
-        return true;
-      },
-      keep);
+  // Sinks (as emit: the first min(n_prot, lo)), the middle around the dropped entries, recent.
+  const std::int64_t sinks = std::min(n_prot, l.lo), recent = n_prot - sinks;
+  std::int64_t n = emit_run(keep, 0, 0, sinks), from = l.lo;
+  for (int j = 0; j < drop; ++j) {
+    n = emit_run(keep, n, from, out[j]);
+    from = std::int64_t(out[j]) + 1;
+  }
+  n = emit_run(keep, n, from, l.hi);
+  return emit_run(keep, n, l.n - recent, l.n);
 }
 
 // Keeps exactly k (0 <= k <= n) entries of one head: protected first, then the best-ranked
@@ -131,7 +161,8 @@ inline std::int64_t top_k_head(const float* s, const head_layout& l, std::int64_
     return emit(
         l, k, [](std::int64_t) { return false; }, keep);
   if (l.n_middle() - (k - p) <= few_drops)
-    return drop_few(s, l, p, static_cast<int>(l.n_middle() - (k - p)), keep);
+    return drop_few(s, l, p, static_cast<int>(l.n_middle() - (k - p)), keep,
+                    reinterpret_cast<std::uint32_t*>(scratch));
   const std::int32_t pivot = choose_middle(s, l, k - p, scratch);
   const std::uint64_t kp = rank_key(s[pivot], pivot);
   return emit(
