@@ -127,7 +127,7 @@ bool model::load(const std::string& path, std::string* error) {
 }
 
 heed::status session::init(const model& m, heed::any_policy policy, std::int64_t budget,
-                           heed::dtype kv) {
+                           heed::dtype kv, std::int64_t page_rows) {
   m_ = &m;
   const config& c = m.cfg();
   heed::kv_cache_config cc;
@@ -137,6 +137,7 @@ heed::status session::init(const model& m, heed::any_policy policy, std::int64_t
   cc.type = kv;
   cc.reserve = budget > 0 ? budget + 1 : c.seq_len;
   cc.score_channels = 2;
+  cc.page_rows = page_rows;
   status_ = cache_.init(cc);
   if (status_ != heed::status::ok) return status_;
   heed::eviction_config ec;

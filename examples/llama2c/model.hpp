@@ -49,9 +49,10 @@ class model {
 // One sequence: its own heed KV cache and eviction loop (budget 0 = full cache).
 class session {
  public:
-  // kv: storage type of the cache. Returns a heed status.
+  // kv: storage type of the cache; page_rows > 0: a paged cache (kv_cache_config::page_rows).
+  // Returns a heed status.
   heed::status init(const model& m, heed::any_policy policy, std::int64_t budget,
-                    heed::dtype kv = heed::dtype::f32);
+                    heed::dtype kv = heed::dtype::f32, std::int64_t page_rows = 0);
   // Runs `token` at position `pos`; returns the logits [vocab] (valid until the next call).
   const float* forward(int token, int pos, heed::executor& ex);
   // Runs tokens[0..n) at positions pos..pos+n-1 in one pass (prefill: matrix-matrix products and
