@@ -7,13 +7,14 @@
 //                             64 evicts 64 at once every 64 steps; compare with
 //                             BM_cache_decode/budget/1 (target: <= 5%)
 //   BM_cache_decode_paged/L/t, BM_evict_step_paged/budget/slack
-//                             the same two on a paged cache (256-row pages): eviction compacts
+//                             the same two on a paged cache (512-row pages): eviction compacts
 //                             within pages instead of shifting half the head
 //   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
 //                             from the main pass's LSE, max pooling, group mean); compare with
 //                             BM_dense_prefill/L/1 (target: <= 5%)
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -28,8 +29,14 @@ namespace {
 
 using namespace heed_bench;
 
-// Pages of the paged-cache benchmarks (kv_cache_config::page_rows).
-constexpr std::int64_t kPageRows = 256;
+// Rows per page of the paged-cache benchmarks (kv_cache_config::page_rows): 512, or
+// HEED_BENCH_PAGE_ROWS.
+std::int64_t page_rows_setting() {
+  const char* e = std::getenv("HEED_BENCH_PAGE_ROWS");
+  const long v = e ? std::atol(e) : 0;
+  return v >= 16 ? v : 512;
+}
+const std::int64_t kPageRows = page_rows_setting();
 
 void fill_cache(heed::kv_cache& c, std::int64_t L, int channels, std::int64_t page_rows = 0) {
   heed::kv_cache_config cfg{1, kHkv, kD, heed::dtype::f16, L + 16, channels};

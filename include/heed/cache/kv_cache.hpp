@@ -292,7 +292,7 @@ class kv_cache {
     for (auto& s : slots_) {
       if (s.cap > s.len + slack) HEED_RETURN_IF_ERROR(reallocate(s, s.len + slack));
       if (paged()) {
-        const std::int64_t room = s.pages.empty() ? 0 : cfg_.page_rows - s.pages.back().len;
+        const std::int64_t room = s.pages.empty() ? 0 : room_after(s, s.pages.size() - 1);
         const std::int64_t need = std::max<std::int64_t>(0, slack - room);
         const std::size_t keep_spare = std::size_t((need + cfg_.page_rows - 1) / cfg_.page_rows);
         while (s.spare.size() > keep_spare) s.spare.pop_back();
@@ -324,9 +324,21 @@ class kv_cache {
   }
 
  private:
-  using page_memory = std::unique_ptr<unsigned char[]>;
+  // K/V memory is 64-byte aligned: rows of 64-byte multiples then never straddle a cache line
+  // more than they must (malloc's 16-byte offset made each 256-byte row span 5 lines).
+  struct aligned_free {
+    void operator()(unsigned char* p) const noexcept {
+      ::operator delete[](p, std::align_val_t(64));
+    }
+  };
+  using bytes = std::unique_ptr<unsigned char[], aligned_free>;
+  static bytes allocate(std::size_t n) noexcept {
+    return bytes(static_cast<unsigned char*>(
+        ::operator new[](n == 0 ? 1 : n, std::align_val_t(64), std::nothrow)));
+  }
+  using page_memory = bytes;
   struct slot {
-    std::unique_ptr<unsigned char[]> k, v;  // contiguous mode
+    bytes k, v;  // contiguous mode
     std::unique_ptr<std::int64_t[]> pos;
     std::unique_ptr<float[]> scores;  // [channels][cap]
     std::int64_t len = 0, cap = 0, appended = 0, limit = 0;
@@ -394,7 +406,7 @@ class kv_cache {
         !detail::reserve_vector(s.spare, all))
       return status::out_of_memory;
     for (std::size_t i = 0; i < missing; ++i) {
-      page_memory m(new (std::nothrow) unsigned char[page_bytes()]);
+      page_memory m = allocate(page_bytes());
       if (!m) return status::out_of_memory;
       s.spare.push_back(std::move(m));
     }
@@ -410,37 +422,93 @@ class kv_cache {
     }
   }
 
+  // A page's rows start `page_offset` rows into its memory (compaction toward the back leaves
+  // room at the front); room_after is what follows its last row.
+  std::int64_t page_offset(const slot& s, std::size_t i) const noexcept {
+    return std::int64_t(static_cast<const unsigned char*>(s.pages[i].k) - s.mem[i].get()) /
+           std::int64_t(row_bytes());
+  }
+  std::int64_t room_after(const slot& s, std::size_t i) const noexcept {
+    return cfg_.page_rows - page_offset(s, i) - s.pages[i].len;
+  }
+  void set_offset(slot& s, std::size_t i, std::int64_t off) noexcept {
+    s.pages[i].k = page_k(s, i) + std::size_t(off) * row_bytes();
+    s.pages[i].v = page_v(s, i) + std::size_t(off) * row_bytes();
+  }
+  // Moves page i's rows to the start of its memory.
+  void to_front(slot& s, std::size_t i) noexcept {
+    const std::int64_t off = page_offset(s, i);
+    if (off == 0) return;
+    const std::size_t row = row_bytes(), n = std::size_t(s.pages[i].len) * row;
+    std::memmove(page_k(s, i), page_k(s, i) + std::size_t(off) * row, n);
+    std::memmove(page_v(s, i), page_v(s, i) + std::size_t(off) * row, n);
+    set_offset(s, i, 0);
+  }
+
   // Compacts every page to the kept entries it holds (keep: validated, ascending), then drops
   // empty pages, merges neighbours that fit in one page and renumbers the pages' first rows.
+  // Each page compacts toward whichever end keeps the longer run of rows in place (its first or
+  // its last run), so one eviction moves at most half a page, a quarter on average.
   void keep_pages(slot& s, const std::int32_t* keep, std::int64_t n_keep) noexcept {
     const std::size_t row = row_bytes();
+    // First index in [lo, hi) whose keep[j] - j is above `shift` (or, with or_equal, not below
+    // it): keep[j] - j never decreases.
+    auto first_past = [keep](std::int64_t lo, std::int64_t hi, std::int64_t shift, bool or_equal) {
+      while (lo < hi) {
+        const std::int64_t mid = lo + (hi - lo) / 2;
+        const std::int64_t x = keep[mid] - mid;
+        if (or_equal ? x < shift : x <= shift)
+          lo = mid + 1;
+        else
+          hi = mid;
+      }
+      return lo;
+    };
     std::int64_t ki = 0;
     for (std::size_t pi = 0; pi < s.pages.size(); ++pi) {
       kv_page& pg = s.pages[pi];
-      const std::int64_t b = pg.begin, e = b + pg.len;
-      const std::int64_t ke = std::lower_bound(keep + ki, keep + n_keep, e) - keep;
-      unsigned char* kb = page_k(s, pi);
-      unsigned char* vb = page_v(s, pi);
-      std::int64_t w = 0;
-      for (std::int64_t i = ki; i < ke;) {
-        const std::int64_t shift = keep[i] - i;
-        std::int64_t lo = i + 1, hi = ke;  // the run ends at the first j with keep[j] - j > shift
-        while (lo < hi) {
-          const std::int64_t mid = lo + (hi - lo) / 2;
-          if (keep[mid] - mid == shift)
-            lo = mid + 1;
-          else
-            hi = mid;
-        }
-        const std::int64_t run = lo - i, from = keep[i] - b;
-        if (from != w) {
-          std::memmove(kb + w * row, kb + from * row, std::size_t(run) * row);
-          std::memmove(vb + w * row, vb + from * row, std::size_t(run) * row);
-        }
-        w += run;
-        i = lo;
+      const std::int64_t b = pg.begin, len = pg.len;
+      const std::int64_t ke = std::lower_bound(keep + ki, keep + n_keep, b + len) - keep;
+      const std::int64_t kept = ke - ki;
+      if (kept == len || kept == 0) {
+        pg.len = kept;
+        ki = ke;
+        continue;
       }
-      pg.len = w;
+      const std::int64_t off = page_offset(s, pi);
+      unsigned char* kd = page_k(s, pi) + std::size_t(off) * row;
+      unsigned char* vd = page_v(s, pi) + std::size_t(off) * row;
+      const std::int64_t head_run =
+          keep[ki] == b ? first_past(ki, ke, keep[ki] - ki, false) - ki : 0;
+      const std::int64_t tail_start = first_past(ki, ke, keep[ke - 1] - (ke - 1), true);
+      const std::int64_t tail_run = keep[ke - 1] == b + len - 1 ? ke - tail_start : 0;
+      if (head_run >= tail_run) {  // toward the front: runs move down
+        std::int64_t w = 0;
+        for (std::int64_t i = ki; i < ke;) {
+          const std::int64_t end = first_past(i + 1, ke, keep[i] - i, false), run = end - i;
+          const std::int64_t from = keep[i] - b;
+          if (from != w) {
+            std::memmove(kd + w * row, kd + from * row, std::size_t(run) * row);
+            std::memmove(vd + w * row, vd + from * row, std::size_t(run) * row);
+          }
+          w += run;
+          i = end;
+        }
+      } else {  // toward the back: runs move up, last first; the rows then start later
+        std::int64_t w = len;
+        for (std::int64_t j = ke; j > ki;) {
+          const std::int64_t start = first_past(ki, j - 1, keep[j - 1] - (j - 1), true);
+          const std::int64_t run = j - start, from = keep[start] - b;
+          w -= run;
+          if (from != w) {
+            std::memmove(kd + w * row, kd + from * row, std::size_t(run) * row);
+            std::memmove(vd + w * row, vd + from * row, std::size_t(run) * row);
+          }
+          j = start;
+        }
+        set_offset(s, pi, off + w);
+      }
+      pg.len = kept;
       ki = ke;
     }
     // Retained pages move to the front (descriptor and memory together); dropped ones end up
@@ -450,9 +518,10 @@ class kv_cache {
       const std::int64_t n = s.pages[pi].len;
       if (n == 0) continue;
       if (out > 0 && s.pages[out - 1].len + n <= cfg_.page_rows) {
-        const std::size_t at_ = std::size_t(s.pages[out - 1].len) * row;
-        std::memcpy(page_k(s, out - 1) + at_, page_k(s, pi), std::size_t(n) * row);
-        std::memcpy(page_v(s, out - 1) + at_, page_v(s, pi), std::size_t(n) * row);
+        if (room_after(s, out - 1) < n) to_front(s, out - 1);
+        const std::size_t at_ = std::size_t(page_offset(s, out - 1) + s.pages[out - 1].len) * row;
+        std::memcpy(page_k(s, out - 1) + at_, s.pages[pi].k, std::size_t(n) * row);
+        std::memcpy(page_v(s, out - 1) + at_, s.pages[pi].v, std::size_t(n) * row);
         s.pages[out - 1].len += n;
         continue;
       }
@@ -480,10 +549,10 @@ class kv_cache {
   status reallocate(slot& s, std::int64_t cap) noexcept {
     const std::size_t row = row_bytes();
     const int nc = cfg_.score_channels;
-    std::unique_ptr<unsigned char[]> k, v;  // K and V are paged in paged mode
+    bytes k, v;  // K and V are paged in paged mode
     if (!paged()) {
-      k.reset(new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
-      v.reset(new (std::nothrow) unsigned char[std::size_t(cap) * row + 1]);
+      k = allocate(std::size_t(cap) * row);
+      v = allocate(std::size_t(cap) * row);
       if (!k || !v) return status::out_of_memory;
     }
     std::unique_ptr<std::int64_t[]> pos(new (std::nothrow) std::int64_t[std::size_t(cap) + 1]);
@@ -554,20 +623,22 @@ class kv_cache {
     const std::size_t row = row_bytes();
     const std::int64_t P = cfg_.page_rows;
     if (paged()) {  // every page the rows need, before anything changes
-      const std::int64_t room = s.pages.empty() ? 0 : P - s.pages.back().len;
+      if (!s.pages.empty() && room_after(s, s.pages.size() - 1) < n)
+        to_front(s, s.pages.size() - 1);
+      const std::int64_t room = s.pages.empty() ? 0 : room_after(s, s.pages.size() - 1);
       HEED_RETURN_IF_ERROR(reserve_pages(s, n > room ? (n - room + P - 1) / P : 0));
     }
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t at_ = s.len + i;
       if (paged()) {
-        if (s.pages.empty() || s.pages.back().len == P) {
+        if (s.pages.empty() || room_after(s, s.pages.size() - 1) == 0) {
           s.mem.push_back(std::move(s.spare.back()));
           s.spare.pop_back();
           const std::size_t pi = s.mem.size() - 1;
           s.pages.push_back({page_k(s, pi), page_v(s, pi), at_, 0});
         }
         const std::size_t pi = s.pages.size() - 1;
-        const std::size_t r = std::size_t(s.pages[pi].len++) * row;
+        const std::size_t r = std::size_t(page_offset(s, pi) + s.pages[pi].len++) * row;
         store_row(page_k(s, pi) + r, k, i, h);
         store_row(page_v(s, pi) + r, v, i, h);
       } else {

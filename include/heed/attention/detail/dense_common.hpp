@@ -106,20 +106,16 @@ HEED_FORCE_INLINE float finish_row(const Variant& var, int q_head, std::int64_t 
 // (3: into L1, 2: into L2). Addresses are formed as integers: rows past the end of a tensor are
 // harmless (a prefetch does not fault).
 template <int Locality = 3>
-HEED_FORCE_INLINE void prefetch_kv_rows_at(const void* k, const void* v, std::int64_t k_off,
-                                           std::int64_t v_off, std::int64_t bytes) noexcept {
-  const std::uintptr_t kf = reinterpret_cast<std::uintptr_t>(k) + std::uintptr_t(k_off);
-  const std::uintptr_t vf = reinterpret_cast<std::uintptr_t>(v) + std::uintptr_t(v_off);
+HEED_FORCE_INLINE void prefetch_kv_row(const dense_params& p, std::int64_t j, int kvh,
+                                       std::int64_t elem_size, std::int64_t bytes) noexcept {
+  const std::uintptr_t kf =
+      reinterpret_cast<std::uintptr_t>(p.k.data) + std::uintptr_t(p.k.offset(j, kvh) * elem_size);
+  const std::uintptr_t vf =
+      reinterpret_cast<std::uintptr_t>(p.v.data) + std::uintptr_t(p.v.offset(j, kvh) * elem_size);
   for (std::int64_t b = 0; b < bytes; b += 64) {
     __builtin_prefetch(reinterpret_cast<const void*>(kf + std::uintptr_t(b)), 0, Locality);
     __builtin_prefetch(reinterpret_cast<const void*>(vf + std::uintptr_t(b)), 0, Locality);
   }
-}
-template <int Locality = 3>
-HEED_FORCE_INLINE void prefetch_kv_row(const dense_params& p, std::int64_t j, int kvh,
-                                       std::int64_t elem_size, std::int64_t bytes) noexcept {
-  prefetch_kv_rows_at<Locality>(p.k.data, p.v.data, p.k.offset(j, kvh) * elem_size,
-                                p.v.offset(j, kvh) * elem_size, bytes);
 }
 
 }  // namespace detail
