@@ -61,6 +61,13 @@ def main():
                          "target <= 1.10"))
     rows.append(("evict step 4096 (exact) / cache decode 4096 1t",
                  time("BM_evict_step/4096/0") / time("BM_cache_decode/4096/1"), "target <= 0.05"))
+    rows.append(("evict step 4096 (exact, paged) / paged decode 1t",
+                 time("BM_evict_step_paged/4096/0") / time("BM_cache_decode_paged/4096/1"),
+                 "target <= 0.05"))
+    rows.append(("paged / contiguous cache decode 4096 1t",
+                 time("BM_cache_decode_paged/4096/1") / time("BM_cache_decode/4096/1"), ""))
+    rows.append(("paged / contiguous cache decode 32768 2t",
+                 time("BM_cache_decode_paged/32768/2") / time("BM_cache_decode/32768/2"), ""))
     rows.append(("evict step 4096 (slack 64) / cache decode 4096 1t",
                  time("BM_evict_step/4096/64") / time("BM_cache_decode/4096/1"), "periodic"))
     rows.append(("SnapKV window 8192 / prefill 8192 1t, time",
