@@ -236,6 +236,38 @@ TEST(KvCache, EvictionReallyFreesAndReusesMemory) {
   EXPECT_EQ(read(c.keys(0, 1), 7, 3), k[(7 * 2 + 1) * d + 3]);
 }
 
+// A paged cache gives evicted pages back too: emptied pages are reused by appends (no growth)
+// and freed by shrink_to_fit; the other head keeps its pages.
+TEST(KvCache, PagedEvictionFreesAndReusesPages) {
+  std::mt19937 rng(6);
+  const std::int64_t d = 32, n = 1000, P = 64;
+  kv_cache c;
+  kv_cache_config cfg{1, 2, d, dtype::f16, 0, 1};
+  cfg.page_rows = P;
+  ASSERT_EQ(c.init(cfg), status::ok);
+  const auto k = random_rows(n, 2, d, rng);
+  ASSERT_EQ(c.append(0, view_of(k, n, 2, d), view_of(k, n, 2, d)), status::ok);
+  EXPECT_EQ(c.page_count(0, 0), (n + P - 1) / P);
+  const std::size_t full = c.bytes_reserved();
+  std::vector<std::int32_t> keep;
+  for (std::int32_t j = 0; j < n; j += 10) keep.push_back(j);
+  ASSERT_EQ(c.keep(0, 0, keep.data(), std::int64_t(keep.size())), status::ok);
+  EXPECT_EQ(c.page_count(0, 0), 2);  // 100 rows: merged into two pages
+  EXPECT_EQ(c.bytes_used(), std::size_t(n + 100) * c.entry_bytes());
+  EXPECT_EQ(c.bytes_reserved(), full);  // emptied pages wait for reuse
+  for (int t = 0; t < 300; ++t)
+    ASSERT_EQ(c.append_head(0, 0, view_of(k, 1, 2, d), view_of(k, 1, 2, d), 0), status::ok);
+  EXPECT_EQ(c.bytes_reserved(), full);  // the appends reused them
+  ASSERT_EQ(c.shrink_to_fit(), status::ok);
+  EXPECT_LT(c.bytes_reserved(), full);
+  const std::size_t page_bytes = std::size_t(2 * P * d) * sizeof(heed::f16);
+  const std::size_t meta = sizeof(std::int64_t) + sizeof(float);
+  EXPECT_EQ(c.bytes_reserved(), std::size_t(c.page_count(0, 0) + c.page_count(0, 1)) * page_bytes +
+                                    std::size_t(c.length(0, 0) + c.length(0, 1)) * meta);
+  EXPECT_EQ(c.positions(0, 0)[99], 990);
+  EXPECT_EQ(read_entry(c, 0, 1, 0, 7, 3), k[(7 * 2 + 1) * d + 3]);
+}
+
 TEST(KvCache, BadInputReturnsStatus) {
   kv_cache c;
   std::vector<float> k(4 * 2 * 16, 1.f);
@@ -277,6 +309,20 @@ TEST(KvCache, BadInputReturnsStatus) {
   EXPECT_EQ(c.keep(0, 0, nullptr, 0), status::ok);  // keep nothing
   EXPECT_EQ(c.length(0, 0), 0);
   EXPECT_EQ(c.shrink_to_fit(-1), status::invalid_argument);
+  // gather: bad head, bad part, null or short destination.
+  std::vector<unsigned char> dst(4 * 16 * 2);
+  ASSERT_EQ(c.append(0, view_of(k, 4, 2, 16), view_of(k, 4, 2, 16)), status::ok);
+  EXPECT_EQ(c.gather(0, 0, 0, dst.data(), dst.size()), status::ok);
+  EXPECT_EQ(c.gather(0, 2, 0, dst.data(), dst.size()), status::invalid_argument);
+  EXPECT_EQ(c.gather(0, 0, 2, dst.data(), dst.size()), status::invalid_argument);
+  EXPECT_EQ(c.gather(0, 0, 1, nullptr, dst.size()), status::null_pointer);
+  EXPECT_EQ(c.gather(0, 0, 1, dst.data(), dst.size() - 1), status::workspace_too_small);
+  // Pages of fewer than 16 rows, or negative, are refused.
+  kv_cache_config pc{1, 2, 16};
+  pc.page_rows = 8;
+  EXPECT_EQ(c.init(pc), status::invalid_argument);
+  pc.page_rows = -1;
+  EXPECT_EQ(c.init(pc), status::invalid_argument);
   // Capacity: appends beyond the limit fail and change nothing.
   kv_cache_config lc{1, 2, 16, dtype::f32, 0, 0};
   lc.capacity = 6;
