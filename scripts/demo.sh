@@ -37,3 +37,6 @@ for p in full streaming_llm h2o tova snapkv random; do
   printf '%-16s %s\n' "$p" "$("$eval_bin" ppl "${model[@]}" --text "$data/tinystories_dev.txt" \
     --windows 4 --policy "$p" --budget "$budget" | tail -n 1)"
 done
+# The same H2O run on a paged KV cache (64-row pages: exact eviction moves rows within a page).
+printf '%-16s %s\n' "h2o (paged)" "$("$eval_bin" ppl "${model[@]}" --text "$data/tinystories_dev.txt" \
+  --windows 4 --policy h2o --budget 128 --page-rows 64 | tail -n 1)"

@@ -39,6 +39,7 @@ int usage(const char* why) {
                "--out DIR [--threads N]\n"
                "       heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] "
                "[--threads N] [--policy NAME --budget N]\n"
+               "every command also takes --page-rows N (a paged KV cache, N >= 16)\n"
                "policies:");
   for (const auto& n : llama2c::policy_names()) std::fprintf(stderr, " %s", n.c_str());
   std::fprintf(stderr, "\n");
@@ -75,6 +76,7 @@ struct engine {
   heed::any_policy policy;
   long budget = 0;
   long threads = 1;
+  long page_rows = 0;  // > 0: a paged KV cache
 };
 
 int load(const args& a, engine* e) {
@@ -88,6 +90,8 @@ int load(const args& a, engine* e) {
   if (pname == "full") e->budget = 0;
   if (!to_long(a.get("threads", "1"), &e->threads) || e->threads < 1 || e->threads > 256)
     return usage("bad --threads");
+  if (!to_long(a.get("page-rows", "0"), &e->page_rows) || e->page_rows < 0)
+    return usage("bad --page-rows");
   return 0;
 }
 
@@ -102,7 +106,7 @@ int generate(const args& a) {
   const auto& c = e.model.cfg();
   if (steps > c.seq_len) steps = c.seq_len;
   llama2c::session s;
-  if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
+  if (s.init(e.model, e.policy, e.budget, heed::dtype::f32, e.page_rows) != heed::status::ok)
     return usage(heed::status_string(s.status()));
   heed::thread_pool_executor ex(int(e.threads));
   std::vector<int> prompt = e.tok.encode(a.get("prompt"), true, false);
@@ -200,7 +204,8 @@ result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
   const auto t0 = std::chrono::steady_clock::now();
   for (long w = 0; w < n_windows; ++w) {
     llama2c::session s;
-    if ((r.st = s.init(e.model, policy, budget)) != heed::status::ok) return r;
+    if ((r.st = s.init(e.model, policy, budget, heed::dtype::f32, e.page_rows)) != heed::status::ok)
+      return r;
     const int* t = stream.data() + w * c.seq_len;
     for (int pos = 0; pos + 1 < c.seq_len; ++pos) {
       const float* logits = s.forward(t[pos], pos, ex);
@@ -259,12 +264,12 @@ int speed(const args& a) {
   std::vector<double> pre, dec;
   for (long r = 0; r < reps; ++r) {
     llama2c::session s;
-    if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, heed::dtype::f32, e.page_rows) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     auto t0 = clock::now();
     if (!s.prefill(stream.data(), c.seq_len, 0, ex)) return usage(heed::status_string(s.status()));
     pre.push_back(c.seq_len / std::chrono::duration<double>(clock::now() - t0).count());
-    if (s.init(e.model, e.policy, e.budget) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, heed::dtype::f32, e.page_rows) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     t0 = clock::now();
     for (int pos = 0; pos < c.seq_len; ++pos)
