@@ -19,6 +19,8 @@ struct params_observer {
   const dense_params* p;
   void on_row(int, std::int64_t, float, float) noexcept {}
   bool probs_active() const noexcept { return p->prob_tap != nullptr; }
+  // Entropy only when asked for (a decode tap alone, as H2O's, needs no entropy sum).
+  bool row_stats_active() const noexcept { return p->entropy != nullptr; }
   void on_probs(int h, std::int64_t k0, const float* probs, std::int64_t n) noexcept {
     p->prob_tap(p->prob_tap_user, h, k0, probs, n);
   }

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 namespace heed {
 
@@ -34,6 +35,13 @@ struct wants_row_stats_t : std::false_type {};
 template <class T>
 struct wants_row_stats_t<T, std::void_t<decltype(T::wants_row_stats)>>
     : std::integral_constant<bool, T::wants_row_stats> {};
+// An observer with row statistics may switch them off at run time with
+// `bool row_stats_active() const` (the decode kernel then skips the entropy sum).
+template <class T, class = void>
+struct has_row_stats_switch : std::false_type {};
+template <class T>
+struct has_row_stats_switch<T, std::void_t<decltype(std::declval<const T&>().row_stats_active())>>
+    : std::true_type {};
 template <class T, class = void>
 struct wants_probs_t : std::false_type {};
 template <class T>
@@ -46,6 +54,19 @@ struct observer_traits {
   static constexpr bool row_stats = detail::wants_row_stats_t<Obs>::value;
   static constexpr bool probs = detail::wants_probs_t<Obs>::value;
 };
+
+namespace detail {
+template <class Obs>
+bool row_stats_active(const Obs& o) noexcept {
+  if constexpr (!observer_traits<Obs>::row_stats) {
+    return false;
+  } else if constexpr (has_row_stats_switch<Obs>::value) {
+    return o.row_stats_active();
+  } else {
+    return true;
+  }
+}
+}  // namespace detail
 
 // Writes LSE and entropy per row into [Hq, Lq] buffers (either may be null).
 struct row_stats_observer {

@@ -205,6 +205,7 @@ struct decode_kernel {
   decode_buffers buf;
   std::int64_t d, ds, qpos;
   float qscale;
+  bool stats;  // the entropy sum t (kEntropy and the observer has it on)
 
   decode_kernel(const dense_params& params, const Variant& v, Obs& o, const decode_layout& l,
                 const decode_buffers& b) noexcept
@@ -213,6 +214,7 @@ struct decode_kernel {
     ds = decode_dstride(d);
     qpos = p.offset();
     qscale = p.logit_scale() * simd::log2e;
+    stats = kEntropy && row_stats_active(o);
   }
 
   // Partitions: fixed runs of decode_cfg::partition keys, or the pages of paged K/V.
@@ -360,16 +362,24 @@ struct decode_kernel {
         const float m_use = m_new == neg_inf ? 0.f : m_new;
         const B mu(m_use);
         B sum(0.f), t(0.f);
-        for (int j = 0; j < nb; j += L) {
-          const B sv = B::load_aligned(srow + j);
-          const B pv = simd::fast_exp2<A>(sv - mu);
-          sum += pv;
-          if constexpr (kEntropy) t = xsimd::fma(pv, xsimd::max(sv, B(-1e30f)), t);
-          pv.store_aligned(srow + j);
+        if (kEntropy && stats) {
+          for (int j = 0; j < nb; j += L) {
+            const B sv = B::load_aligned(srow + j);
+            const B pv = simd::fast_exp2<A>(sv - mu);
+            sum += pv;
+            t = xsimd::fma(pv, xsimd::max(sv, B(-1e30f)), t);
+            pv.store_aligned(srow + j);
+          }
+        } else {
+          for (int j = 0; j < nb; j += L) {
+            const B pv = simd::fast_exp2<A>(B::load_aligned(srow + j) - mu);
+            sum += pv;
+            pv.store_aligned(srow + j);
+          }
         }
         const float alpha = m_old == neg_inf ? 0.f : std::exp2(m_old - m_use);
         dg[g] = dg[g] * alpha + simd::hsum<A>(sum);
-        if constexpr (kEntropy) tg[g] = tg[g] * alpha + simd::hsum<A>(t);
+        if (kEntropy && stats) tg[g] = tg[g] * alpha + simd::hsum<A>(t);
         mg[g] = m_new;
         if (alpha != 1.f) {
           const B av(alpha);
