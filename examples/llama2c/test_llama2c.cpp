@@ -164,6 +164,15 @@ std::vector<int> first_window(const llama2c::tokenizer& tok, int seq_len) {
   return stream;
 }
 
+// The shipped model and the first context window of the real text.
+void load_shipped(llama2c::model& m, std::vector<int>* window) {
+  llama2c::tokenizer tok;
+  std::string err;
+  ASSERT_TRUE(m.load(data_dir + "/stories260K.bin", &err)) << err;
+  ASSERT_TRUE(tok.load(data_dir + "/tok512.bin", m.cfg().vocab_size, &err)) << err;
+  *window = first_window(tok, m.cfg().seq_len);
+}
+
 double engine_loss(const llama2c::model& m, const std::vector<int>& t, const char* policy,
                    std::int64_t budget, int threads, std::int64_t page_rows = 0) {
   heed::any_policy p;
@@ -183,11 +192,8 @@ double engine_loss(const llama2c::model& m, const std::vector<int>& t, const cha
 
 TEST(Llama2c, FullCacheLossMatchesFloat64Reference) {
   llama2c::model m;
-  llama2c::tokenizer tok;
-  std::string err;
-  ASSERT_TRUE(m.load(data_dir + "/stories260K.bin", &err)) << err;
-  ASSERT_TRUE(tok.load(data_dir + "/tok512.bin", m.cfg().vocab_size, &err)) << err;
-  const auto window = first_window(tok, m.cfg().seq_len);
+  std::vector<int> window;
+  ASSERT_NO_FATAL_FAILURE(load_shipped(m, &window));
   const ref_model ref(data_dir + "/stories260K.bin");
   const double want = reference_loss(ref, window);
   for (int threads : {1, 2}) {
@@ -303,11 +309,8 @@ double prefill_loss(const llama2c::model& m, const std::vector<int>& t, int spli
 // loss matches the contiguous cache's (the same keep-sets up to rounding of the attention).
 TEST(Llama2c, PagedCacheMatchesContiguous) {
   llama2c::model m;
-  llama2c::tokenizer tok;
-  std::string err;
-  ASSERT_TRUE(m.load(data_dir + "/stories260K.bin", &err)) << err;
-  ASSERT_TRUE(tok.load(data_dir + "/tok512.bin", m.cfg().vocab_size, &err)) << err;
-  const auto window = first_window(tok, m.cfg().seq_len);
+  std::vector<int> window;
+  ASSERT_NO_FATAL_FAILURE(load_shipped(m, &window));
   const double want = reference_loss(ref_model(data_dir + "/stories260K.bin"), window);
   EXPECT_NEAR(engine_loss(m, window, "full", 0, 2, 16), want, 1e-4 * want);
   EXPECT_NEAR(prefill_loss(m, window, int(window.size()) / 3, 2, nullptr, 16), want, 1e-4 * want);

@@ -378,7 +378,8 @@ void run_cache_case(const cache_case& cc) {
   std::vector<std::vector<bool>> kept(cc.hkv, std::vector<bool>(std::size_t(total), true));
 
   // The reference over keys 0..n-1 with the per-head kept mask.
-  auto reference = [&](std::int64_t q0, std::int64_t lq, std::int64_t n) {
+  auto reference = [&](std::int64_t q0, std::int64_t lq, std::int64_t n,
+                       const std::vector<float>* sinks = nullptr) {
     heed_ref::attention_problem p;
     p.lq = lq;
     p.lk = n;
@@ -399,6 +400,7 @@ void run_cache_case(const cache_case& cc) {
     p.keep = [&, group](int h, std::int64_t, std::int64_t kp) {
       return bool(kept[h / group][std::size_t(kp)]);
     };
+    if (sinks) p.sink_logits.assign(sinks->begin(), sinks->end());
     return heed_ref::naive_attention(p);
   };
 
@@ -459,29 +461,7 @@ void run_cache_case(const cache_case& cc) {
       if (with_sink) p.sink_logits = sinks.data();
       std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, cc.threads, cc.isa));
       ASSERT_EQ(heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex, cc.isa), status::ok);
-      const auto r = [&] {
-        heed_ref::attention_problem rp;
-        rp.lq = n;
-        rp.lk = t0 + n;
-        rp.hq = cc.hq;
-        rp.hkv = cc.hkv;
-        rp.d = d;
-        rp.resize();
-        for (std::int64_t i = 0; i < n; ++i)
-          for (int h = 0; h < cc.hq; ++h)
-            for (std::int64_t e = 0; e < d; ++e) rp.q_at(i, h, e) = qc[(i * cc.hq + h) * d + e];
-        for (std::int64_t j = 0; j < t0 + n; ++j)
-          for (int h = 0; h < cc.hkv; ++h)
-            for (std::int64_t e = 0; e < d; ++e) {
-              rp.k_at(j, h, e) = k_all[(j * cc.hkv + h) * d + e];
-              rp.v_at(j, h, e) = v_all[(j * cc.hkv + h) * d + e];
-            }
-        rp.keep = [&, group](int h, std::int64_t, std::int64_t kp) {
-          return bool(kept[h / group][std::size_t(kp)]);
-        };
-        if (with_sink) rp.sink_logits.assign(sinks.begin(), sinks.end());
-        return heed_ref::naive_attention(rp);
-      }();
+      const auto r = reference(t0, n, t0 + n, with_sink ? &sinks : nullptr);
       for (std::int64_t i = 0; i < n; ++i)
         for (int h = 0; h < cc.hq; ++h) {
           ASSERT_NEAR(lse[h * n + i], r.lse_at(h, i), 2e-5) << i << " " << h << " " << with_sink;
