@@ -8,40 +8,33 @@
 namespace heed {
 namespace detail {
 
-// Makes v hold at least n elements (never shrinks); false when the allocation failed. Without
+// Runs f (a vector operation that may allocate); false when the allocation failed. Without
 // exceptions an allocation failure aborts, as everywhere in a -fno-exceptions build.
-template <class T>
-bool grow_vector(std::vector<T>& v, std::size_t n) noexcept {
-  if (v.size() >= n) return true;
+template <class F>
+bool allocation_ok(F&& f) noexcept {
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
   try {
-    v.resize(n);
+    f();
   } catch (...) {
     return false;
   }
-  return true;
 #else
-  v.resize(n);
-  return true;
+  f();
 #endif
+  return true;
+}
+
+// Makes v hold at least n elements (never shrinks); false when the allocation failed.
+template <class T>
+bool grow_vector(std::vector<T>& v, std::size_t n) noexcept {
+  return v.size() >= n || allocation_ok([&] { v.resize(n); });
 }
 
 // Makes v's capacity at least n (so that n - size() push_backs cannot allocate); false when the
 // allocation failed.
 template <class T>
 bool reserve_vector(std::vector<T>& v, std::size_t n) noexcept {
-  if (v.capacity() >= n) return true;
-#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
-  try {
-    v.reserve(n);
-  } catch (...) {
-    return false;
-  }
-  return true;
-#else
-  v.reserve(n);
-  return true;
-#endif
+  return v.capacity() >= n || allocation_ok([&] { v.reserve(n); });
 }
 
 }  // namespace detail
