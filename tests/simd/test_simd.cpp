@@ -1,7 +1,7 @@
 // SIMD pieces for the default arch (the compiled ISAs are covered through the kernel tests):
 // load_as_float / convert_row for f16 and bf16 against the scalar conversions, fast_exp2 /
 // fast_exp / fast_tanh relative error bounds, soft_cap's absolute error on sweeps of inputs,
-// horizontal reductions.
+// horizontal reductions (haddp lane order).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -248,6 +248,31 @@ TEST(SimdReduce, SumAndMax) {
   EXPECT_EQ(heed::simd::hmax<Arch>(B::load_aligned(v)), ninf);
   v[L / 2] = -5.f;
   EXPECT_EQ(heed::simd::hmax<Arch>(B::load_aligned(v)), -5.f);
+}
+
+// haddp: lane i is the sum of row i, in order, on the arch this file is built for (heed_tests
+// builds it for the baseline, heed_tests_native for the host's best: the AVX-512 tree).
+TEST(SimdReduce, TransposingSumKeepsLaneOrder) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int round = 0; round < 20; ++round) {
+    alignas(64) float v[L][L];
+    B rows[L];
+    double want[L];
+    for (std::size_t i = 0; i < L; ++i) {
+      want[i] = 0;
+      // Row i sums to about 1000 * i, so a lane holding another row's sum is far off.
+      for (std::size_t l = 0; l < L; ++l) {
+        v[i][l] = 1000.f * float(i) / float(L) + u(rng);
+        want[i] += v[i][l];
+      }
+      rows[i] = B::load_aligned(v[i]);
+    }
+    alignas(64) float got[L];
+    heed::simd::haddp<Arch>(rows).store_aligned(got);
+    for (std::size_t i = 0; i < L; ++i)
+      EXPECT_NEAR(got[i], want[i], 1e-6 * (std::abs(want[i]) + 16)) << "lane " << i;
+  }
 }
 
 }  // namespace
