@@ -51,6 +51,7 @@ def main():
         ("decode 32768 2t, GB/s ([seq, heads, d])", get("BM_dense_decode/32768/2"), "target 24"),
         ("decode 32768 2t, GB/s ([heads, seq, d])", get("BM_dense_decode_head_major/32768/2"), "target 24"),
         ("decode 32768 2t head-major / machine read 2t", get("BM_dense_decode_head_major/32768/2") / bw2, "target 0.8"),
+        ("decode 32768 2t [seq, heads, d] / machine read 2t", get("BM_dense_decode/32768/2") / bw2, "target 0.8"),
     ]
     def time(n):
         return t.get(n, float("nan"))
