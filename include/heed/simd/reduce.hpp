@@ -53,8 +53,8 @@ HEED_FORCE_INLINE __m512 haddp16(const __m512* r) noexcept {
 // Lane i of the result is the sum of rows[i] (rows: B::size batches).
 template <class A>
 HEED_FORCE_INLINE xsimd::batch<float, A> haddp(const xsimd::batch<float, A>* rows) noexcept {
-  using B = xsimd::batch<float, A>;
 #if defined(__AVX512F__)
+  using B = xsimd::batch<float, A>;
   if constexpr (B::size == 16) {
     static_assert(sizeof(B) == sizeof(__m512), "an AVX-512 batch is one register");
     return B(haddp16(reinterpret_cast<const __m512*>(rows)));
