@@ -254,21 +254,23 @@ struct decode_kernel {
     std::uintptr_t kstep, vstep;
     std::int64_t bytes;
     bool to_l2;  // prefetcht1 (L2) instead of prefetcht0
-    HEED_FORCE_INLINE void fetch(std::int64_t j) const noexcept {
+    template <int Locality>
+    HEED_FORCE_INLINE void fetch_into(std::int64_t j) const noexcept {
       const std::uintptr_t kj = k + std::uintptr_t(j) * kstep, vj = v + std::uintptr_t(j) * vstep;
-      if (to_l2) {
-        for (std::int64_t b = 0; b < bytes; b += 64) {
-          __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, 2);
-          __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, 2);
-        }
-      } else {
-        for (std::int64_t b = 0; b < bytes; b += 64) {
-          __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, 3);
-          __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, 3);
-        }
+      for (std::int64_t b = 0; b < bytes; b += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, Locality);
+        __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, Locality);
       }
     }
+    HEED_FORCE_INLINE void fetch(std::int64_t j) const noexcept {
+      if (to_l2)
+        fetch_into<2>(j);
+      else
+        fetch_into<3>(j);
+    }
   };
+  // [seq, heads, d] K or V: consecutive keys' rows are not adjacent in memory.
+  bool strided_rows() const noexcept { return p.k.seq_stride > d || p.v.seq_stride > d; }
   row_fetch fetcher(const part_rows& rows, int kvh) const noexcept {
     const std::int64_t e = sizeof(KV);
     row_fetch f;
@@ -281,7 +283,7 @@ struct decode_kernel {
     f.v = reinterpret_cast<std::uintptr_t>(rows.v) + std::uintptr_t(kvh * p.v.head_stride * e) -
           std::uintptr_t(rows.first) * f.vstep;
     f.bytes = (D ? D : d) * e;
-    f.to_l2 = p.k.seq_stride > d || p.v.seq_stride > d;
+    f.to_l2 = strided_rows();
     return f;
   }
 
@@ -314,7 +316,7 @@ struct decode_kernel {
     const std::int64_t b0 = part_begin(part), b1 = part_end(part);
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
-    const bool seq_major = p.k.seq_stride > d || p.v.seq_stride > d;
+    const bool seq_major = strided_rows();
     // A local copy: stores to the logit block could alias the variant's fields as far as the
     // compiler knows, so through `var` it reloads them (and recomputes the constants derived
     // from them) for every batch of keys.
