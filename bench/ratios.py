@@ -52,6 +52,9 @@ def main():
         ("decode 32768 2t, GB/s ([heads, seq, d])", get("BM_dense_decode_head_major/32768/2"), "target 24"),
         ("decode 32768 2t head-major / machine read 2t", get("BM_dense_decode_head_major/32768/2") / bw2, "target 0.8"),
         ("decode 32768 2t [seq, heads, d] / machine read 2t", get("BM_dense_decode/32768/2") / bw2, "target 0.8"),
+        ("decode 32768 2t [seq, heads, d] / strided read 2t", get("BM_dense_decode/32768/2") / get("BM_machine_read_strided/2"), "the layout's own read"),
+        ("decode 32768 1t [seq, heads, d] / strided read 1t", get("BM_dense_decode/32768/1") / get("BM_machine_read_strided/1"), ""),
+        ("decode 32768 1t head-major / machine read 1t", get("BM_dense_decode_head_major/32768/1") / get("BM_machine_read/1"), ""),
     ]
     def time(n):
         return t.get(n, float("nan"))
