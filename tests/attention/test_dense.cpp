@@ -164,6 +164,13 @@ std::vector<dense_case> shape_cases() {
     c.kv = dtype::f16;
     c.d = 64;
     add(c);
+    // Head-major K/V: contiguous rows, where decode scores several keys at once (GQA 4, 8);
+    // 1031 keys end a partition and a key block mid-way.
+    c.name = std::string("decode_head_seq_") + gqa_names[g];
+    c.lk = 1031;
+    c.d = 128;
+    c.kv_layout = layout::head_seq_dim;
+    add(c);
   }
 
   // Layouts and padded strides.

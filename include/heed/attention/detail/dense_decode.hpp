@@ -139,8 +139,16 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
 
 // Logits of KB = L / G keys for G query heads with one transpose-reduce: lane n * G + g of the
 // result is dot(k_{n}, q_g). Each key row is converted once, in registers. Rows past nvalid
-// repeat the last valid row.
-template <class A, int D, int G, class KV>
+// repeat the last valid row. P keys are scored together (their P * G sums advance side by
+// side, each query chunk loaded once for them): with one key at a time G = 4 and 8 had only 4
+// and 8 independent FMA chains of D / L steps, and the logits ran at the FMA latency, not its
+// throughput. Measured (one core, head-major, GB/s of K and V with 1024 keys in cache / 32768
+// from DRAM): G = 4, P = 4: 39 / 29-31 against 33 / 26-28; G = 8, P = 2: 20.5 / 17.5-18.5
+// against 11.8 / 11. Kept at one key: G = 1 (P = 8: 58 against 66 in cache) and G = 2 (P = 8:
+// 54 against 51 in cache but 26.5-29.5 against 28-32.5 from DRAM). Strided [seq, heads, d]
+// rows lost from DRAM with P > 1 (G = 4, P = 4: 13.8 against 20.3) except G = 8, P = 2 (12.4-13.3
+// against 9.1-9.6).
+template <class A, int D, int G, class KV, bool Contiguous>
 HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT krow,
                                                          std::int64_t kstride, int nvalid,
                                                          const float* HEED_RESTRICT qs,
@@ -150,15 +158,25 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
   constexpr int KB = L / G;
   constexpr int NV = D / L;
   static_assert(KB * G == L && D % L == 0, "joint logits need G | L and L | D");
+  constexpr int P_want = Contiguous ? (G == 4 || G == 8 ? KB : 1) : (G == 8 ? 2 : 1);
+  constexpr int P = P_want < KB ? P_want : KB;  // narrower vectors: fewer keys per reduction
+  static_assert(KB % P == 0, "keys scored together divide the keys of one reduction");
   B acc[L];
-  for (int n = 0; n < KB; ++n) {
-    const KV* kr = krow + std::min(n, nvalid - 1) * kstride;
-    const B k0 = simd::load_as_float<A>(kr);
-    for (int g = 0; g < G; ++g) acc[n * G + g] = k0 * B::load_aligned(qs + g * qstride);
+  for (int n0 = 0; n0 < KB; n0 += P) {
+    const KV* kr[P];
+    for (int i = 0; i < P; ++i) kr[i] = krow + std::min(n0 + i, nvalid - 1) * kstride;
+    for (int i = 0; i < P; ++i) {
+      const B k0 = simd::load_as_float<A>(kr[i]);
+      for (int g = 0; g < G; ++g) acc[(n0 + i) * G + g] = k0 * B::load_aligned(qs + g * qstride);
+    }
     for (int c = 1; c < NV; ++c) {
-      const B kc = simd::load_as_float<A>(kr + c * L);
-      for (int g = 0; g < G; ++g)
-        acc[n * G + g] = xsimd::fma(kc, B::load_aligned(qs + g * qstride + c * L), acc[n * G + g]);
+      B kc[P];
+      for (int i = 0; i < P; ++i) kc[i] = simd::load_as_float<A>(kr[i] + c * L);
+      for (int g = 0; g < G; ++g) {
+        const B qg = B::load_aligned(qs + g * qstride + c * L);
+        for (int i = 0; i < P; ++i)
+          acc[(n0 + i) * G + g] = xsimd::fma(kc[i], qg, acc[(n0 + i) * G + g]);
+      }
     }
   }
   return simd::haddp<A>(acc);
@@ -467,22 +485,22 @@ struct decode_kernel {
   }
 
   // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise.
-  template <bool OnlyK>
+  template <bool Contiguous>
   HEED_FORCE_INLINE bool qk_joint(const row_fetch& pf, const KV* krow, std::int64_t kstride,
                                   std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
                                   float* sb) const noexcept {
     if constexpr (D != 0 && D % L == 0) {
       switch (lay.group) {
         case 1:
-          return qk_joint_g<1, OnlyK>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<1, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
         case 2:
-          return qk_joint_g<2, OnlyK>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<2, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
         case 4:
-          return qk_joint_g<4, OnlyK>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<4, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
         case 8:
-          return qk_joint_g<8, OnlyK>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<8, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
         case 16:
-          return qk_joint_g<16, OnlyK>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<16, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
         default:
           return false;
       }
@@ -490,8 +508,9 @@ struct decode_kernel {
     return false;
   }
 
-  // OnlyK: prefetch the K rows PD keys ahead (else K and V).
-  template <int GC, bool OnlyK>
+  // Contiguous rows: prefetch only the K rows PD keys ahead (P V fetches the V rows), and score
+  // several keys together (decode_qk_joint). Strided rows: prefetch K and V rows.
+  template <int GC, bool Contiguous>
   HEED_FORCE_INLINE bool qk_joint_g(const row_fetch& pf, const KV* krow, std::int64_t kstride,
                                     std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
                                     float* sb) const noexcept {
@@ -502,12 +521,12 @@ struct decode_kernel {
       alignas(64) float tmp[L];
       for (int j = 0; j < nb; j += KB) {
         for (int n = 0; n < KB; ++n) {
-          if constexpr (OnlyK)
+          if constexpr (Contiguous)
             pf.fetch_k(j0 + j + n + PD);
           else
             pf.fetch(j0 + j + n + PD);
         }
-        decode_qk_joint<A, D, GC, KV>(krow + j * kstride, kstride, nb - j, qs, qstride)
+        decode_qk_joint<A, D, GC, KV, Contiguous>(krow + j * kstride, kstride, nb - j, qs, qstride)
             .store_aligned(tmp);
         for (int n = 0; n < KB; ++n)
           for (int g = 0; g < GC; ++g) sb[g * NB + j + n] = tmp[n * GC + g];
