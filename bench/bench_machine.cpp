@@ -1,5 +1,5 @@
 // This machine's limits, measured in the same run as the kernels so results read as ratios:
-// BM_machine_fma (fp32 FMA peak, widest vectors of the build, counter GFLOPS) and
+// BM_machine_fma (fp32 FMA peak, widest vectors of the build, counter GFLOPS),
 // BM_machine_read (streaming read of 512 MiB per thread, counter GBps) and
 // BM_machine_read_strided (the read pattern of decode over [seq, heads, d] K/V: 256 bytes of
 // every 2 KiB record, each thread its own heads; counter GBps of the bytes used).
