@@ -1,6 +1,11 @@
 // Policies' costs against the attention they serve (Hq = 32, Hkv = 8, d = 128, f16 cache):
 //   BM_cache_decode/L/t       decode over the ragged KV cache, no observer (the baseline)
 //   BM_decode_h2o_fused/L/t   the same with H2O's column mass folded in (target: <= 10% slower)
+//   BM_decode_h2o_paired/L/t  both of the above in every iteration, each timed on its own:
+//                             counter fused_over_plain = the median of the per-iteration time
+//                             ratios (the two steps run milliseconds apart, so drifts of the
+//                             machine's memory bandwidth, which separate benchmarks see at
+//                             different times, cancel out)
 //   BM_evict_step/budget/slack  one steady-state decode step's eviction work (H2O scores, top-k
 //                             selection, compaction) plus the append of the new token; slack 0
 //                             keeps the budget exact (one entry evicted per head per step), slack
@@ -14,6 +19,8 @@
 //                             BM_dense_prefill/L/1 (target: <= 5%)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <vector>
 
@@ -73,6 +80,42 @@ void run_cache_decode(benchmark::State& state, bool h2o, std::int64_t page_rows 
   const double bytes = 2.0 * double(L) * kHkv * kD * sizeof(heed::f16);
   state.counters["GBps"] =
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_decode_h2o_paired(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  heed::kv_cache c;
+  fill_cache(c, L, 1);
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  std::vector<float> o(q.size());
+  heed::cache_attention_params plain, fused;
+  plain.q = heed::make_view(q.data(), 1, kHq, kD);
+  plain.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  fused = plain;
+  fused.accumulate_channel = 0;
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, fused, threads));
+  std::vector<double> ratios;
+  std::int64_t step = 0;
+  for (auto _ : state) {
+    double seconds[2] = {0, 0};  // plain, fused
+    for (int i = 0; i < 2; ++i) {
+      const int which = (i + step) % 2;  // alternate the order: neither always runs first
+      const auto t0 = std::chrono::steady_clock::now();
+      const heed::status s =
+          heed::cache_attention(c, 0, which ? fused : plain, {ws.data(), ws.size()}, ex);
+      seconds[which] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
+      benchmark::DoNotOptimize(o.data());
+      benchmark::ClobberMemory();
+    }
+    ratios.push_back(seconds[1] / seconds[0]);
+    ++step;
+  }
+  if (ratios.empty()) return;
+  std::sort(ratios.begin(), ratios.end());
+  state.counters["fused_over_plain"] = ratios[ratios.size() / 2];
 }
 
 void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }
@@ -156,6 +199,10 @@ BENCHMARK(BM_cache_decode)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode_h2o_fused)
+    ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_h2o_paired)
     ->ArgsProduct({{4096, 32768}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

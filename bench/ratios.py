@@ -23,7 +23,7 @@ def medians(path):
         name = name.replace("/real_time", "")
         name = name.split("/iterations:")[0]
         times.setdefault(name, []).append(b["real_time"] * UNIT[b.get("time_unit", "ns")])
-        for key in ("GFLOPS", "GBps"):
+        for key in ("GFLOPS", "GBps", "fused_over_plain"):
             if key in b:
                 by_name.setdefault(name, []).append(b[key])
     return ({k: statistics.median(v) for k, v in by_name.items()},
@@ -60,9 +60,13 @@ def main():
         return t.get(n, float("nan"))
     for L in (4096, 32768):
         for th in (1, 2):
-            rows.append((f"H2O fused decode / plain, time, {L} {th}t",
+            rows.append((f"H2O fused decode / plain, paired, {L} {th}t",
+                         get(f"BM_decode_h2o_paired/{L}/{th}"), "target <= 1.10"))
+    for L in (4096, 32768):
+        for th in (1, 2):
+            rows.append((f"H2O fused / plain, separate runs, {L} {th}t",
                          time(f"BM_decode_h2o_fused/{L}/{th}") / time(f"BM_cache_decode/{L}/{th}"),
-                         "target <= 1.10"))
+                         "drifts with the memory bandwidth"))
     rows.append(("evict step 4096 (exact) / cache decode 4096 1t",
                  time("BM_evict_step/4096/0") / time("BM_cache_decode/4096/1"), "target <= 0.05"))
     rows.append(("evict step 4096 (exact, paged) / paged decode 1t",
