@@ -225,12 +225,15 @@ struct decode_kernel {
   // and transfer did not overlap); a burst for a whole block ahead did not help. Contiguous
   // rows are fetched into L1; strided [seq, heads, d] rows (each head's 256 bytes of a 2 KiB key
   // record) into L2 only, which ran 32768-key decode 35% faster on one core and 15% on two
-  // (AMD Zen 5; L1 fetches of strided rows were capped near 16 GB/s per core). Rows of the block
-  // about to be scored still go to L1 (pnear below). Contiguous rows: the logits loop fetches
+  // (AMD Zen 5; L1 fetches of strided rows were capped near 16 GB/s per core). Contiguous rows:
+  // the logits loop fetches
   // the K rows PD keys ahead and the P V loop the V rows, so prefetches are issued all through
   // the block instead of in bursts during the logits: 32768-key decode 25.5-26.5 against
   // 21.9-22.2 GB/s on one core, 44.5-45.6 against 37.2-37.7 on two (same-run A/B). The same
-  // split for strided rows was slower (19.5 against 21 GB/s).
+  // split for strided rows was slower (19.5 against 21 GB/s). Strided rows used to be fetched
+  // into L1 as well just before their block was scored; once the line loops unrolled
+  // (row_bytes) that second fetch only cost time: without it 32768-key [seq, heads, d] decode ran
+  // 23.3-24.3 GB/s on one core against 19.4-20.9 before, 4096 keys unchanged (28-29).
   static constexpr int PD = 64;
 
   const dense_params& p;
@@ -283,13 +286,21 @@ struct decode_kernel {
   struct row_fetch {
     std::uintptr_t k, v;
     std::uintptr_t kstep, vstep;
-    std::int64_t bytes;
-    bool to_l2;  // prefetcht1 (L2) instead of prefetcht0
+    std::int64_t bytes;  // of one row (generic head dim; row_bytes() is constant otherwise)
+    bool to_l2;          // prefetcht1 (L2) instead of prefetcht0
+    // A compile-time count where the head dim is: the line loops then unroll whether or not
+    // the compiler propagates `bytes` through the kernel's inlining.
+    HEED_FORCE_INLINE std::int64_t row_bytes() const noexcept {
+      if constexpr (D != 0)
+        return std::int64_t(D) * std::int64_t(sizeof(KV));
+      else
+        return bytes;
+    }
     template <int Locality>
     HEED_FORCE_INLINE void fetch_row(std::uintptr_t base, std::uintptr_t step,
                                      std::int64_t j) const noexcept {
       const std::uintptr_t r = base + std::uintptr_t(j) * step;
-      for (std::int64_t b = 0; b < bytes; b += 64)
+      for (std::int64_t b = 0; b < row_bytes(); b += 64)
         __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b)), 0, Locality);
     }
     HEED_FORCE_INLINE void fetch_k(std::int64_t j) const noexcept {
@@ -307,7 +318,7 @@ struct decode_kernel {
     template <int Locality>
     HEED_FORCE_INLINE void fetch_into(std::int64_t j) const noexcept {
       const std::uintptr_t kj = k + std::uintptr_t(j) * kstep, vj = v + std::uintptr_t(j) * vstep;
-      for (std::int64_t b = 0; b < bytes; b += 64) {
+      for (std::int64_t b = 0; b < row_bytes(); b += 64) {
         __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, Locality);
         __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, Locality);
       }
@@ -319,6 +330,17 @@ struct decode_kernel {
       else
         fetch_into<3>(j);
     }
+  };
+  // The prefetch that goes with each key the logits score (block's KF). Force-inlined functors,
+  // not lambdas: GCC took a lambda that only prefetches for a function without side effects
+  // and deleted its calls (decode from DRAM at half speed).
+  struct fetch_k_ahead {  // contiguous rows: the K row PD keys ahead (P V fetches the V row)
+    const row_fetch& f;
+    HEED_FORCE_INLINE void operator()(std::int64_t j) const noexcept { f.fetch_k(j + PD); }
+  };
+  struct fetch_kv_ahead {  // strided rows: the K and V rows PD keys ahead
+    const row_fetch& f;
+    HEED_FORCE_INLINE void operator()(std::int64_t j) const noexcept { f.fetch(j + PD); }
   };
   // [seq, heads, d] K or V: consecutive keys' rows are not adjacent in memory.
   bool strided_rows() const noexcept { return p.k.seq_stride > d || p.v.seq_stride > d; }
@@ -338,6 +360,139 @@ struct decode_kernel {
     return f;
   }
 
+  // The running state of one KV head's query heads in a thread's scratch.
+  struct head_state {
+    float* qs;    // [G][ds] scaled queries
+    float* oacc;  // [G][ds] output accumulators
+    float* sb;    // [G][NB] logits, then probabilities of one key block
+    float* mg;    // [G] running max (base 2)
+    float* dg;    // [G] running denominator
+    float* tg;    // [G] running sum of p * s
+  };
+  head_state state_at(float* base) const noexcept {
+    const std::int64_t G = lay.group;
+    head_state s;
+    s.qs = base;
+    s.oacc = s.qs + G * ds;
+    s.sb = s.oacc + G * ds;
+    s.mg = s.sb + G * NB;
+    s.dg = s.mg + G;
+    s.tg = s.dg + G;
+    return s;
+  }
+
+  // Scaled queries and an empty state for KV head kvh.
+  void begin_head(int kvh, const head_state& s) const noexcept {
+    const std::int64_t G = lay.group;
+    const int h0 = static_cast<int>(kvh * G);
+    const float* qbase = static_cast<const float*>(p.q.data);
+    for (std::int64_t g = 0; g < G; ++g) {
+      const float* qrow = qbase + p.q.offset(0, h0 + int(g));
+      const float f = qscale * row_query_scale(var, p, h0 + int(g), qpos);
+      for (std::int64_t c = 0; c < d; ++c) s.qs[g * ds + c] = qrow[c] * f;
+      for (std::int64_t c = 0; c < ds; ++c) s.oacc[g * ds + c] = 0.f;
+      s.mg[g] = neg_inf;
+      s.dg[g] = 0.f;
+      s.tg[g] = 0.f;
+    }
+  }
+
+  // Leave KV head kvh's partial (m, d, t, o) of partition `part`.
+  void end_head(int kvh, std::int64_t part, const head_state& s) const noexcept {
+    const std::int64_t G = lay.group;
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::size_t slot = std::size_t(kvh * G + g) * lay.n_parts + part;
+      buf.part_mdt[slot * 3 + 0] = s.mg[g];
+      buf.part_mdt[slot * 3 + 1] = s.dg[g];
+      buf.part_mdt[slot * 3 + 2] = s.tg[g];
+      float* po = buf.part_o + slot * d;
+      for (std::int64_t c = 0; c < d; ++c) po[c] = s.oacc[g * ds + c];
+    }
+  }
+
+  // One key block [j0, j0 + nb) of KV head kvh: logits, online softmax, O += P V. KF: called
+  // with each key the logits score (the prefetch that goes with it); FetchV: the first pass of
+  // P V prefetches the V rows PD keys ahead; Joint: the logits score several keys at once.
+  template <bool Joint, bool FetchV, class KF>
+  HEED_FORCE_INLINE void block(int kvh, const head_state& s, const part_rows& rows,
+                               const Variant& vr, const row_fetch& pf, const KF& kf,
+                               std::int64_t j0, int nb) const noexcept {
+    const std::int64_t G = lay.group;
+    const int h0 = static_cast<int>(kvh * G);
+    const std::int64_t kstride = p.k.seq_stride;
+    const I qpos_v(static_cast<std::int32_t>(qpos));
+    const I iota = lane_iota<A>();
+    const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
+    if (!qk_joint<Joint>(kf, krow, kstride, j0, nb, s.qs, ds, s.sb)) {
+      for (int j = 0; j < nb; ++j, krow += kstride) {
+        kf(j0 + j);
+        decode_qk_row<A, D, KV>(krow, s.qs, G, d, ds, s.sb + j, NB);
+      }
+    }
+    // Softmax block per query head; lanes are keys.
+    for (std::int64_t g = 0; g < G; ++g) {
+      float* srow = s.sb + g * NB;
+      const int h = h0 + int(g);
+      B bmax(neg_inf);
+      for (int j = 0; j < nb; j += L) {
+        B sv = B::load_aligned(srow + j);
+        const I kpos = iota + I(static_cast<std::int32_t>(j0 + j));
+        if constexpr (Variant::has_logits_transform) {
+          const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
+          sv = transform_log2(vr, sv, ctx);
+        }
+        auto keep = xsimd::bool_cast(kpos < I(static_cast<std::int32_t>(j0 + nb)));
+        if constexpr (Variant::has_logits_mask) {
+          const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
+          keep = keep && vr.keep(ctx);
+        }
+        sv = xsimd::select(keep, sv, B(neg_inf));
+        sv.store_aligned(srow + j);
+        bmax = xsimd::max(bmax, sv);
+      }
+      if (lay.keep_logits) {
+        float* lrow = buf.logits + std::size_t(h) * p.kv_len() + j0;
+        int j = 0;
+        for (; j + L <= nb; j += L) B::load_aligned(srow + j).store_unaligned(lrow + j);
+        for (; j < nb; ++j) lrow[j] = srow[j];
+      }
+      const float m_old = s.mg[g];
+      const float m_new = std::max(m_old, simd::hmax<A>(bmax));
+      const float m_use = m_new == neg_inf ? 0.f : m_new;
+      const B mu(m_use);
+      B sum(0.f), t(0.f);
+      if (kEntropy && stats) {
+        for (int j = 0; j < nb; j += L) {
+          const B sv = B::load_aligned(srow + j);
+          const B pv = simd::fast_exp2<A>(sv - mu);
+          sum += pv;
+          t = xsimd::fma(pv, xsimd::max(sv, B(-1e30f)), t);
+          pv.store_aligned(srow + j);
+        }
+      } else {
+        for (int j = 0; j < nb; j += L) {
+          const B pv = simd::fast_exp2<A>(B::load_aligned(srow + j) - mu);
+          sum += pv;
+          pv.store_aligned(srow + j);
+        }
+      }
+      const float alpha = m_old == neg_inf ? 0.f : std::exp2(m_old - m_use);
+      s.dg[g] = s.dg[g] * alpha + simd::hsum<A>(sum);
+      if (kEntropy && stats) s.tg[g] = s.tg[g] * alpha + simd::hsum<A>(t);
+      s.mg[g] = m_new;
+      if (alpha != 1.f) {
+        const B av(alpha);
+        float* og = s.oacc + g * ds;
+        std::int64_t c = 0;
+        for (; c + L <= d; c += L) (B::load_unaligned(og + c) * av).store_unaligned(og + c);
+        for (; c < d; ++c) og[c] *= alpha;
+      }
+    }
+    // O += P V, all query heads of the group per pass over the block's values.
+    const KV* vrow0 = rows.v + p.v.offset(j0 - rows.first, kvh);
+    pv_all<FetchV>(s.oacc, s.sb, vrow0, nb, pf, j0 + PD);
+  }
+
   // Task: one (kv head, partition).
   void run_partition(std::int64_t task, int thread) const noexcept {
     if (strided_rows())
@@ -346,45 +501,21 @@ struct decode_kernel {
       run_partition_t<false>(task, thread);
   }
   // Strided: [seq, heads, d] rows, fetched PD keys ahead into L2 (K and V together, while the
-  // logits run) and into L1 a block at a time. Contiguous rows: K fetched PD keys ahead while
+  // logits run). Contiguous rows: K fetched PD keys ahead while
   // the logits run, V while P V runs, so the prefetches spread over the whole block.
   template <bool Strided>
   void run_partition_t(std::int64_t task, int thread) const noexcept {
     const int kvh = static_cast<int>(task / lay.n_parts);
     const std::int64_t part = task % lay.n_parts;
-    const std::int64_t G = lay.group;
-    const int h0 = static_cast<int>(kvh * G);
-    float* tb = buf.thread_base + buf.per_thread * std::size_t(thread);
-    float* qs = tb;             // [G][ds] scaled queries
-    float* oacc = qs + G * ds;  // [G][ds] output accumulators
-    float* sb = oacc + G * ds;  // [G][NB] logits, then probabilities of one key block
-    float* mg = sb + G * NB;    // [G] running max (base 2)
-    float* dg = mg + G;         // [G] running denominator
-    float* tg = dg + G;         // [G] running sum of p * s
-    const float* qbase = static_cast<const float*>(p.q.data);
-    for (std::int64_t g = 0; g < G; ++g) {
-      const float* qrow = qbase + p.q.offset(0, h0 + int(g));
-      const float f = qscale * row_query_scale(var, p, h0 + int(g), qpos);
-      for (std::int64_t c = 0; c < d; ++c) qs[g * ds + c] = qrow[c] * f;
-      for (std::int64_t c = 0; c < ds; ++c) oacc[g * ds + c] = 0.f;
-    }
-    for (std::int64_t g = 0; g < G; ++g) {
-      mg[g] = neg_inf;
-      dg[g] = 0.f;
-      tg[g] = 0.f;
-    }
+    const head_state s = state_at(buf.thread_base + buf.per_thread * std::size_t(thread));
+    begin_head(kvh, s);
     const part_rows rows = rows_of(part);
     const std::int64_t b0 = part_begin(part), b1 = part_end(part);
-    const I qpos_v(static_cast<std::int32_t>(qpos));
-    const I iota = lane_iota<A>();
     // A local copy: stores to the logit block could alias the variant's fields as far as the
     // compiler knows, so through `var` it reloads them (and recomputes the constants derived
     // from them) for every batch of keys.
     const Variant vr = var;
     const row_fetch pf = fetcher(rows, kvh);
-    row_fetch pnear = pf;  // this block's strided rows: into L1
-    pnear.to_l2 = false;
-    const std::int64_t kstride = p.k.seq_stride;
     // Pages: the keys the loop would prefetch past this page's end live at the start of the
     // next page (which this thread runs next); fetch those there, block by block. Without it
     // every page started with PD keys' worth of DRAM misses (256-row pages: 14 against 20 GB/s).
@@ -396,111 +527,32 @@ struct decode_kernel {
       if (next_page && j0 + nb + PD > b1)
         for (std::int64_t j = std::max(j0 + PD, b1); j < j0 + nb + PD; ++j)
           pn.fetch(next_first + (j - b1));
-      const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
-      // Strided [seq, heads, d] rows: fetching this block's rows just before the dot
-      // products still helps (measured) on top of the prefetch ahead.
       if constexpr (Strided)
-        for (int j = 0; j < nb; ++j) pnear.fetch(j0 + j);
-      if (!qk_joint<!Strided>(pf, krow, kstride, j0, nb, qs, ds, sb)) {
-        for (int j = 0; j < nb; ++j, krow += kstride) {
-          if constexpr (Strided)
-            pf.fetch(j0 + j + PD);
-          else
-            pf.fetch_k(j0 + j + PD);
-          decode_qk_row<A, D, KV>(krow, qs, G, d, ds, sb + j, NB);
-        }
-      }
-      // Softmax block per query head; lanes are keys.
-      for (std::int64_t g = 0; g < G; ++g) {
-        float* srow = sb + g * NB;
-        const int h = h0 + int(g);
-        B bmax(neg_inf);
-        for (int j = 0; j < nb; j += L) {
-          B sv = B::load_aligned(srow + j);
-          const I kpos = iota + I(static_cast<std::int32_t>(j0 + j));
-          if constexpr (Variant::has_logits_transform) {
-            const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
-            sv = transform_log2(vr, sv, ctx);
-          }
-          auto keep = xsimd::bool_cast(kpos < I(static_cast<std::int32_t>(j0 + nb)));
-          if constexpr (Variant::has_logits_mask) {
-            const lane_ctx<A> ctx{h, kvh, qpos_v, kpos};
-            keep = keep && vr.keep(ctx);
-          }
-          sv = xsimd::select(keep, sv, B(neg_inf));
-          sv.store_aligned(srow + j);
-          bmax = xsimd::max(bmax, sv);
-        }
-        if (lay.keep_logits) {
-          float* lrow = buf.logits + std::size_t(h) * p.kv_len() + j0;
-          int j = 0;
-          for (; j + L <= nb; j += L) B::load_aligned(srow + j).store_unaligned(lrow + j);
-          for (; j < nb; ++j) lrow[j] = srow[j];
-        }
-        const float m_old = mg[g];
-        const float m_new = std::max(m_old, simd::hmax<A>(bmax));
-        const float m_use = m_new == neg_inf ? 0.f : m_new;
-        const B mu(m_use);
-        B sum(0.f), t(0.f);
-        if (kEntropy && stats) {
-          for (int j = 0; j < nb; j += L) {
-            const B sv = B::load_aligned(srow + j);
-            const B pv = simd::fast_exp2<A>(sv - mu);
-            sum += pv;
-            t = xsimd::fma(pv, xsimd::max(sv, B(-1e30f)), t);
-            pv.store_aligned(srow + j);
-          }
-        } else {
-          for (int j = 0; j < nb; j += L) {
-            const B pv = simd::fast_exp2<A>(B::load_aligned(srow + j) - mu);
-            sum += pv;
-            pv.store_aligned(srow + j);
-          }
-        }
-        const float alpha = m_old == neg_inf ? 0.f : std::exp2(m_old - m_use);
-        dg[g] = dg[g] * alpha + simd::hsum<A>(sum);
-        if (kEntropy && stats) tg[g] = tg[g] * alpha + simd::hsum<A>(t);
-        mg[g] = m_new;
-        if (alpha != 1.f) {
-          const B av(alpha);
-          float* og = oacc + g * ds;
-          std::int64_t c = 0;
-          for (; c + L <= d; c += L) (B::load_unaligned(og + c) * av).store_unaligned(og + c);
-          for (; c < d; ++c) og[c] *= alpha;
-        }
-      }
-      // O += P V, all query heads of the group per pass over the block's values.
-      const KV* vrow0 = rows.v + p.v.offset(j0 - rows.first, kvh);
-      pv_all<!Strided>(oacc, sb, vrow0, nb, pf, j0 + PD);
+        block<false, false>(kvh, s, rows, vr, pf, fetch_kv_ahead{pf}, j0, nb);
+      else
+        block<true, true>(kvh, s, rows, vr, pf, fetch_k_ahead{pf}, j0, nb);
     }
-    // Leave the partial state.
-    for (std::int64_t g = 0; g < G; ++g) {
-      const std::size_t slot = std::size_t(h0 + g) * lay.n_parts + part;
-      buf.part_mdt[slot * 3 + 0] = mg[g];
-      buf.part_mdt[slot * 3 + 1] = dg[g];
-      buf.part_mdt[slot * 3 + 2] = tg[g];
-      float* po = buf.part_o + slot * d;
-      for (std::int64_t c = 0; c < d; ++c) po[c] = oacc[g * ds + c];
-    }
+    end_head(kvh, part, s);
   }
 
-  // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise.
-  template <bool Contiguous>
-  HEED_FORCE_INLINE bool qk_joint(const row_fetch& pf, const KV* krow, std::int64_t kstride,
+  // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise. kf(j) for
+  // every key j scored; Contiguous picks how many keys one reduction scores side by side.
+  template <bool Contiguous, class KF>
+  HEED_FORCE_INLINE bool qk_joint(const KF& kf, const KV* krow, std::int64_t kstride,
                                   std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
                                   float* sb) const noexcept {
     if constexpr (D != 0 && D % L == 0) {
       switch (lay.group) {
         case 1:
-          return qk_joint_g<1, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<1, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
         case 2:
-          return qk_joint_g<2, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<2, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
         case 4:
-          return qk_joint_g<4, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<4, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
         case 8:
-          return qk_joint_g<8, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<8, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
         case 16:
-          return qk_joint_g<16, Contiguous>(pf, krow, kstride, j0, nb, qs, qstride, sb);
+          return qk_joint_g<16, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
         default:
           return false;
       }
@@ -508,10 +560,8 @@ struct decode_kernel {
     return false;
   }
 
-  // Contiguous rows: prefetch only the K rows PD keys ahead (P V fetches the V rows), and score
-  // several keys together (decode_qk_joint). Strided rows: prefetch K and V rows.
-  template <int GC, bool Contiguous>
-  HEED_FORCE_INLINE bool qk_joint_g(const row_fetch& pf, const KV* krow, std::int64_t kstride,
+  template <int GC, bool Contiguous, class KF>
+  HEED_FORCE_INLINE bool qk_joint_g(const KF& kf, const KV* krow, std::int64_t kstride,
                                     std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
                                     float* sb) const noexcept {
     if constexpr (GC > L || D == 0 || D % L != 0) {
@@ -520,12 +570,7 @@ struct decode_kernel {
       constexpr int KB = L / GC;
       alignas(64) float tmp[L];
       for (int j = 0; j < nb; j += KB) {
-        for (int n = 0; n < KB; ++n) {
-          if constexpr (Contiguous)
-            pf.fetch_k(j0 + j + n + PD);
-          else
-            pf.fetch(j0 + j + n + PD);
-        }
+        for (int n = 0; n < KB; ++n) kf(j0 + j + n);
         decode_qk_joint<A, D, GC, KV, Contiguous>(krow + j * kstride, kstride, nb - j, qs, qstride)
             .store_aligned(tmp);
         for (int n = 0; n < KB; ++n)
