@@ -1,8 +1,11 @@
 // Shapes and inputs shared by the heed benchmarks: Hq = 32, Hkv = 8, head_dim = 128, causal.
 #pragma once
 
+#include <benchmark/benchmark.h>
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -71,6 +74,34 @@ inline double causal_flops(std::int64_t lq, std::int64_t lk, int hq, int d) {
   const std::int64_t off = lk - lq;
   for (std::int64_t i = 0; i < lq; ++i) pairs += double(off + i + 1);
   return 4.0 * hq * d * pairs;
+}
+
+// Runs step `a` and step `b` once in every iteration, each timed on its own, the order
+// alternating so that neither always runs first, and returns the median of the per-iteration
+// ratios time(b) / time(a). The two steps run milliseconds apart, so drifts of the machine
+// (its memory bandwidth moves by 10% and more over seconds here), which two separate benchmarks
+// see at different moments, cancel out. A step returns false on an error (the benchmark is then
+// marked skipped).
+template <class StepA, class StepB>
+double paired_time_ratio(benchmark::State& state, StepA&& a, StepB&& b) {
+  std::vector<double> ratios;
+  std::int64_t iteration = 0;
+  for (auto _ : state) {
+    double seconds[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+      const int which = static_cast<int>((i + iteration) % 2);
+      const auto t0 = std::chrono::steady_clock::now();
+      const bool ok = which ? b() : a();
+      seconds[which] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (!ok) state.SkipWithError("step failed");
+      benchmark::ClobberMemory();
+    }
+    ratios.push_back(seconds[1] / seconds[0]);
+    ++iteration;
+  }
+  if (ratios.empty()) return 0;
+  std::sort(ratios.begin(), ratios.end());
+  return ratios[ratios.size() / 2];
 }
 
 }  // namespace heed_bench

@@ -1,5 +1,7 @@
 // heed's dense kernel: prefill (f32 K/V, with and without the LSE + entropy observer) and
-// decode (f16 K/V, one query token). Counters: GFLOPS (useful flops) and GBps (K and V bytes).
+// decode (f16 K/V, one query token). Counters: GFLOPS (useful flops) and GBps (K and V bytes);
+// BM_dense_prefill_observed_paired: observed_speed, plain and observed timed in the same
+// iterations (time(plain) / time(observed)).
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -43,6 +45,36 @@ void run_prefill(benchmark::State& state, bool observed) {
 
 void BM_dense_prefill(benchmark::State& state) { run_prefill(state, false); }
 void BM_dense_prefill_observed(benchmark::State& state) { run_prefill(state, true); }
+
+// Plain and observed prefill in every iteration (paired_time_ratio): counter observed_speed =
+// time(plain) / time(observed), the observer's target being >= 0.97.
+void BM_dense_prefill_observed_paired(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  auto q = random_vector<float>(std::size_t(L) * kHq * kD, 1);
+  auto k = random_vector<float>(std::size_t(L) * kHkv * kD, 2);
+  auto v = random_vector<float>(std::size_t(L) * kHkv * kD, 3);
+  std::vector<float> o(q.size()), lse(std::size_t(L) * kHq), ent(std::size_t(L) * kHq);
+  heed::dense_params plain;
+  plain.q = heed::make_view(q.data(), L, kHq, kD);
+  plain.k = heed::make_view(k.data(), L, kHkv, kD);
+  plain.v = heed::make_view(v.data(), L, kHkv, kD);
+  plain.o = heed::make_mutable_view(o.data(), L, kHq, kD);
+  plain.causal = true;
+  heed::dense_params observed = plain;
+  observed.lse = lse.data();
+  observed.entropy = ent.data();
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::dense_workspace_size(observed, threads));
+  auto step = [&](const heed::dense_params& p) {
+    const bool ok = heed::dense_attention(p, {ws.data(), ws.size()}, ex) == heed::status::ok;
+    benchmark::DoNotOptimize(o.data());
+    return ok;
+  };
+  state.counters["observed_speed"] =
+      1.0 / paired_time_ratio(
+                state, [&] { return step(plain); }, [&] { return step(observed); });
+}
 
 void run_decode(benchmark::State& state, heed::layout kv_layout) {
   const std::int64_t L = state.range(0);
@@ -90,6 +122,10 @@ BENCHMARK(BM_dense_prefill)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_dense_prefill_observed)
     ->ArgsProduct({{1024, 4096}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_dense_prefill_observed_paired)
+    ->ArgsProduct({{4096}, {1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_dense_decode)

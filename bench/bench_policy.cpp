@@ -19,8 +19,6 @@
 //                             BM_dense_prefill/L/1 (target: <= 5%)
 #include <benchmark/benchmark.h>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <vector>
 
@@ -89,33 +87,20 @@ void BM_decode_h2o_paired(benchmark::State& state) {
   fill_cache(c, L, 1);
   auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
   std::vector<float> o(q.size());
-  heed::cache_attention_params plain, fused;
+  heed::cache_attention_params plain;
   plain.q = heed::make_view(q.data(), 1, kHq, kD);
   plain.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
-  fused = plain;
+  heed::cache_attention_params fused = plain;
   fused.accumulate_channel = 0;
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, fused, threads));
-  std::vector<double> ratios;
-  std::int64_t step = 0;
-  for (auto _ : state) {
-    double seconds[2] = {0, 0};  // plain, fused
-    for (int i = 0; i < 2; ++i) {
-      const int which = (i + step) % 2;  // alternate the order: neither always runs first
-      const auto t0 = std::chrono::steady_clock::now();
-      const heed::status s =
-          heed::cache_attention(c, 0, which ? fused : plain, {ws.data(), ws.size()}, ex);
-      seconds[which] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
-      benchmark::DoNotOptimize(o.data());
-      benchmark::ClobberMemory();
-    }
-    ratios.push_back(seconds[1] / seconds[0]);
-    ++step;
-  }
-  if (ratios.empty()) return;
-  std::sort(ratios.begin(), ratios.end());
-  state.counters["fused_over_plain"] = ratios[ratios.size() / 2];
+  auto step = [&](const heed::cache_attention_params& p) {
+    const bool ok = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex) == heed::status::ok;
+    benchmark::DoNotOptimize(o.data());
+    return ok;
+  };
+  state.counters["fused_over_plain"] = paired_time_ratio(
+      state, [&] { return step(plain); }, [&] { return step(fused); });
 }
 
 void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }

@@ -23,7 +23,7 @@ def medians(path):
         name = name.replace("/real_time", "")
         name = name.split("/iterations:")[0]
         times.setdefault(name, []).append(b["real_time"] * UNIT[b.get("time_unit", "ns")])
-        for key in ("GFLOPS", "GBps", "fused_over_plain"):
+        for key in ("GFLOPS", "GBps", "fused_over_plain", "observed_speed"):
             if key in b:
                 by_name.setdefault(name, []).append(b[key])
     return ({k: statistics.median(v) for k, v in by_name.items()},
@@ -48,6 +48,8 @@ def main():
         ("prefill 4096 2t / machine FMA peak 2t", get("BM_dense_prefill/4096/2") / peak2, ""),
         ("observed / plain, prefill 4096 1t", get("BM_dense_prefill_observed/4096/1") / get("BM_dense_prefill/4096/1"), "target >= 0.97"),
         ("observed / plain, prefill 4096 2t", get("BM_dense_prefill_observed/4096/2") / get("BM_dense_prefill/4096/2"), "target >= 0.97"),
+        ("observed / plain, paired, prefill 4096 1t", get("BM_dense_prefill_observed_paired/4096/1"), "target >= 0.97"),
+        ("observed / plain, paired, prefill 4096 2t", get("BM_dense_prefill_observed_paired/4096/2"), "target >= 0.97"),
         ("decode 32768 2t, GB/s ([seq, heads, d])", get("BM_dense_decode/32768/2"), "target 24"),
         ("decode 32768 2t, GB/s ([heads, seq, d])", get("BM_dense_decode_head_major/32768/2"), "target 24"),
         ("decode 32768 2t head-major / machine read 2t", get("BM_dense_decode_head_major/32768/2") / bw2, "target 0.8"),
