@@ -226,14 +226,13 @@ struct decode_kernel {
   // rows are fetched into L1; strided [seq, heads, d] rows (each head's 256 bytes of a 2 KiB key
   // record) into L2 only, which ran 32768-key decode 35% faster on one core and 15% on two
   // (AMD Zen 5; L1 fetches of strided rows were capped near 16 GB/s per core). Contiguous rows:
-  // the logits loop fetches
-  // the K rows PD keys ahead and the P V loop the V rows, so prefetches are issued all through
-  // the block instead of in bursts during the logits: 32768-key decode 25.5-26.5 against
-  // 21.9-22.2 GB/s on one core, 44.5-45.6 against 37.2-37.7 on two (same-run A/B). The same
-  // split for strided rows was slower (19.5 against 21 GB/s). Strided rows used to be fetched
-  // into L1 as well just before their block was scored; once the line loops unrolled
-  // (row_bytes) that second fetch only cost time: without it 32768-key [seq, heads, d] decode ran
-  // 23.3-24.3 GB/s on one core against 19.4-20.9 before, 4096 keys unchanged (28-29).
+  // the logits loop fetches the K rows PD keys ahead and the P V loop the V rows, so prefetches
+  // are issued all through the block instead of in bursts during the logits: 32768-key decode
+  // 25.5-26.5 against 21.9-22.2 GB/s on one core, 44.5-45.6 against 37.2-37.7 on two (same-run
+  // A/B). The same split for strided rows was slower (19.5 against 21 GB/s). Strided rows used
+  // to be fetched into L1 as well just before their block was scored; once the line loops
+  // unrolled (row_bytes) that second fetch only cost time: without it 32768-key [seq, heads, d]
+  // decode ran 23.3-24.3 GB/s on one core against 19.4-20.9 before, 4096 keys unchanged.
   static constexpr int PD = 64;
 
   const dense_params& p;
