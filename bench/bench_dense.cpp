@@ -14,29 +14,46 @@ namespace {
 
 using namespace heed_bench;
 
+// Prefill inputs of length L (causal, f32 K/V, [seq, heads, d]) and their parameters, plain or
+// with the LSE + entropy observer on.
+struct prefill_problem {
+  std::int64_t L;
+  aligned_vector<float> q, k, v;
+  std::vector<float> o, lse, ent;
+  explicit prefill_problem(std::int64_t len)
+      : L(len),
+        q(random_vector<float>(std::size_t(len) * kHq * kD, 1)),
+        k(random_vector<float>(std::size_t(len) * kHkv * kD, 2)),
+        v(random_vector<float>(std::size_t(len) * kHkv * kD, 3)),
+        o(q.size()),
+        lse(std::size_t(len) * kHq),
+        ent(std::size_t(len) * kHq) {}
+  heed::dense_params params(bool observed) {
+    heed::dense_params p;
+    p.q = heed::make_view(q.data(), L, kHq, kD);
+    p.k = heed::make_view(k.data(), L, kHkv, kD);
+    p.v = heed::make_view(v.data(), L, kHkv, kD);
+    p.o = heed::make_mutable_view(o.data(), L, kHq, kD);
+    p.causal = true;
+    if (observed) {
+      p.lse = lse.data();
+      p.entropy = ent.data();
+    }
+    return p;
+  }
+};
+
 void run_prefill(benchmark::State& state, bool observed) {
   const std::int64_t L = state.range(0);
   const int threads = static_cast<int>(state.range(1));
-  auto q = random_vector<float>(std::size_t(L) * kHq * kD, 1);
-  auto k = random_vector<float>(std::size_t(L) * kHkv * kD, 2);
-  auto v = random_vector<float>(std::size_t(L) * kHkv * kD, 3);
-  std::vector<float> o(q.size()), lse(std::size_t(L) * kHq), ent(std::size_t(L) * kHq);
-  heed::dense_params p;
-  p.q = heed::make_view(q.data(), L, kHq, kD);
-  p.k = heed::make_view(k.data(), L, kHkv, kD);
-  p.v = heed::make_view(v.data(), L, kHkv, kD);
-  p.o = heed::make_mutable_view(o.data(), L, kHq, kD);
-  p.causal = true;
-  if (observed) {
-    p.lse = lse.data();
-    p.entropy = ent.data();
-  }
+  prefill_problem pb(L);
+  const heed::dense_params p = pb.params(observed);
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(heed::dense_workspace_size(p, threads));
   for (auto _ : state) {
     const heed::status s = heed::dense_attention(p, {ws.data(), ws.size()}, ex);
     if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
-    benchmark::DoNotOptimize(o.data());
+    benchmark::DoNotOptimize(pb.o.data());
     benchmark::ClobberMemory();
   }
   state.counters["GFLOPS"] = benchmark::Counter(causal_flops(L, L, kHq, kD) * 1e-9,
@@ -49,26 +66,14 @@ void BM_dense_prefill_observed(benchmark::State& state) { run_prefill(state, tru
 // Plain and observed prefill in every iteration (paired_time_ratio): counter observed_speed =
 // time(plain) / time(observed), the observer's target being >= 0.97.
 void BM_dense_prefill_observed_paired(benchmark::State& state) {
-  const std::int64_t L = state.range(0);
   const int threads = static_cast<int>(state.range(1));
-  auto q = random_vector<float>(std::size_t(L) * kHq * kD, 1);
-  auto k = random_vector<float>(std::size_t(L) * kHkv * kD, 2);
-  auto v = random_vector<float>(std::size_t(L) * kHkv * kD, 3);
-  std::vector<float> o(q.size()), lse(std::size_t(L) * kHq), ent(std::size_t(L) * kHq);
-  heed::dense_params plain;
-  plain.q = heed::make_view(q.data(), L, kHq, kD);
-  plain.k = heed::make_view(k.data(), L, kHkv, kD);
-  plain.v = heed::make_view(v.data(), L, kHkv, kD);
-  plain.o = heed::make_mutable_view(o.data(), L, kHq, kD);
-  plain.causal = true;
-  heed::dense_params observed = plain;
-  observed.lse = lse.data();
-  observed.entropy = ent.data();
+  prefill_problem pb(state.range(0));
+  const heed::dense_params plain = pb.params(false), observed = pb.params(true);
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(heed::dense_workspace_size(observed, threads));
   auto step = [&](const heed::dense_params& p) {
     const bool ok = heed::dense_attention(p, {ws.data(), ws.size()}, ex) == heed::status::ok;
-    benchmark::DoNotOptimize(o.data());
+    benchmark::DoNotOptimize(pb.o.data());
     return ok;
   };
   state.counters["observed_speed"] =
