@@ -3,6 +3,12 @@
 #include "heed/attention/sparse_dispatch.hpp"
 #include "isa_entry.hpp"
 
+#if defined(HEED_HAVE_NEON)
+#define HEED_BASELINE_ISA isa::neon
+#else
+#define HEED_BASELINE_ISA isa::sse2
+#endif
+
 namespace heed {
 
 namespace {
@@ -21,10 +27,14 @@ bool cpu_has(isa i) noexcept {
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
     default:
-      return true;
+      return false;
   }
+#elif defined(__aarch64__)
+  // Advanced SIMD, with its f16 conversions, is part of the AArch64 base architecture.
+  return i == isa::neon;
 #else
-  return i == isa::automatic;
+  (void)i;
+  return false;
 #endif
 }
 
@@ -40,6 +50,10 @@ constexpr bool compiled(isa i) noexcept {
 #endif
 #if defined(HEED_HAVE_AVX512)
     case isa::avx512:
+      return true;
+#endif
+#if defined(HEED_HAVE_NEON)
+    case isa::neon:
       return true;
 #endif
     default:
@@ -58,16 +72,17 @@ bool isa_available(isa i) noexcept {
 
 isa best_isa() noexcept {
   static const isa best = [] {
-    for (isa i : {isa::avx512, isa::avx2, isa::sse2})
+    for (isa i : platform_isas)
       if (compiled(i) && cpu_has(i)) return i;
-    return isa::sse2;
+    return HEED_BASELINE_ISA;
   }();
   return best;
 }
 
 status dense_can_implement(const dense_params& p) noexcept { return validate(p); }
 
-// The resolved ISA's entry point detail::name_<isa>(args...).
+// The resolved ISA's entry point detail::name_<isa>(args...). The baseline (SSE2 on x86-64,
+// NEON on aarch64) is always compiled and runs whatever isa_available() let through.
 #if defined(HEED_HAVE_AVX512)
 #define HEED_CASE_AVX512(name, ...) \
   case isa::avx512:                 \
@@ -82,12 +97,17 @@ status dense_can_implement(const dense_params& p) noexcept { return validate(p);
 #else
 #define HEED_CASE_AVX2(name, ...)
 #endif
-#define HEED_DISPATCH(i, name, ...)            \
-  switch (resolve(i)) {                        \
-    HEED_CASE_AVX512(name, __VA_ARGS__)        \
-    HEED_CASE_AVX2(name, __VA_ARGS__)          \
-    default:                                   \
-      return detail::name##_sse2(__VA_ARGS__); \
+#if defined(HEED_HAVE_NEON)
+#define HEED_BASELINE_CALL(name, ...) detail::name##_neon(__VA_ARGS__)
+#else
+#define HEED_BASELINE_CALL(name, ...) detail::name##_sse2(__VA_ARGS__)
+#endif
+#define HEED_DISPATCH(i, name, ...)                 \
+  switch (resolve(i)) {                             \
+    HEED_CASE_AVX512(name, __VA_ARGS__)             \
+    HEED_CASE_AVX2(name, __VA_ARGS__)               \
+    default:                                        \
+      return HEED_BASELINE_CALL(name, __VA_ARGS__); \
   }
 
 std::size_t dense_workspace_size(const dense_params& p, int threads, isa i) noexcept {

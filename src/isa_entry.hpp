@@ -1,4 +1,8 @@
-// Per-ISA entry points of the compiled library (private to src/).
+// Per-ISA entry points of the compiled library (private to src/). Each compiled ISA has one
+// entry translation unit (isa/entry.inc: workspace sizes, the head-dim switch), one linear
+// translation unit (isa/linear.inc) and one dense and one sparse kernel translation unit per
+// specialized head dim (isa/dense_kernels.inc, isa/sparse_kernels.inc), which explicitly
+// instantiate the *_kernels templates below for their D.
 #pragma once
 
 #include <cstddef>
@@ -23,12 +27,21 @@
   std::size_t linear_workspace_size_##suffix(const linear_params& p, const feature_map_spec& m,   \
                                              int threads) noexcept;                               \
   status linear_attention_##suffix(const linear_params& p, const feature_map_spec& m,             \
-                                   workspace ws, executor& ex) noexcept;
+                                   workspace ws, executor& ex) noexcept;                          \
+  template <int D>                                                                                \
+  status dense_kernels_##suffix(const dense_params& p, workspace ws, executor& ex) noexcept;      \
+  template <int D>                                                                                \
+  status block_sparse_kernels_##suffix(const dense_params& p, const block_sparse_layout& l,       \
+                                       workspace ws, executor& ex) noexcept;                      \
+  template <int D>                                                                                \
+  status vertical_slash_kernels_##suffix(const dense_params& p, const vertical_slash_layout& l,   \
+                                         workspace ws, executor& ex) noexcept;
 
 namespace heed {
 namespace detail {
 HEED_DECLARE_ISA(sse2)
 HEED_DECLARE_ISA(avx2)
 HEED_DECLARE_ISA(avx512)
+HEED_DECLARE_ISA(neon)
 }  // namespace detail
 }  // namespace heed

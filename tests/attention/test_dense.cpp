@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 #include <tuple>
+#include <iterator>
 #include <vector>
 
 #include "attention/dense_harness.hpp"
@@ -20,7 +21,7 @@ using heed::dtype;
 using heed::isa;
 using heed::layout;
 
-const std::vector<isa> kIsas = {isa::sse2, isa::avx2, isa::avx512};
+const std::vector<isa> kIsas(std::begin(heed::platform_isas), std::end(heed::platform_isas));
 
 #define HEED_SKIP_IF_UNAVAILABLE(i)                                                   \
   do {                                                                                \

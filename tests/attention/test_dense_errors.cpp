@@ -255,7 +255,7 @@ TEST(DenseErrors, IsaThisCpuLacks) {
   dense_setup s(valid_case());
   std::vector<unsigned char> ws(1 << 20);
   bool any_missing = false;
-  for (isa i : {isa::sse2, isa::avx2, isa::avx512}) {
+  for (isa i : heed::platform_isas) {
     if (heed::isa_available(i)) continue;
     any_missing = true;
     SCOPED_TRACE(heed::isa_name(i));

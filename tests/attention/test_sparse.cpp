@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <iterator>
 #include <vector>
 
 #include "attention/dense_harness.hpp"
@@ -24,7 +25,7 @@ namespace {
 using heed::dtype;
 using heed::isa;
 
-const std::vector<isa> kIsas = {isa::sse2, isa::avx2, isa::avx512};
+const std::vector<isa> kIsas(std::begin(heed::platform_isas), std::end(heed::platform_isas));
 
 // A block list: per (head, query block) a random subset of the key blocks, kept with
 // probability `density`.

@@ -69,7 +69,7 @@ TEST(DensePages, DecodeMatchesReferenceOnEveryIsa) {
           rp.v_at(j, h, e) = heed::to_float(v[std::size_t((j * hkv + h) * d + e)]);
         }
     const auto r = heed_ref::naive_attention(rp);
-    for (heed::isa i : {heed::isa::sse2, heed::isa::avx2, heed::isa::avx512}) {
+    for (heed::isa i : heed::platform_isas) {
       if (!heed::isa_available(i)) continue;
       for (int threads : {1, 2}) {
         std::vector<float> o(q.size()), lse(static_cast<std::size_t>(hq));

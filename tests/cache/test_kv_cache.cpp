@@ -354,7 +354,7 @@ struct cache_case {
 
 std::vector<heed::isa> compiled_isas() {
   std::vector<heed::isa> out;
-  for (heed::isa i : {heed::isa::sse2, heed::isa::avx2, heed::isa::avx512})
+  for (heed::isa i : heed::platform_isas)
     if (heed::isa_available(i)) out.push_back(i);
   return out;
 }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <iterator>
 #include <vector>
 
 #include "heed/attention/dense_dispatch.hpp"
@@ -294,7 +295,7 @@ std::vector<lin_case> cases() {
   return v;
 }
 
-const std::vector<isa> kIsas = {isa::sse2, isa::avx2, isa::avx512};
+const std::vector<isa> kIsas(std::begin(heed::platform_isas), std::end(heed::platform_isas));
 
 class LinearCases : public ::testing::TestWithParam<std::tuple<isa, lin_case>> {};
 

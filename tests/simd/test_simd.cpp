@@ -50,10 +50,12 @@ TEST(SimdArch, IsaNamesAndTags) {
   EXPECT_STREQ(heed::isa_name(heed::isa::sse2), "sse2");
   EXPECT_STREQ(heed::isa_name(heed::isa::avx2), "avx2");
   EXPECT_STREQ(heed::isa_name(heed::isa::avx512), "avx512");
+  EXPECT_STREQ(heed::isa_name(heed::isa::neon), "neon");
   EXPECT_STREQ(heed::isa_name(heed::isa::automatic), "automatic");
   static_assert(heed::simd::isa_of<heed::simd::sse2_arch>() == heed::isa::sse2, "");
   static_assert(heed::simd::isa_of<heed::simd::avx2_arch>() == heed::isa::avx2, "");
   static_assert(heed::simd::isa_of<heed::simd::avx512_arch>() == heed::isa::avx512, "");
+  static_assert(heed::simd::isa_of<heed::simd::neon_arch>() == heed::isa::neon, "");
   static_assert(!heed::simd::is_avx2<heed::simd::avx512_arch>, "avx512 is not the avx2 path");
 }
 

@@ -48,29 +48,39 @@ std::size_t dense_workspace_size_t(const dense_params& p, int threads,
   return detail::prefill_workspace_size<Arch>(p, threads);
 }
 
+namespace detail {
+// dense_attention_t for head dim D (0: generic): checks the parameters, the executor and the
+// workspace, then runs. The compiled library instantiates it once per (ISA, D), each in its own
+// translation unit.
+template <class Arch, int D, class Variant, class Observer>
+status dense_attention_head_dim(const dense_params& p, const Variant& var, Observer& obs,
+                                workspace ws, executor& ex) noexcept {
+  HEED_RETURN_IF_ERROR(validate(p));
+  const int threads = ex.concurrency();
+  if (threads < 1) return status::invalid_argument;
+  const bool probs = keeps_logits(obs);
+  if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
+  if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
+  with_kv_type(p.k.type, [&](auto kv) {
+    using KV = decltype(kv);
+    if (use_decode_path(p)) {
+      run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
+    } else {
+      run_prefill<Arch, D, KV>(p, var, obs, ws, ex);
+    }
+  });
+  return status::ok;
+}
+}  // namespace detail
+
 template <class Arch = xsimd::default_arch, class Variant = no_variant,
           class Observer = null_observer>
 status dense_attention_t(const dense_params& p, const Variant& var, Observer& obs, workspace ws,
                          executor& ex = default_executor()) noexcept {
   detail::check_variant<Variant>();
-  HEED_RETURN_IF_ERROR(validate(p));
-  const int threads = ex.concurrency();
-  if (threads < 1) return status::invalid_argument;
-  const bool probs = detail::keeps_logits(obs);
-  if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
-  if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  detail::with_head_dim(p.head_dim(), [&](auto dc) {
-    constexpr int D = decltype(dc)::value;
-    detail::with_kv_type(p.k.type, [&](auto kv) {
-      using KV = decltype(kv);
-      if (detail::use_decode_path(p)) {
-        detail::run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
-      } else {
-        detail::run_prefill<Arch, D, KV>(p, var, obs, ws, ex);
-      }
-    });
+  return detail::with_head_dim(p.head_dim(), [&](auto dc) {
+    return detail::dense_attention_head_dim<Arch, decltype(dc)::value>(p, var, obs, ws, ex);
   });
-  return status::ok;
 }
 
 // Without an observer.

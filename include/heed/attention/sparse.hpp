@@ -44,17 +44,43 @@ std::size_t vertical_slash_workspace_size_t(const dense_params& p, const vertica
 }
 
 namespace detail {
-template <class Arch, class Layout, class Run>
-status run_sparse(const dense_params& p, const Layout& l, workspace ws, executor& ex,
-                  std::size_t (*size)(const dense_params&, const Layout&, int), Run&& run) {
+template <class Arch, int D, class KV, class Variant, class Observer>
+void run_sparse_layout(const dense_params& p, const block_sparse_layout& l, const Variant& var,
+                       Observer& obs, workspace ws, executor& ex) noexcept {
+  run_block_sparse<Arch, D, KV>(p, l, var, obs, ws, ex);
+}
+template <class Arch, int D, class KV, class Variant, class Observer>
+void run_sparse_layout(const dense_params& p, const vertical_slash_layout& l, const Variant& var,
+                       Observer& obs, workspace ws, executor& ex) noexcept {
+  run_vertical_slash<Arch, D, KV>(p, l, var, obs, ws, ex);
+}
+
+// The sparse kernel of layout l for head dim D (0: generic): checks the parameters, the layout,
+// the executor and the workspace (`size` of them), then runs. The compiled library instantiates
+// it once per (ISA, D), each in its own translation unit.
+template <class Arch, int D, class Layout, class Variant, class Observer>
+status sparse_attention_head_dim(const dense_params& p, const Layout& l, const Variant& var,
+                                 Observer& obs, workspace ws, executor& ex,
+                                 std::size_t (*size)(const dense_params&, const Layout&,
+                                                     int)) noexcept {
   HEED_RETURN_IF_ERROR(validate(p, l));
   const int threads = ex.concurrency();
   if (threads < 1) return status::invalid_argument;
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < size(p, l, threads)) return status::workspace_too_small;
-  with_head_dim(p.head_dim(),
-                [&](auto dc) { with_kv_type(p.k.type, [&](auto kv) { run(dc, kv); }); });
+  with_kv_type(p.k.type,
+               [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
   return status::ok;
+}
+
+template <class Arch, class Layout, class Variant, class Observer>
+status run_sparse(const dense_params& p, const Layout& l, const Variant& var, Observer& obs,
+                  workspace ws, executor& ex,
+                  std::size_t (*size)(const dense_params&, const Layout&, int)) noexcept {
+  check_variant<Variant>();
+  return with_head_dim(p.head_dim(), [&](auto dc) {
+    return sparse_attention_head_dim<Arch, decltype(dc)::value>(p, l, var, obs, ws, ex, size);
+  });
 }
 }  // namespace detail
 
@@ -63,12 +89,7 @@ template <class Arch = xsimd::default_arch, class Variant = no_variant,
 status block_sparse_attention_t(const dense_params& p, const block_sparse_layout& l,
                                 const Variant& var, Observer& obs, workspace ws,
                                 executor& ex = default_executor()) noexcept {
-  detail::check_variant<Variant>();
-  return detail::run_sparse<Arch>(
-      p, l, ws, ex, &block_sparse_workspace_size_t<Arch>, [&](auto dc, auto kv) {
-        constexpr int D = decltype(dc)::value;
-        detail::run_block_sparse<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex);
-      });
+  return detail::run_sparse<Arch>(p, l, var, obs, ws, ex, &block_sparse_workspace_size_t<Arch>);
 }
 
 template <class Arch = xsimd::default_arch, class Variant = no_variant,
@@ -76,12 +97,7 @@ template <class Arch = xsimd::default_arch, class Variant = no_variant,
 status vertical_slash_attention_t(const dense_params& p, const vertical_slash_layout& l,
                                   const Variant& var, Observer& obs, workspace ws,
                                   executor& ex = default_executor()) noexcept {
-  detail::check_variant<Variant>();
-  return detail::run_sparse<Arch>(
-      p, l, ws, ex, &vertical_slash_workspace_size_t<Arch>, [&](auto dc, auto kv) {
-        constexpr int D = decltype(dc)::value;
-        detail::run_vertical_slash<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex);
-      });
+  return detail::run_sparse<Arch>(p, l, var, obs, ws, ex, &vertical_slash_workspace_size_t<Arch>);
 }
 
 }  // namespace heed

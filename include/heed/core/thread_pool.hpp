@@ -76,6 +76,8 @@ class thread_pool_executor final : public executor {
   static void cpu_relax() noexcept {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
     __builtin_ia32_pause();
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #else
     std::this_thread::yield();
 #endif

@@ -11,12 +11,23 @@ enum class isa : int {
   sse2 = 1,
   avx2 = 2,    // AVX2 + FMA + F16C
   avx512 = 3,  // AVX-512 F/CD/BW/DQ/VL + F16C
+  neon = 4,    // AArch64 Advanced SIMD (always present on aarch64; f16 conversions included)
 };
+
+// The ISAs heed has kernels for on the platform this is compiled for, best first (the order
+// isa::automatic prefers them in). Which of them a build holds and a CPU runs: isa_available()
+// (heed/attention/dense_dispatch.hpp).
+#if defined(__aarch64__)
+inline constexpr isa platform_isas[] = {isa::neon};
+#else
+inline constexpr isa platform_isas[] = {isa::avx512, isa::avx2, isa::sse2};
+#endif
 
 constexpr const char* isa_name(isa i) noexcept {
   return i == isa::sse2     ? "sse2"
          : i == isa::avx2   ? "avx2"
          : i == isa::avx512 ? "avx512"
+         : i == isa::neon   ? "neon"
                             : "automatic";
 }
 
@@ -25,6 +36,7 @@ namespace simd {
 using sse2_arch = xsimd::sse2;
 using avx2_arch = xsimd::fma3<xsimd::avx2>;
 using avx512_arch = xsimd::avx512bw;
+using neon_arch = xsimd::neon64;
 
 template <class A>
 constexpr bool is_avx512 = std::is_base_of<xsimd::avx512f, A>::value;
@@ -32,8 +44,11 @@ template <class A>
 constexpr bool is_avx2 = std::is_base_of<xsimd::avx2, A>::value && !is_avx512<A>;
 
 template <class A>
+constexpr bool is_neon = std::is_base_of<xsimd::neon, A>::value;
+
+template <class A>
 constexpr isa isa_of() noexcept {
-  return is_avx512<A> ? isa::avx512 : is_avx2<A> ? isa::avx2 : isa::sse2;
+  return is_avx512<A> ? isa::avx512 : is_avx2<A> ? isa::avx2 : is_neon<A> ? isa::neon : isa::sse2;
 }
 
 }  // namespace simd

@@ -1,5 +1,5 @@
 // Loads of f32 / f16 / bf16 storage into f32 batches, converted in registers.
-// F16C / AVX-512 paths where the arch has them, a scalar fallback otherwise.
+// F16C / AVX-512 / NEON paths where the arch has them, a scalar fallback otherwise.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,9 @@
 
 #if defined(__SSE2__)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace heed {
@@ -37,6 +40,12 @@ HEED_FORCE_INLINE xsimd::batch<float, A> load_as_float(const bf16* p) noexcept {
     return B(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
   }
 #endif
+#if defined(__aarch64__)
+  if constexpr (is_neon<A>) {
+    const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+    return B(vreinterpretq_f32_u32(vshll_n_u16(h, 16)));
+  }
+#endif
 #if defined(__SSE2__)
   if constexpr (B::size == 4) {
     __m128i h = _mm_setzero_si128();
@@ -60,6 +69,12 @@ HEED_FORCE_INLINE xsimd::batch<float, A> load_as_float(const f16* p) noexcept {
 #if defined(__F16C__) && defined(__AVX__)
   if constexpr (B::size == 8) {
     return B(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (is_neon<A>) {
+    const uint16x4_t h = vld1_u16(reinterpret_cast<const std::uint16_t*>(p));
+    return B(vcvt_f32_f16(vreinterpret_f16_u16(h)));
   }
 #endif
   alignas(64) float tmp[B::size];

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <xsimd/xsimd.hpp>
 
 #include "heed/attention/params.hpp"
@@ -20,29 +21,36 @@
 namespace heed {
 namespace detail {
 
+// The head dims the kernels specialize (every other size takes the generic path, D = 0). The
+// compiled library builds one kernel translation unit per entry: src/CMakeLists.txt reads these
+// two lines, so they are the only place the list is written. HEED_FEW_HEAD_DIMS (CMake option)
+// keeps only the second list, for faster (sanitizer) builds.
+#define HEED_SPECIALIZED_HEAD_DIMS 64, 80, 96, 128, 256
+#define HEED_SPECIALIZED_HEAD_DIMS_FEW 128
+
+#if defined(HEED_FEW_HEAD_DIMS)
+using specialized_head_dims = std::integer_sequence<int, HEED_SPECIALIZED_HEAD_DIMS_FEW>;
+#else
+using specialized_head_dims = std::integer_sequence<int, HEED_SPECIALIZED_HEAD_DIMS>;
+#endif
+
+template <class F, int... Ds>
+HEED_FORCE_INLINE auto with_head_dim_in(std::int64_t d, F&& f, std::integer_sequence<int, Ds...>) {
+  using R = decltype(f(std::integral_constant<int, 0>{}));
+  if constexpr (std::is_void_v<R>) {
+    const bool hit = ((d == Ds ? (f(std::integral_constant<int, Ds>{}), true) : false) || ...);
+    if (!hit) f(std::integral_constant<int, 0>{});
+  } else {
+    R r{};
+    const bool hit = ((d == Ds ? (r = f(std::integral_constant<int, Ds>{}), true) : false) || ...);
+    return hit ? r : f(std::integral_constant<int, 0>{});
+  }
+}
+
 // Calls f(std::integral_constant<int, D>) with D the specialized head dim, or D = 0 (generic).
-// HEED_FEW_HEAD_DIMS (CMake option) keeps only 128 specialized, for faster (sanitizer) builds.
 template <class F>
 HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
-#if defined(HEED_FEW_HEAD_DIMS)
-  if (d == 128) return f(std::integral_constant<int, 128>{});
-  return f(std::integral_constant<int, 0>{});
-#else
-  switch (d) {
-    case 64:
-      return f(std::integral_constant<int, 64>{});
-    case 80:
-      return f(std::integral_constant<int, 80>{});
-    case 96:
-      return f(std::integral_constant<int, 96>{});
-    case 128:
-      return f(std::integral_constant<int, 128>{});
-    case 256:
-      return f(std::integral_constant<int, 256>{});
-    default:
-      return f(std::integral_constant<int, 0>{});
-  }
-#endif
+  return with_head_dim_in(d, std::forward<F>(f), specialized_head_dims{});
 }
 
 // Calls f(T{}) with T the K/V storage type.

@@ -1,4 +1,0 @@
-// Sparse kernels compiled for avx512 (this file gets the avx512 compiler flags).
-#define HEED_ISA_ARCH ::heed::simd::avx512_arch
-#define HEED_ISA_FN(name) name##_avx512
-#include "sparse_isa.inc"
