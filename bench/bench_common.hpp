@@ -9,12 +9,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <list>
 #include <new>
 #include <random>
+#include <utility>
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/attention/dense_dispatch.hpp"
 #include "heed/core/dtype.hpp"
+#include "heed/simd/arch.hpp"
 
 namespace heed_bench {
 
@@ -66,6 +70,30 @@ aligned_vector<T> random_vector(std::size_t n, unsigned seed) {
   aligned_vector<T> v(n);
   for (auto& x : v) x = heed::from_float<T>(nd(rng));
   return v;
+}
+
+// random_vector(n, seed), kept for the process: Google Benchmark calls a benchmark function
+// several times (to size the run, then for each repetition), and drawing hundreds of MiB of
+// normal deviates took longer than the measurement. One vector per (type, seed): the last size.
+template <class T>
+const aligned_vector<T>& shared_random_vector(std::size_t n, unsigned seed) {
+  static std::list<std::pair<unsigned, aligned_vector<T>>> cache;  // stable references
+  for (auto& e : cache)
+    if (e.first == seed) {
+      if (e.second.size() != n) e.second = random_vector<T>(n, seed);
+      return e.second;
+    }
+  cache.emplace_back(seed, random_vector<T>(n, seed));
+  return cache.back().second;
+}
+
+// The ISAs of this platform that the library holds and this CPU runs, best first: the
+// benchmarks that take an ISA are registered once for each.
+inline std::vector<heed::isa> available_isas() {
+  std::vector<heed::isa> out;
+  for (heed::isa i : heed::platform_isas)
+    if (heed::isa_available(i)) out.push_back(i);
+  return out;
 }
 
 // Useful flops of causal attention: 2 GEMMs of 2 flops per multiply-add over unmasked pairs.

@@ -1,46 +1,24 @@
 // This machine's limits, measured in the same run as the kernels so results read as ratios:
-// BM_machine_fma (fp32 FMA peak, widest vectors of the build, counter GFLOPS),
+// BM_machine_fma/<isa>/<threads> (fp32 FMA peak of each ISA the CPU runs, counter GFLOPS),
 // BM_machine_read (streaming read of 512 MiB per thread, counter GBps) and
 // BM_machine_read_strided (the read pattern of decode over [seq, heads, d] K/V: 256 bytes of
 // every 2 KiB record, each thread its own heads; counter GBps of the bytes used).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
 #include "bench_common.hpp"
+#include "fma/fma_probe.hpp"
 #include "heed/config.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "roofline.hpp"
 
 namespace {
 
 using B = xsimd::batch<float>;
-
-HEED_NOINLINE float fma_chains(std::int64_t iters) {
-  constexpr int kChains = 16;
-  B acc[kChains];
-  for (int i = 0; i < kChains; ++i) acc[i] = B(0.001f * float(i));
-  const B a(0.999999f), b(1e-7f);
-  for (std::int64_t it = 0; it < iters; ++it) {
-    for (int i = 0; i < kChains; ++i) acc[i] = xsimd::fma(acc[i], a, b);
-  }
-  B s = acc[0];
-  for (int i = 1; i < kChains; ++i) s += acc[i];
-  return xsimd::hadd(s);
-}
-
-HEED_NOINLINE float read_all(const float* p, std::size_t n) {
-  constexpr std::size_t L = B::size;
-  B a0(0.f), a1(0.f), a2(0.f), a3(0.f);
-  for (std::size_t i = 0; i + 4 * L <= n; i += 4 * L) {
-    a0 += B::load_aligned(p + i);
-    a1 += B::load_aligned(p + i + L);
-    a2 += B::load_aligned(p + i + 2 * L);
-    a3 += B::load_aligned(p + i + 3 * L);
-  }
-  return xsimd::hadd(a0 + a1 + a2 + a3);
-}
 
 // Sums the 256-byte chunk at `first` of each 2 KiB record (one head's f16 row of head_dim 128
 // among eight KV heads), fetching the chunk 64 records ahead into L2 as the decode kernel does
@@ -63,17 +41,19 @@ HEED_NOINLINE float read_chunks(const char* p, std::size_t bytes, std::size_t fi
   return xsimd::hadd(a0 + a1 + a2 + a3);
 }
 
-void BM_machine_fma(benchmark::State& state) {
+// FMA peak of one ISA: 16 independent FMA chains per thread (bench/fma/).
+void BM_machine_fma(benchmark::State& state, heed::isa isa) {
   const int threads = static_cast<int>(state.range(0));
+  const heed_bench::fma_probe probe = heed_bench::fma_probe_of(isa);
   heed::thread_pool_executor ex(threads);
   constexpr std::int64_t kIters = 20'000'000;
   std::vector<float> sink(static_cast<std::size_t>(threads));
   for (auto _ : state) {
     ex.parallel_for(threads,
-                    [&](std::int64_t t, int) { sink[std::size_t(t)] = fma_chains(kIters); });
+                    [&](std::int64_t t, int) { sink[std::size_t(t)] = probe.run(kIters); });
     benchmark::DoNotOptimize(sink.data());
   }
-  const double flops = double(kIters) * 16 * B::size * 2 * threads;
+  const double flops = double(kIters) * 16 * probe.lanes * 2 * threads;
   state.counters["GFLOPS"] =
       benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -87,7 +67,7 @@ void BM_machine_read(benchmark::State& state) {
   std::vector<float> sink(static_cast<std::size_t>(threads));
   for (auto _ : state) {
     ex.parallel_for(threads, [&](std::int64_t t, int) {
-      sink[std::size_t(t)] = read_all(bufs[std::size_t(t)].data(), kFloats);
+      sink[std::size_t(t)] = heed_bench::read_all(bufs[std::size_t(t)].data(), kFloats);
     });
     benchmark::DoNotOptimize(sink.data());
   }
@@ -119,6 +99,16 @@ void BM_machine_read_strided(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_machine_fma)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+static const int fma_registered = [] {
+  for (heed::isa isa : heed_bench::available_isas())
+    if (heed_bench::fma_probe_of(isa).run)
+      benchmark::RegisterBenchmark((std::string("BM_machine_fma/") + heed::isa_name(isa)).c_str(),
+                                   [isa](benchmark::State& s) { BM_machine_fma(s, isa); })
+          ->Arg(1)
+          ->Arg(2)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+  return 0;
+}();
 BENCHMARK(BM_machine_read)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_machine_read_strided)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -1,5 +1,6 @@
 // Policies' costs against the attention they serve (Hq = 32, Hkv = 8, d = 128, f16 cache):
-//   BM_cache_decode/L/t       decode over the ragged KV cache, no observer (the baseline)
+//   BM_cache_decode/L/t       decode over the ragged KV cache, no observer (the baseline); the
+//                             cache decode benchmarks have the roofline counter (roofline.hpp)
 //   BM_decode_h2o_fused/L/t   the same with H2O's column mass folded in (target: <= 10% slower)
 //   BM_decode_h2o_paired/L/t  both of the above in every iteration, each timed on its own:
 //                             counter fused_over_plain = the median of the per-iteration time
@@ -16,7 +17,7 @@
 //                             within pages instead of shifting half the head
 //   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
 //                             from the main pass's LSE, max pooling, group mean); compare with
-//                             BM_dense_prefill/L/1 (target: <= 5%)
+//                             BM_dense_prefill/automatic/L/1 (target: <= 5%)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -29,6 +30,7 @@
 #include "heed/policy/evict.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/scoring/observation_window.hpp"
+#include "roofline.hpp"
 
 namespace {
 
@@ -69,13 +71,14 @@ void run_cache_decode(benchmark::State& state, bool h2o, std::int64_t page_rows 
   if (h2o) p.accumulate_channel = 0;
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, threads));
+  const double bytes = 2.0 * double(L) * kHkv * kD * sizeof(heed::f16);
+  set_roofline(state, heed::isa::automatic, ex, {bytes, 4.0 * kHq * kD * double(L)});
   for (auto _ : state) {
     const heed::status s = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex);
     if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
     benchmark::DoNotOptimize(o.data());
     benchmark::ClobberMemory();
   }
-  const double bytes = 2.0 * double(L) * kHkv * kD * sizeof(heed::f16);
   state.counters["GBps"] =
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
