@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cross-compiles heed and its tests for aarch64 (Debian's g++-aarch64-linux-gnu, the NEON
 # kernels) in build-aarch64/ and runs the tests under qemu-user. Installs the cross compiler and
-# qemu-user when missing. Arguments go to ctest: with none, the whole suite runs (about N minutes
-# on 2 cores, see docs/arm64.md); .ci/run passes a subset (-R ...) that covers every kernel
-# family against the float64 reference.
+# qemu-user when missing. Arguments go to ctest: with none, the whole suite runs (.ci/run does
+# that; about 5 minutes of tests under emulation on 2 cores after a 6-minute build, see
+# docs/arm64.md).
 #
 #   scripts/test_aarch64.sh                 # the whole suite under qemu
 #   scripts/test_aarch64.sh -R 'DenseCases' # some of it

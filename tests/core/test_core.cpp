@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <thread>
@@ -266,7 +267,10 @@ void marker_handler(const char* file, int line, const char* what) {
 }
 
 TEST(AbortHandlerDeathTest, CustomHandlerRunsThenAborts) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // threadsafe (re-executes the test binary), unless the environment chose a style: under an
+  // emulator (qemu-user, cross builds) the binary cannot be re-executed and "fast" is set.
+  if (std::getenv("GTEST_DEATH_TEST_STYLE") == nullptr)
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         heed::set_abort_handler(&marker_handler);

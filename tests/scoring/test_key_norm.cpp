@@ -62,8 +62,14 @@ TEST(ScoreKeyNormArch, EveryCompiledArchAgrees) {
   heed_ref::stored_kv k(37, 2, 72, dtype::f16, 3);
   const auto ref = heed_ref::key_norm(k.ref);
   std::vector<float> out(std::size_t(2 * 37));
+#if XSIMD_WITH_SSE2
   ASSERT_EQ(heed::key_norm_scores<xsimd::sse2>(k.view, out.data()), status::ok);
   expect_rel(out, ref, 2, 37, 37, 2e-6);
+#endif
+#if XSIMD_WITH_NEON64
+  ASSERT_EQ(heed::key_norm_scores<heed::simd::neon_arch>(k.view, out.data()), status::ok);
+  expect_rel(out, ref, 2, 37, 37, 2e-6);
+#endif
 #if XSIMD_WITH_AVX2 && XSIMD_WITH_FMA3_AVX2
   ASSERT_EQ(heed::key_norm_scores<heed::simd::avx2_arch>(k.view, out.data()), status::ok);
   expect_rel(out, ref, 2, 37, 37, 2e-6);

@@ -73,6 +73,19 @@ constexpr bool is_rope_storage_v =
 
 // Rotates the rows x + a * stride_a + b * stride_b (a < n_a, b < n_b) by the angle of `delta`
 // positions. Arguments are checked by the caller.
+// a * c - b * s rounded the same way wherever it is compiled. Where the target has a fast
+// fused multiply-add (aarch64, x86 with FMA), GCC contracts the expression into one, and which
+// product it fuses depended on the code path the vectorizer chose (on aarch64 a batch and a
+// single row came out one ulp apart); written as an explicit fma, the choice is fixed. Without a
+// fast fma nothing is contracted and the plain expression is exact the same everywhere.
+HEED_FORCE_INLINE float rope_mul_sub(float a, float c, float b, float s) noexcept {
+#if defined(__FP_FAST_FMAF) || defined(FP_FAST_FMAF)
+  return std::fma(a, c, -(b * s));
+#else
+  return a * c - b * s;
+#endif
+}
+
 template <class T>
 void rope_rotate(const rope_config& c, T* x, std::int64_t n_a, std::int64_t stride_a,
                  std::int64_t n_b, std::int64_t stride_b, std::int64_t delta) noexcept {
@@ -98,8 +111,8 @@ void rope_rotate(const rope_config& c, T* x, std::int64_t n_a, std::int64_t stri
           T* p0 = row + i * step;
           T* p1 = p0 + other;
           const float x0 = to_float(*p0), x1 = to_float(*p1);
-          *p0 = from_float<T>(x0 * cs[i] - x1 * sn[i]);
-          *p1 = from_float<T>(x0 * sn[i] + x1 * cs[i]);
+          *p0 = from_float<T>(rope_mul_sub(x0, cs[i], x1, sn[i]));
+          *p1 = from_float<T>(rope_mul_sub(x0, sn[i], -x1, cs[i]));
         }
       }
     }
