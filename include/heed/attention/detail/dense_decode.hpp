@@ -220,19 +220,19 @@ struct decode_kernel {
   static constexpr int L = static_cast<int>(B::size);
   static constexpr int NB = decode_cfg::NB;
   static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
-  // Keys ahead whose K and V rows the logits loop prefetches, one row per key it scores: the
-  // hardware prefetchers alone left decode from DRAM at a third of the read bandwidth (compute
-  // and transfer did not overlap); a burst for a whole block ahead did not help. Contiguous
-  // rows are fetched into L1; strided [seq, heads, d] rows (each head's 256 bytes of a 2 KiB key
-  // record) into L2 only, which ran 32768-key decode 35% faster on one core and 15% on two
-  // (AMD Zen 5; L1 fetches of strided rows were capped near 16 GB/s per core). Contiguous rows:
-  // the logits loop fetches the K rows PD keys ahead and the P V loop the V rows, so prefetches
-  // are issued all through the block instead of in bursts during the logits: 32768-key decode
-  // 25.5-26.5 against 21.9-22.2 GB/s on one core, 44.5-45.6 against 37.2-37.7 on two (same-run
-  // A/B). The same split for strided rows was slower (19.5 against 21 GB/s). Strided rows used
-  // to be fetched into L1 as well just before their block was scored; once the line loops
-  // unrolled (row_bytes) that second fetch only cost time: without it 32768-key [seq, heads, d]
-  // decode ran 23.3-24.3 GB/s on one core against 19.4-20.9 before, 4096 keys unchanged.
+  // Keys ahead whose K and V rows the loops prefetch, one row per key they score: the hardware
+  // prefetchers alone left decode from DRAM at a third of the read bandwidth (compute and
+  // transfer did not overlap); a burst for a whole block ahead did not help. Rows are fetched
+  // into L2 (prefetcht1), not L1: an L1 prefetch holds one of the core's few L1 miss buffers
+  // until the line arrives from DRAM, which capped a core near 10 GB/s on AMD Zen 4 (about as
+  // many lines in flight as there are buffers, over the memory latency). Same-run A/B on Zen 4,
+  // L2 against L1 for contiguous rows: 32768-key decode +24-52% (AVX-512 and AVX2, 1 and 2
+  // threads), 4096 keys in cache +18-42% on one core, +4% on two; strided [seq, heads, d] rows
+  // had already measured 35% faster into L2 on Zen 5. Contiguous rows: the logits loop fetches
+  // the K rows PD keys ahead and the P V loop the V rows, so prefetches are issued all through
+  // the block instead of in bursts during the logits (Zen 5: 25.5-26.5 against 21.9-22.2 GB/s on
+  // one core). The same split for strided rows was slower (19.5 against 21 GB/s), so those fetch
+  // both rows from the logits loop.
   static constexpr int PD = 64;
 
   const dense_params& p;
@@ -286,7 +286,6 @@ struct decode_kernel {
     std::uintptr_t k, v;
     std::uintptr_t kstep, vstep;
     std::int64_t bytes;  // of one row (generic head dim; row_bytes() is constant otherwise)
-    bool to_l2;          // prefetcht1 (L2) instead of prefetcht0
     // A compile-time count where the head dim is: the line loops then unroll whether or not
     // the compiler propagates `bytes` through the kernel's inlining.
     HEED_FORCE_INLINE std::int64_t row_bytes() const noexcept {
@@ -295,39 +294,22 @@ struct decode_kernel {
       else
         return bytes;
     }
-    template <int Locality>
+    // Into L2 (locality 2: prefetcht1), see PD.
     HEED_FORCE_INLINE void fetch_row(std::uintptr_t base, std::uintptr_t step,
                                      std::int64_t j) const noexcept {
       const std::uintptr_t r = base + std::uintptr_t(j) * step;
       for (std::int64_t b = 0; b < row_bytes(); b += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b)), 0, Locality);
+        __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b)), 0, 2);
     }
-    HEED_FORCE_INLINE void fetch_k(std::int64_t j) const noexcept {
-      if (to_l2)
-        fetch_row<2>(k, kstep, j);
-      else
-        fetch_row<3>(k, kstep, j);
-    }
-    HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept {
-      if (to_l2)
-        fetch_row<2>(v, vstep, j);
-      else
-        fetch_row<3>(v, vstep, j);
-    }
-    template <int Locality>
-    HEED_FORCE_INLINE void fetch_into(std::int64_t j) const noexcept {
-      const std::uintptr_t kj = k + std::uintptr_t(j) * kstep, vj = v + std::uintptr_t(j) * vstep;
-      for (std::int64_t b = 0; b < row_bytes(); b += 64) {
-        __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, Locality);
-        __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, Locality);
-      }
-    }
+    HEED_FORCE_INLINE void fetch_k(std::int64_t j) const noexcept { fetch_row(k, kstep, j); }
+    HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept { fetch_row(v, vstep, j); }
     // K and V rows of key j.
     HEED_FORCE_INLINE void fetch(std::int64_t j) const noexcept {
-      if (to_l2)
-        fetch_into<2>(j);
-      else
-        fetch_into<3>(j);
+      const std::uintptr_t kj = k + std::uintptr_t(j) * kstep, vj = v + std::uintptr_t(j) * vstep;
+      for (std::int64_t b = 0; b < row_bytes(); b += 64) {
+        __builtin_prefetch(reinterpret_cast<const void*>(kj + std::uintptr_t(b)), 0, 2);
+        __builtin_prefetch(reinterpret_cast<const void*>(vj + std::uintptr_t(b)), 0, 2);
+      }
     }
   };
   // The prefetch that goes with each key the logits score (block's KF). Force-inlined functors,
@@ -355,7 +337,6 @@ struct decode_kernel {
     f.v = reinterpret_cast<std::uintptr_t>(rows.v) + std::uintptr_t(kvh * p.v.head_stride * e) -
           std::uintptr_t(rows.first) * f.vstep;
     f.bytes = (D ? D : d) * e;
-    f.to_l2 = strided_rows();
     return f;
   }
 
@@ -499,9 +480,9 @@ struct decode_kernel {
     else
       run_partition_t<false>(task, thread);
   }
-  // Strided: [seq, heads, d] rows, fetched PD keys ahead into L2 (K and V together, while the
-  // logits run). Contiguous rows: K fetched PD keys ahead while
-  // the logits run, V while P V runs, so the prefetches spread over the whole block.
+  // Strided: [seq, heads, d] rows, fetched PD keys ahead (K and V together, while the logits
+  // run). Contiguous rows: K fetched PD keys ahead while the logits run, V while P V runs, so
+  // the prefetches spread over the whole block.
   template <bool Strided>
   void run_partition_t(std::int64_t task, int thread) const noexcept {
     const int kvh = static_cast<int>(task / lay.n_parts);
