@@ -1,6 +1,6 @@
 // This machine's limits, measured in the same run as the kernels so results read as ratios:
 // BM_machine_fma/<isa>/<threads> (fp32 FMA peak of each ISA the CPU runs, counter GFLOPS),
-// BM_machine_read (streaming read of 512 MiB per thread, counter GBps) and
+// BM_machine_read (streaming read of 256 MiB per thread, counter GBps) and
 // BM_machine_read_strided (the read pattern of decode over [seq, heads, d] K/V: 256 bytes of
 // every 2 KiB record, each thread its own heads; counter GBps of the bytes used).
 #include <benchmark/benchmark.h>
@@ -41,37 +41,22 @@ HEED_NOINLINE float read_chunks(const char* p, std::size_t bytes, std::size_t fi
   return xsimd::hadd(a0 + a1 + a2 + a3);
 }
 
-// FMA peak of one ISA: 16 independent FMA chains per thread (bench/fma/).
+// FMA peak of one ISA: 16 independent FMA chains per thread (bench/fma/), the same pass as the
+// roofline counter's peak (roofline.hpp), timed per iteration.
 void BM_machine_fma(benchmark::State& state, heed::isa isa) {
   const int threads = static_cast<int>(state.range(0));
   const heed_bench::fma_probe probe = heed_bench::fma_probe_of(isa);
-  heed::thread_pool_executor ex(threads);
   constexpr std::int64_t kIters = 20'000'000;
-  std::vector<float> sink(static_cast<std::size_t>(threads));
-  for (auto _ : state) {
-    ex.parallel_for(threads,
-                    [&](std::int64_t t, int) { sink[std::size_t(t)] = probe.run(kIters); });
-    benchmark::DoNotOptimize(sink.data());
-  }
-  const double flops = double(kIters) * 16 * probe.lanes * 2 * threads;
-  state.counters["GFLOPS"] =
-      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  for (auto _ : state) state.SetIterationTime(heed_bench::fma_pass_seconds(probe, threads, kIters));
+  state.counters["GFLOPS"] = benchmark::Counter(probe.flops(kIters) * threads * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Streaming read, every thread its own 256 MiB: the roofline counter's read pass.
 void BM_machine_read(benchmark::State& state) {
   const int threads = static_cast<int>(state.range(0));
-  constexpr std::size_t kFloats = std::size_t(512) << 20 >> 2;  // 512 MiB per thread
-  std::vector<heed_bench::aligned_vector<float>> bufs(static_cast<std::size_t>(threads));
-  heed::thread_pool_executor ex(threads);
-  ex.parallel_for(threads, [&](std::int64_t t, int) { bufs[std::size_t(t)].assign(kFloats, 1.f); });
-  std::vector<float> sink(static_cast<std::size_t>(threads));
-  for (auto _ : state) {
-    ex.parallel_for(threads, [&](std::int64_t t, int) {
-      sink[std::size_t(t)] = heed_bench::read_all(bufs[std::size_t(t)].data(), kFloats);
-    });
-    benchmark::DoNotOptimize(sink.data());
-  }
-  state.counters["GBps"] = benchmark::Counter(double(kFloats) * 4 * threads * 1e-9,
+  for (auto _ : state) state.SetIterationTime(heed_bench::read_pass_seconds(threads));
+  state.counters["GBps"] = benchmark::Counter(double(heed_bench::kReadFloats) * 4 * threads * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -106,9 +91,9 @@ static const int fma_registered = [] {
                                    [isa](benchmark::State& s) { BM_machine_fma(s, isa); })
           ->Arg(1)
           ->Arg(2)
-          ->UseRealTime()
+          ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
   return 0;
 }();
-BENCHMARK(BM_machine_read)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_machine_read)->Arg(1)->Arg(2)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_machine_read_strided)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

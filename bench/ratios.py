@@ -28,7 +28,7 @@ def medians(path):
         if b.get("run_type") == "aggregate":
             continue
         name = b["run_name"] if "run_name" in b else b["name"]
-        name = name.replace("/real_time", "")
+        name = name.replace("/real_time", "").replace("/manual_time", "")
         name = re.sub(r"/iterations:\d+", "", name)
         times.setdefault(name, []).append(b["real_time"] * UNIT[b.get("time_unit", "ns")])
         for key in COUNTERS:

@@ -63,55 +63,59 @@ HEED_NOINLINE float read_all(const float* p, std::size_t n) {
 
 heed::isa resolved_isa(heed::isa i) { return i == heed::isa::automatic ? heed::best_isa() : i; }
 
-double measure_fma_peak(heed::isa i, heed::executor& ex) {
+double fma_pass_seconds(const fma_probe& probe, int threads, std::int64_t iters) {
+  std::vector<float> sink(static_cast<std::size_t>(threads));
+  const double s =
+      timed_on_threads(threads, [&](int t) { sink[std::size_t(t)] = probe.run(iters); });
+  benchmark::DoNotOptimize(sink.data());
+  return s;
+}
+
+double measure_fma_peak(heed::isa i, int threads) {
   i = resolved_isa(i);
   const fma_probe probe = fma_probe_of(i);
   if (probe.run == nullptr || !heed::isa_available(i)) return 0;
-  const int threads = ex.concurrency();
   constexpr std::int64_t kIters = 10'000'000;
-  std::vector<float> sink(static_cast<std::size_t>(threads));
   double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double s =
-        timed_on_threads(threads, [&](int t) { sink[std::size_t(t)] = probe.run(kIters); });
-    benchmark::DoNotOptimize(sink.data());
-    best = std::max(best, double(kIters) * 16 * probe.lanes * 2 * threads / s);
-  }
+  for (int rep = 0; rep < 5; ++rep)
+    best = std::max(best, probe.flops(kIters) * threads / fma_pass_seconds(probe, threads, kIters));
   return best;
 }
 
-double fma_peak(heed::isa i, heed::executor& ex) {
+double fma_peak(heed::isa i, int threads) {
   static std::map<std::pair<int, int>, double> cache;
-  const auto key = std::make_pair(static_cast<int>(resolved_isa(i)), ex.concurrency());
+  const auto key = std::make_pair(static_cast<int>(resolved_isa(i)), threads);
   auto it = cache.find(key);
-  if (it == cache.end()) it = cache.emplace(key, measure_fma_peak(i, ex)).first;
+  if (it == cache.end()) it = cache.emplace(key, measure_fma_peak(i, threads)).first;
   return it->second;
 }
 
-double read_bandwidth(heed::executor& ex) {
-  constexpr std::size_t kFloats = std::size_t(256) << 20 >> 2;  // 256 MiB per thread
+double read_pass_seconds(int threads) {
   static std::vector<aligned_vector<float>> bufs;
-  const int threads = ex.concurrency();
   if (bufs.size() < std::size_t(threads)) bufs.resize(std::size_t(threads));
-  ex.parallel_for(threads, [&](std::int64_t t, int) {
+  // Each thread first touches its own buffer.
+  timed_on_threads(threads, [&](int t) {
     auto& b = bufs[std::size_t(t)];
-    if (b.size() != kFloats) b.assign(kFloats, 1.f);
+    if (b.size() != kReadFloats) b.assign(kReadFloats, 1.f);
   });
   std::vector<float> sink(static_cast<std::size_t>(threads));
-  std::vector<double> rates;
-  for (int rep = 0; rep < 3; ++rep) {
-    const double s = timed_on_threads(threads, [&](int t) {
-      sink[std::size_t(t)] = read_all(bufs[std::size_t(t)].data(), kFloats);
-    });
-    benchmark::DoNotOptimize(sink.data());
-    rates.push_back(double(kFloats) * 4 * threads / s);
-  }
-  std::sort(rates.begin(), rates.end());
+  const double s = timed_on_threads(threads, [&](int t) {
+    sink[std::size_t(t)] = read_all(bufs[std::size_t(t)].data(), kReadFloats);
+  });
+  benchmark::DoNotOptimize(sink.data());
+  return s;
+}
+
+double read_bandwidth(int threads) {
+  double rates[3];
+  for (double& r : rates) r = double(kReadFloats) * 4 * threads / read_pass_seconds(threads);
+  std::sort(rates, rates + 3);
   return rates[1];
 }
 
 void set_roofline(benchmark::State& state, heed::isa i, heed::executor& ex, roofline_work w) {
-  const double peak = fma_peak(i, ex), bw = read_bandwidth(ex);
+  const int threads = ex.concurrency();
+  const double peak = fma_peak(i, threads), bw = read_bandwidth(threads);
   double t_roof = 0;
   if (bw > 0) t_roof = std::max(t_roof, w.bytes / bw);
   if (peak > 0) t_roof = std::max(t_roof, w.flops / peak);

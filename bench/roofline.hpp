@@ -10,7 +10,9 @@
 #include <benchmark/benchmark.h>
 
 #include <cstddef>
+#include <cstdint>
 
+#include "fma/fma_probe.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/simd/arch.hpp"
 
@@ -19,14 +21,21 @@ namespace heed_bench {
 // Sums n floats (n a multiple of 4 vectors) with the widest vectors of the build: the read probe.
 float read_all(const float* p, std::size_t n);
 
-// FMA peak of `i` (isa::automatic: the one the dispatch picks) with `threads` threads, flop/s;
-// 0 when heed_bench has no probe for that ISA or the CPU lacks it.
-double fma_peak(heed::isa i, heed::executor& ex);
-// FMA peak measured now (no cache): BM_machine_fma.
-double measure_fma_peak(heed::isa i, heed::executor& ex);
-// Streaming read bandwidth with ex.concurrency() threads, each reading its own 256 MiB buffer
-// (2 MiB aligned, transparent huge pages), bytes/s: the median of three passes, measured now.
-double read_bandwidth(heed::executor& ex);
+// Seconds for `threads` threads (plain std::threads started together) to run the FMA probe
+// `probe` for `iters` iterations each: BM_machine_fma's step.
+double fma_pass_seconds(const fma_probe& probe, int threads, std::int64_t iters);
+// FMA peak of `i` (isa::automatic: the one the dispatch picks) with `threads` threads, flop/s,
+// the best of five passes, measured once per process; 0 when heed_bench has no probe for that
+// ISA or the CPU lacks it.
+double fma_peak(heed::isa i, int threads);
+
+// Floats each thread reads in a read pass (256 MiB, 2 MiB aligned, transparent huge pages).
+constexpr std::size_t kReadFloats = std::size_t(256) << 20 >> 2;
+// Seconds for `threads` threads to read their own kReadFloats each: BM_machine_read's step.
+double read_pass_seconds(int threads);
+// Streaming read bandwidth with `threads` threads, bytes/s: the median of three passes,
+// measured now.
+double read_bandwidth(int threads);
 
 struct roofline_work {
   double bytes = 0;  // per iteration, read from memory (K and V)

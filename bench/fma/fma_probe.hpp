@@ -1,5 +1,6 @@
 // The per-ISA FMA peak probes (bench/fma/): fma_chains_<isa>(iters) runs 16 chains of `iters`
-// FMAs on that ISA's widest float vectors; fma_chains(isa) picks one.
+// FMAs on that ISA's widest float vectors, one per ISA the build compiles (HEED_BENCH_HAVE_<ISA>);
+// fma_probe_of(isa) picks one.
 #pragma once
 
 #include <cstddef>
@@ -9,29 +10,39 @@
 
 namespace heed_bench {
 
-float fma_chains_sse2(std::int64_t iters);
-float fma_chains_avx2(std::int64_t iters);
-float fma_chains_avx512(std::int64_t iters);
-float fma_chains_neon(std::int64_t iters);
+#define HEED_BENCH_DECLARE_FMA(isa)           \
+  float fma_chains_##isa(std::int64_t iters); \
+  int fma_lanes_##isa();
+HEED_BENCH_DECLARE_FMA(sse2)
+HEED_BENCH_DECLARE_FMA(avx2)
+HEED_BENCH_DECLARE_FMA(avx512)
+HEED_BENCH_DECLARE_FMA(neon)
 
 struct fma_probe {
   float (*run)(std::int64_t iters);
   int lanes;  // floats per vector
+  // Flops of one run(iters) on one thread: 16 chains of `iters` FMAs of 2 flops per lane.
+  double flops(std::int64_t iters) const { return double(iters) * 16 * lanes * 2; }
 };
 
 // The probe of `i` (of those compiled into heed_bench on this platform), or {nullptr, 0}.
 inline fma_probe fma_probe_of(heed::isa i) {
   switch (i) {
-#if defined(__x86_64__)
+#if defined(HEED_BENCH_HAVE_SSE2)
     case heed::isa::sse2:
-      return {&fma_chains_sse2, 4};
+      return {&fma_chains_sse2, fma_lanes_sse2()};
+#endif
+#if defined(HEED_BENCH_HAVE_AVX2)
     case heed::isa::avx2:
-      return {&fma_chains_avx2, 8};
+      return {&fma_chains_avx2, fma_lanes_avx2()};
+#endif
+#if defined(HEED_BENCH_HAVE_AVX512)
     case heed::isa::avx512:
-      return {&fma_chains_avx512, 16};
-#elif defined(__aarch64__)
+      return {&fma_chains_avx512, fma_lanes_avx512()};
+#endif
+#if defined(HEED_BENCH_HAVE_NEON)
     case heed::isa::neon:
-      return {&fma_chains_neon, 4};
+      return {&fma_chains_neon, fma_lanes_neon()};
 #endif
     default:
       return {nullptr, 0};
