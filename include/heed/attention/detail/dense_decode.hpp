@@ -213,13 +213,16 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
     for (int c = 0; c < CB; ++c) acc[g][c].store_aligned(o + g * o_stride + c0 + c * L);
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
-struct decode_kernel {
+// The half of a decode step that depends on neither the variant nor the observer: where a
+// partition's rows are, their prefetches, the logits of a key block and O += P V. Instantiated
+// once per (arch, head dim, K/V type) and shared by every variant and observer: the compiled
+// library builds eight (variant, observer) kernels per K/V type, and their own copies of these
+// loops were two thirds of its compile time. The two loops are calls (one per block of NB keys).
+template <class A, int D, class KV>
+struct decode_core {
   using B = xsimd::batch<float, A>;
-  using I = xsimd::batch<std::int32_t, A>;
   static constexpr int L = static_cast<int>(B::size);
   static constexpr int NB = decode_cfg::NB;
-  static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
   // Keys ahead whose K and V rows the loops prefetch, one row per key they score: the hardware
   // prefetchers alone left decode from DRAM at a third of the read bandwidth (compute and
   // transfer did not overlap); a burst for a whole block ahead did not help. Rows are fetched
@@ -236,22 +239,14 @@ struct decode_kernel {
   static constexpr int PD = 64;
 
   const dense_params& p;
-  const Variant& var;
-  Obs& obs;
   decode_layout lay;
   decode_buffers buf;
-  std::int64_t d, ds, qpos;
-  float qscale;
-  bool stats;  // the entropy sum t (kEntropy and the observer has it on)
+  std::int64_t d, ds;
 
-  decode_kernel(const dense_params& params, const Variant& v, Obs& o, const decode_layout& l,
-                const decode_buffers& b) noexcept
-      : p(params), var(v), obs(o), lay(l), buf(b) {
+  decode_core(const dense_params& params, const decode_layout& l, const decode_buffers& b) noexcept
+      : p(params), lay(l), buf(b) {
     d = D ? D : p.head_dim();
     ds = decode_dstride(d);
-    qpos = p.offset();
-    qscale = p.logit_scale() * simd::log2e;
-    stats = kEntropy && row_stats_active(o);
   }
 
   // Partitions: fixed runs of decode_cfg::partition keys, or the pages of paged K/V.
@@ -361,6 +356,147 @@ struct decode_kernel {
     return s;
   }
 
+  // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise. kf(j) for
+  // every key j scored; Contiguous picks how many keys one reduction scores side by side.
+  template <bool Contiguous, class KF>
+  HEED_FORCE_INLINE bool qk_joint(const KF& kf, const KV* krow, std::int64_t kstride,
+                                  std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
+                                  float* sb) const noexcept {
+    if constexpr (D != 0 && D % L == 0) {
+      switch (lay.group) {
+        case 1:
+          return qk_joint_g<1, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
+        case 2:
+          return qk_joint_g<2, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
+        case 4:
+          return qk_joint_g<4, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
+        case 8:
+          return qk_joint_g<8, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
+        case 16:
+          return qk_joint_g<16, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
+        default:
+          return false;
+      }
+    }
+    return false;
+  }
+
+  template <int GC, bool Contiguous, class KF>
+  HEED_FORCE_INLINE bool qk_joint_g(const KF& kf, const KV* krow, std::int64_t kstride,
+                                    std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
+                                    float* sb) const noexcept {
+    if constexpr (GC > L || D == 0 || D % L != 0) {
+      return false;
+    } else {
+      constexpr int KB = L / GC;
+      alignas(64) float tmp[L];
+      for (int j = 0; j < nb; j += KB) {
+        for (int n = 0; n < KB; ++n) kf(j0 + j + n);
+        decode_qk_joint<A, D, GC, KV, Contiguous>(krow + j * kstride, kstride, nb - j, qs, qstride)
+            .store_aligned(tmp);
+        for (int n = 0; n < KB; ++n)
+          for (int g = 0; g < GC; ++g) sb[g * NB + j + n] = tmp[n * GC + g];
+      }
+      return true;
+    }
+  }
+
+  // FetchV: also prefetch the V rows of keys jf .. jf + nb.
+  template <bool FetchV>
+  HEED_NOINLINE void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb,
+                            const row_fetch& pf, std::int64_t jf) const noexcept {
+    const std::int64_t G = lay.group;
+    const std::int64_t vstride = p.v.seq_stride;
+    if constexpr (D != 0 && D % L == 0) {
+      constexpr int NV = D / L;
+      constexpr int CB = NV % 4 == 0 ? 4 : NV % 3 == 0 ? 3 : NV % 2 == 0 ? 2 : 1;
+      // The first pass over the block's values prefetches.
+      using F = std::conditional_t<FetchV, row_fetch, no_row_fetch>;
+      const F* fetch_first = nullptr;
+      if constexpr (FetchV) fetch_first = &pf;
+      for (std::int64_t c0 = 0; c0 < D; c0 += CB * L) {
+        std::int64_t g = 0;
+        for (; g + 4 <= G; g += 4)
+          decode_pv_block<A, 4, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
+                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+        for (; g + 2 <= G; g += 2)
+          decode_pv_block<A, 2, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
+                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+        for (; g < G; ++g)
+          decode_pv_block<A, 1, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
+                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+      }
+    } else {
+      // Generic head dim: vector body, scalar tail columns.
+      const std::int64_t dv = d / L * L;
+      for (std::int64_t g = 0; g < G; ++g) {
+        float* og = oacc + g * ds;
+        const float* pg = sb + g * NB;
+        const KV* vrow = vrow0;
+        for (int j = 0; j < nb; ++j, vrow += vstride) {
+          if constexpr (FetchV)
+            if (g == 0) pf.fetch_v(jf + j);
+          const B pj(pg[j]);
+          for (std::int64_t c = 0; c < dv; c += L)
+            xsimd::fma(pj, simd::load_as_float<A>(vrow + c), B::load_unaligned(og + c))
+                .store_unaligned(og + c);
+          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * to_float(vrow[c]);
+        }
+      }
+    }
+  }
+
+  // Logits of keys [j0, j0 + nb) of KV head kvh for its G query heads into sb ([G][NB]), with
+  // each key's prefetch (Strided: K and V rows PD keys ahead; contiguous: the K row).
+  template <bool Strided>
+  HEED_NOINLINE void logits(int kvh, const part_rows& rows, const row_fetch& pf, std::int64_t j0,
+                            int nb, const float* qs, float* sb) const noexcept {
+    using KF = std::conditional_t<Strided, fetch_kv_ahead, fetch_k_ahead>;
+    const KF kf{pf};
+    const std::int64_t kstride = p.k.seq_stride;
+    const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
+    if (qk_joint<!Strided>(kf, krow, kstride, j0, nb, qs, ds, sb)) return;
+    for (int j = 0; j < nb; ++j, krow += kstride) {
+      kf(j0 + j);
+      decode_qk_row<A, D, KV>(krow, qs, lay.group, d, ds, sb + j, NB);
+    }
+  }
+};
+
+// One decode step with a variant and an observer: the online softmax of each key block between
+// decode_core's logits and P V, the partials' merge and the observer's reports.
+template <class A, int D, class KV, class Variant, class Obs>
+struct decode_kernel : decode_core<A, D, KV> {
+  using core = decode_core<A, D, KV>;
+  using typename core::B;
+  using typename core::head_state;
+  using typename core::part_rows;
+  using typename core::row_fetch;
+  using I = xsimd::batch<std::int32_t, A>;
+  using core::buf;
+  using core::d;
+  using core::ds;
+  using core::L;
+  using core::lay;
+  using core::NB;
+  using core::p;
+  using core::PD;
+  static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
+
+  const Variant& var;
+  Obs& obs;
+  std::int64_t qpos;
+  float qscale;
+  bool stats;  // the entropy sum t (kEntropy and the observer has it on)
+
+  decode_kernel(const dense_params& params, const Variant& v, Obs& o, const decode_layout& l,
+                const decode_buffers& b) noexcept
+      : core(params, l, b), var(v), obs(o) {
+    qpos = p.offset();
+    qscale = p.logit_scale() * simd::log2e;
+    stats = kEntropy && row_stats_active(o);
+  }
+
   // Scaled queries and an empty state for KV head kvh.
   void begin_head(int kvh, const head_state& s) const noexcept {
     const std::int64_t G = lay.group;
@@ -390,25 +526,21 @@ struct decode_kernel {
     }
   }
 
-  // One key block [j0, j0 + nb) of KV head kvh: logits, online softmax, O += P V. KF: called
-  // with each key the logits score (the prefetch that goes with it); FetchV: the first pass of
-  // P V prefetches the V rows PD keys ahead; Joint: the logits score several keys at once.
-  template <bool Joint, bool FetchV, class KF>
+  // One key block [j0, j0 + nb) of KV head kvh: logits, online softmax, O += P V. Strided
+  // ([seq, heads, d] rows): the logits loop prefetches K and V rows PD keys ahead; contiguous
+  // rows: the logits loop prefetches K rows, the first pass of P V the V rows. The layout is a
+  // run-time choice here, between the two calls of decode_core: one softmax body serves both.
   HEED_FORCE_INLINE void block(int kvh, const head_state& s, const part_rows& rows,
-                               const Variant& vr, const row_fetch& pf, const KF& kf,
+                               const Variant& vr, const row_fetch& pf, bool strided,
                                std::int64_t j0, int nb) const noexcept {
     const std::int64_t G = lay.group;
     const int h0 = static_cast<int>(kvh * G);
-    const std::int64_t kstride = p.k.seq_stride;
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
-    const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
-    if (!qk_joint<Joint>(kf, krow, kstride, j0, nb, s.qs, ds, s.sb)) {
-      for (int j = 0; j < nb; ++j, krow += kstride) {
-        kf(j0 + j);
-        decode_qk_row<A, D, KV>(krow, s.qs, G, d, ds, s.sb + j, NB);
-      }
-    }
+    if (strided)
+      this->template logits<true>(kvh, rows, pf, j0, nb, s.qs, s.sb);
+    else
+      this->template logits<false>(kvh, rows, pf, j0, nb, s.qs, s.sb);
     // Softmax block per query head; lanes are keys.
     for (std::int64_t g = 0; g < G; ++g) {
       float* srow = s.sb + g * NB;
@@ -470,139 +602,40 @@ struct decode_kernel {
     }
     // O += P V, all query heads of the group per pass over the block's values.
     const KV* vrow0 = rows.v + p.v.offset(j0 - rows.first, kvh);
-    pv_all<FetchV>(s.oacc, s.sb, vrow0, nb, pf, j0 + PD);
+    if (strided)
+      this->template pv_all<false>(s.oacc, s.sb, vrow0, nb, pf, j0 + PD);
+    else
+      this->template pv_all<true>(s.oacc, s.sb, vrow0, nb, pf, j0 + PD);
   }
 
   // Task: one (kv head, partition).
   void run_partition(std::int64_t task, int thread) const noexcept {
-    if (strided_rows())
-      run_partition_t<true>(task, thread);
-    else
-      run_partition_t<false>(task, thread);
-  }
-  // Strided: [seq, heads, d] rows, fetched PD keys ahead (K and V together, while the logits
-  // run). Contiguous rows: K fetched PD keys ahead while the logits run, V while P V runs, so
-  // the prefetches spread over the whole block.
-  template <bool Strided>
-  void run_partition_t(std::int64_t task, int thread) const noexcept {
     const int kvh = static_cast<int>(task / lay.n_parts);
     const std::int64_t part = task % lay.n_parts;
-    const head_state s = state_at(buf.thread_base + buf.per_thread * std::size_t(thread));
+    const head_state s = this->state_at(buf.thread_base + buf.per_thread * std::size_t(thread));
     begin_head(kvh, s);
-    const part_rows rows = rows_of(part);
-    const std::int64_t b0 = part_begin(part), b1 = part_end(part);
+    const part_rows rows = this->rows_of(part);
+    const std::int64_t b0 = this->part_begin(part), b1 = this->part_end(part);
     // A local copy: stores to the logit block could alias the variant's fields as far as the
     // compiler knows, so through `var` it reloads them (and recomputes the constants derived
     // from them) for every batch of keys.
     const Variant vr = var;
-    const row_fetch pf = fetcher(rows, kvh);
+    const row_fetch pf = this->fetcher(rows, kvh);
     // Pages: the keys the loop would prefetch past this page's end live at the start of the
     // next page (which this thread runs next); fetch those there, block by block. Without it
     // every page started with PD keys' worth of DRAM misses (256-row pages: 14 against 20 GB/s).
     const bool next_page = p.pages != nullptr && part + 1 < lay.n_parts;
-    const row_fetch pn = next_page ? fetcher(rows_of(part + 1), kvh) : pf;
+    const row_fetch pn = next_page ? this->fetcher(this->rows_of(part + 1), kvh) : pf;
     const std::int64_t next_first = next_page ? p.pages[part + 1].begin : 0;
+    const bool strided = this->strided_rows();
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       if (next_page && j0 + nb + PD > b1)
         for (std::int64_t j = std::max(j0 + PD, b1); j < j0 + nb + PD; ++j)
           pn.fetch(next_first + (j - b1));
-      if constexpr (Strided)
-        block<false, false>(kvh, s, rows, vr, pf, fetch_kv_ahead{pf}, j0, nb);
-      else
-        block<true, true>(kvh, s, rows, vr, pf, fetch_k_ahead{pf}, j0, nb);
+      block(kvh, s, rows, vr, pf, strided, j0, nb);
     }
     end_head(kvh, part, s);
-  }
-
-  // Joint logits when G divides the vector width (GQA 1, 2, 4, 8, 16); false otherwise. kf(j) for
-  // every key j scored; Contiguous picks how many keys one reduction scores side by side.
-  template <bool Contiguous, class KF>
-  HEED_FORCE_INLINE bool qk_joint(const KF& kf, const KV* krow, std::int64_t kstride,
-                                  std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
-                                  float* sb) const noexcept {
-    if constexpr (D != 0 && D % L == 0) {
-      switch (lay.group) {
-        case 1:
-          return qk_joint_g<1, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
-        case 2:
-          return qk_joint_g<2, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
-        case 4:
-          return qk_joint_g<4, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
-        case 8:
-          return qk_joint_g<8, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
-        case 16:
-          return qk_joint_g<16, Contiguous>(kf, krow, kstride, j0, nb, qs, qstride, sb);
-        default:
-          return false;
-      }
-    }
-    return false;
-  }
-
-  template <int GC, bool Contiguous, class KF>
-  HEED_FORCE_INLINE bool qk_joint_g(const KF& kf, const KV* krow, std::int64_t kstride,
-                                    std::int64_t j0, int nb, const float* qs, std::int64_t qstride,
-                                    float* sb) const noexcept {
-    if constexpr (GC > L || D == 0 || D % L != 0) {
-      return false;
-    } else {
-      constexpr int KB = L / GC;
-      alignas(64) float tmp[L];
-      for (int j = 0; j < nb; j += KB) {
-        for (int n = 0; n < KB; ++n) kf(j0 + j + n);
-        decode_qk_joint<A, D, GC, KV, Contiguous>(krow + j * kstride, kstride, nb - j, qs, qstride)
-            .store_aligned(tmp);
-        for (int n = 0; n < KB; ++n)
-          for (int g = 0; g < GC; ++g) sb[g * NB + j + n] = tmp[n * GC + g];
-      }
-      return true;
-    }
-  }
-
-  // FetchV: also prefetch the V rows of keys jf .. jf + nb.
-  template <bool FetchV>
-  void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb, const row_fetch& pf,
-              std::int64_t jf) const noexcept {
-    const std::int64_t G = lay.group;
-    const std::int64_t vstride = p.v.seq_stride;
-    if constexpr (D != 0 && D % L == 0) {
-      constexpr int NV = D / L;
-      constexpr int CB = NV % 4 == 0 ? 4 : NV % 3 == 0 ? 3 : NV % 2 == 0 ? 2 : 1;
-      // The first pass over the block's values prefetches.
-      using F = std::conditional_t<FetchV, row_fetch, no_row_fetch>;
-      const F* fetch_first = nullptr;
-      if constexpr (FetchV) fetch_first = &pf;
-      for (std::int64_t c0 = 0; c0 < D; c0 += CB * L) {
-        std::int64_t g = 0;
-        for (; g + 4 <= G; g += 4)
-          decode_pv_block<A, 4, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-        for (; g + 2 <= G; g += 2)
-          decode_pv_block<A, 2, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-        for (; g < G; ++g)
-          decode_pv_block<A, 1, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-      }
-    } else {
-      // Generic head dim: vector body, scalar tail columns.
-      const std::int64_t dv = d / L * L;
-      for (std::int64_t g = 0; g < G; ++g) {
-        float* og = oacc + g * ds;
-        const float* pg = sb + g * NB;
-        const KV* vrow = vrow0;
-        for (int j = 0; j < nb; ++j, vrow += vstride) {
-          if constexpr (FetchV)
-            if (g == 0) pf.fetch_v(jf + j);
-          const B pj(pg[j]);
-          for (std::int64_t c = 0; c < dv; c += L)
-            xsimd::fma(pj, simd::load_as_float<A>(vrow + c), B::load_unaligned(og + c))
-                .store_unaligned(og + c);
-          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * to_float(vrow[c]);
-        }
-      }
-    }
   }
 
   // Merge task: one kv head (all its query heads), partitions in order.

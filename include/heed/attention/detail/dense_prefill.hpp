@@ -101,6 +101,36 @@ HEED_FORCE_INLINE void qk_block(const float* HEED_RESTRICT qt, const float* cons
   }
 }
 
+// S^T = K Q^T of nk (<= BC) keys, f32 rows at kt (row stride kstride), stored in st ([nk][BR]),
+// with each lane's max over them in tmax. Independent of the variant, the observer and the K/V
+// type, and not inlined: one copy per (arch, head dim) serves every kernel whose logits are not
+// shaped inside this loop (prefill_kernel::scores). With a copy of the loop in each (variant,
+// observer, K/V type) kernel, the loops were most of the prefill's compile time.
+template <class A, int D, int NK, int QV>
+HEED_NOINLINE void raw_scores(const float* HEED_RESTRICT qt, const float* kt, std::int64_t kstride,
+                              std::int64_t d, int nk, float* HEED_RESTRICT st,
+                              xsimd::batch<float, A> (&tmax)[QV]) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr int L = static_cast<int>(B::size);
+  constexpr int BR = QV * L;
+  B tm[QV];
+  for (int v = 0; v < QV; ++v) tm[v] = B(neg_inf);
+  for (int jb = 0; jb < nk; jb += NK) {
+    const float* krows[NK];
+    for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
+    B acc[NK][QV];
+    qk_block<A, D, NK, QV>(qt, krows, d, acc);
+    for (int n = 0; n < NK; ++n) {
+      if (jb + n >= nk) break;
+      for (int v = 0; v < QV; ++v) {
+        tm[v] = xsimd::max(tm[v], acc[n][v]);
+        acc[n][v].store_aligned(st + (jb + n) * BR + v * L);
+      }
+    }
+  }
+  for (int v = 0; v < QV; ++v) tmax[v] = tm[v];
+}
+
 // O^T micro-block: ot[c0+n][lanes] = ot[c0+n][lanes] * alpha + sum_j V[j][c0+n] * PT[j][lanes].
 template <class A, int NC, int QV>
 HEED_FORCE_INLINE void pv_block(float* HEED_RESTRICT ot, const float* HEED_RESTRICT pt,
@@ -398,34 +428,40 @@ struct prefill_kernel {
     } else {
       causal_cut = p.causal && (j0 + nk - 1 > t.pos0);
     }
-    // S^T = K Q^T with masks and transforms; running tile max. A heavy transform runs as a
-    // second pass over the stored scores (shape_scores, not inlined): its constants then do not
-    // stay live through the Q K^T loop, which has no registers to spare for them (soft-capping
-    // inlined there spilled the loop's operands to the stack: +36% instead of +10%; ALiBi is
-    // 1% inline and 4% as a pass).
-    constexpr bool kSeparate = Variant::has_logits_transform && Variant::heavy_transform;
+    // S^T = K Q^T with masks and transforms; running tile max. A light transform (ALiBi) or a
+    // mask alone is applied inside the Q K^T loop (a copy of the loop per variant). Otherwise the
+    // shared raw_scores loop runs, and a second pass over the stored scores (shape_scores, not
+    // inlined) applies a heavy transform, a mask and the causal cut where there are any: a heavy
+    // transform's constants then do not stay live through the Q K^T loop, which has no registers
+    // to spare for them (soft-capping inlined there spilled the loop's operands to the stack:
+    // +36% instead of +10%; ALiBi is 1% inline and 4% as a pass).
+    constexpr bool kInline =
+        Variant::has_logits_transform ? !Variant::heavy_transform : Variant::has_logits_mask;
     B tmax[QV];
-    for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
-    for (int jb = 0; jb < nk; jb += NK) {
-      const float* krows[NK];
-      for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
-      B acc[NK][QV];
-      qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
-      for (int n = 0; n < NK; ++n) {
-        if (jb + n >= nk) break;
-        for (int v = 0; v < QV; ++v) {
-          B sv = acc[n][v];
-          if constexpr (!kSeparate) {
-            sv =
-                shape_logit<Gathered, Masked>(var, sv, t, v, jb + n, causal_cut, j0, kidx, rowbits);
+    if constexpr (kInline) {
+      for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
+      for (int jb = 0; jb < nk; jb += NK) {
+        const float* krows[NK];
+        for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
+        B acc[NK][QV];
+        qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
+        for (int n = 0; n < NK; ++n) {
+          if (jb + n >= nk) break;
+          for (int v = 0; v < QV; ++v) {
+            const B sv = shape_logit<Gathered, Masked>(var, acc[n][v], t, v, jb + n, causal_cut, j0,
+                                                       kidx, rowbits);
             tmax[v] = xsimd::max(tmax[v], sv);
+            sv.store_aligned(s.st + (jb + n) * BR + v * L);
           }
-          sv.store_aligned(s.st + (jb + n) * BR + v * L);
         }
       }
+    } else {
+      raw_scores<A, D, NK, QV>(s.qt, kt, kstride, d, nk, s.st, tmax);
+      if (Variant::has_logits_transform || Variant::has_logits_mask || Masked || causal_cut) {
+        for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
+        shape_scores<Gathered, Masked>(s.st, t, nk, causal_cut, j0, kidx, rowbits, tmax);
+      }
     }
-    if constexpr (kSeparate)
-      shape_scores<Gathered, Masked>(s.st, t, nk, causal_cut, j0, kidx, rowbits, tmax);
 
     // The running state in locals (registers), loaded only now that the Q K^T loop,
     // which needs every register, is done; written back at the end.
