@@ -8,6 +8,7 @@
 //                   [--threads N]: every policy at 12.5%, 25%, 50% and 100% of the context
 //   heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] [--threads N]
 //                   [--policy NAME --budget N]: prefill and decode tokens per second (medians)
+// --model, --tokenizer and --text default to the shipped files in data/ (see data/PROVENANCE.md).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -39,7 +40,9 @@ int usage(const char* why) {
                "--out DIR [--threads N]\n"
                "       heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] "
                "[--threads N] [--policy NAME --budget N]\n"
-               "every command also takes --page-rows N (a paged KV cache, N >= 16)\n"
+               "every command also takes --page-rows N (a paged KV cache, N >= 16); --model, "
+               "--tokenizer and --text default to the shipped stories260K.bin, tok512.bin and "
+               "tinystories_dev.txt in data/\n"
                "policies:");
   for (const auto& n : llama2c::policy_names()) std::fprintf(stderr, " %s", n.c_str());
   std::fprintf(stderr, "\n");
@@ -79,11 +82,21 @@ struct engine {
   long page_rows = 0;  // > 0: a paged KV cache
 };
 
+// --model, --tokenizer and --text default to the shipped files (data/ of the source tree, the
+// path compiled in as HEED_DEFAULT_DATA_DIR).
+std::string data_file(const args& a, const char* key, const char* shipped) {
+#ifdef HEED_DEFAULT_DATA_DIR
+  return a.get(key, std::string(HEED_DEFAULT_DATA_DIR) + "/" + shipped);
+#else
+  return a.get(key);
+#endif
+}
+
 int load(const args& a, engine* e) {
   std::string err;
-  if (!a.has("model") || !a.has("tokenizer")) return usage("--model and --tokenizer are required");
-  if (!e->model.load(a.get("model"), &err)) return usage(err.c_str());
-  if (!e->tok.load(a.get("tokenizer"), e->model.cfg().vocab_size, &err)) return usage(err.c_str());
+  if (!e->model.load(data_file(a, "model", "stories260K.bin"), &err)) return usage(err.c_str());
+  if (!e->tok.load(data_file(a, "tokenizer", "tok512.bin"), e->model.cfg().vocab_size, &err))
+    return usage(err.c_str());
   const std::string pname = a.get("policy", "full");
   if (!llama2c::make_policy(pname, &e->policy)) return usage("unknown --policy");
   if (!to_long(a.get("budget", "0"), &e->budget) || e->budget < 0) return usage("bad --budget");
@@ -235,9 +248,9 @@ int windows_of(const args& a, const engine& e, const std::vector<int>& stream, l
 int ppl(const args& a) {
   engine e;
   if (int r = load(a, &e)) return r;
-  if (!a.has("text")) return usage("--text is required");
   std::vector<int> stream;
-  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  if (!read_stream(e, data_file(a, "text", "tinystories_dev.txt"), &stream))
+    return usage("cannot open --text");
   long n = 0;
   if (int r = windows_of(a, e, stream, &n)) return r;
   const result r = evaluate(e, stream, n, e.policy, e.budget);
@@ -252,11 +265,11 @@ int ppl(const args& a) {
 int speed(const args& a) {
   engine e;
   if (int r = load(a, &e)) return r;
-  if (!a.has("text")) return usage("--text is required");
   long reps = 5;
   if (!to_long(a.get("reps", "5"), &reps) || reps < 1) return usage("bad --reps");
   std::vector<int> stream;
-  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  if (!read_stream(e, data_file(a, "text", "tinystories_dev.txt"), &stream))
+    return usage("cannot open --text");
   const auto& c = e.model.cfg();
   if (long(stream.size()) < c.seq_len) return usage("text shorter than one context window");
   heed::thread_pool_executor ex(int(e.threads));
@@ -340,9 +353,10 @@ void write_svg(const std::string& path, const std::vector<std::string>& policies
 int sweep(const args& a) {
   engine e;
   if (int r = load(a, &e)) return r;
-  if (!a.has("text") || !a.has("out")) return usage("--text and --out are required");
+  if (!a.has("out")) return usage("--out is required");
   std::vector<int> stream;
-  if (!read_stream(e, a.get("text"), &stream)) return usage("cannot open --text");
+  if (!read_stream(e, data_file(a, "text", "tinystories_dev.txt"), &stream))
+    return usage("cannot open --text");
   long n = 0;
   if (int r = windows_of(a, e, stream, &n)) return r;
   const std::string out = a.get("out");

@@ -21,7 +21,7 @@
 #include "tokenizer.hpp"
 
 #ifndef HEED_DATA_DIR
-#error "HEED_DATA_DIR must point at ../shared/data"
+#error "HEED_DATA_DIR must point at the shipped data (data/)"
 #endif
 
 namespace {
