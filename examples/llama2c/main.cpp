@@ -5,7 +5,8 @@
 //   heed-eval ppl --model FILE --tokenizer FILE --text FILE [--windows N]
 //                 [--policy NAME --budget N] [--threads N]
 //   heed-eval sweep --model FILE --tokenizer FILE --text FILE [--windows N] --out DIR
-//                   [--threads N]: every policy at 12.5%, 25%, 50% and 100% of the context
+//                   [--threads N]: every policy at 12.5%, 25%, 50% and 100% of the context;
+//                   the CSV is written as it goes
 //   heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] [--threads N]
 //                   [--policy NAME --budget N]: prefill and decode tokens per second (medians)
 // --model, --tokenizer and --text default to the shipped files in data/ (see data/PROVENANCE.md).
@@ -208,8 +209,27 @@ struct result {
 };
 
 // Every window from an empty cache, one token at a time, scoring token t + 1 from 0..t.
+// Progress of a long run on stderr: windows done of the total, tokens per second and the time
+// left, at most one line every 5 seconds (nothing for runs shorter than that).
+struct progress {
+  long total = 0, done = 0, tokens = 0;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last = start;
+  void advance(long windows, long scored) {
+    done += windows;
+    tokens += scored;
+    const auto now = std::chrono::steady_clock::now();
+    if (std::chrono::duration<double>(now - last).count() < 5 && done < total) return;
+    const double el = std::chrono::duration<double>(now - start).count();
+    if (el < 5) return;
+    last = now;
+    const double left = done > 0 ? el * double(total - done) / double(done) : 0;
+    std::fprintf(stderr, "heed-eval: %ld / %ld windows, %.0f tok/s, %.0f s elapsed, %.0f s left\n",
+                 done, total, double(tokens) / el, el, left);
+  }
+};
+
 result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
-                const heed::any_policy& policy, long budget) {
+                const heed::any_policy& policy, long budget, progress* prog = nullptr) {
   const auto& c = e.model.cfg();
   heed::thread_pool_executor ex(int(e.threads));
   result r;
@@ -229,6 +249,7 @@ result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
       loss += llama2c::next_token_loss(logits, c.vocab_size, t[pos + 1]);
       ++r.scored;
     }
+    if (prog) prog->advance(1, c.seq_len - 1);
   }
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.loss = loss / double(r.scored);
@@ -253,7 +274,9 @@ int ppl(const args& a) {
     return usage("cannot open --text");
   long n = 0;
   if (int r = windows_of(a, e, stream, &n)) return r;
-  const result r = evaluate(e, stream, n, e.policy, e.budget);
+  progress prog;
+  prog.total = n;
+  const result r = evaluate(e, stream, n, e.policy, e.budget, &prog);
   if (r.st != heed::status::ok) return usage(heed::status_string(r.st));
   std::printf("loss=%.6f ppl=%.6f tokens=%ld tok_per_s=%.1f\n", r.loss, std::exp(r.loss), r.scored,
               r.seconds > 0 ? double(r.scored) / r.seconds : 0.0);
@@ -367,9 +390,12 @@ int sweep(const args& a) {
   csv << "policy,budget,loss,ppl\n";
   heed::any_policy full;
   llama2c::make_policy("full", &full);
-  const result base = evaluate(e, stream, n, full, 0);
+  // The CSV is written as the sweep goes, so an interrupted run keeps what it measured.
+  progress prog;
+  prog.total = n * (1 + long(llama2c::policy_names().size() - 1) * long(budgets.size() - 1));
+  const result base = evaluate(e, stream, n, full, 0, &prog);
   if (base.st != heed::status::ok) return usage(heed::status_string(base.st));
-  csv << "full," << ctx << "," << base.loss << "," << std::exp(base.loss) << "\n";
+  csv << "full," << ctx << "," << base.loss << "," << std::exp(base.loss) << std::endl;
   std::printf("%-20s %6s %10s %10s\n", "policy", "budget", "loss", "ppl");
   std::printf("%-20s %6ld %10.5f %10.5f\n", "full", ctx, base.loss, std::exp(base.loss));
   std::vector<std::string> names;
@@ -382,10 +408,10 @@ int sweep(const args& a) {
     table.emplace_back();
     for (long bu : budgets) {
       // At the full context nothing is evicted: the loss is the full-cache loss.
-      const result r = bu >= ctx ? base : evaluate(e, stream, n, p, bu);
+      const result r = bu >= ctx ? base : evaluate(e, stream, n, p, bu, &prog);
       if (r.st != heed::status::ok) return usage(heed::status_string(r.st));
       table.back().push_back(std::exp(r.loss));
-      csv << name << "," << bu << "," << r.loss << "," << std::exp(r.loss) << "\n";
+      csv << name << "," << bu << "," << r.loss << "," << std::exp(r.loss) << std::endl;
       std::printf("%-20s %6ld %10.5f %10.5f\n", name.c_str(), bu, r.loss, std::exp(r.loss));
       std::fflush(stdout);
     }
