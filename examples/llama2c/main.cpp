@@ -11,6 +11,7 @@
 //                   [--policy NAME --budget N]: prefill and decode tokens per second (medians)
 // --model, --tokenizer and --text default to the shipped files in data/ (see data/PROVENANCE.md).
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -59,19 +61,52 @@ struct args {
   bool has(const std::string& k) const { return kv.count(k) != 0; }
 };
 
+// --name value pairs; a name given twice is refused (which one would win is a guess).
 bool parse(int argc, char** argv, args* a) {
   for (int i = 2; i < argc; i += 2) {
     const std::string k = argv[i];
-    if (k.rfind("--", 0) != 0 || i + 1 >= argc) return false;
-    a->kv[k.substr(2)] = argv[i + 1];
+    if (k.rfind("--", 0) != 0 || k.size() < 3 || i + 1 >= argc) return false;
+    if (!a->kv.emplace(k.substr(2), argv[i + 1]).second) return false;
   }
   return true;
 }
 
+// The options of each command (without the leading --); every command also takes the common
+// ones. An option a command does not take (a typo, a flag of another command) is refused: it
+// would otherwise be ignored and the run would measure something else than was asked.
+const std::map<std::string, std::set<std::string>>& command_options() {
+  static const std::map<std::string, std::set<std::string>> m = {
+      {"generate", {"prompt", "steps", "temperature", "seed", "policy", "budget"}},
+      {"ppl", {"text", "windows", "policy", "budget"}},
+      {"sweep", {"text", "windows", "out"}},
+      {"speed", {"text", "reps", "policy", "budget"}},
+  };
+  return m;
+}
+const std::set<std::string> common_options = {"model", "tokenizer", "threads", "page-rows"};
+
+// Empty when every option of `a` belongs to `cmd`, else the message naming the first that does
+// not.
+std::string unknown_option(const std::string& cmd, const args& a) {
+  const auto& own = command_options().at(cmd);
+  for (const auto& kv : a.kv)
+    if (own.count(kv.first) == 0 && common_options.count(kv.first) == 0)
+      return "unknown option --" + kv.first + " for " + cmd;
+  return "";
+}
+
+// Whole-string numbers only: "12x", "" and out-of-range values are refused.
 bool to_long(const std::string& s, long* out) {
   char* end = nullptr;
+  errno = 0;
   *out = std::strtol(s.c_str(), &end, 10);
-  return !s.empty() && end && *end == '\0';
+  return !s.empty() && end && *end == '\0' && errno == 0;
+}
+bool to_double(const std::string& s, double* out) {
+  char* end = nullptr;
+  errno = 0;
+  *out = std::strtod(s.c_str(), &end);
+  return !s.empty() && end && *end == '\0' && errno == 0 && std::isfinite(*out);
 }
 
 struct engine {
@@ -115,8 +150,9 @@ int generate(const args& a) {
   long steps = 256, seed = 0;
   if (!to_long(a.get("steps", "256"), &steps) || steps < 1) return usage("bad --steps");
   if (!to_long(a.get("seed", "0"), &seed)) return usage("bad --seed");
-  const double temperature = std::atof(a.get("temperature", "0").c_str());
-  if (!(temperature >= 0)) return usage("bad --temperature");
+  double temperature = 0;
+  if (!to_double(a.get("temperature", "0"), &temperature) || !(temperature >= 0))
+    return usage("bad --temperature");
   const auto& c = e.model.cfg();
   if (steps > c.seq_len) steps = c.seq_len;
   llama2c::session s;
@@ -426,8 +462,11 @@ int sweep(const args& a) {
 int main(int argc, char** argv) {
   if (argc < 2) return usage(nullptr);
   args a;
-  if (!parse(argc, argv, &a)) return usage("arguments come as --name value pairs");
+  if (!parse(argc, argv, &a)) return usage("arguments come as --name value pairs, each name once");
   const std::string cmd = argv[1];
+  if (command_options().count(cmd) == 0) return usage("unknown command");
+  const std::string bad = unknown_option(cmd, a);
+  if (!bad.empty()) return usage(bad.c_str());
   if (cmd == "generate") return generate(a);
   if (cmd == "ppl") return ppl(a);
   if (cmd == "sweep") return sweep(a);

@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iterator>
 #include <string>
 #include <tuple>
-#include <iterator>
 #include <vector>
 
 #include "attention/dense_harness.hpp"
@@ -359,6 +359,32 @@ std::vector<dense_case> thread_cases() {
   c.sinks = true;
   c.alibi = true;
   c.seed = 7005;
+  v.push_back(c);
+  // [seq, heads, d] decode runs the KV heads of a partition side by side; 3 heads x 3
+  // partitions split over two threads leave each thread part of a partition's heads.
+  c = dense_case{};
+  c.name = "decode_2100_f16_gqa4_hkv3_strided";
+  c.lq = 1;
+  c.lk = 2100;
+  c.hq = 12;
+  c.hkv = 3;
+  c.d = 128;
+  c.kv = dtype::f16;
+  c.seed = 7006;
+  v.push_back(c);
+  c.name = "decode_2100_f16_gqa4_hkv3_head_seq";
+  c.kv_layout = heed::layout::head_seq_dim;
+  c.seed = 7007;
+  v.push_back(c);
+  c.name = "decode_1500_f32_d33_hkv5_padded";
+  c.kv_layout = heed::layout::seq_head_dim;
+  c.hq = 5;
+  c.hkv = 5;
+  c.lk = 1500;
+  c.d = 33;
+  c.kv = dtype::f32;
+  c.pad = 3;
+  c.seed = 7008;
   v.push_back(c);
   return v;
 }
