@@ -101,15 +101,15 @@ HEED_FORCE_INLINE void qk_block(const float* HEED_RESTRICT qt, const float* cons
   }
 }
 
-// S^T = K Q^T of nk (<= BC) keys, f32 rows at kt (row stride kstride), stored in st ([nk][BR]),
-// with each lane's max over them in tmax. Independent of the variant, the observer and the K/V
-// type, and not inlined: one copy per (arch, head dim) serves every kernel whose logits are not
-// shaped inside this loop (prefill_kernel::scores). With a copy of the loop in each (variant,
-// observer, K/V type) kernel, the loops were most of the prefill's compile time.
-template <class A, int D, int NK, int QV>
-HEED_NOINLINE void raw_scores(const float* HEED_RESTRICT qt, const float* kt, std::int64_t kstride,
-                              std::int64_t d, int nk, float* HEED_RESTRICT st,
-                              xsimd::batch<float, A> (&tmax)[QV]) noexcept {
+// S^T = K Q^T of nk (<= BC) keys, f32 rows at kt (row stride kstride), each logit passed through
+// shape(logit, key n, vector v) and stored in st ([nk][BR]), with each lane's max over them in
+// tmax. The one Q K^T loop of the prefill: raw_scores (shape = identity) and the kernels that
+// shape logits inside it (prefill_kernel::scores) are this loop.
+template <class A, int D, int NK, int QV, class Shape>
+HEED_FORCE_INLINE void scores_loop(const float* HEED_RESTRICT qt, const float* kt,
+                                   std::int64_t kstride, std::int64_t d, int nk,
+                                   float* HEED_RESTRICT st, xsimd::batch<float, A> (&tmax)[QV],
+                                   const Shape& shape) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr int L = static_cast<int>(B::size);
   constexpr int BR = QV * L;
@@ -123,12 +123,31 @@ HEED_NOINLINE void raw_scores(const float* HEED_RESTRICT qt, const float* kt, st
     for (int n = 0; n < NK; ++n) {
       if (jb + n >= nk) break;
       for (int v = 0; v < QV; ++v) {
-        tm[v] = xsimd::max(tm[v], acc[n][v]);
-        acc[n][v].store_aligned(st + (jb + n) * BR + v * L);
+        const B sv = shape(acc[n][v], jb + n, v);
+        tm[v] = xsimd::max(tm[v], sv);
+        sv.store_aligned(st + (jb + n) * BR + v * L);
       }
     }
   }
   for (int v = 0; v < QV; ++v) tmax[v] = tm[v];
+}
+
+struct unshaped_logit {
+  template <class B>
+  HEED_FORCE_INLINE B operator()(const B& s, int, int) const noexcept {
+    return s;
+  }
+};
+
+// scores_loop without shaping, independent of the variant, the observer and the K/V type, and
+// not inlined: one copy per (arch, head dim) serves every kernel whose logits are not shaped
+// inside the loop. With a copy of the loop in each (variant, observer, K/V type) kernel, the
+// loops were most of the prefill's compile time.
+template <class A, int D, int NK, int QV>
+HEED_NOINLINE void raw_scores(const float* HEED_RESTRICT qt, const float* kt, std::int64_t kstride,
+                              std::int64_t d, int nk, float* HEED_RESTRICT st,
+                              xsimd::batch<float, A> (&tmax)[QV]) noexcept {
+  scores_loop<A, D, NK, QV>(qt, kt, kstride, d, nk, st, tmax, unshaped_logit{});
 }
 
 // O^T micro-block: ot[c0+n][lanes] = ot[c0+n][lanes] * alpha + sum_j V[j][c0+n] * PT[j][lanes].
@@ -439,22 +458,21 @@ struct prefill_kernel {
         Variant::has_logits_transform ? !Variant::heavy_transform : Variant::has_logits_mask;
     B tmax[QV];
     if constexpr (kInline) {
-      for (int v = 0; v < QV; ++v) tmax[v] = B(neg_inf);
-      for (int jb = 0; jb < nk; jb += NK) {
-        const float* krows[NK];
-        for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
-        B acc[NK][QV];
-        qk_block<A, D, NK, QV>(s.qt, krows, d, acc);
-        for (int n = 0; n < NK; ++n) {
-          if (jb + n >= nk) break;
-          for (int v = 0; v < QV; ++v) {
-            const B sv = shape_logit<Gathered, Masked>(var, acc[n][v], t, v, jb + n, causal_cut, j0,
-                                                       kidx, rowbits);
-            tmax[v] = xsimd::max(tmax[v], sv);
-            sv.store_aligned(s.st + (jb + n) * BR + v * L);
-          }
+      // A force-inlined functor, not a lambda, so that the shaping stays inside the loop.
+      struct shaped {
+        const prefill_kernel& k;
+        const tile_state& t;
+        bool cut;
+        std::int64_t j0;
+        const std::int32_t* kidx;
+        const std::uint32_t* rowbits;
+        HEED_FORCE_INLINE B operator()(const B& sv, int n, int v) const noexcept {
+          return k.template shape_logit<Gathered, Masked>(k.var, sv, t, v, n, cut, j0, kidx,
+                                                          rowbits);
         }
-      }
+      };
+      scores_loop<A, D, NK, QV>(s.qt, kt, kstride, d, nk, s.st, tmax,
+                                shaped{*this, t, causal_cut, j0, kidx, rowbits});
     } else {
       raw_scores<A, D, NK, QV>(s.qt, kt, kstride, d, nk, s.st, tmax);
       if (Variant::has_logits_transform || Variant::has_logits_mask || Masked || causal_cut) {
