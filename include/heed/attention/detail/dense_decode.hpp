@@ -55,8 +55,8 @@ HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
   return l;
 }
 
-// Workspace: per thread and head slot [G][d] scaled queries, [G][NB] logits, [G][d] output
-// accumulators, (m, d, t); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial outputs;
+// Workspace: per thread and head slot [G][d] scaled queries, [G][d] output accumulators, two
+// [G][NB] logit blocks, (m, d, t); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial outputs;
 // optionally [Hq][Lk] logits.
 struct decode_buffers {
   float* thread_base;
@@ -73,7 +73,7 @@ inline std::int64_t decode_dstride(std::int64_t d) noexcept { return (d + 15) / 
 // Floats of one head slot (64-byte aligned) and of one thread's slots.
 HEED_FORCE_INLINE std::size_t decode_slot_floats(const decode_layout& l) noexcept {
   const std::size_t g = std::size_t(l.group), ds = std::size_t(decode_dstride(l.d));
-  return align_up((g * ds * 2 + g * decode_cfg::NB + 3 * g) * 4) / 4;
+  return align_up((g * ds * 2 + g * decode_cfg::NB * 2 + 3 * g) * 4) / 4;
 }
 HEED_FORCE_INLINE std::size_t decode_per_thread_floats(const decode_layout& l) noexcept {
   return decode_slot_floats(l) * std::size_t(l.slots);
@@ -381,6 +381,7 @@ struct decode_core {
     float* qs;    // [G][ds] scaled queries
     float* oacc;  // [G][ds] output accumulators
     float* sb;    // [G][NB] logits, then probabilities of one key block
+    float* sb2;   // [G][NB] the next block's, while sb's P V is pending (decode_kernel::pipelined)
     float* mg;    // [G] running max (base 2)
     float* dg;    // [G] running denominator
     float* tg;    // [G] running sum of p * s
@@ -391,7 +392,8 @@ struct decode_core {
     s.qs = base;
     s.oacc = s.qs + G * ds;
     s.sb = s.oacc + G * ds;
-    s.mg = s.sb + G * NB;
+    s.sb2 = s.sb + G * NB;
+    s.mg = s.sb2 + G * NB;
     s.dg = s.mg + G;
     s.tg = s.dg + G;
     return s;
@@ -563,25 +565,71 @@ struct decode_kernel : decode_core<A, D, KV> {
     }
   }
 
-  // One key block [j0, j0 + nb) of KV head kvh: logits, online softmax, O += P V. The logits
-  // loop prefetches K rows, the first pass of P V the V rows: contiguous rows PD keys ahead
-  // (pf), strided rows (cur != null) the next block's through the cursors. The layout is a
-  // run-time choice here, between the calls of decode_core: one softmax body serves both.
+  // Strided rows: one key block [j0, j0 + nb) of KV head kvh, logits, online softmax, O += P V;
+  // the logits loop prefetches the next block's K rows, P V its V rows, through the cursors.
   HEED_FORCE_INLINE void block(int kvh, const head_state& s, const part_rows& rows,
-                               const Variant& vr, const row_fetch& pf, const cursor_pair* cur,
-                               std::int64_t j0, int nb) const noexcept {
+                               const Variant& vr, const cursor_pair& cur, std::int64_t j0,
+                               int nb) const noexcept {
+    this->logits(cur.first, kvh, rows, j0, nb, s.qs, s.sb);
+    softmax(kvh, s, vr, j0, nb, s.sb);
+    this->pv_all(s.oacc, s.sb, rows.v + p.v.offset(j0 - rows.first, kvh), nb, cur.second, 0);
+  }
+
+  // The P V of a block whose logits are done, pending until the next block's logits run.
+  struct pending_pv {
+    std::int64_t j0 = 0;
+    int nb = 0;              // 0: none
+    bool in_second = false;  // its probabilities are in sb2 (else sb)
+  };
+  // Keys per piece of the interleaved logits and P V: 16 measured 1.15-1.17 against the block at
+  // a time on Zen 3 (one thread, 4096 and 32768 keys), 8 and 32 0.93-1.02.
+  static constexpr int kPipe = 16;
+
+  // Contiguous rows: block [j0, j0 + nb)'s logits run interleaved, in pieces of kPipe keys, with
+  // the P V of the block before it (pend), then its softmax; its own P V is left pending (run
+  // it with finish()). The K and V streams are then read side by side instead of 64 K rows,
+  // then 64 V rows: on AMD Zen 3 a probe of two row streams read that way took 1.3-1.45x as
+  // long as row by row (docs/benchmarks.md). The additions into the output come in the same
+  // order as block()'s (P V of block b, rescale, P V of block b + 1): the same bits.
+  HEED_FORCE_INLINE void pipelined(int kvh, const head_state& s, const part_rows& rows,
+                                   const Variant& vr, const row_fetch& pf, std::int64_t j0, int nb,
+                                   pending_pv& pend) const noexcept {
+    float* cur = pend.in_second ? s.sb : s.sb2;
+    const float* prev = pend.in_second ? s.sb2 : s.sb;
+    const KV* vprev = pend.nb ? rows.v + p.v.offset(pend.j0 - rows.first, kvh) : nullptr;
+    const std::int64_t vstride = p.v.seq_stride;
+    for (int sub = 0; sub < NB; sub += kPipe) {
+      if (sub < nb)
+        this->logits(typename core::fetch_k_ahead{pf}, kvh, rows, j0 + sub,
+                     std::min(kPipe, nb - sub), s.qs, cur + sub);
+      if (sub < pend.nb)
+        this->pv_all(s.oacc, prev + sub, vprev + sub * vstride, std::min(kPipe, pend.nb - sub), pf,
+                     pend.j0 + sub + PD);
+    }
+    softmax(kvh, s, vr, j0, nb, cur);
+    pend.j0 = j0;
+    pend.nb = nb;
+    pend.in_second = !pend.in_second;
+  }
+  void finish(int kvh, const head_state& s, const part_rows& rows, const row_fetch& pf,
+              pending_pv& pend) const noexcept {
+    if (pend.nb == 0) return;
+    this->pv_all(s.oacc, pend.in_second ? s.sb2 : s.sb,
+                 rows.v + p.v.offset(pend.j0 - rows.first, kvh), pend.nb, pf, pend.j0 + PD);
+    pend.nb = 0;
+  }
+
+  // The online softmax of key block [j0, j0 + nb) of KV head kvh: its logits in sb ([G][NB])
+  // become probabilities, the running (m, d, t) advance and the output is rescaled.
+  HEED_FORCE_INLINE void softmax(int kvh, const head_state& s, const Variant& vr, std::int64_t j0,
+                                 int nb, float* sb) const noexcept {
     const std::int64_t G = lay.group;
     const int h0 = static_cast<int>(kvh * G);
     const I qpos_v(static_cast<std::int32_t>(qpos));
     const I iota = lane_iota<A>();
-    const bool strided = cur != nullptr;
-    if (strided)
-      this->logits(cur->first, kvh, rows, j0, nb, s.qs, s.sb);
-    else
-      this->logits(typename core::fetch_k_ahead{pf}, kvh, rows, j0, nb, s.qs, s.sb);
     // Softmax block per query head; lanes are keys.
     for (std::int64_t g = 0; g < G; ++g) {
-      float* srow = s.sb + g * NB;
+      float* srow = sb + g * NB;
       const int h = h0 + int(g);
       B bmax(neg_inf);
       for (int j = 0; j < nb; j += L) {
@@ -638,16 +686,11 @@ struct decode_kernel : decode_core<A, D, KV> {
         for (; c < d; ++c) og[c] *= alpha;
       }
     }
-    // O += P V, all query heads of the group per pass over the block's values.
-    const KV* vrow0 = rows.v + p.v.offset(j0 - rows.first, kvh);
-    if (strided)
-      this->pv_all(s.oacc, s.sb, vrow0, nb, cur->second, 0);
-    else
-      this->pv_all(s.oacc, s.sb, vrow0, nb, pf, j0 + PD);
   }
 
   // Heads [h_lo, h_hi) of partition `part`, side by side: each key block of every head in turn
-  // (state slot i holds head h_lo + i). Contiguous rows run one head at a time; strided rows
+  // (state slot i holds head h_lo + i). Contiguous rows run one head at a time, each block's
+  // logits interleaved with the previous block's P V (pipelined); strided rows
   // ([seq, heads, d]) run every head of the partition the thread has, so that the thread reads
   // the K/V records of consecutive keys in order instead of 256 bytes of every record: with
   // block_cursor's prefetches, same-run A/B on AMD Zen 3 (AVX2, f16, GQA 4, 32768 keys) 1.31-1.45
@@ -671,6 +714,7 @@ struct decode_kernel : decode_core<A, D, KV> {
     const part_rows next_rows = next_page ? this->rows_of(part + 1) : rows;
     const std::int64_t next_first = next_page ? p.pages[part + 1].begin : 0;
     cursor_pair cur = this->cursors(rows, h_lo, h_hi);
+    pending_pv pend;  // contiguous rows: one head, its blocks pipelined
     for (std::int64_t j0 = b0; j0 < b1; j0 += NB) {
       const int nb = static_cast<int>(std::min<std::int64_t>(NB, b1 - j0));
       cur.first.h = cur.second.h = 0;
@@ -682,9 +726,13 @@ struct decode_kernel : decode_core<A, D, KV> {
           for (std::int64_t j = std::max(j0 + PD, b1); j < j0 + nb + PD; ++j)
             pn.fetch(next_first + (j - b1));
         }
-        block(h, state(h), rows, vr, pf, lay.strided ? &cur : nullptr, j0, nb);
+        if (lay.strided)
+          block(h, state(h), rows, vr, cur, j0, nb);
+        else
+          pipelined(h, state(h), rows, vr, pf, j0, nb, pend);
       }
     }
+    if (!lay.strided) finish(h_lo, state(h_lo), rows, this->fetcher(rows, h_lo), pend);
     for (int h = h_lo; h < h_hi; ++h) end_head(h, part, state(h));
   }
 
