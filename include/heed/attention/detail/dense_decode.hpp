@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 #include <utility>
 
 #include "heed/attention/detail/dense_common.hpp"
@@ -195,12 +194,9 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
   return simd::haddp<A>(acc);
 }
 
-// No prefetch beside decode_pv_block's value rows.
-struct no_row_fetch {};
-
-// o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys. With a
-// Fetch (not no_row_fetch) and vfetch != nullptr, also prefetches the V row of key jf + j.
-template <class A, int GB, int CB, class KV, class Fetch = no_row_fetch>
+// o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys. With
+// vfetch != nullptr, also vfetch->fetch_v(jf + j) for each key j.
+template <class A, int GB, int CB, class KV, class Fetch>
 HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
                                        const float* HEED_RESTRICT pb, const KV* vrow0,
                                        std::int64_t vstride, std::int64_t c0, int nb,
@@ -213,8 +209,7 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
     for (int c = 0; c < CB; ++c) acc[g][c] = B::load_aligned(o + g * o_stride + c0 + c * L);
   const KV* vrow = vrow0 + c0;
   for (int j = 0; j < nb; ++j, vrow += vstride) {
-    if constexpr (!std::is_same_v<Fetch, no_row_fetch>)
-      if (vfetch) vfetch->fetch_v(jf + j);
+    if (vfetch) vfetch->fetch_v(jf + j);
     B vv[CB];
     for (int c = 0; c < CB; ++c) vv[c] = simd::load_as_float<A>(vrow + c * L);
     for (int g = 0; g < GB; ++g) {
@@ -349,17 +344,14 @@ struct decode_core {
   // head's) ran a [seq, heads, d] read pattern at 4.4-5.6 GB/s on one AMD Zen 3 core; in address
   // order at 11.8-12.8, as fast as a sequential read (8.7-11.2).
   struct block_cursor {
+    row_fetch f;                // its row_bytes() and fetch_row
     std::uintptr_t base;        // the first head's row of key 0
     std::uintptr_t step, head;  // bytes from key to key and from head to head
-    std::int64_t bytes;         // of one row (generic head dim)
     int nh;                     // heads of the block
     mutable int h = 0;          // next row to fetch: head h of key j
     mutable std::int64_t j = 0;
     HEED_FORCE_INLINE void operator()(std::int64_t) const noexcept {
-      const std::uintptr_t r = base + std::uintptr_t(j) * step + std::uintptr_t(h) * head;
-      const std::int64_t n = D != 0 ? std::int64_t(D) * std::int64_t(sizeof(KV)) : bytes;
-      for (std::int64_t b = 0; b < n; b += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b)), 0, 2);
+      f.fetch_row(base + std::uintptr_t(h) * head, step, j);
       if (++h == nh) {
         h = 0;
         ++j;
@@ -372,8 +364,8 @@ struct decode_core {
                                                 int h_hi) const noexcept {
     const row_fetch f = fetcher(rows, h_lo);
     const std::int64_t e = sizeof(KV);
-    return {block_cursor{f.k, f.kstep, std::uintptr_t(p.k.head_stride * e), f.bytes, h_hi - h_lo},
-            block_cursor{f.v, f.vstep, std::uintptr_t(p.v.head_stride * e), f.bytes, h_hi - h_lo}};
+    return {block_cursor{f, f.k, f.kstep, std::uintptr_t(p.k.head_stride * e), h_hi - h_lo},
+            block_cursor{f, f.v, f.vstep, std::uintptr_t(p.v.head_stride * e), h_hi - h_lo}};
   }
 
   // The running state of one KV head's query heads in a thread's scratch.
