@@ -7,12 +7,17 @@
 // iterations (time(plain) / time(observed)).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench_common.hpp"
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/quant/quantize.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -91,44 +96,106 @@ struct decode_case {
   int group;  // query heads per KV head (Hq = 32)
 };
 
-template <class KV>
-void run_decode_t(benchmark::State& state, heed::isa isa, const decode_case& c) {
-  const std::int64_t L = state.range(0);
-  const int threads = static_cast<int>(state.range(1));
-  const int hkv = kHq / c.group;
-  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
-  const auto& k = shared_random_vector<KV>(std::size_t(L) * hkv * kD, 2);
-  const auto& v = shared_random_vector<KV>(std::size_t(L) * hkv * kD, 3);
-  std::vector<float> o(q.size());
+// Rows of kD random normal values quantized to q8 / q4 (default group), kept for the process
+// like shared_random_vector (one buffer per (format, seed), the last size).
+const aligned_vector<unsigned char>& shared_quantized_rows(heed::dtype t, std::size_t rows,
+                                                           unsigned seed) {
+  static std::list<std::pair<unsigned, aligned_vector<unsigned char>>> cache;
+  const std::size_t rb = heed::quant::row_bytes(t, kD, heed::quant::default_group);
+  const unsigned key = seed * 8 + unsigned(t);
+  for (auto& e : cache)
+    if (e.first == key && e.second.size() == rows * rb) return e.second;
+  const aligned_vector<float> x = random_vector<float>(rows * kD, seed);
+  aligned_vector<unsigned char> out(rows * rb);
+  for (std::size_t r = 0; r < rows; ++r)
+    if (heed::quant::quantize_row(t, x.data() + r * kD, kD, heed::quant::default_group,
+                                  out.data() + r * rb) != heed::status::ok)
+      std::abort();
+  for (auto& e : cache)
+    if (e.first == key) {
+      e.second = std::move(out);
+      return e.second;
+    }
+  cache.emplace_back(key, std::move(out));
+  return cache.back().second;
+}
+
+// One decode step's inputs: f32 queries, K/V of the case's type and layout (random normal
+// values, quantized for q8 / q4).
+struct decode_problem {
+  std::int64_t L;
+  int hkv;
+  aligned_vector<float> q;
+  std::vector<float> o;
   heed::dense_params p;
-  p.q = heed::make_view(q.data(), 1, kHq, kD);
-  p.k = heed::make_view(k.data(), L, hkv, kD, c.kv_layout);
-  p.v = heed::make_view(v.data(), L, hkv, kD, c.kv_layout);
-  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
-  p.causal = true;
+  double bytes = 0;  // of K and V
+  decode_problem(std::int64_t len, const decode_case& c)
+      : L(len), hkv(kHq / c.group), q(random_vector<float>(std::size_t(kHq) * kD, 1)), o(q.size()) {
+    const std::size_t rows = std::size_t(L) * std::size_t(hkv);
+    const void *k = nullptr, *v = nullptr;
+    switch (c.kv_type) {
+      case heed::dtype::f16:
+        k = shared_random_vector<heed::f16>(rows * kD, 2).data();
+        v = shared_random_vector<heed::f16>(rows * kD, 3).data();
+        break;
+      case heed::dtype::bf16:
+        k = shared_random_vector<heed::bf16>(rows * kD, 2).data();
+        v = shared_random_vector<heed::bf16>(rows * kD, 3).data();
+        break;
+      case heed::dtype::q8:
+      case heed::dtype::q4:
+        k = shared_quantized_rows(c.kv_type, rows, 2).data();
+        v = shared_quantized_rows(c.kv_type, rows, 3).data();
+        break;
+      default:
+        k = shared_random_vector<float>(rows * kD, 2).data();
+        v = shared_random_vector<float>(rows * kD, 3).data();
+    }
+    p.q = heed::make_view(q.data(), 1, kHq, kD);
+    p.k = heed::make_view(k, c.kv_type, L, hkv, kD, c.kv_layout);
+    p.v = heed::make_view(v, c.kv_type, L, hkv, kD, c.kv_layout);
+    p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+    p.causal = true;
+    bytes = 2.0 * double(rows) * double(p.k.row_extent() * heed::dtype_size(c.kv_type));
+  }
+  double flops() const { return 4.0 * kHq * kD * double(L); }
+};
+
+void run_decode(benchmark::State& state, heed::isa isa, const decode_case& c) {
+  const int threads = static_cast<int>(state.range(1));
+  decode_problem pb(state.range(0), c);
+  const heed::dense_params& p = pb.p;
+  const double bytes = pb.bytes;
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(heed::dense_workspace_size(p, threads, isa));
-  const double bytes = 2.0 * double(L) * hkv * kD * sizeof(KV);
-  set_roofline(state, isa, ex, {bytes, 4.0 * kHq * kD * double(L)});
+  set_roofline(state, isa, ex, {bytes, pb.flops()});
   for (auto _ : state) {
     const heed::status s = heed::dense_attention(p, {ws.data(), ws.size()}, ex, isa);
     if (s != heed::status::ok) state.SkipWithError(heed::status_string(s));
-    benchmark::DoNotOptimize(o.data());
+    benchmark::DoNotOptimize(pb.o.data());
     benchmark::ClobberMemory();
   }
   state.counters["GBps"] =
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run_decode(benchmark::State& state, heed::isa isa, decode_case c) {
-  switch (c.kv_type) {
-    case heed::dtype::f16:
-      return run_decode_t<heed::f16>(state, isa, c);
-    case heed::dtype::bf16:
-      return run_decode_t<heed::bf16>(state, isa, c);
-    default:
-      return run_decode_t<float>(state, isa, c);
-  }
+// A quantized decode and the same step with f16 K/V, timed in the same iterations
+// (paired_time_ratio): counter quant_over_f16 = time(quantized) / time(f16).
+void run_decode_quant_paired(benchmark::State& state, heed::isa isa, const decode_case& c) {
+  const int threads = static_cast<int>(state.range(1));
+  decode_problem quant(state.range(0), c);
+  decode_problem half(state.range(0), decode_case{c.kv_layout, heed::dtype::f16, c.group});
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(std::max(heed::dense_workspace_size(quant.p, threads, isa),
+                                heed::dense_workspace_size(half.p, threads, isa)));
+  auto step = [&](decode_problem& pb) {
+    const bool ok =
+        heed::dense_attention(pb.p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
+    benchmark::DoNotOptimize(pb.o.data());
+    return ok;
+  };
+  state.counters["quant_over_f16"] = paired_time_ratio(
+      state, [&] { return step(half); }, [&] { return step(quant); });
 }
 
 benchmark::internal::Benchmark* timed(benchmark::internal::Benchmark* b) {
@@ -163,6 +230,15 @@ const int registered = [] {
         }))->ArgsProduct({lens, threads});
       };
       add(heed::dtype::f16, 4, {4096, 32768}, {1, 2});
+      for (heed::dtype t : {heed::dtype::q8, heed::dtype::q4}) {
+        add(t, 4, {4096, 32768}, {1, 2});
+        const std::string name =
+            "BM_decode_quant_paired" + tag + ltag + "/" + heed::dtype_name(t) + "/g4";
+        const decode_case c{lay, t, 4};
+        timed(benchmark::RegisterBenchmark(name.c_str(), [isa, c](benchmark::State& s) {
+          run_decode_quant_paired(s, isa, c);
+        }))->ArgsProduct({{4096, 32768}, {1, 2}});
+      }
       if (isa == heed::isa::sse2) continue;
       add(heed::dtype::f32, 4, {32768}, {1, 2});
       add(heed::dtype::bf16, 4, {32768}, {1, 2});

@@ -79,7 +79,7 @@ isa best_isa() noexcept {
   return best;
 }
 
-status dense_can_implement(const dense_params& p) noexcept { return validate(p); }
+status dense_can_implement(const dense_params& p) noexcept { return validate_dense(p); }
 
 // The resolved ISA's entry point detail::name_<isa>(args...). The baseline (SSE2 on x86-64,
 // NEON on aarch64) is always compiled and runs whatever isa_available() let through.

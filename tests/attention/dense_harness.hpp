@@ -9,6 +9,8 @@
 //     LSE:      |lse - ref| <= 5e-6 (1 + |ref|)
 //     entropy:  |H - ref| <= 1e-5 (1 + |LSE|)    (H = LSE - t / d cancels digits of LSE)
 //     probs:    |p - ref| <= 1e-7 + 2e-5 |ref|   (decode probability tap)
+//   Quantized K/V (q8, q4) are compared with the reference built from their dequantized values
+//   (quant::dequantize_value), so they get the same bounds.
 //   S is the row's largest |logit|: fp32 logits carry an absolute error proportional to their
 //   size, so rows with logits in the tens (the "large_logits" cases) get a proportionally wider
 //   bound on O; every other case has S < 10 and the plain bound. Measured worst errors (all ISAs,
@@ -20,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -34,6 +37,7 @@
 #include "heed/core/executor.hpp"
 #include "heed/core/tensor_view.hpp"
 #include "heed/core/workspace.hpp"
+#include "heed/quant/quantize.hpp"
 #include "reference/naive_attention.hpp"
 
 namespace heed_test {
@@ -50,7 +54,7 @@ struct dense_case {
   heed::layout q_layout = heed::layout::seq_head_dim;
   heed::layout kv_layout = heed::layout::seq_head_dim;
   heed::layout o_layout = heed::layout::seq_head_dim;
-  std::int64_t pad = 0;  // extra elements after each row and after each outer block
+  std::int64_t pad = 0;  // extra elements (bytes, for q8 / q4) after each row and outer block
   bool causal = true;
   std::int64_t q_offset = -1;
   float scale = 0.f;
@@ -74,12 +78,28 @@ struct dense_case {
 inline void PrintTo(const dense_case& c, std::ostream* os) { *os << c.name; }
 
 // A rank-3 tensor in a byte buffer with explicit strides; unused (padding) elements are poisoned.
+// Quantized types (q8, q4, the default group) count strides in bytes and are written a row at a
+// time (store_row).
 struct strided_tensor {
   heed::dtype type = heed::dtype::f32;
   std::int64_t seq = 0, heads = 0, dim = 0, seq_stride = 0, head_stride = 0;
   std::vector<unsigned char> bytes;
 
   std::size_t elem_size() const { return heed::dtype_size(type); }
+  // Stride units of one row.
+  std::int64_t row_extent() const {
+    return heed::is_quantized(type)
+               ? std::int64_t(heed::quant::row_bytes(type, dim, heed::quant::default_group))
+               : dim;
+  }
+  // Quantizes x[0 .. dim) into row (s, h) and writes the values it now holds to stored.
+  void store_row(std::int64_t s, std::int64_t h, const float* x, double* stored) {
+    unsigned char* at = bytes.data() + index(s, h, 0);
+    const int g = heed::quant::default_group;
+    if (heed::quant::quantize_row(type, x, dim, g, at) != heed::status::ok) std::abort();
+    for (std::int64_t c = 0; c < dim; ++c)
+      stored[c] = heed::quant::dequantize_value(type, at, dim, g, c);
+  }
   std::size_t index(std::int64_t s, std::int64_t h, std::int64_t c) const {
     return static_cast<std::size_t>(s * seq_stride + h * head_stride + c);
   }
@@ -134,8 +154,13 @@ struct strided_tensor {
 };
 
 // Poison for unused elements: a quiet NaN in the storage type, so a kernel that reads padding
-// produces NaN; the output tensor's padding uses a finite sentinel that must survive.
+// produces NaN (quantized rows: bytes 0x7e, a NaN as an f16 scale and 126 as an int8 value); the
+// output tensor's padding uses a finite sentinel that must survive.
 inline void fill_poison(strided_tensor& t) {
+  if (heed::is_quantized(t.type)) {
+    std::fill(t.bytes.begin(), t.bytes.end(), static_cast<unsigned char>(0x7e));
+    return;
+  }
   const std::size_t n = t.bytes.size() / t.elem_size();
   for (std::size_t i = 0; i < n; ++i) {
     unsigned char* at = t.bytes.data() + i * t.elem_size();
@@ -158,14 +183,15 @@ inline strided_tensor make_tensor(heed::dtype type, std::int64_t seq, std::int64
   t.seq = seq;
   t.heads = heads;
   t.dim = dim;
+  const std::int64_t e = t.row_extent();
   if (l == heed::layout::seq_head_dim) {
-    t.head_stride = dim + pad;
+    t.head_stride = e + pad;
     t.seq_stride = heads * t.head_stride + pad;
   } else {
-    t.seq_stride = dim + pad;
+    t.seq_stride = e + pad;
     t.head_stride = seq * t.seq_stride + pad;
   }
-  const std::int64_t last = (seq - 1) * t.seq_stride + (heads - 1) * t.head_stride + dim;
+  const std::int64_t last = (seq - 1) * t.seq_stride + (heads - 1) * t.head_stride + e;
   t.bytes.resize(static_cast<std::size_t>(last + pad) * t.elem_size());
   fill_poison(t);
   return t;
@@ -203,12 +229,28 @@ struct dense_setup {
       for (std::int64_t h = 0; h < c.hq; ++h)
         for (std::int64_t x = 0; x < c.d; ++x)
           ref.q_at(i, h, x) = q.store(i, h, x, c.q_amp * unit(rng));
+    std::vector<float> krow(static_cast<std::size_t>(c.d)), vrow(krow.size());
+    std::vector<double> kq(krow.size()), vq(krow.size());
     for (std::int64_t j = 0; j < c.lk; ++j)
-      for (std::int64_t h = 0; h < c.hkv; ++h)
-        for (std::int64_t x = 0; x < c.d; ++x) {
-          ref.k_at(j, h, x) = k.store(j, h, x, unit(rng));
-          ref.v_at(j, h, x) = v.store(j, h, x, unit(rng));
+      for (std::int64_t h = 0; h < c.hkv; ++h) {
+        if (!heed::is_quantized(c.kv)) {
+          for (std::int64_t x = 0; x < c.d; ++x) {
+            ref.k_at(j, h, x) = k.store(j, h, x, unit(rng));
+            ref.v_at(j, h, x) = v.store(j, h, x, unit(rng));
+          }
+          continue;
         }
+        for (std::size_t x = 0; x < krow.size(); ++x) {
+          krow[x] = unit(rng);
+          vrow[x] = unit(rng);
+        }
+        k.store_row(j, h, krow.data(), kq.data());
+        v.store_row(j, h, vrow.data(), vq.data());
+        for (std::int64_t x = 0; x < c.d; ++x) {
+          ref.k_at(j, h, x) = kq[static_cast<std::size_t>(x)];
+          ref.v_at(j, h, x) = vq[static_cast<std::size_t>(x)];
+        }
+      }
 
     params.q = q.view();
     params.k = k.view();

@@ -72,6 +72,14 @@ TEST(Dtype, SizesAndNames) {
   EXPECT_STREQ(heed::dtype_name(heed::dtype::f32), "f32");
   EXPECT_STREQ(heed::dtype_name(heed::dtype::f16), "f16");
   EXPECT_STREQ(heed::dtype_name(heed::dtype::bf16), "bf16");
+  // Quantized rows: strides count bytes.
+  EXPECT_EQ(heed::dtype_size(heed::dtype::q8), 1u);
+  EXPECT_EQ(heed::dtype_size(heed::dtype::q4), 1u);
+  EXPECT_STREQ(heed::dtype_name(heed::dtype::q8), "q8");
+  EXPECT_STREQ(heed::dtype_name(heed::dtype::q4), "q4");
+  EXPECT_TRUE(heed::is_quantized(heed::dtype::q8) && heed::is_quantized(heed::dtype::q4));
+  EXPECT_FALSE(heed::is_quantized(heed::dtype::f32) || heed::is_quantized(heed::dtype::f16) ||
+               heed::is_quantized(heed::dtype::bf16));
   static_assert(heed::dtype_of<float>::value == heed::dtype::f32, "");
   static_assert(heed::dtype_of<f16>::value == heed::dtype::f16, "");
   static_assert(heed::dtype_of<bf16>::value == heed::dtype::bf16, "");

@@ -149,7 +149,7 @@ TEST(QuantRoundTrip, ErrorWithinHalfAStepForEveryShape) {
           const double slack = f == format::q8 ? 0 : std::fabs(lo) * std::ldexp(1.0, -11);
           for (std::int64_t i = k; i < k + g; ++i) {
             EXPECT_LE(std::fabs(double(y[i]) - x[i]), 0.5 * s * (1 + 1e-5) + slack + 1e-6)
-                << format_name(f) << " d=" << d << " g=" << g << " i=" << i;
+                << heed::dtype_name(f) << " d=" << d << " g=" << g << " i=" << i;
             EXPECT_EQ(y[i], heed::quant::dequantize_value(f, row.data(), d, g, i));
           }
         }
@@ -207,6 +207,18 @@ TEST(QuantErrors, BadInputIsRejectedAndTheOutputUntouched) {
     EXPECT_EQ(heed::quant::dequantize_row(f, row.data(), 64, 12, x.data()),
               status::invalid_argument);
     for (auto byte : row) EXPECT_EQ(byte, 0xab);
+  }
+  // A dtype that is not a quantized format.
+  {
+    std::vector<float> x(64, 1.f), y(64, -1.f);
+    std::vector<std::uint8_t> row(256, 0xab);
+    EXPECT_EQ(heed::quant::row_bytes(heed::dtype::f16, 64, 32), 0u);
+    EXPECT_EQ(heed::quant::quantize_row(heed::dtype::f16, x.data(), 64, 32, row.data()),
+              status::unsupported_dtype);
+    EXPECT_EQ(heed::quant::dequantize_row(heed::dtype::f32, row.data(), 64, 32, y.data()),
+              status::unsupported_dtype);
+    for (auto byte : row) EXPECT_EQ(byte, 0xab);
+    for (float v : y) EXPECT_EQ(v, -1.f);
   }
   // Out of the f16 range: q4's offset beyond 65504, q8's scale beyond 65504 (|x| > 127 * 65504).
   std::vector<float> x(32, 1.f);

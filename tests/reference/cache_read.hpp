@@ -6,6 +6,7 @@
 #include "heed/cache/kv_cache.hpp"
 #include "heed/core/dtype.hpp"
 #include "heed/core/tensor_view.hpp"
+#include "heed/quant/quantize.hpp"
 
 namespace heed_ref {
 
@@ -18,6 +19,10 @@ inline float read_element(const heed::tensor_view& t, std::int64_t s, std::int64
       return heed::to_float(t.row<const heed::f16>(s, 0)[c]);
     case heed::dtype::bf16:
       return heed::to_float(t.row<const heed::bf16>(s, 0)[c]);
+    case heed::dtype::q8:
+    case heed::dtype::q4:
+      return heed::quant::dequantize_value(t.type, t.row<const unsigned char>(s, 0), t.dim,
+                                           t.quant_group(), c);
   }
   return 0.f;
 }

@@ -1,7 +1,8 @@
 // SIMD pieces for the default arch (the compiled ISAs are covered through the kernel tests):
 // load_as_float / convert_row for f16 and bf16 against the scalar conversions, fast_exp2 /
 // fast_exp / fast_tanh relative error bounds, soft_cap's absolute error on sweeps of inputs,
-// horizontal reductions (haddp lane order).
+// horizontal reductions (haddp lane order), the column loads of quantized rows (kv_row.hpp)
+// against quant::dequantize_value.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,12 +10,15 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
 #include "heed/core/dtype.hpp"
+#include "heed/quant/quantize.hpp"
 #include "heed/simd/arch.hpp"
 #include "heed/simd/convert.hpp"
+#include "heed/simd/kv_row.hpp"
 #include "heed/simd/math.hpp"
 #include "heed/simd/reduce.hpp"
 
@@ -110,6 +114,67 @@ void check_convert_row() {
             << "n " << n << " i " << i;
     }
   }
+}
+
+// Every finite f16 pattern (the scales and offsets of quantized rows) converts exactly.
+TEST(SimdKvRow, HalfBitsToFloatIsExactForEveryFinitePattern) {
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    if ((h & 0x7c00u) == 0x7c00u) continue;
+    const float want = heed::to_float(heed::f16{std::uint16_t(h)});
+    ASSERT_EQ(float_bits(heed::simd::half_bits_to_float(std::uint16_t(h))), float_bits(want))
+        << std::hex << h;
+  }
+}
+
+// load_cols / load_col of q8 and q4 rows (several head dims, rows at odd addresses) give the
+// definition's values: bitwise, except SSE2's q4 (no FMA: u * scale + min rounded twice, within
+// one f32 ulp of the fused result).
+template <heed::dtype F>
+void check_quant_row_loads() {
+  using KV = heed::quant::row_byte<F, heed::quant::kernel_group>;
+  constexpr bool fused = !std::is_same<Arch, xsimd::sse2>::value || F == heed::dtype::q8;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  for (std::int64_t d : {32, 64, 96, 128, 160, 256}) {
+    const std::size_t rb = heed::quant::row_bytes(F, d, heed::quant::kernel_group);
+    std::vector<unsigned char> buf(rb + 3);
+    std::vector<float> x(static_cast<std::size_t>(d));
+    for (int rep = 0; rep < 20; ++rep) {
+      for (auto& v : x) v = nd(rng) + (rep % 3 == 0 ? 5.f : 0.f);
+      unsigned char* row = buf.data() + rep % 3;
+      ASSERT_EQ(heed::quant::quantize_row(F, x.data(), d, heed::quant::kernel_group, row),
+                heed::status::ok);
+      const KV* r = reinterpret_cast<const KV*>(row);
+      for (std::int64_t c = 0; c < d; c += static_cast<std::int64_t>(L)) {
+        alignas(64) float got[L];
+        heed::simd::load_cols<Arch>(r, c, d).store_aligned(got);
+        for (std::size_t j = 0; j < L; ++j) {
+          const float want =
+              heed::quant::dequantize_value(F, row, d, heed::quant::kernel_group, c + j);
+          EXPECT_EQ(heed::simd::load_col(r, c + std::int64_t(j), d), want);
+          if (fused)
+            ASSERT_EQ(float_bits(got[j]), float_bits(want)) << "d " << d << " col " << c + j;
+          else
+            ASSERT_LE(std::fabs(got[j] - want), std::fabs(want) * 1.2e-7f + 1e-30f)
+                << "d " << d << " col " << c + j;
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdKvRow, Q8ColumnsMatchTheDefinition) { check_quant_row_loads<heed::dtype::q8>(); }
+TEST(SimdKvRow, Q4ColumnsMatchTheDefinition) { check_quant_row_loads<heed::dtype::q4>(); }
+
+TEST(SimdKvRow, RowBytes) {
+  using Q8 = heed::quant::row_byte<heed::dtype::q8, 32>;
+  using Q4 = heed::quant::row_byte<heed::dtype::q4, 32>;
+  static_assert(heed::simd::kv_storage<Q8>::row_bytes(128) == 136, "");
+  static_assert(heed::simd::kv_storage<Q4>::row_bytes(128) == 80, "");
+  static_assert(heed::simd::kv_storage<heed::f16>::row_bytes(128) == 256, "");
+  static_assert(sizeof(Q8) == 1 && sizeof(Q4) == 1, "strides of quantized rows count bytes");
+  EXPECT_TRUE(heed::simd::kv_storage<Q8>::quantized);
+  EXPECT_FALSE(heed::simd::kv_storage<float>::quantized);
 }
 
 TEST(SimdConvert, ConvertRowF16) { check_convert_row<heed::f16>(); }

@@ -24,9 +24,6 @@
 namespace heed {
 
 namespace detail {
-// Decode (one query row) takes the split-KV path; everything else the tiled prefill path.
-inline bool use_decode_path(const dense_params& p) noexcept { return p.q_len() == 1; }
-
 template <class Obs>
 bool keeps_logits(const Obs& obs) noexcept {
   if constexpr (observer_traits<Obs>::probs) {
@@ -43,7 +40,7 @@ bool keeps_logits(const Obs& obs) noexcept {
 template <class Arch = xsimd::default_arch>
 std::size_t dense_workspace_size_t(const dense_params& p, int threads,
                                    bool probs = false) noexcept {
-  if (validate(p) != status::ok || threads < 1) return 0;
+  if (validate_dense(p) != status::ok || threads < 1) return 0;
   if (detail::use_decode_path(p)) return detail::decode_workspace_size(p, threads, probs);
   return detail::prefill_workspace_size<Arch>(p, threads);
 }
@@ -55,20 +52,21 @@ namespace detail {
 template <class Arch, int D, class Variant, class Observer>
 status dense_attention_head_dim(const dense_params& p, const Variant& var, Observer& obs,
                                 workspace ws, executor& ex) noexcept {
-  HEED_RETURN_IF_ERROR(validate(p));
+  HEED_RETURN_IF_ERROR(validate_dense(p));
   const int threads = ex.concurrency();
   if (threads < 1) return status::invalid_argument;
   const bool probs = keeps_logits(obs);
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  with_kv_type(p.k.type, [&](auto kv) {
-    using KV = decltype(kv);
-    if (use_decode_path(p)) {
-      run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
-    } else {
-      run_prefill<Arch, D, KV>(p, var, obs, ws, ex);
-    }
-  });
+  if (use_decode_path(p)) {
+    // Quantized rows hold a whole number of groups: head dims that are not (80) never see them.
+    constexpr bool quantized = D == 0 || D % quant::kernel_group == 0;
+    with_kv_type<quantized>(
+        p.k.type, [&](auto kv) { run_decode<Arch, D, decltype(kv)>(p, var, obs, ws, ex, probs); });
+  } else {
+    with_kv_type(p.k.type,
+                 [&](auto kv) { run_prefill<Arch, D, decltype(kv)>(p, var, obs, ws, ex); });
+  }
   return status::ok;
 }
 }  // namespace detail

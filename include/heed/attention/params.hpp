@@ -18,7 +18,7 @@ using prob_tap_fn = void (*)(void* user, int q_head, std::int64_t key_begin, con
 
 struct dense_params {
   tensor_view q;               // [Lq, Hq, d], f32
-  tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16
+  tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16 (q8 / q4 in decode)
   tensor_view v;               // [Lk, Hkv, d], same dtype as k
   mutable_tensor_view o;       // [Lq, Hq, d], f32
   float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
@@ -73,16 +73,21 @@ struct dense_params {
 };
 
 // Checks everything the kernels rely on. Any head_dim >= 1 is accepted (unlisted sizes use the
-// generic path).
-HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
+// generic path). Quantized K/V (q8, q4) only where the caller's kernel reads them
+// (quantized_kv: dense decode, see validate_dense), with quant::kernel_group values per scale;
+// every other kernel refuses them with status::unsupported_dtype.
+HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = false) noexcept {
   if (p.q.data == nullptr || p.k.data == nullptr || p.v.data == nullptr || p.o.data == nullptr)
     return status::null_pointer;
   HEED_RETURN_IF_ERROR(validate_view(p.q));
-  HEED_RETURN_IF_ERROR(validate_view(p.k));
-  HEED_RETURN_IF_ERROR(validate_view(p.v));
+  HEED_RETURN_IF_ERROR(validate_view(p.k, quantized_kv));
+  HEED_RETURN_IF_ERROR(validate_view(p.v, quantized_kv));
   HEED_RETURN_IF_ERROR(validate_view(p.o));
   if (p.q.type != dtype::f32 || p.o.type != dtype::f32) return status::unsupported_dtype;
   if (p.k.type != p.v.type) return status::unsupported_dtype;
+  if (is_quantized(p.k.type) &&
+      (p.k.quant_group() != quant::kernel_group || p.v.quant_group() != quant::kernel_group))
+    return status::unsupported_dtype;
   const std::int64_t d = p.q.dim;
   if (p.k.dim != d || p.v.dim != d || p.o.dim != d) return status::shape_mismatch;
   if (p.o.seq != p.q.seq || p.o.heads != p.q.heads) return status::shape_mismatch;
@@ -120,6 +125,16 @@ HEED_FORCE_INLINE status validate(const dense_params& p) noexcept {
     if (next != p.k.seq) return status::shape_mismatch;
   }
   return status::ok;
+}
+
+namespace detail {
+// Decode (one query row) takes the split-KV path; everything else the tiled prefill path.
+inline bool use_decode_path(const dense_params& p) noexcept { return p.q_len() == 1; }
+}  // namespace detail
+
+// The dense kernels read quantized K/V in decode; prefill refuses them so far.
+HEED_FORCE_INLINE status validate_dense(const dense_params& p) noexcept {
+  return validate(p, detail::use_decode_path(p));
 }
 
 }  // namespace heed

@@ -37,12 +37,22 @@ typedef enum heed_status {
 } heed_status;
 
 /* Element types; the same values as heed::dtype. f16 is IEEE binary16, bf16 the upper half of
- * an f32, both stored as uint16_t. */
-typedef enum heed_dtype { HEED_DTYPE_F32 = 0, HEED_DTYPE_F16 = 1, HEED_DTYPE_BF16 = 2 } heed_dtype;
+ * an f32, both stored as uint16_t. Q8 and Q4 are quantized rows with 32 values per f16 scale
+ * (docs/quantization.md: int8, and int4 with an f16 offset per group), read by the dense kernel
+ * in decode (one query row) as K and V. */
+typedef enum heed_dtype {
+  HEED_DTYPE_F32 = 0,
+  HEED_DTYPE_F16 = 1,
+  HEED_DTYPE_BF16 = 2,
+  HEED_DTYPE_Q8 = 3,
+  HEED_DTYPE_Q4 = 4
+} heed_dtype;
 
 /* A strided, non-owning view of a rank-3 tensor [seq, heads, dim] with a contiguous last
  * dimension. Strides are in elements: [seq, heads, dim] layout has seq_stride = heads * dim and
- * head_stride = dim; [heads, seq, dim] has seq_stride = dim and head_stride = seq * dim. */
+ * head_stride = dim; [heads, seq, dim] has seq_stride = dim and head_stride = seq * dim. Q8 / Q4
+ * strides are in bytes, a row of dim values taking dim + dim / 16 (Q8) or dim / 2 + dim / 8 (Q4)
+ * bytes. */
 typedef struct heed_tensor {
   const void* data;
   heed_dtype dtype;

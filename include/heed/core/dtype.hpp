@@ -1,7 +1,9 @@
-// Element types of K/V storage (f32, f16, bf16) and scalar conversions.
+// Element types of K/V storage (f32, f16, bf16; the quantized row formats q8 and q4) and scalar
+// conversions.
 //
 // The vectorized conversions live in simd/convert.hpp. The scalar ones here are exact
-// (round-to-nearest-even on the way down) and are used by references, packing and tails.
+// (round-to-nearest-even on the way down) and are used by references, packing and tails. The
+// quantized formats' bit layouts are in heed/quant/format.hpp.
 #pragma once
 
 #include <cstddef>
@@ -12,12 +14,25 @@
 
 namespace heed {
 
-enum class dtype : int { f32 = 0, f16 = 1, bf16 = 2 };
+// q8 and q4 are whole-row formats (values in groups, each group with its f16 scale; see
+// heed/quant/format.hpp): a view of them counts its strides in bytes.
+enum class dtype : int { f32 = 0, f16 = 1, bf16 = 2, q8 = 3, q4 = 4 };
 
-constexpr std::size_t dtype_size(dtype t) noexcept { return t == dtype::f32 ? 4 : 2; }
+constexpr bool is_quantized(dtype t) noexcept { return t == dtype::q8 || t == dtype::q4; }
+
+// Bytes of one stride unit of a view of this type: an element of f32 / f16 / bf16, one byte of
+// the rows of a quantized format.
+constexpr std::size_t dtype_size(dtype t) noexcept {
+  return t == dtype::f32 ? 4 : is_quantized(t) ? 1 : 2;
+}
 
 constexpr const char* dtype_name(dtype t) noexcept {
-  return t == dtype::f32 ? "f32" : t == dtype::f16 ? "f16" : t == dtype::bf16 ? "bf16" : "?";
+  return t == dtype::f32    ? "f32"
+         : t == dtype::f16  ? "f16"
+         : t == dtype::bf16 ? "bf16"
+         : t == dtype::q8   ? "q8"
+         : t == dtype::q4   ? "q4"
+                            : "?";
 }
 
 // Storage types: distinct 16-bit wrappers so overloads can tell f16 from bf16.

@@ -18,26 +18,34 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "heed/core/dtype.hpp"
+
 namespace heed {
 namespace quant {
 
-enum class format : int { q8 = 0, q4 = 1 };
+// A quantized format is the heed::dtype that names it (dtype::q8, dtype::q4); functions here
+// treat any other dtype as no format (row_bytes 0, status::unsupported_dtype).
+using format = dtype;
 
-constexpr const char* format_name(format f) noexcept { return f == format::q8 ? "q8" : "q4"; }
+constexpr const char* format_name(format f) noexcept { return dtype_name(f); }
 
 // The default group: 32 values per scale (llama.cpp's q8_0 / q4_1 blocks are 32 values too).
 constexpr int default_group = 32;
 // The smallest group: 8 values (an f16 scale per 8 int8 values is already 25% overhead).
 constexpr int min_group = 8;
 
+// The group the attention kernels are compiled for (other valid groups can be quantized and
+// dequantized, and are refused by the kernels with status::unsupported_dtype).
+constexpr int kernel_group = 32;
+
 // A row of d values can be stored in format f with groups of g: g >= 8, g even, g divides d.
 constexpr bool valid_group(std::int64_t d, int g) noexcept {
   return d > 0 && g >= min_group && g % 2 == 0 && d % g == 0;
 }
 
-// Bytes of one quantized row (0 if the group is not valid for d).
+// Bytes of one quantized row (0 if f is not a quantized format or the group is not valid for d).
 constexpr std::size_t row_bytes(format f, std::int64_t d, int g) noexcept {
-  if (!valid_group(d, g)) return 0;
+  if (!is_quantized(f) || !valid_group(d, g)) return 0;
   const std::size_t n = std::size_t(d), groups = std::size_t(d / g);
   return f == format::q8 ? n + 2 * groups : n / 2 + 4 * groups;
 }
@@ -50,6 +58,17 @@ constexpr std::size_t scales_offset(format f, std::int64_t d) noexcept {
 constexpr std::size_t mins_offset(std::int64_t d, int g) noexcept {
   return std::size_t(d) / 2 + 2 * std::size_t(d / g);
 }
+
+// One byte of a row in format F with groups of G: the K/V storage type the kernels are
+// instantiated with for quantized rows (pointers to it step through a row's bytes; the values'
+// loads are in heed/simd/kv_row.hpp).
+template <dtype F, int G>
+struct row_byte {
+  static_assert(is_quantized(F) && G >= min_group && G % 2 == 0, "a quantized format and group");
+  static constexpr dtype type = F;
+  static constexpr int group = G;
+  std::uint8_t bits;
+};
 
 }  // namespace quant
 }  // namespace heed

@@ -56,6 +56,7 @@ inline float q8_scale(float a) noexcept { return to_float(to_f16(a / 127.f)); }
 template <class T>
 status check_row(format f, const T* x, std::int64_t d, int g) noexcept {
   if (x == nullptr) return status::null_pointer;
+  if (!is_quantized(f)) return status::unsupported_dtype;
   if (!valid_group(d, g)) return status::invalid_argument;
   for (std::int64_t k = 0; k < d; k += g) {
     float a = 0.f;
@@ -130,9 +131,11 @@ inline float dequantize_value(format f, const void* in, std::int64_t d, int g,
 }
 
 // Dequantizes one row into out[0 .. d). The row must have been written by quantize_row with the
-// same (f, d, g) (status::invalid_argument for a group that is not valid for d).
+// same (f, d, g) (status::invalid_argument for a group that is not valid for d,
+// status::unsupported_dtype for a dtype that is not a quantized format).
 inline status dequantize_row(format f, const void* in, std::int64_t d, int g, float* out) noexcept {
   if (in == nullptr || out == nullptr) return status::null_pointer;
+  if (!is_quantized(f)) return status::unsupported_dtype;
   if (!valid_group(d, g)) return status::invalid_argument;
   for (std::int64_t i = 0; i < d; ++i) out[i] = dequantize_value(f, in, d, g, i);
   return status::ok;

@@ -157,6 +157,9 @@ inline status rope_view(const rope_config& c, const mutable_tensor_view& x, std:
     case dtype::bf16:
       run(static_cast<bf16*>(x.data));
       break;
+    case dtype::q8:
+    case dtype::q4:
+      break;  // refused by validate_view above
   }
   return status::ok;
 }

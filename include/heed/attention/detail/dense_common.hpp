@@ -14,6 +14,7 @@
 #include "heed/attention/variant.hpp"
 #include "heed/config.hpp"
 #include "heed/core/dtype.hpp"
+#include "heed/quant/format.hpp"
 #include "heed/scoring/observer.hpp"
 #include "heed/simd/math.hpp"
 #include "heed/simd/reduce.hpp"
@@ -53,9 +54,15 @@ HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
   return with_head_dim_in(d, std::forward<F>(f), specialized_head_dims{});
 }
 
-// Calls f(T{}) with T the K/V storage type.
-template <class F>
+// Calls f(T{}) with T the K/V storage type: float, f16, bf16, and with Quantized the rows of
+// q8 / q4 with quant::kernel_group values per scale (quant::row_byte). The caller validated the
+// type (validate(p, Quantized)).
+template <bool Quantized = false, class F>
 HEED_FORCE_INLINE auto with_kv_type(dtype t, F&& f) {
+  if constexpr (Quantized) {
+    if (t == dtype::q8) return f(quant::row_byte<dtype::q8, quant::kernel_group>{});
+    if (t == dtype::q4) return f(quant::row_byte<dtype::q4, quant::kernel_group>{});
+  }
   switch (t) {
     case dtype::f16:
       return f(f16{});

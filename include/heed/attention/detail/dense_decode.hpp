@@ -3,10 +3,10 @@
 // The keys are cut into fixed partitions (independent of the thread count). A task is one
 // (KV head, partition) and serves all G = Hq / Hkv query heads of that KV head in one pass over
 // its keys, so each K/V byte is read once per step. Keys are converted from f16/bf16 in
-// registers. Each task leaves a partial (m, d, t, o) per query head; a second pass merges the
-// partials in partition order, finalizes the rows and, if an observer asks, turns the stored
-// logits into probabilities and reports them.
-// Private header: include heed/attention/dense.hpp.
+// registers, quantized rows (q8, q4) dequantized in registers. Each task leaves a partial (m, d, t,
+// o) per query head; a second pass merges the partials in partition order, finalizes the rows and,
+// if an observer asks, turns the stored logits into probabilities and reports them. Private header:
+// include heed/attention/dense.hpp.
 #pragma once
 
 #include <algorithm>
@@ -18,6 +18,7 @@
 #include "heed/core/workspace.hpp"
 #include "heed/simd/arch.hpp"
 #include "heed/simd/convert.hpp"
+#include "heed/simd/kv_row.hpp"
 
 namespace heed {
 namespace detail {
@@ -48,7 +49,7 @@ HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
                                                       decode_cfg::partition);
   l.group = p.q_heads() / p.kv_heads();
   l.d = p.head_dim();
-  l.strided = p.k.seq_stride > l.d || p.v.seq_stride > l.d;
+  l.strided = p.k.seq_stride > p.k.row_extent() || p.v.seq_stride > p.v.row_extent();
   l.slots = l.strided ? p.kv_heads() : 1;
   l.keep_logits = keep_logits;
   return l;
@@ -116,7 +117,7 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
   if constexpr (D != 0 && D % L == 0) {
     constexpr int NV = D / L;
     B k[NV];
-    for (int c = 0; c < NV; ++c) k[c] = simd::load_as_float<A>(krow + c * L);
+    for (int c = 0; c < NV; ++c) k[c] = simd::load_cols<A>(krow, c * L, D);
     std::int64_t g = 0;
     for (; g + 2 <= g_count; g += 2) {
       const float* q0 = qs + g * qstride;
@@ -141,9 +142,9 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
       B a(0.f);
       std::int64_t c = 0;
       for (; c + L <= d; c += L)
-        a = xsimd::fma(simd::load_as_float<A>(krow + c), B::load_unaligned(q + c), a);
+        a = xsimd::fma(simd::load_cols<A>(krow, c, d), B::load_unaligned(q + c), a);
       float sum = simd::hsum<A>(a);
-      for (; c < d; ++c) sum += to_float(krow[c]) * q[c];
+      for (; c < d; ++c) sum += simd::load_col(krow, c, d) * q[c];
       out[g * out_stride] = sum;
     }
   }
@@ -178,12 +179,12 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
     const KV* kr[P];
     for (int i = 0; i < P; ++i) kr[i] = krow + std::min(n0 + i, nvalid - 1) * kstride;
     for (int i = 0; i < P; ++i) {
-      const B k0 = simd::load_as_float<A>(kr[i]);
+      const B k0 = simd::load_cols<A>(kr[i], 0, D);
       for (int g = 0; g < G; ++g) acc[(n0 + i) * G + g] = k0 * B::load_aligned(qs + g * qstride);
     }
     for (int c = 1; c < NV; ++c) {
       B kc[P];
-      for (int i = 0; i < P; ++i) kc[i] = simd::load_as_float<A>(kr[i] + c * L);
+      for (int i = 0; i < P; ++i) kc[i] = simd::load_cols<A>(kr[i], c * L, D);
       for (int g = 0; g < G; ++g) {
         const B qg = B::load_aligned(qs + g * qstride + c * L);
         for (int i = 0; i < P; ++i)
@@ -194,9 +195,9 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
   return simd::haddp<A>(acc);
 }
 
-// o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys. With
-// vfetch != nullptr, also vfetch->fetch_v(jf + j) for each key j.
-template <class A, int GB, int CB, class KV, class Fetch>
+// o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys (rows of D
+// values). With vfetch != nullptr, also vfetch->fetch_v(jf + j) for each key j.
+template <class A, int D, int GB, int CB, class KV, class Fetch>
 HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
                                        const float* HEED_RESTRICT pb, const KV* vrow0,
                                        std::int64_t vstride, std::int64_t c0, int nb,
@@ -207,11 +208,11 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
   B acc[GB][CB];
   for (int g = 0; g < GB; ++g)
     for (int c = 0; c < CB; ++c) acc[g][c] = B::load_aligned(o + g * o_stride + c0 + c * L);
-  const KV* vrow = vrow0 + c0;
+  const KV* vrow = vrow0;
   for (int j = 0; j < nb; ++j, vrow += vstride) {
     if (vfetch) vfetch->fetch_v(jf + j);
     B vv[CB];
-    for (int c = 0; c < CB; ++c) vv[c] = simd::load_as_float<A>(vrow + c * L);
+    for (int c = 0; c < CB; ++c) vv[c] = simd::load_cols<A>(vrow, c0 + c * L, D);
     for (int g = 0; g < GB; ++g) {
       const B pj(pb[g * decode_cfg::NB + j]);
       for (int c = 0; c < CB; ++c) acc[g][c] = xsimd::fma(pj, vv[c], acc[g][c]);
@@ -292,7 +293,7 @@ struct decode_core {
     // the compiler propagates `bytes` through the kernel's inlining.
     HEED_FORCE_INLINE std::int64_t row_bytes() const noexcept {
       if constexpr (D != 0)
-        return std::int64_t(D) * std::int64_t(sizeof(KV));
+        return simd::kv_storage<KV>::row_bytes(D);
       else
         return bytes;
     }
@@ -332,7 +333,7 @@ struct decode_core {
           std::uintptr_t(rows.first) * f.kstep;
     f.v = reinterpret_cast<std::uintptr_t>(rows.v) + std::uintptr_t(kvh * p.v.head_stride * e) -
           std::uintptr_t(rows.first) * f.vstep;
-    f.bytes = (D ? D : d) * e;
+    f.bytes = simd::kv_storage<KV>::row_bytes(D ? D : d);
     return f;
   }
 
@@ -450,14 +451,14 @@ struct decode_core {
       for (std::int64_t c0 = 0; c0 < D; c0 += CB * L) {
         std::int64_t g = 0;
         for (; g + 4 <= G; g += 4)
-          decode_pv_block<A, 4, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+          decode_pv_block<A, D, 4, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
+                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
         for (; g + 2 <= G; g += 2)
-          decode_pv_block<A, 2, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+          decode_pv_block<A, D, 2, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
+                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
         for (; g < G; ++g)
-          decode_pv_block<A, 1, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0, nb,
-                                           c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
+          decode_pv_block<A, D, 1, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
+                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
       }
     } else {
       // Generic head dim: vector body, scalar tail columns.
@@ -470,9 +471,9 @@ struct decode_core {
           if (g == 0) pf.fetch_v(jf + j);
           const B pj(pg[j]);
           for (std::int64_t c = 0; c < dv; c += L)
-            xsimd::fma(pj, simd::load_as_float<A>(vrow + c), B::load_unaligned(og + c))
+            xsimd::fma(pj, simd::load_cols<A>(vrow, c, d), B::load_unaligned(og + c))
                 .store_unaligned(og + c);
-          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * to_float(vrow[c]);
+          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * simd::load_col(vrow, c, d);
         }
       }
     }

@@ -1,0 +1,168 @@
+// Reading K/V rows of any storage type as f32, in registers: vectors of consecutive columns and
+// single values. Plain rows (f32, f16, bf16) are arrays of elements; quantized rows
+// (quant::row_byte: q8, q4, heed/quant/format.hpp) are bytes, their values dequantized exactly
+// as quant::dequantize_value defines them (SSE2 has no FMA: its q4 values, u * scale + min, are
+// rounded twice instead of once, at most one f32 ulp apart).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/config.hpp"
+#include "heed/core/dtype.hpp"
+#include "heed/quant/format.hpp"
+#include "heed/quant/quantize.hpp"
+#include "heed/simd/arch.hpp"
+#include "heed/simd/convert.hpp"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace heed {
+namespace simd {
+
+// What a kernel needs to know of a storage type: whether its rows are quantized, and the bytes
+// of one row of d values (strides count sizeof(KV) bytes per unit either way).
+template <class KV>
+struct kv_storage {
+  static constexpr bool quantized = false;
+  static constexpr std::int64_t row_bytes(std::int64_t d) noexcept {
+    return d * std::int64_t(sizeof(KV));
+  }
+};
+template <dtype F, int G>
+struct kv_storage<quant::row_byte<F, G>> {
+  static constexpr bool quantized = true;
+  static constexpr std::int64_t row_bytes(std::int64_t d) noexcept {
+    return std::int64_t(quant::row_bytes(F, d, G));
+  }
+};
+
+// An f16 held in 16 bits as f32: F16C where the arch has it, else exponent and mantissa moved to
+// their f32 places and scaled by 2^112 (exact for normal and subnormal halves; scales and
+// offsets of quantized rows are finite).
+HEED_FORCE_INLINE float half_bits_to_float(std::uint16_t h) noexcept {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+  const std::uint32_t em = h & 0x7fffu;
+  if (em > 0x7bffu) return to_float(f16{h});                          // inf / nan
+  const float mag = bits_to_float(em << 13) * 5.192296858534828e33f;  // 2^112
+  return bits_to_float(float_to_bits(mag) | sign);
+#endif
+}
+
+HEED_FORCE_INLINE float load_half(const std::uint8_t* at) noexcept {
+  std::uint16_t h;
+  std::memcpy(&h, at, 2);
+  return half_bits_to_float(h);
+}
+
+namespace detail {
+
+// n <= 16 consecutive bytes widened to n int32 lanes (signed or unsigned), n = the batch size.
+template <class A, bool Signed>
+HEED_FORCE_INLINE xsimd::batch<std::int32_t, A> widen_bytes(const std::uint8_t* p) noexcept {
+  using I = xsimd::batch<std::int32_t, A>;
+  constexpr std::size_t L = I::size;
+#if defined(__AVX512F__)
+  if constexpr (L == 16) {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return I(Signed ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b));
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (L == 8) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return I(Signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b));
+  }
+#endif
+#if defined(__aarch64__)
+  if constexpr (is_neon<A>) {
+    std::uint32_t w;
+    std::memcpy(&w, p, 4);
+    const uint8x8_t b = vreinterpret_u8_u32(vdup_n_u32(w));
+    if constexpr (Signed) {
+      return I(vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u8(b)))));
+    } else {
+      return I(vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(vmovl_u8(b)))));
+    }
+  }
+#endif
+#if defined(__SSE2__)
+  if constexpr (L == 4) {
+    std::int32_t w;
+    std::memcpy(&w, p, 4);
+    const __m128i b = _mm_cvtsi32_si128(w);
+    if constexpr (Signed) {
+      // Each byte into the top of its 32-bit lane, then an arithmetic shift down.
+      const __m128i x = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, b), _mm_unpacklo_epi8(b, b));
+      return I(_mm_srai_epi32(x, 24));
+    } else {
+      const __m128i z = _mm_setzero_si128();
+      return I(_mm_unpacklo_epi16(_mm_unpacklo_epi8(b, z), z));
+    }
+  }
+#endif
+  alignas(64) std::int32_t tmp[L];
+  for (std::size_t i = 0; i < L; ++i)
+    tmp[i] = Signed ? std::int32_t(static_cast<std::int8_t>(p[i])) : std::int32_t(p[i]);
+  return I::load_aligned(tmp);
+}
+
+// Columns [c, c + L) of a quantized row of d values (c a multiple of L, L dividing G / 2).
+template <class A, dtype F, int G>
+HEED_FORCE_INLINE xsimd::batch<float, A> load_quant_cols(const std::uint8_t* row, std::int64_t c,
+                                                         std::int64_t d) noexcept {
+  using B = xsimd::batch<float, A>;
+  using I = xsimd::batch<std::int32_t, A>;
+  static_assert((G / 2) % B::size == 0, "a vector of columns lies in one half of a group");
+  const std::int64_t grp = c / G;
+  const B scale(load_half(row + quant::scales_offset(F, d) + 2 * grp));
+  if constexpr (F == dtype::q8) {
+    return xsimd::to_float(widen_bytes<A, true>(row + c)) * scale;
+  } else {
+    constexpr std::int64_t half = G / 2;
+    const std::int64_t in = c - grp * G;  // column within the group
+    const I bytes = widen_bytes<A, false>(row + grp * half + (in < half ? in : in - half));
+    const I u = in < half ? (bytes & I(0xf)) : (bytes >> 4);
+    const B mn(load_half(row + quant::mins_offset(d, G) + 2 * grp));
+    return xsimd::fma(xsimd::to_float(u), scale, mn);
+  }
+}
+
+}  // namespace detail
+
+// Columns [c, c + L) of a row of d values as f32 (L the batch size, c a multiple of L).
+template <class A, class KV>
+HEED_FORCE_INLINE xsimd::batch<float, A> load_cols(const KV* row, std::int64_t c,
+                                                   std::int64_t d) noexcept {
+  if constexpr (kv_storage<KV>::quantized) {
+    return detail::load_quant_cols<A, KV::type, KV::group>(
+        reinterpret_cast<const std::uint8_t*>(row), c, d);
+  } else {
+    (void)d;
+    return load_as_float<A>(row + c);
+  }
+}
+
+// Value c of a row of d values as f32.
+template <class KV>
+HEED_FORCE_INLINE float load_col(const KV* row, std::int64_t c, std::int64_t d) noexcept {
+  if constexpr (kv_storage<KV>::quantized) {
+    return quant::dequantize_value(KV::type, row, d, KV::group, c);
+  } else {
+    (void)d;
+    return to_float(row[c]);
+  }
+}
+
+}  // namespace simd
+}  // namespace heed
