@@ -1,8 +1,8 @@
-// Dense decode on quantized K/V (q8, q4; heed/quant/format.hpp) against the float64 reference
-// built from the dequantized values, for every ISA this machine runs: head dims (specialized and
-// generic), GQA ratios, both layouts, byte-padded (unaligned) rows, variants, observers (LSE,
-// entropy, the probability tap), paged rows, 1 and 2 threads bitwise; and the inputs the
-// kernels refuse. Tolerances: dense_harness.hpp.
+// Dense decode and prefill on quantized K/V (q8, q4; heed/quant/format.hpp) against the float64
+// reference built from the dequantized values, for every ISA this machine runs: head dims
+// (specialized and generic), GQA ratios, both layouts, byte-padded (unaligned) rows, variants,
+// observers (LSE, entropy, the probability tap), paged rows, 1 and 2 threads bitwise; and the
+// inputs the kernels refuse. Tolerances: dense_harness.hpp.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -13,7 +13,6 @@
 
 #include "attention/dense_harness.hpp"
 #include "heed/attention/modifiers/identity_mix.hpp"
-#include "heed/attention/sparse_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
 
 namespace heed_test {
@@ -94,6 +93,28 @@ std::vector<dense_case> quant_cases() {
     c = decode_case("large_logits", 500, 4, 2, 128, ++seed);
     c.q_amp = 40.f;
     add(c);
+    // Prefill: the tile dequantizes each K/V chunk into f32 rows.
+    c = decode_case("prefill_d128_gqa4_square", 300, 8, 2, 128, ++seed);
+    c.lq = 300;
+    add(c);
+    c = decode_case("prefill_d64_gqa1_chunk", 700, 3, 3, 64, ++seed);
+    c.lq = 90;
+    add(c);
+    c = decode_case("prefill_d256_noncausal", 200, 4, 2, 256, ++seed);
+    c.lq = 70;
+    c.causal = false;
+    add(c);
+    c = decode_case("prefill_generic_d160_padded_3_bytes", 260, 4, 1, 160, ++seed);
+    c.lq = 100;
+    c.pad = 3;
+    add(c);
+    c = decode_case("prefill_variants_window_alibi_sinks_softcap", 400, 8, 2, 96, ++seed);
+    c.lq = 400;
+    c.window_left = 150;
+    c.alibi = true;
+    c.sinks = true;
+    c.softcap = 6.f;
+    add(c);
   }
   return v;
 }
@@ -125,7 +146,7 @@ INSTANTIATE_TEST_SUITE_P(All, DenseQuant,
                                             ::testing::ValuesIn(quant_cases())),
                          quant_name);
 
-// 1 and 2 threads, bitwise; the probability tap on the same runs.
+// 1 and 2 threads, bitwise; the probability tap on the same runs (decode).
 std::vector<dense_case> quant_thread_cases() {
   std::vector<dense_case> v;
   v.push_back(decode_case("gqa4_3000_head_seq", 3000, 8, 2, 128, 9301));
@@ -136,6 +157,10 @@ std::vector<dense_case> quant_thread_cases() {
   c.kv_layout = layout::seq_head_dim;
   c.pad = 7;
   c.alibi = true;
+  v.push_back(c);
+  c = decode_case("prefill_gqa4_330_seq_head", 330, 8, 2, 128, 9304);
+  c.lq = 330;
+  c.kv_layout = layout::seq_head_dim;
   v.push_back(c);
   return v;
 }
@@ -149,17 +174,18 @@ TEST_P(DenseQuantThreads, IdenticalForOneAndTwoThreadsWithTheTap) {
   c.kv = t;
   dense_setup s(c);
   const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
+  const bool tap = c.lq == 1;  // the probability tap is a decode observer
   prob_recorder serial(c.hq, c.lk);
-  serial.attach(s.params);
+  if (tap) serial.attach(s.params);
   ASSERT_EQ(run_dense(s, i, heed::default_executor()), status::ok);
   expect_matches_reference(s, r);
-  expect_probs_match(serial, r, s.ref.offset(), c.causal);
+  if (tap) expect_probs_match(serial, r, s.ref.offset(), c.causal);
   const std::vector<unsigned char> first = s.result_bytes();
 
   heed::thread_pool_executor two(2);
   for (int rep = 0; rep < 3; ++rep) {
     prob_recorder threaded(c.hq, c.lk);
-    threaded.attach(s.params);
+    if (tap) threaded.attach(s.params);
     s.reset_outputs();
     ASSERT_EQ(run_dense(s, i, two), status::ok);
     EXPECT_TRUE(s.result_bytes() == first) << "2 threads, run " << rep << ": result differs";
@@ -230,18 +256,6 @@ TEST_F(DenseQuantErrors, ValidDecodeRuns) {
   EXPECT_EQ(run(), status::ok);
 }
 
-TEST_F(DenseQuantErrors, PrefillRefusesQuantizedKV) {
-  // Two query rows over the same K/V: the prefill kernel does not read quantized rows yet.
-  dense_case c = s.c;
-  c.lq = 2;
-  dense_setup p(c);
-  EXPECT_EQ(heed::dense_can_implement(p.params), status::unsupported_dtype);
-  EXPECT_EQ(heed::dense_workspace_size(p.params, 1), 0u);
-  std::vector<unsigned char> ws(1 << 20);
-  EXPECT_EQ(heed::dense_attention(p.params, {ws.data(), ws.size()}), status::unsupported_dtype);
-  EXPECT_EQ(p.output(), std::vector<float>(p.output().size(), kOutSentinel));
-}
-
 TEST_F(DenseQuantErrors, GroupsTheKernelsDoNotHave) {
   // A valid format (rows of 128 + 2 * 8 bytes), not compiled into the kernels.
   s.params.k.group = s.params.v.group = 16;
@@ -273,16 +287,6 @@ TEST_F(DenseQuantErrors, OverlappingRowsAndMixedTypes) {
 
 TEST_F(DenseQuantErrors, KernelsThatDoNotReadQuantizedRowsRefuseThem) {
   EXPECT_EQ(heed::identity_mix(s.params, 0.5f), status::unsupported_dtype);
-  std::vector<std::int32_t> row_ptr{0, 1, 2, 3, 4}, col_idx{0, 0, 0, 0};  // 4 heads, 1 block
-  heed::block_sparse_layout l;
-  l.block_q = 64;
-  l.block_k = 64;
-  l.row_ptr = row_ptr.data();
-  l.col_idx = col_idx.data();
-  EXPECT_EQ(heed::block_sparse_workspace_size(s.params, l, 1), 0u);
-  std::vector<unsigned char> ws(1 << 20);
-  EXPECT_EQ(heed::block_sparse_attention(s.params, l, {ws.data(), ws.size()}),
-            status::unsupported_dtype);
   EXPECT_EQ(s.output(), std::vector<float>(s.output().size(), kOutSentinel));
 }
 

@@ -1,16 +1,17 @@
 // The compiled sparse kernels (block-sparse, vertical-slash) against the float64 reference
-// restricted to the same mask, for every ISA this machine can run: dtypes, head dims (specialized
+// restricted to the same mask, for every ISA this machine can run: dtypes (q8 / q4 against the
+// reference on their dequantized values), head dims (specialized
 // and generic), causal / non-causal / chunked offsets, GQA, block sizes, forced blocks, built-in
 // variants, 1 and 2 threads; bad lists give a status. Tolerances: see dense_harness.hpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <functional>
+#include <iterator>
 #include <random>
 #include <set>
 #include <string>
 #include <tuple>
-#include <iterator>
 #include <vector>
 
 #include "attention/dense_harness.hpp"
@@ -199,6 +200,23 @@ std::vector<dense_case> sparse_cases() {
   c.softcap = 0.f;
   c.alibi = false;
   c.sinks = false;
+  c.name = "quantized_q8_d128_chunked";
+  c.kv = dtype::q8;
+  c.d = 128;
+  c.lq = 130;
+  c.lk = 400;
+  add(c);
+  c.name = "quantized_q4_generic_d32_head_seq_padded";
+  c.kv = dtype::q4;
+  c.d = 32;
+  c.lq = c.lk = 200;
+  c.kv_layout = heed::layout::head_seq_dim;
+  c.pad = 5;
+  add(c);
+  c.kv = dtype::f32;
+  c.d = 64;
+  c.kv_layout = heed::layout::seq_head_dim;
+  c.pad = 0;
   c.name = "decode_row";
   c.lq = 1;
   c.lk = 500;

@@ -24,6 +24,9 @@
 namespace heed {
 
 namespace detail {
+// Decode (one query row) takes the split-KV path; everything else the tiled prefill path.
+inline bool use_decode_path(const dense_params& p) noexcept { return p.q_len() == 1; }
+
 template <class Obs>
 bool keeps_logits(const Obs& obs) noexcept {
   if constexpr (observer_traits<Obs>::probs) {
@@ -58,15 +61,14 @@ status dense_attention_head_dim(const dense_params& p, const Variant& var, Obser
   const bool probs = keeps_logits(obs);
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  if (use_decode_path(p)) {
-    // Quantized rows hold a whole number of groups: head dims that are not (80) never see them.
-    constexpr bool quantized = D == 0 || D % quant::kernel_group == 0;
-    with_kv_type<quantized>(
-        p.k.type, [&](auto kv) { run_decode<Arch, D, decltype(kv)>(p, var, obs, ws, ex, probs); });
-  } else {
-    with_kv_type(p.k.type,
-                 [&](auto kv) { run_prefill<Arch, D, decltype(kv)>(p, var, obs, ws, ex); });
-  }
+  with_kv_type<reads_quantized<D>>(p.k.type, [&](auto kv) {
+    using KV = decltype(kv);
+    if (use_decode_path(p)) {
+      run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
+    } else {
+      run_prefill<Arch, D, KV>(p, var, obs, ws, ex);
+    }
+  });
   return status::ok;
 }
 }  // namespace detail

@@ -18,7 +18,7 @@ using prob_tap_fn = void (*)(void* user, int q_head, std::int64_t key_begin, con
 
 struct dense_params {
   tensor_view q;               // [Lq, Hq, d], f32
-  tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16 (q8 / q4 in decode)
+  tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16 / q8 / q4
   tensor_view v;               // [Lk, Hkv, d], same dtype as k
   mutable_tensor_view o;       // [Lq, Hq, d], f32
   float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
@@ -74,7 +74,8 @@ struct dense_params {
 
 // Checks everything the kernels rely on. Any head_dim >= 1 is accepted (unlisted sizes use the
 // generic path). Quantized K/V (q8, q4) only where the caller's kernel reads them
-// (quantized_kv: dense decode, see validate_dense), with quant::kernel_group values per scale;
+// (quantized_kv: the dense and sparse kernels, see validate_dense), with quant::kernel_group
+// values per scale;
 // every other kernel refuses them with status::unsupported_dtype.
 HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = false) noexcept {
   if (p.q.data == nullptr || p.k.data == nullptr || p.v.data == nullptr || p.o.data == nullptr)
@@ -127,14 +128,9 @@ HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = fal
   return status::ok;
 }
 
-namespace detail {
-// Decode (one query row) takes the split-KV path; everything else the tiled prefill path.
-inline bool use_decode_path(const dense_params& p) noexcept { return p.q_len() == 1; }
-}  // namespace detail
-
-// The dense kernels read quantized K/V in decode; prefill refuses them so far.
+// The dense and sparse kernels (decode and prefill) read every K/V type, quantized included.
 HEED_FORCE_INLINE status validate_dense(const dense_params& p) noexcept {
-  return validate(p, detail::use_decode_path(p));
+  return validate(p, /*quantized_kv=*/true);
 }
 
 }  // namespace heed

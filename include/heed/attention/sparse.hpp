@@ -68,8 +68,8 @@ status sparse_attention_head_dim(const dense_params& p, const Layout& l, const V
   if (threads < 1) return status::invalid_argument;
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < size(p, l, threads)) return status::workspace_too_small;
-  with_kv_type(p.k.type,
-               [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
+  with_kv_type<reads_quantized<D>>(
+      p.k.type, [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
   return status::ok;
 }
 

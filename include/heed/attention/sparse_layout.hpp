@@ -65,7 +65,7 @@ inline status validate_csr(const std::int32_t* ptr, const std::int32_t* idx, std
 
 // The dense checks, the decode tap (not reported by the sparse kernels), then the lists.
 inline status validate(const dense_params& p, const block_sparse_layout& l) noexcept {
-  HEED_RETURN_IF_ERROR(validate(p));
+  HEED_RETURN_IF_ERROR(validate_dense(p));
   if (p.prob_tap != nullptr) return status::invalid_argument;
   if (!valid_sparse_block(l.block_q) || !valid_sparse_block(l.block_k))
     return status::invalid_argument;
@@ -74,7 +74,7 @@ inline status validate(const dense_params& p, const block_sparse_layout& l) noex
 }
 
 inline status validate(const dense_params& p, const vertical_slash_layout& l) noexcept {
-  HEED_RETURN_IF_ERROR(validate(p));
+  HEED_RETURN_IF_ERROR(validate_dense(p));
   if (p.prob_tap != nullptr) return status::invalid_argument;
   HEED_RETURN_IF_ERROR(detail::validate_csr(l.v_ptr, l.v_idx, p.q_heads(), 0, p.kv_len()));
   constexpr std::int64_t lim = std::int64_t(1) << 30;

@@ -164,5 +164,15 @@ HEED_FORCE_INLINE float load_col(const KV* row, std::int64_t c, std::int64_t d) 
   }
 }
 
+// A row of d values as f32 into dst[0 .. d): vectors of columns, then the tail one by one.
+template <class A, class KV>
+HEED_FORCE_INLINE void row_to_float(const KV* HEED_RESTRICT row, float* HEED_RESTRICT dst,
+                                    std::int64_t d) noexcept {
+  constexpr std::int64_t L = xsimd::batch<float, A>::size;
+  std::int64_t c = 0;
+  for (; c + L <= d; c += L) load_cols<A>(row, c, d).store_unaligned(dst + c);
+  for (; c < d; ++c) dst[c] = load_col(row, c, d);
+}
+
 }  // namespace simd
 }  // namespace heed

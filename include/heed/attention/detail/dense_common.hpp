@@ -54,6 +54,11 @@ HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
   return with_head_dim_in(d, std::forward<F>(f), specialized_head_dims{});
 }
 
+// Whether kernels of head dim D (0: generic) are instantiated for quantized K/V: quantized rows
+// hold a whole number of kernel groups, so specialized head dims that are not (80) never see them.
+template <int D>
+constexpr bool reads_quantized = D == 0 || D % quant::kernel_group == 0;
+
 // Calls f(T{}) with T the K/V storage type: float, f16, bf16, and with Quantized the rows of
 // q8 / q4 with quant::kernel_group values per scale (quant::row_byte). The caller validated the
 // type (validate(p, Quantized)).

@@ -21,6 +21,7 @@
 #include "heed/core/workspace.hpp"
 #include "heed/simd/arch.hpp"
 #include "heed/simd/convert.hpp"
+#include "heed/simd/kv_row.hpp"
 
 namespace heed {
 namespace detail {
@@ -287,15 +288,15 @@ struct prefill_kernel {
         // While packing this chunk, ask for the next one (into L2): strided rows are not
         // prefetched by the hardware and would stall the next packing on L3 latency. Rows 8
         // ahead of the packing go from L2 (fetched one chunk ago) into L1.
-        const std::int64_t row_bytes = (D ? D : d) * std::int64_t(sizeof(KV));
+        const std::int64_t row_bytes = simd::kv_storage<KV>::row_bytes(D ? D : d);
         const bool more = j0 + BC < k_hi;
         for (int j = 0; j < nk; ++j) {
           if (j + 8 < nk) prefetch_kv_row<3>(p, j0 + j + 8, kvh, sizeof(KV), row_bytes);
           if (more) prefetch_kv_row<2>(p, j0 + j + BC, kvh, sizeof(KV), row_bytes);
           const KV* krow = kbase + p.k.offset(j0 + j, kvh);
           const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
-          simd::convert_row<A>(krow, s0.kc + j * d, d);
-          simd::convert_row<A>(vrow, s0.vc + j * d, d);
+          simd::row_to_float<A>(krow, s0.kc + j * d, d);
+          simd::row_to_float<A>(vrow, s0.vc + j * d, d);
         }
         // All heads' scores (the K chunk stays in L1), then all heads' outputs (the V chunk).
         for (int g = 0; g < heads; ++g)
@@ -362,8 +363,8 @@ struct prefill_kernel {
       // K and V rows of this chunk as f32 rows with a stride.
       if constexpr (kConvert) {
         for (int j = 0; j < nk; ++j) {
-          simd::convert_row<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, d);
-          simd::convert_row<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, d);
+          simd::row_to_float<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, d);
+          simd::row_to_float<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, d);
         }
         chunk<false, false>(t, s, s.kc, s.vc, d, d, nk, j0, nullptr, nullptr);
       } else {
