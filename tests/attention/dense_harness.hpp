@@ -55,6 +55,7 @@ struct dense_case {
   heed::layout kv_layout = heed::layout::seq_head_dim;
   heed::layout o_layout = heed::layout::seq_head_dim;
   std::int64_t pad = 0;  // extra elements (bytes, for q8 / q4) after each row and outer block
+  int group = 0;         // q8 / q4 K/V: values per scale (0: quant::default_group)
   bool causal = true;
   std::int64_t q_offset = -1;
   float scale = 0.f;
@@ -78,24 +79,26 @@ struct dense_case {
 inline void PrintTo(const dense_case& c, std::ostream* os) { *os << c.name; }
 
 // A rank-3 tensor in a byte buffer with explicit strides; unused (padding) elements are poisoned.
-// Quantized types (q8, q4, the default group) count strides in bytes and are written a row at a
-// time (store_row).
+// Quantized types (q8, q4; `group` values per scale, 0 for the default) count strides in bytes and
+// are written a row at a time (store_row).
 struct strided_tensor {
   heed::dtype type = heed::dtype::f32;
   std::int64_t seq = 0, heads = 0, dim = 0, seq_stride = 0, head_stride = 0;
+  int group = 0;
   std::vector<unsigned char> bytes;
+
+  int quant_group() const { return group ? group : heed::quant::default_group; }
 
   std::size_t elem_size() const { return heed::dtype_size(type); }
   // Stride units of one row.
   std::int64_t row_extent() const {
-    return heed::is_quantized(type)
-               ? std::int64_t(heed::quant::row_bytes(type, dim, heed::quant::default_group))
-               : dim;
+    return heed::is_quantized(type) ? std::int64_t(heed::quant::row_bytes(type, dim, quant_group()))
+                                    : dim;
   }
   // Quantizes x[0 .. dim) into row (s, h) and writes the values it now holds to stored.
   void store_row(std::int64_t s, std::int64_t h, const float* x, double* stored) {
     unsigned char* at = bytes.data() + index(s, h, 0);
-    const int g = heed::quant::default_group;
+    const int g = quant_group();
     if (heed::quant::quantize_row(type, x, dim, g, at) != heed::status::ok) std::abort();
     for (std::int64_t c = 0; c < dim; ++c)
       stored[c] = heed::quant::dequantize_value(type, at, dim, g, c);
@@ -138,6 +141,7 @@ struct strided_tensor {
     v.dim = dim;
     v.seq_stride = seq_stride;
     v.head_stride = head_stride;
+    v.group = group;
     return v;
   }
   heed::mutable_tensor_view mutable_view() {
@@ -177,9 +181,11 @@ inline void fill_poison(strided_tensor& t) {
 constexpr float kOutSentinel = -777.25f;
 
 inline strided_tensor make_tensor(heed::dtype type, std::int64_t seq, std::int64_t heads,
-                                  std::int64_t dim, heed::layout l, std::int64_t pad) {
+                                  std::int64_t dim, heed::layout l, std::int64_t pad,
+                                  int group = 0) {
   strided_tensor t;
   t.type = type;
+  t.group = group;
   t.seq = seq;
   t.heads = heads;
   t.dim = dim;
@@ -212,8 +218,8 @@ struct dense_setup {
     std::mt19937 rng(c.seed);
     std::uniform_real_distribution<float> unit(-1.f, 1.f);
     q = make_tensor(heed::dtype::f32, c.lq, c.hq, c.d, c.q_layout, c.pad);
-    k = make_tensor(c.kv, c.lk, c.hkv, c.d, c.kv_layout, c.pad);
-    v = make_tensor(c.kv, c.lk, c.hkv, c.d, c.kv_layout, c.pad);
+    k = make_tensor(c.kv, c.lk, c.hkv, c.d, c.kv_layout, c.pad, c.group);
+    v = make_tensor(c.kv, c.lk, c.hkv, c.d, c.kv_layout, c.pad, c.group);
     o = make_tensor(heed::dtype::f32, c.lq, c.hq, c.d, c.o_layout, c.pad);
     {
       float* of = reinterpret_cast<float*>(o.bytes.data());

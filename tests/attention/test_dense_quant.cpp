@@ -93,6 +93,30 @@ std::vector<dense_case> quant_cases() {
     c = decode_case("large_logits", 500, 4, 2, 128, ++seed);
     c.q_amp = 40.f;
     add(c);
+    // Groups other than 32 (the generic path, whatever the head dim, with the group at run
+    // time): 8 (stories260K's head dim), 16, 64, 128 (a scale per row); vectors that span
+    // several groups are loaded value by value.
+    c = decode_case("d128_gqa4_500_group128", 500, 8, 2, 128, ++seed);
+    c.group = 128;
+    add(c);
+    for (int g : {8, 16, 64}) {
+      const std::string gs = "_group" + std::to_string(g);
+      c = decode_case("d128_gqa4_700" + gs, 700, 8, 2, 128, ++seed);
+      c.group = g;
+      add(c);
+      c = decode_case("prefill_d64_gqa2_200" + gs, 200, 4, 2, 64, ++seed);
+      c.lq = 120;
+      c.group = g;
+      add(c);
+    }
+    c = decode_case("d8_group8_gqa2_900", 900, 8, 4, 8, ++seed);  // stories260K's shape
+    c.group = 8;
+    add(c);
+    c = decode_case("prefill_d8_group8_gqa2_300", 300, 8, 4, 8, ++seed);
+    c.lq = 300;
+    c.group = 8;
+    c.pad = 1;
+    add(c);
     // Prefill: the tile dequantizes each K/V chunk into f32 rows.
     c = decode_case("prefill_d128_gqa4_square", 300, 8, 2, 128, ++seed);
     c.lq = 300;
@@ -256,16 +280,20 @@ TEST_F(DenseQuantErrors, ValidDecodeRuns) {
   EXPECT_EQ(run(), status::ok);
 }
 
-TEST_F(DenseQuantErrors, GroupsTheKernelsDoNotHave) {
-  // A valid format (rows of 128 + 2 * 8 bytes), not compiled into the kernels.
-  s.params.k.group = s.params.v.group = 16;
-  s.params.k.seq_stride = s.params.v.seq_stride = 144;
-  s.params.k.head_stride = s.params.v.head_stride = 64 * 144;
-  EXPECT_EQ(run(), status::unsupported_dtype);
+TEST_F(DenseQuantErrors, GroupsOfKAndV) {
   s.params.k.group = s.params.v.group = 12;  // does not divide d
   EXPECT_EQ(run(), status::invalid_argument);
   s.params.k.group = s.params.v.group = -32;
   EXPECT_EQ(run(), status::invalid_argument);
+  s.params.k.group = 16;  // K and V of different groups
+  s.params.v.group = 32;
+  s.params.k.seq_stride = 144;
+  s.params.k.head_stride = 64 * 144;
+  s.params.v.seq_stride = 136;
+  s.params.v.head_stride = 64 * 136;
+  EXPECT_EQ(heed::dense_can_implement(s.params), status::unsupported_dtype);
+  EXPECT_EQ(run(), status::unsupported_dtype);
+  EXPECT_EQ(s.output(), std::vector<float>(s.output().size(), kOutSentinel));
   s.params.k.group = s.params.v.group = 32;  // the default, spelled out
   s.params.k.seq_stride = s.params.v.seq_stride = 136;
   s.params.k.head_stride = s.params.v.head_stride = 64 * 136;

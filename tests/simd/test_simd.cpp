@@ -126,45 +126,64 @@ TEST(SimdKvRow, HalfBitsToFloatIsExactForEveryFinitePattern) {
   }
 }
 
-// load_cols / load_col of q8 and q4 rows (several head dims, rows at odd addresses) give the
-// definition's values: bitwise, except SSE2's q4 (no FMA: u * scale + min rounded twice, within
-// one f32 ulp of the fused result).
-template <heed::dtype F>
-void check_quant_row_loads() {
-  using KV = heed::quant::row_byte<F, heed::quant::kernel_group>;
+// load_cols / load_col of q8 and q4 rows of group G (several head dims, rows at odd addresses)
+// give the definition's values: bitwise, except SSE2's q4 (no FMA: u * scale + min rounded twice,
+// within one f32 ulp of the fused result). Groups smaller than a vector (or, for q4, than two)
+// take the value-by-value path. G = 0: the group g known at run time (the generic path's rows).
+template <heed::dtype F, int G>
+void check_quant_row_loads(int g = G) {
+  using KV = heed::quant::row_byte<F, G>;
   constexpr bool fused = !std::is_same<Arch, xsimd::sse2>::value || F == heed::dtype::q8;
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.f, 2.f);
-  for (std::int64_t d : {32, 64, 96, 128, 160, 256}) {
-    const std::size_t rb = heed::quant::row_bytes(F, d, heed::quant::kernel_group);
+  for (std::int64_t d : {8, 16, 32, 64, 96, 128, 160, 256}) {
+    if (!heed::quant::valid_group(d, g)) continue;
+    const heed::simd::row_shape rs(d, g);
+    const std::size_t rb = heed::quant::row_bytes(F, d, g);
+    ASSERT_EQ(heed::simd::kv_storage<KV>::row_bytes(rs), std::int64_t(rb));
     std::vector<unsigned char> buf(rb + 3);
     std::vector<float> x(static_cast<std::size_t>(d));
     for (int rep = 0; rep < 20; ++rep) {
       for (auto& v : x) v = nd(rng) + (rep % 3 == 0 ? 5.f : 0.f);
       unsigned char* row = buf.data() + rep % 3;
-      ASSERT_EQ(heed::quant::quantize_row(F, x.data(), d, heed::quant::kernel_group, row),
-                heed::status::ok);
+      ASSERT_EQ(heed::quant::quantize_row(F, x.data(), d, g, row), heed::status::ok);
       const KV* r = reinterpret_cast<const KV*>(row);
-      for (std::int64_t c = 0; c < d; c += static_cast<std::int64_t>(L)) {
+      std::vector<float> whole(static_cast<std::size_t>(d));
+      heed::simd::row_to_float<Arch>(r, whole.data(), rs);
+      for (std::int64_t c = 0; c < d; ++c) {
+        const float want = heed::quant::dequantize_value(F, row, d, g, c);
+        EXPECT_EQ(heed::simd::load_col(r, c, rs), want);
+        const float got = whole[static_cast<std::size_t>(c)];
+        if (fused)
+          ASSERT_EQ(float_bits(got), float_bits(want)) << "g " << g << " d " << d << " col " << c;
+        else
+          ASSERT_LE(std::fabs(got - want), std::fabs(want) * 1.2e-7f + 1e-30f)
+              << "g " << g << " d " << d << " col " << c;
+      }
+      for (std::int64_t c = 0; c + std::int64_t(L) <= d; c += static_cast<std::int64_t>(L)) {
         alignas(64) float got[L];
-        heed::simd::load_cols<Arch>(r, c, d).store_aligned(got);
-        for (std::size_t j = 0; j < L; ++j) {
-          const float want =
-              heed::quant::dequantize_value(F, row, d, heed::quant::kernel_group, c + j);
-          EXPECT_EQ(heed::simd::load_col(r, c + std::int64_t(j), d), want);
-          if (fused)
-            ASSERT_EQ(float_bits(got[j]), float_bits(want)) << "d " << d << " col " << c + j;
-          else
-            ASSERT_LE(std::fabs(got[j] - want), std::fabs(want) * 1.2e-7f + 1e-30f)
-                << "d " << d << " col " << c + j;
-        }
+        heed::simd::load_cols<Arch>(r, c, rs).store_aligned(got);
+        for (std::size_t j = 0; j < L; ++j)
+          ASSERT_EQ(float_bits(got[j]), float_bits(whole[static_cast<std::size_t>(c) + j]));
       }
     }
   }
 }
 
-TEST(SimdKvRow, Q8ColumnsMatchTheDefinition) { check_quant_row_loads<heed::dtype::q8>(); }
-TEST(SimdKvRow, Q4ColumnsMatchTheDefinition) { check_quant_row_loads<heed::dtype::q4>(); }
+TEST(SimdKvRow, Q8ColumnsMatchTheDefinition) {
+  check_quant_row_loads<heed::dtype::q8, 8>();
+  check_quant_row_loads<heed::dtype::q8, 16>();
+  check_quant_row_loads<heed::dtype::q8, 32>();
+  check_quant_row_loads<heed::dtype::q8, 64>();
+  for (int g : {8, 16, 32, 64, 128, 256}) check_quant_row_loads<heed::dtype::q8, 0>(g);
+}
+TEST(SimdKvRow, Q4ColumnsMatchTheDefinition) {
+  check_quant_row_loads<heed::dtype::q4, 8>();
+  check_quant_row_loads<heed::dtype::q4, 16>();
+  check_quant_row_loads<heed::dtype::q4, 32>();
+  check_quant_row_loads<heed::dtype::q4, 64>();
+  for (int g : {8, 16, 32, 64, 128, 256}) check_quant_row_loads<heed::dtype::q4, 0>(g);
+}
 
 TEST(SimdKvRow, RowBytes) {
   using Q8 = heed::quant::row_byte<heed::dtype::q8, 32>;

@@ -61,7 +61,7 @@ status dense_attention_head_dim(const dense_params& p, const Variant& var, Obser
   const bool probs = keeps_logits(obs);
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  with_kv_type<reads_quantized<D>>(p.k.type, [&](auto kv) {
+  with_kernel_kv_type<D>(p.k, [&](auto kv) {
     using KV = decltype(kv);
     if (use_decode_path(p)) {
       run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
@@ -78,7 +78,7 @@ template <class Arch = xsimd::default_arch, class Variant = no_variant,
 status dense_attention_t(const dense_params& p, const Variant& var, Observer& obs, workspace ws,
                          executor& ex = default_executor()) noexcept {
   detail::check_variant<Variant>();
-  return detail::with_head_dim(p.head_dim(), [&](auto dc) {
+  return detail::with_head_dim(detail::kernel_head_dim(p), [&](auto dc) {
     return detail::dense_attention_head_dim<Arch, decltype(dc)::value>(p, var, obs, ws, ex);
   });
 }

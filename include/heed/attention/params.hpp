@@ -74,8 +74,7 @@ struct dense_params {
 
 // Checks everything the kernels rely on. Any head_dim >= 1 is accepted (unlisted sizes use the
 // generic path). Quantized K/V (q8, q4) only where the caller's kernel reads them
-// (quantized_kv: the dense and sparse kernels, see validate_dense), with quant::kernel_group
-// values per scale;
+// (quantized_kv: the dense and sparse kernels, see validate_dense), K and V with the same group;
 // every other kernel refuses them with status::unsupported_dtype.
 HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = false) noexcept {
   if (p.q.data == nullptr || p.k.data == nullptr || p.v.data == nullptr || p.o.data == nullptr)
@@ -86,8 +85,7 @@ HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = fal
   HEED_RETURN_IF_ERROR(validate_view(p.o));
   if (p.q.type != dtype::f32 || p.o.type != dtype::f32) return status::unsupported_dtype;
   if (p.k.type != p.v.type) return status::unsupported_dtype;
-  if (is_quantized(p.k.type) &&
-      (p.k.quant_group() != quant::kernel_group || p.v.quant_group() != quant::kernel_group))
+  if (is_quantized(p.k.type) && p.v.quant_group() != p.k.quant_group())
     return status::unsupported_dtype;
   const std::int64_t d = p.q.dim;
   if (p.k.dim != d || p.v.dim != d || p.o.dim != d) return status::shape_mismatch;

@@ -68,8 +68,8 @@ status sparse_attention_head_dim(const dense_params& p, const Layout& l, const V
   if (threads < 1) return status::invalid_argument;
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < size(p, l, threads)) return status::workspace_too_small;
-  with_kv_type<reads_quantized<D>>(
-      p.k.type, [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
+  with_kernel_kv_type<D>(
+      p.k, [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
   return status::ok;
 }
 
@@ -78,7 +78,7 @@ status run_sparse(const dense_params& p, const Layout& l, const Variant& var, Ob
                   workspace ws, executor& ex,
                   std::size_t (*size)(const dense_params&, const Layout&, int)) noexcept {
   check_variant<Variant>();
-  return with_head_dim(p.head_dim(), [&](auto dc) {
+  return with_head_dim(kernel_head_dim(p), [&](auto dc) {
     return sparse_attention_head_dim<Arch, decltype(dc)::value>(p, l, var, obs, ws, ex, size);
   });
 }

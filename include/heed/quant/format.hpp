@@ -34,8 +34,8 @@ constexpr int default_group = 32;
 // The smallest group: 8 values (an f16 scale per 8 int8 values is already 25% overhead).
 constexpr int min_group = 8;
 
-// The group the attention kernels are compiled for (other valid groups can be quantized and
-// dequantized, and are refused by the kernels with status::unsupported_dtype).
+// The group the kernels of the specialized head dims are compiled for (the default). Quantized
+// K/V of any other valid group run the generic head-dim path, which takes the group at run time.
 constexpr int kernel_group = 32;
 
 // A row of d values can be stored in format f with groups of g: g >= 8, g even, g divides d.
@@ -59,12 +59,13 @@ constexpr std::size_t mins_offset(std::int64_t d, int g) noexcept {
   return std::size_t(d) / 2 + 2 * std::size_t(d / g);
 }
 
-// One byte of a row in format F with groups of G: the K/V storage type the kernels are
-// instantiated with for quantized rows (pointers to it step through a row's bytes; the values'
-// loads are in heed/simd/kv_row.hpp).
+// One byte of a row in format F with groups of G (0: a group known at run time only): the K/V
+// storage type the kernels are instantiated with for quantized rows (pointers to it step through
+// a row's bytes; the values' loads are in heed/simd/kv_row.hpp).
 template <dtype F, int G>
 struct row_byte {
-  static_assert(is_quantized(F) && G >= min_group && G % 2 == 0, "a quantized format and group");
+  static_assert(is_quantized(F) && (G == 0 || (G >= min_group && G % 2 == 0)),
+                "a quantized format and group");
   static constexpr dtype type = F;
   static constexpr int group = G;
   std::uint8_t bits;

@@ -27,20 +27,30 @@
 namespace heed {
 namespace simd {
 
+// The shape of a K/V row as the loads need it: d values and, for quantized rows whose group is a
+// run-time value (quant::row_byte<F, 0>: the generic head-dim path), the group g. Every other
+// type ignores g (a compile-time group, or none), so a head dim converts to a shape.
+struct row_shape {
+  std::int64_t d;
+  int g = 0;
+  constexpr row_shape(std::int64_t d_, int g_ = 0) noexcept : d(d_), g(g_) {}  // NOLINT
+};
+
 // What a kernel needs to know of a storage type: whether its rows are quantized, and the bytes
-// of one row of d values (strides count sizeof(KV) bytes per unit either way).
+// of one row (strides count sizeof(KV) bytes per unit either way).
 template <class KV>
 struct kv_storage {
   static constexpr bool quantized = false;
-  static constexpr std::int64_t row_bytes(std::int64_t d) noexcept {
-    return d * std::int64_t(sizeof(KV));
+  static constexpr std::int64_t row_bytes(row_shape s) noexcept {
+    return s.d * std::int64_t(sizeof(KV));
   }
 };
 template <dtype F, int G>
 struct kv_storage<quant::row_byte<F, G>> {
   static constexpr bool quantized = true;
-  static constexpr std::int64_t row_bytes(std::int64_t d) noexcept {
-    return std::int64_t(quant::row_bytes(F, d, G));
+  static constexpr int group(row_shape s) noexcept { return G ? G : s.g; }
+  static constexpr std::int64_t row_bytes(row_shape s) noexcept {
+    return std::int64_t(quant::row_bytes(F, s.d, group(s)));
   }
 };
 
@@ -117,61 +127,71 @@ HEED_FORCE_INLINE xsimd::batch<std::int32_t, A> widen_bytes(const std::uint8_t* 
   return I::load_aligned(tmp);
 }
 
-// Columns [c, c + L) of a quantized row of d values (c a multiple of L, L dividing G / 2).
+// Columns [c, c + L) of a quantized row of d values in groups of g (c a multiple of L). In
+// registers where the vector lies in one group (q8: L divides g) or one half of a group (q4: L
+// divides g / 2, the nibbles of a vector are then in consecutive bytes); otherwise (small groups)
+// value by value through the definition. G is the compile-time group, or 0 for a run-time g.
 template <class A, dtype F, int G>
 HEED_FORCE_INLINE xsimd::batch<float, A> load_quant_cols(const std::uint8_t* row, std::int64_t c,
-                                                         std::int64_t d) noexcept {
+                                                         std::int64_t d, int g) noexcept {
   using B = xsimd::batch<float, A>;
   using I = xsimd::batch<std::int32_t, A>;
-  static_assert((G / 2) % B::size == 0, "a vector of columns lies in one half of a group");
-  const std::int64_t grp = c / G;
+  constexpr int L = static_cast<int>(B::size);
+  if constexpr (G != 0) g = G;
+  const bool in_registers = F == dtype::q8 ? g % L == 0 : (g / 2) % L == 0;
+  if (!in_registers) {
+    alignas(64) float tmp[L];
+    for (int i = 0; i < L; ++i) tmp[i] = quant::dequantize_value(F, row, d, g, c + i);
+    return B::load_aligned(tmp);
+  }
+  const std::int64_t grp = c / g;
   const B scale(load_half(row + quant::scales_offset(F, d) + 2 * grp));
   if constexpr (F == dtype::q8) {
     return xsimd::to_float(widen_bytes<A, true>(row + c)) * scale;
   } else {
-    constexpr std::int64_t half = G / 2;
-    const std::int64_t in = c - grp * G;  // column within the group
+    const std::int64_t half = g / 2;
+    const std::int64_t in = c - grp * g;  // column within the group
     const I bytes = widen_bytes<A, false>(row + grp * half + (in < half ? in : in - half));
     const I u = in < half ? (bytes & I(0xf)) : (bytes >> 4);
-    const B mn(load_half(row + quant::mins_offset(d, G) + 2 * grp));
+    const B mn(load_half(row + quant::mins_offset(d, g) + 2 * grp));
     return xsimd::fma(xsimd::to_float(u), scale, mn);
   }
 }
 
 }  // namespace detail
 
-// Columns [c, c + L) of a row of d values as f32 (L the batch size, c a multiple of L).
+// Columns [c, c + L) of a row as f32 (L the batch size, c a multiple of L).
 template <class A, class KV>
 HEED_FORCE_INLINE xsimd::batch<float, A> load_cols(const KV* row, std::int64_t c,
-                                                   std::int64_t d) noexcept {
+                                                   row_shape s) noexcept {
   if constexpr (kv_storage<KV>::quantized) {
     return detail::load_quant_cols<A, KV::type, KV::group>(
-        reinterpret_cast<const std::uint8_t*>(row), c, d);
+        reinterpret_cast<const std::uint8_t*>(row), c, s.d, s.g);
   } else {
-    (void)d;
+    (void)s;
     return load_as_float<A>(row + c);
   }
 }
 
-// Value c of a row of d values as f32.
+// Value c of a row as f32.
 template <class KV>
-HEED_FORCE_INLINE float load_col(const KV* row, std::int64_t c, std::int64_t d) noexcept {
+HEED_FORCE_INLINE float load_col(const KV* row, std::int64_t c, row_shape s) noexcept {
   if constexpr (kv_storage<KV>::quantized) {
-    return quant::dequantize_value(KV::type, row, d, KV::group, c);
+    return quant::dequantize_value(KV::type, row, s.d, kv_storage<KV>::group(s), c);
   } else {
-    (void)d;
+    (void)s;
     return to_float(row[c]);
   }
 }
 
-// A row of d values as f32 into dst[0 .. d): vectors of columns, then the tail one by one.
+// A row of s.d values as f32 into dst[0 .. s.d): vectors of columns, then the tail one by one.
 template <class A, class KV>
 HEED_FORCE_INLINE void row_to_float(const KV* HEED_RESTRICT row, float* HEED_RESTRICT dst,
-                                    std::int64_t d) noexcept {
+                                    row_shape s) noexcept {
   constexpr std::int64_t L = xsimd::batch<float, A>::size;
   std::int64_t c = 0;
-  for (; c + L <= d; c += L) load_cols<A>(row, c, d).store_unaligned(dst + c);
-  for (; c < d; ++c) dst[c] = load_col(row, c, d);
+  for (; c + L <= s.d; c += L) load_cols<A>(row, c, s).store_unaligned(dst + c);
+  for (; c < s.d; ++c) dst[c] = load_col(row, c, s);
 }
 
 }  // namespace simd

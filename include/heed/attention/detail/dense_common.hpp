@@ -59,15 +59,15 @@ HEED_FORCE_INLINE auto with_head_dim(std::int64_t d, F&& f) {
 template <int D>
 constexpr bool reads_quantized = D == 0 || D % quant::kernel_group == 0;
 
-// Calls f(T{}) with T the K/V storage type: float, f16, bf16, and with Quantized the rows of
-// q8 / q4 with quant::kernel_group values per scale (quant::row_byte). The caller validated the
-// type (validate(p, Quantized)).
-template <bool Quantized = false, class F>
+// The head dim that picks the kernel: quantized K/V of a group other than quant::kernel_group
+// run the generic path (0), whatever their head dim.
+HEED_FORCE_INLINE std::int64_t kernel_head_dim(const dense_params& p) noexcept {
+  return is_quantized(p.k.type) && p.k.quant_group() != quant::kernel_group ? 0 : p.head_dim();
+}
+
+// Calls f(T{}) with T the K/V storage type: float, f16, bf16.
+template <class F>
 HEED_FORCE_INLINE auto with_kv_type(dtype t, F&& f) {
-  if constexpr (Quantized) {
-    if (t == dtype::q8) return f(quant::row_byte<dtype::q8, quant::kernel_group>{});
-    if (t == dtype::q4) return f(quant::row_byte<dtype::q4, quant::kernel_group>{});
-  }
   switch (t) {
     case dtype::f16:
       return f(f16{});
@@ -76,6 +76,20 @@ HEED_FORCE_INLINE auto with_kv_type(dtype t, F&& f) {
     default:
       return f(float{});
   }
+}
+
+// Calls f(T{}) with T the K/V storage type of view k as the kernels of head dim D read it: float,
+// f16, bf16, and (where reads_quantized<D>) the rows of q8 / q4 (quant::row_byte): of group
+// kernel_group for a specialized D, of the view's group (run time, G = 0) for the generic path.
+// The caller validated the view (validate_dense) and chose D by kernel_head_dim.
+template <int D, class F>
+HEED_FORCE_INLINE void with_kernel_kv_type(const tensor_view& k, F&& f) {
+  if constexpr (reads_quantized<D>) {
+    constexpr int G = D == 0 ? 0 : quant::kernel_group;
+    if (k.type == dtype::q8) return f(quant::row_byte<dtype::q8, G>{});
+    if (k.type == dtype::q4) return f(quant::row_byte<dtype::q4, G>{});
+  }
+  with_kv_type(k.type, std::forward<F>(f));
 }
 
 // 0, 1, 2, ... in the lanes.

@@ -109,11 +109,13 @@ HEED_FORCE_INLINE std::size_t decode_workspace_size(const dense_params& p, int t
 // Dot products of one key row with G query rows: out[g] = sum_k k[k] * q[g][k].
 template <class A, int D, class KV>
 HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* HEED_RESTRICT qs,
-                                     std::int64_t g_count, std::int64_t d_rt, std::int64_t qstride,
-                                     float* out, std::int64_t out_stride) noexcept {
+                                     std::int64_t g_count, simd::row_shape rs_rt,
+                                     std::int64_t qstride, float* out,
+                                     std::int64_t out_stride) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::int64_t L = B::size;
-  const std::int64_t d = D ? D : d_rt;
+  const simd::row_shape rs = D ? simd::row_shape(D) : rs_rt;
+  const std::int64_t d = rs.d;
   if constexpr (D != 0 && D % L == 0) {
     constexpr int NV = D / L;
     B k[NV];
@@ -142,9 +144,9 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
       B a(0.f);
       std::int64_t c = 0;
       for (; c + L <= d; c += L)
-        a = xsimd::fma(simd::load_cols<A>(krow, c, d), B::load_unaligned(q + c), a);
+        a = xsimd::fma(simd::load_cols<A>(krow, c, rs), B::load_unaligned(q + c), a);
       float sum = simd::hsum<A>(a);
-      for (; c < d; ++c) sum += simd::load_col(krow, c, d) * q[c];
+      for (; c < d; ++c) sum += simd::load_col(krow, c, rs) * q[c];
       out[g * out_stride] = sum;
     }
   }
@@ -250,10 +252,11 @@ struct decode_core {
   decode_layout lay;
   decode_buffers buf;
   std::int64_t d, ds;
+  simd::row_shape rs;  // of the K and V rows (quantized rows: their group)
 
   decode_core(const dense_params& params, const decode_layout& l, const decode_buffers& b) noexcept
-      : p(params), lay(l), buf(b) {
-    d = D ? D : p.head_dim();
+      : p(params), lay(l), buf(b), rs(D ? D : p.head_dim(), p.k.quant_group()) {
+    d = rs.d;
     ds = decode_dstride(d);
   }
 
@@ -333,7 +336,7 @@ struct decode_core {
           std::uintptr_t(rows.first) * f.kstep;
     f.v = reinterpret_cast<std::uintptr_t>(rows.v) + std::uintptr_t(kvh * p.v.head_stride * e) -
           std::uintptr_t(rows.first) * f.vstep;
-    f.bytes = simd::kv_storage<KV>::row_bytes(D ? D : d);
+    f.bytes = simd::kv_storage<KV>::row_bytes(rs);
     return f;
   }
 
@@ -471,9 +474,9 @@ struct decode_core {
           if (g == 0) pf.fetch_v(jf + j);
           const B pj(pg[j]);
           for (std::int64_t c = 0; c < dv; c += L)
-            xsimd::fma(pj, simd::load_cols<A>(vrow, c, d), B::load_unaligned(og + c))
+            xsimd::fma(pj, simd::load_cols<A>(vrow, c, rs), B::load_unaligned(og + c))
                 .store_unaligned(og + c);
-          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * simd::load_col(vrow, c, d);
+          for (std::int64_t c = dv; c < d; ++c) og[c] += pg[j] * simd::load_col(vrow, c, rs);
         }
       }
     }
@@ -489,7 +492,7 @@ struct decode_core {
     if (qk_joint(kf, krow, kstride, j0, nb, qs, ds, sb)) return;
     for (int j = 0; j < nb; ++j, krow += kstride) {
       kf(j0 + j);
-      decode_qk_row<A, D, KV>(krow, qs, lay.group, d, ds, sb + j, NB);
+      decode_qk_row<A, D, KV>(krow, qs, lay.group, rs, ds, sb + j, NB);
     }
   }
 };

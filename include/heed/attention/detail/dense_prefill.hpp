@@ -227,12 +227,14 @@ struct prefill_kernel {
   float* scratch_base;
   std::size_t scratch_floats;
   std::int64_t d, lq, lk, hq, group, offset, n_tiles;
+  simd::row_shape rs{0};  // of the K and V rows (quantized rows: their group)
   float qscale;
 
   prefill_kernel(const dense_params& params, const Variant& v, Obs& o, float* base,
                  std::size_t per_thread) noexcept
       : p(params), var(v), obs(o), scratch_base(base), scratch_floats(per_thread) {
     d = D ? D : p.head_dim();
+    rs = simd::row_shape(d, p.k.quant_group());
     lq = p.q_len();
     lk = p.kv_len();
     hq = p.q_heads();
@@ -288,15 +290,15 @@ struct prefill_kernel {
         // While packing this chunk, ask for the next one (into L2): strided rows are not
         // prefetched by the hardware and would stall the next packing on L3 latency. Rows 8
         // ahead of the packing go from L2 (fetched one chunk ago) into L1.
-        const std::int64_t row_bytes = simd::kv_storage<KV>::row_bytes(D ? D : d);
+        const std::int64_t row_bytes = simd::kv_storage<KV>::row_bytes(rs);
         const bool more = j0 + BC < k_hi;
         for (int j = 0; j < nk; ++j) {
           if (j + 8 < nk) prefetch_kv_row<3>(p, j0 + j + 8, kvh, sizeof(KV), row_bytes);
           if (more) prefetch_kv_row<2>(p, j0 + j + BC, kvh, sizeof(KV), row_bytes);
           const KV* krow = kbase + p.k.offset(j0 + j, kvh);
           const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
-          simd::row_to_float<A>(krow, s0.kc + j * d, d);
-          simd::row_to_float<A>(vrow, s0.vc + j * d, d);
+          simd::row_to_float<A>(krow, s0.kc + j * d, rs);
+          simd::row_to_float<A>(vrow, s0.vc + j * d, rs);
         }
         // All heads' scores (the K chunk stays in L1), then all heads' outputs (the V chunk).
         for (int g = 0; g < heads; ++g)
@@ -363,8 +365,8 @@ struct prefill_kernel {
       // K and V rows of this chunk as f32 rows with a stride.
       if constexpr (kConvert) {
         for (int j = 0; j < nk; ++j) {
-          simd::row_to_float<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, d);
-          simd::row_to_float<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, d);
+          simd::row_to_float<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, rs);
+          simd::row_to_float<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, rs);
         }
         chunk<false, false>(t, s, s.kc, s.vc, d, d, nk, j0, nullptr, nullptr);
       } else {

@@ -181,8 +181,8 @@ struct vertical_slash_kernel {
       for (int j = 0; j < nk; ++j) {
         const std::int32_t key = idx[j];
         if constexpr (K::kConvert) {
-          simd::row_to_float<A>(kbase + k.p.k.offset(key, t.kvh), s.kc + j * k.d, k.d);
-          simd::row_to_float<A>(vbase + k.p.v.offset(key, t.kvh), s.vc + j * k.d, k.d);
+          simd::row_to_float<A>(kbase + k.p.k.offset(key, t.kvh), s.kc + j * k.d, k.rs);
+          simd::row_to_float<A>(vbase + k.p.v.offset(key, t.kvh), s.vc + j * k.d, k.rs);
         } else {
           std::memcpy(s.kc + j * k.d, kbase + k.p.k.offset(key, t.kvh), std::size_t(k.d) * 4);
           std::memcpy(s.vc + j * k.d, vbase + k.p.v.offset(key, t.kvh), std::size_t(k.d) * 4);
