@@ -126,6 +126,13 @@ bool model::load(const std::string& path, std::string* error) {
   return true;
 }
 
+int kv_group(heed::dtype kv, std::int64_t head_dim) {
+  if (!heed::is_quantized(kv)) return 0;
+  for (int g = heed::quant::default_group; g > heed::quant::min_group; g /= 2)
+    if (heed::quant::valid_group(head_dim, g)) return g;
+  return heed::quant::min_group;
+}
+
 heed::status session::init(const model& m, heed::any_policy policy, std::int64_t budget,
                            heed::dtype kv, std::int64_t page_rows) {
   m_ = &m;
@@ -135,6 +142,7 @@ heed::status session::init(const model& m, heed::any_policy policy, std::int64_t
   cc.kv_heads = c.n_kv_heads;
   cc.head_dim = c.head_dim();
   cc.type = kv;
+  cc.group = kv_group(kv, cc.head_dim);
   cc.reserve = budget > 0 ? budget + 1 : c.seq_len;
   cc.score_channels = 2;
   cc.page_rows = page_rows;

@@ -46,10 +46,16 @@ class model {
   std::vector<float> data_;
 };
 
+// The group of a quantized KV cache of this head dim: the default (32) where it divides the head
+// dim, else the largest power of two from 16 down to 8 that does (stories260K's head dim of 8:
+// 8); 0 for the plain types.
+int kv_group(heed::dtype kv, std::int64_t head_dim);
+
 // One sequence: its own heed KV cache and eviction loop (budget 0 = full cache).
 class session {
  public:
-  // kv: storage type of the cache; page_rows > 0: a paged cache (kv_cache_config::page_rows).
+  // kv: storage type of the cache (q8 / q4: quantized rows of kv_group values per scale);
+  // page_rows > 0: a paged cache (kv_cache_config::page_rows).
   // Returns a heed status.
   heed::status init(const model& m, heed::any_policy policy, std::int64_t budget,
                     heed::dtype kv = heed::dtype::f32, std::int64_t page_rows = 0);

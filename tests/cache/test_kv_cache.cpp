@@ -11,6 +11,7 @@
 #include "heed/cache/cache_attention.hpp"
 #include "heed/cache/kv_cache.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/quant/quantize.hpp"
 #include "reference/cache_read.hpp"
 #include "reference/naive_attention.hpp"
 
@@ -350,7 +351,22 @@ struct cache_case {
   heed::isa isa;
   std::int64_t page_rows = 0;  // paged cache when > 0
   std::int64_t chunk = 0;      // a prefill chunk of this many tokens after the eviction
+  int group = 0;               // q8 / q4: values per scale (0: the default)
 };
+
+// Rows of d values as a cache of `type` and `group` holds them: quantized and read back for q8 /
+// q4 (the cache quantizes the rows it is given), unchanged otherwise.
+std::vector<float> as_stored(std::vector<float> x, std::int64_t d, dtype type, int group) {
+  if (!heed::is_quantized(type)) return x;
+  const int g = group ? group : heed::quant::default_group;
+  std::vector<unsigned char> row(heed::quant::row_bytes(type, d, g));
+  for (std::size_t r = 0; r < x.size() / std::size_t(d); ++r) {
+    float* at = x.data() + r * std::size_t(d);
+    EXPECT_EQ(heed::quant::quantize_row(type, at, d, g, row.data()), status::ok);
+    EXPECT_EQ(heed::quant::dequantize_row(type, row.data(), d, g, at), status::ok);
+  }
+  return x;
+}
 
 std::vector<heed::isa> compiled_isas() {
   std::vector<heed::isa> out;
@@ -371,8 +387,11 @@ void run_cache_case(const cache_case& cc) {
   const auto k_all = random_rows(total, cc.hkv, d, rng);
   const auto v_all = random_rows(total, cc.hkv, d, rng);
   kv_cache c;
+  const auto k_held = as_stored(k_all, d, cc.type, cc.group);
+  const auto v_held = as_stored(v_all, d, cc.type, cc.group);
   kv_cache_config cfg{1, cc.hkv, d, cc.type, 0, 3};
   cfg.page_rows = cc.page_rows;
+  cfg.group = cc.group;
   ASSERT_EQ(c.init(cfg), status::ok);
   heed::thread_pool_executor ex(cc.threads);
   std::vector<std::vector<bool>> kept(cc.hkv, std::vector<bool>(std::size_t(total), true));
@@ -394,8 +413,8 @@ void run_cache_case(const cache_case& cc) {
     for (std::int64_t j = 0; j < n; ++j)
       for (int h = 0; h < cc.hkv; ++h)
         for (std::int64_t e = 0; e < d; ++e) {
-          p.k_at(j, h, e) = k_all[(j * cc.hkv + h) * d + e];
-          p.v_at(j, h, e) = v_all[(j * cc.hkv + h) * d + e];
+          p.k_at(j, h, e) = k_held[(j * cc.hkv + h) * d + e];
+          p.v_at(j, h, e) = v_held[(j * cc.hkv + h) * d + e];
         }
     p.keep = [&, group](int h, std::int64_t, std::int64_t kp) {
       return bool(kept[h / group][std::size_t(kp)]);
@@ -558,6 +577,22 @@ TEST(CacheAttention, PagedCacheMatchesReferenceOverKeptKeys) {
   run_cache_case({"chunk_f16_d64", 8, 2, 64, 40, 2, dtype::f16, 2, heed::isa::automatic, 0, 9});
   run_cache_case(
       {"paged_long_f16_d128", 4, 1, 128, 2600, 2, dtype::f16, 2, heed::isa::automatic, 256, 33});
+}
+
+// A quantized cache (q8, q4; groups 32 and smaller): prefill, eviction, a chunk and decode with
+// the accumulators, against the reference on the values the cache holds.
+TEST(CacheAttention, QuantizedCacheMatchesReferenceOverKeptKeys) {
+  for (heed::isa i : compiled_isas()) {
+    for (int threads : {1, 2}) {
+      run_cache_case({"gqa4_q8_d64", 8, 2, 64, 40, 4, dtype::q8, threads, i, 0, 7});
+      run_cache_case({"gqa2_q4_d40_group8", 4, 2, 40, 30, 3, dtype::q4, threads, i, 0, 0, 8});
+      run_cache_case({"paged_gqa4_q8_d128", 8, 2, 128, 60, 3, dtype::q8, threads, i, 16, 20});
+      run_cache_case(
+          {"paged_gqa2_q4_d64_group16", 4, 2, 64, 50, 3, dtype::q4, threads, i, 16, 9, 16});
+      run_cache_case({"gqa2_q8_d64_4kv", 8, 4, 64, 30, 3, dtype::q8, threads, i});
+    }
+  }
+  run_cache_case({"split_kv_q4_d128", 4, 1, 128, 2600, 2, dtype::q4, 2, heed::isa::automatic});
 }
 
 TEST(CacheAttention, BadInputReturnsStatus) {

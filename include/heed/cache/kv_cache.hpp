@@ -2,7 +2,8 @@
 // optional per-entry score channels, and memory that eviction really gives back.
 //
 // Each (layer, head) slot stores K and V head-major ([len, d], contiguous rows: the layout the
-// decode kernel streams fastest) in f32, f16 or bf16, the original positions (ascending) and
+// decode kernel streams fastest) in f32, f16, bf16 or a quantized row format (q8, q4: append
+// quantizes the incoming rows, heed/quant/quantize.hpp), the original positions (ascending) and
 // `score_channels` float arrays that policies use to accumulate scores (H2O's column mass, ...).
 // keep() compacts all of them in place, preserving order; the freed tail is reused by later
 // appends, and shrink_to_fit() returns it to the allocator.
@@ -35,6 +36,7 @@
 #include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
+#include "heed/quant/quantize.hpp"
 
 namespace heed {
 
@@ -47,6 +49,7 @@ struct kv_cache_config {
   int score_channels = 0;      // float channels per entry, compacted with K and V
   std::int64_t capacity = 0;   // most entries a (layer, head) may hold; 0 = no limit
   std::int64_t page_rows = 0;  // K/V rows per page; 0 = one contiguous block per head
+  int group = 0;               // q8 / q4: values per scale (0: quant::default_group)
 };
 
 class kv_cache {
@@ -65,8 +68,14 @@ class kv_cache {
         (c.capacity > 0 && c.reserve > c.capacity) ||
         std::int64_t(c.layers) * c.kv_heads > (1 << 20))
       return status::invalid_argument;
-    if (c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16)
+    if (is_quantized(c.type)) {
+      if (c.group < 0 || !quant::valid_group(c.head_dim, c.group ? c.group : quant::default_group))
+        return status::invalid_argument;
+    } else if (c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16) {
       return status::unsupported_dtype;
+    } else if (c.group != 0) {
+      return status::invalid_argument;
+    }
     slots_.clear();
     cfg_ = c;
     std::vector<slot> fresh;
@@ -88,6 +97,13 @@ class kv_cache {
   int kv_heads() const noexcept { return cfg_.kv_heads; }
   std::int64_t head_dim() const noexcept { return cfg_.head_dim; }
   dtype type() const noexcept { return cfg_.type; }
+  // Values per scale of quantized rows (the default group when the config says 0).
+  int group() const noexcept { return cfg_.group ? cfg_.group : quant::default_group; }
+  // Bytes of one stored K (or V) row.
+  std::size_t row_bytes() const noexcept {
+    return is_quantized(cfg_.type) ? quant::row_bytes(cfg_.type, cfg_.head_dim, group())
+                                   : std::size_t(cfg_.head_dim) * dtype_size(cfg_.type);
+  }
   bool valid(int layer, int head) const noexcept {
     return !slots_.empty() && layer >= 0 && layer < cfg_.layers && head >= 0 &&
            head < cfg_.kv_heads;
@@ -151,8 +167,8 @@ class kv_cache {
   mutable_tensor_view mutable_page_values(int layer, int head, int i) noexcept {
     return as_mutable(page_values(layer, head, i));
   }
-  // Copies the head's keys (which = 0) or values (1) into dst: length rows of head_dim elements
-  // of the storage type, contiguous (dst_bytes at least length * head_dim * element size).
+  // Copies the head's keys (which = 0) or values (1) into dst: length rows of the storage type,
+  // contiguous (dst_bytes at least length * row_bytes()).
   status gather(int layer, int head, int which, void* dst, std::size_t dst_bytes) const noexcept {
     if (!valid(layer, head) || (which != 0 && which != 1)) return status::invalid_argument;
     const slot& s = at(layer, head);
@@ -190,8 +206,11 @@ class kv_cache {
     return t;
   }
 
-  // Appends n tokens to every head of `layer`: k and v are [n, kv_heads, d] views of any dtype
-  // (converted to the storage type). positions: [n] original positions shared by all heads, or
+  // Appends n tokens to every head of `layer`: k and v are [n, kv_heads, d] views of f32, f16 or
+  // bf16 (converted to the storage type: rounded, or quantized for q8 / q4), or of the cache's own
+  // quantized type and group (copied). A quantized cache refuses rows it cannot quantize
+  // (non-finite values, or beyond the f16 range of the scales: status::invalid_argument) before
+  // anything changes. positions: [n] original positions shared by all heads, or
   // null to continue each head's count (appended(layer, h), appended(layer, h) + 1, ...).
   // New score channels start at 0. Positions must stay strictly ascending per head.
   status append(int layer, const tensor_view& k, const tensor_view& v,
@@ -213,8 +232,8 @@ class kv_cache {
   status append_head(int layer, int head, const tensor_view& k, const tensor_view& v, int src_head,
                      const std::int64_t* positions = nullptr) noexcept {
     if (!valid(layer, head)) return status::invalid_argument;
-    HEED_RETURN_IF_ERROR(check_input(k, v, -1));
-    if (src_head < 0 || src_head >= k.heads) return status::invalid_argument;
+    if (src_head < 0 || (k.data && src_head >= k.heads)) return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(check_input(k, v, -1, src_head));
     const slot& s = at(layer, head);
     if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
     return append_one(at(layer, head), k, v, src_head, positions);
@@ -355,9 +374,6 @@ class kv_cache {
   const slot& at(int layer, int head) const noexcept {
     return slots_[std::size_t(layer) * cfg_.kv_heads + head];
   }
-  std::size_t row_bytes() const noexcept {
-    return std::size_t(cfg_.head_dim) * dtype_size(cfg_.type);
-  }
 
   static mutable_tensor_view as_mutable(const tensor_view& t) noexcept {
     mutable_tensor_view m;
@@ -368,6 +384,7 @@ class kv_cache {
     m.dim = t.dim;
     m.seq_stride = t.seq_stride;
     m.head_stride = t.head_stride;
+    m.group = t.group;
     return m;
   }
   tensor_view rows_view(const void* data, std::int64_t n) const noexcept {
@@ -377,8 +394,9 @@ class kv_cache {
     t.seq = n;
     t.heads = 1;
     t.dim = cfg_.head_dim;
-    t.seq_stride = cfg_.head_dim;
-    t.head_stride = cfg_.head_dim;
+    t.group = cfg_.group;
+    t.seq_stride = t.row_extent();
+    t.head_stride = t.seq_stride;
     return t;
   }
   tensor_view whole(const slot& s, int which) const noexcept {
@@ -536,14 +554,36 @@ class kv_cache {
     for (auto& pg : s.pages) pg.begin = begin, begin += pg.len;
   }
 
-  status check_input(const tensor_view& k, const tensor_view& v, int heads) const noexcept {
+  // The input views, and for a quantized cache that every row it will quantize can be: heads < 0
+  // checks the rows of view head src_head only (append_head).
+  status check_input(const tensor_view& k, const tensor_view& v, int heads,
+                     int src_head = -1) const noexcept {
     if (k.data == nullptr || v.data == nullptr) return status::null_pointer;
-    HEED_RETURN_IF_ERROR(validate_view(k));
-    HEED_RETURN_IF_ERROR(validate_view(v));
+    HEED_RETURN_IF_ERROR(validate_view(k, /*quantized_ok=*/true));
+    HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
+    for (const tensor_view* t : {&k, &v})
+      if (is_quantized(t->type) && (t->type != cfg_.type || t->quant_group() != group()))
+        return status::unsupported_dtype;
     if (k.dim != cfg_.head_dim || v.dim != cfg_.head_dim) return status::shape_mismatch;
     if (k.seq != v.seq || k.heads != v.heads) return status::shape_mismatch;
     if (heads >= 0 && k.heads != heads) return status::shape_mismatch;
+    if (!is_quantized(cfg_.type)) return status::ok;
+    for (const tensor_view* t : {&k, &v}) {
+      if (is_quantized(t->type)) continue;
+      for (std::int64_t s = 0; s < t->seq; ++s)
+        for (int h = heads >= 0 ? 0 : src_head; h < (heads >= 0 ? heads : src_head + 1); ++h)
+          HEED_RETURN_IF_ERROR(with_row(*t, s, h, [&](const auto* x) {
+            return quant::check_row(cfg_.type, x, cfg_.head_dim, group());
+          }));
+    }
     return status::ok;
+  }
+  // f(typed pointer to row (s, h)) for a view of f32, f16 or bf16.
+  template <class F>
+  static status with_row(const tensor_view& t, std::int64_t s, int h, F&& f) noexcept {
+    if (t.type == dtype::f16) return f(t.row<const f16>(s, h));
+    if (t.type == dtype::bf16) return f(t.row<const bf16>(s, h));
+    return f(t.row<const float>(s, h));
   }
 
   status reallocate(slot& s, std::int64_t cap) noexcept {
@@ -587,12 +627,19 @@ class kv_cache {
   static void convert_row(Dst* dst, const Src* src, std::int64_t d) noexcept {
     for (std::int64_t c = 0; c < d; ++c) dst[c] = from_float<Dst>(to_float(src[c]));
   }
+  // Row (s, h) of t into dst in the storage type (t's rows were checked by check_input).
   void store_row(unsigned char* dst, const tensor_view& t, std::int64_t s, int h) const noexcept {
     const std::int64_t d = cfg_.head_dim;
     if (t.type == cfg_.type) {
       std::memcpy(dst,
                   static_cast<const unsigned char*>(t.data) + t.offset(s, h) * dtype_size(t.type),
                   row_bytes());
+      return;
+    }
+    if (is_quantized(cfg_.type)) {
+      (void)with_row(t, s, h, [&](const auto* x) {
+        return quant::quantize_row(cfg_.type, x, d, group(), dst);
+      });
       return;
     }
     auto with_src = [&](auto* dptr) {

@@ -35,15 +35,15 @@ inline status gather_head(const kv_cache& cache, policy_input& in, int head,
   in.gathered_head = -1;
   if (!cache.paged() || cache.page_count(in.layer, head) <= 1) return status::ok;
   const std::int64_t len = cache.length(in.layer, head);
-  const std::size_t half =
-      std::size_t(len) * std::size_t(cache.head_dim()) * dtype_size(cache.type());
+  const std::size_t half = std::size_t(len) * cache.row_bytes();
   if (!grow_vector(s.kv, 2 * half)) return status::out_of_memory;
   HEED_RETURN_IF_ERROR(cache.gather(in.layer, head, 0, s.kv.data(), half));
   HEED_RETURN_IF_ERROR(cache.gather(in.layer, head, 1, s.kv.data() + half, half));
-  in.gathered_keys =
-      make_view(static_cast<const void*>(s.kv.data()), cache.type(), len, 1, cache.head_dim());
-  in.gathered_values = make_view(static_cast<const void*>(s.kv.data() + half), cache.type(), len, 1,
-                                 cache.head_dim());
+  // The head's own views (type, group, strides), pointed at the copies.
+  in.gathered_keys = cache.keys(in.layer, head);
+  in.gathered_keys.data = s.kv.data();
+  in.gathered_values = cache.values(in.layer, head);
+  in.gathered_values.data = s.kv.data() + half;
   in.gathered_head = head;
   return status::ok;
 }

@@ -55,7 +55,7 @@ template <class Arch = xsimd::default_arch>
 status caote_scores(const float* p, std::int64_t p_head_stride, const tensor_view& o,
                     const tensor_view& v, head_reduce reduce, float* out,
                     std::int64_t out_head_stride = 0) noexcept {
-  HEED_RETURN_IF_ERROR(validate_view(v));
+  HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
   HEED_RETURN_IF_ERROR(detail::check_caote_o(o, v));
   if (p == nullptr || out == nullptr) return status::null_pointer;
   if (v.seq > detail::max_score_len || !valid_head_reduce(reduce)) return status::invalid_argument;
@@ -64,7 +64,7 @@ status caote_scores(const float* p, std::int64_t p_head_stride, const tensor_vie
   const std::int64_t lk = v.seq, d = v.dim, group = o.heads / v.heads;
   const float w = 1.f / float(group);
   const float* ob = static_cast<const float*>(o.data);
-  detail::with_typed(v, [&](auto* vb) {
+  detail::with_typed(v, [&](auto vb) {
     for (std::int64_t h = 0; h < o.heads; ++h) {
       const std::int64_t kvh = h / group;
       const float* oh = ob + o.offset(0, h);
@@ -116,7 +116,7 @@ template <class Arch = xsimd::default_arch>
 status caote_rescore_scores(const float* scores, std::int64_t scores_head_stride,
                             const tensor_view& o, const tensor_view& v, float* out,
                             std::int64_t out_head_stride, workspace ws) noexcept {
-  HEED_RETURN_IF_ERROR(validate_view(v));
+  HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
   HEED_RETURN_IF_ERROR(detail::check_caote_o(o, v));
   if (scores == nullptr || out == nullptr) return status::null_pointer;
   if (v.seq > detail::max_score_len) return status::invalid_argument;
@@ -128,7 +128,7 @@ status caote_rescore_scores(const float* scores, std::int64_t scores_head_stride
   const auto s = detail::carve_caote_rescore(ws.data, lk, d, nullptr);
   const float inf = std::numeric_limits<float>::infinity();
   const float* ob = static_cast<const float*>(o.data);
-  detail::with_typed(v, [&](auto* vb) {
+  detail::with_typed(v, [&](auto vb) {
     for (std::int64_t h = 0; h < v.heads; ++h) {
       for (std::int64_t c = 0; c < d; ++c) s.om[c] = 0.f;
       for (std::int64_t g = 0; g < group; ++g) {

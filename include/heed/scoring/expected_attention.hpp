@@ -133,10 +133,10 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
   using B = xsimd::batch<float, Arch>;
   constexpr std::int64_t L = B::size;
   HEED_RETURN_IF_ERROR(validate_view(q));
-  HEED_RETURN_IF_ERROR(validate_view(k));
+  HEED_RETURN_IF_ERROR(validate_view(k, /*quantized_ok=*/true));
   if (q.type != dtype::f32) return status::unsupported_dtype;
   if (opt.weight_by_value_norm) {
-    HEED_RETURN_IF_ERROR(validate_view(v));
+    HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
     HEED_RETURN_IF_ERROR(detail::same_rows(k, v));
   }
   if (out == nullptr) return status::null_pointer;
@@ -191,12 +191,12 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
       }
     }
     // Logits of every key, then the softmax over the keys.
-    detail::with_typed(k, [&](auto* kb) {
+    detail::with_typed(k, [&](auto kb) {
       for (std::int64_t j = 0; j < lk; ++j) {
-        const auto* kj = kb + k.offset(j, kvh);
+        const auto kj = kb + k.offset(j, kvh);
         float z = scale * detail::dot_row<Arch>(s.mu, kj, d);
         if (cov) {
-          simd::convert_row<Arch>(kj, s.kf, d);
+          simd::row_to_float<Arch>(kj, s.kf, d);
           float quad = 0.f;
           if (centered) {  // (1/n) sum_i (c_i.k)^2 with c_i pre-scaled by 1 / sqrt(n)
             for (std::int64_t i = 0; i < n; ++i) {
@@ -215,7 +215,7 @@ status expected_attention_scores(const tensor_view& q, const tensor_view& k, con
     detail::fold_head<Arch>(out + kvh * out_head_stride, s.row, lk, opt.reduce, h % group == 0, w);
   }
   if (opt.weight_by_value_norm) {
-    detail::with_typed(v, [&](auto* vb) {
+    detail::with_typed(v, [&](auto vb) {
       for (std::int64_t h = 0; h < k.heads; ++h)
         for (std::int64_t j = 0; j < lk; ++j)
           out[h * out_head_stride + j] *=

@@ -24,11 +24,11 @@ namespace detail {
 template <class A>
 status row_norm_scores(const tensor_view& x, float* out, std::int64_t stride, float sign,
                        bool multiply) noexcept {
-  HEED_RETURN_IF_ERROR(validate_view(x));
+  HEED_RETURN_IF_ERROR(validate_view(x, /*quantized_ok=*/true));
   if (out == nullptr) return status::null_pointer;
   if (x.seq > max_score_len) return status::invalid_argument;
   HEED_RETURN_IF_ERROR(resolve_stride(stride, x.seq));
-  with_typed(x, [&](auto* base) {
+  with_typed(x, [&](auto base) {
     for (std::int64_t h = 0; h < x.heads; ++h) {
       float* o = out + h * stride;
       for (std::int64_t j = 0; j < x.seq; ++j) {

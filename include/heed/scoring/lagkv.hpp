@@ -57,26 +57,25 @@ inline lagkv_scratch carve_lagkv(void* base, std::int64_t d, std::int64_t lag,
 
 // Softmax over the partition [b, e) of the per-token std of the min-max normalized rows; the
 // follower is [e, f). Writes out[0, e - b).
-template <class A, class T>
-void lagkv_partition(const tensor_view& x, const T* base, std::int64_t h, std::int64_t b,
-                     std::int64_t e, std::int64_t f, float eps, const lagkv_scratch& s,
-                     float* out) noexcept {
+template <class A, class P>
+void lagkv_partition(const tensor_view& x, P base, std::int64_t h, std::int64_t b, std::int64_t e,
+                     std::int64_t f, float eps, const lagkv_scratch& s, float* out) noexcept {
   using Bt = xsimd::batch<float, A>;
   constexpr std::int64_t L = Bt::size;
   const std::int64_t d = x.dim;
   // Per-channel min / max over the follower.
-  simd::convert_row<A>(base + x.offset(e, h), s.lo, d);
-  simd::convert_row<A>(base + x.offset(e, h), s.inv, d);  // holds max until inverted
+  simd::row_to_float<A>(base + x.offset(e, h), s.lo, d);
+  simd::row_to_float<A>(base + x.offset(e, h), s.inv, d);  // holds max until inverted
   for (std::int64_t j = e + 1; j < f; ++j) {
-    const T* r = base + x.offset(j, h);
+    const P r = base + x.offset(j, h);
     std::int64_t c = 0;
     for (; c + L <= d; c += L) {
-      const Bt v = simd::load_as_float<A>(r + c);
+      const Bt v = simd::load_cols<A>(r, c, d);
       xsimd::min(Bt::load_unaligned(s.lo + c), v).store_unaligned(s.lo + c);
       xsimd::max(Bt::load_unaligned(s.inv + c), v).store_unaligned(s.inv + c);
     }
     for (; c < d; ++c) {
-      const float v = to_float(r[c]);
+      const float v = simd::load_col(r, c, d);
       s.lo[c] = v < s.lo[c] ? v : s.lo[c];
       s.inv[c] = v > s.inv[c] ? v : s.inv[c];
     }
@@ -85,18 +84,18 @@ void lagkv_partition(const tensor_view& x, const T* base, std::int64_t h, std::i
   // Population std over the channels of each normalized token (two passes: mean, then spread).
   const float inv_d = 1.f / float(d);
   for (std::int64_t j = b; j < e; ++j) {
-    const T* r = base + x.offset(j, h);
+    const P r = base + x.offset(j, h);
     Bt acc(0.f);
     std::int64_t c = 0;
     for (; c + L <= d; c += L) {
-      const Bt v = (simd::load_as_float<A>(r + c) - Bt::load_unaligned(s.lo + c)) *
+      const Bt v = (simd::load_cols<A>(r, c, d) - Bt::load_unaligned(s.lo + c)) *
                    Bt::load_unaligned(s.inv + c);
       v.store_unaligned(s.x + c);
       acc += v;
     }
     float sum = simd::hsum<A>(acc);
     for (; c < d; ++c) {
-      s.x[c] = (to_float(r[c]) - s.lo[c]) * s.inv[c];
+      s.x[c] = (simd::load_col(r, c, d) - s.lo[c]) * s.inv[c];
       sum += s.x[c];
     }
     const float mean = sum * inv_d;
@@ -127,8 +126,8 @@ inline std::size_t lagkv_workspace_size(std::int64_t head_dim,
 template <class Arch = xsimd::default_arch>
 status lagkv_scores(const tensor_view& k, const tensor_view& v, const lagkv_options& opt,
                     float* out, std::int64_t out_head_stride, workspace ws) noexcept {
-  HEED_RETURN_IF_ERROR(validate_view(k));
-  HEED_RETURN_IF_ERROR(validate_view(v));
+  HEED_RETURN_IF_ERROR(validate_view(k, /*quantized_ok=*/true));
+  HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
   HEED_RETURN_IF_ERROR(detail::same_rows(k, v));
   if (out == nullptr) return status::null_pointer;
   if (k.seq > detail::max_score_len) return status::invalid_argument;
@@ -150,12 +149,10 @@ status lagkv_scores(const tensor_view& k, const tensor_view& v, const lagkv_opti
     std::int64_t b = sinks;
     for (; b + lag < lk; b += lag) {  // partitions with a follower
       const std::int64_t e = b + lag, f = e + lag < lk ? e + lag : lk;
-      detail::with_typed(k, [&](auto* kb) {
-        detail::lagkv_partition<Arch>(k, kb, h, b, e, f, opt.eps, s, o + b);
-      });
-      detail::with_typed(v, [&](auto* vb) {
-        detail::lagkv_partition<Arch>(v, vb, h, b, e, f, opt.eps, s, s.row);
-      });
+      detail::with_typed(
+          k, [&](auto kb) { detail::lagkv_partition<Arch>(k, kb, h, b, e, f, opt.eps, s, o + b); });
+      detail::with_typed(
+          v, [&](auto vb) { detail::lagkv_partition<Arch>(v, vb, h, b, e, f, opt.eps, s, s.row); });
       for (std::int64_t j = b; j < e; ++j) o[j] = 0.5f * (o[j] + s.row[j - b]);
     }
     for (std::int64_t j = b; j < lk; ++j) o[j] = inf;  // the last partition

@@ -112,8 +112,8 @@ inline window_scratch carve_window(void* base, std::int64_t lk, int kernel,
 
 // s_r[j] = q_r . k_{j0 + j} for the window_rows rows q_r and j < n. L / 4 keys at a time, so the
 // L accumulators (key, row) reduce in one transposing haddp instead of L horizontal sums.
-template <class A, class T>
-HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, const T* kb,
+template <class A, class P>
+HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, P kb,
                                    std::int64_t kvh, std::int64_t j0, std::int64_t n, float* logits,
                                    std::int64_t row_stride) noexcept {
   using B = xsimd::batch<float, A>;
@@ -127,27 +127,27 @@ HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, 
   for (; j + KS <= n; j += KS) {
     // Accumulators a<key><row>, named so they stay in registers (an array indexed in a loop
     // spills); keys beyond KS are compiled out.
-    const T* kj[4];
+    P kj[4] = {kb, kb, kb, kb};
     for (int t = 0; t < 4; ++t) kj[t] = kb + k.offset(j0 + j + (t < KS ? t : 0), kvh);
     B a00(0.f), a01(0.f), a02(0.f), a03(0.f), a10(0.f), a11(0.f), a12(0.f), a13(0.f);
     B a20(0.f), a21(0.f), a22(0.f), a23(0.f), a30(0.f), a31(0.f), a32(0.f), a33(0.f);
     for (std::int64_t c = 0; c < dv; c += L) {
       const B q0 = B::load_unaligned(q[0] + c), q1 = B::load_unaligned(q[1] + c),
               q2 = B::load_unaligned(q[2] + c), q3 = B::load_unaligned(q[3] + c);
-      const B k0 = simd::load_as_float<A>(kj[0] + c);
+      const B k0 = simd::load_cols<A>(kj[0], c, d);
       a00 = xsimd::fma(q0, k0, a00);
       a01 = xsimd::fma(q1, k0, a01);
       a02 = xsimd::fma(q2, k0, a02);
       a03 = xsimd::fma(q3, k0, a03);
       if constexpr (KS > 1) {
-        const B k1 = simd::load_as_float<A>(kj[1] + c);
+        const B k1 = simd::load_cols<A>(kj[1], c, d);
         a10 = xsimd::fma(q0, k1, a10);
         a11 = xsimd::fma(q1, k1, a11);
         a12 = xsimd::fma(q2, k1, a12);
         a13 = xsimd::fma(q3, k1, a13);
       }
       if constexpr (KS > 2) {
-        const B k2 = simd::load_as_float<A>(kj[2] + c), k3 = simd::load_as_float<A>(kj[3] + c);
+        const B k2 = simd::load_cols<A>(kj[2], c, d), k3 = simd::load_cols<A>(kj[3], c, d);
         a20 = xsimd::fma(q0, k2, a20);
         a21 = xsimd::fma(q1, k2, a21);
         a22 = xsimd::fma(q2, k2, a22);
@@ -165,12 +165,12 @@ HEED_FORCE_INLINE void window_dots(const float* const* q, const tensor_view& k, 
     for (int t = 0; t < KS; ++t)
       for (int r = 0; r < R; ++r) {
         float x = res[t * R + r];
-        for (std::int64_t c = dv; c < d; ++c) x += q[r][c] * to_float(kj[t][c]);
+        for (std::int64_t c = dv; c < d; ++c) x += q[r][c] * simd::load_col(kj[t], c, d);
         logits[r * row_stride + j + t] = x;
       }
   }
   for (; j < n; ++j) {  // the last keys, one at a time
-    const T* kt = kb + k.offset(j0 + j, kvh);
+    const P kt = kb + k.offset(j0 + j, kvh);
     for (int r = 0; r < R; ++r) logits[r * row_stride + j] = dot_row<A>(q[r], kt, d);
   }
 }
@@ -246,7 +246,7 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   constexpr int R = detail::window_rows;
   constexpr std::int64_t T = detail::window_tile;
   HEED_RETURN_IF_ERROR(validate_view(q));
-  HEED_RETURN_IF_ERROR(validate_view(k));
+  HEED_RETURN_IF_ERROR(validate_view(k, /*quantized_ok=*/true));
   if (q.type != dtype::f32) return status::unsupported_dtype;
   if (q.dim != k.dim || q.heads % k.heads != 0) return status::shape_mismatch;
   const std::int64_t w = q.seq, lk = k.seq, d = k.dim, group = q.heads / k.heads;
@@ -292,7 +292,7 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
       const float* qr[R];
       for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
       detail::with_typed(
-          k, [&](auto* kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, ls); });
+          k, [&](auto kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, ls); });
     };
     // Scales, transforms and masks a row of logits over keys [j0, j0 + n), padded to the batch
     // size with -inf; counts the visible keys (colmean) and returns the max.

@@ -194,5 +194,34 @@ HEED_FORCE_INLINE void row_to_float(const KV* HEED_RESTRICT row, float* HEED_RES
   for (; c < s.d; ++c) dst[c] = load_col(row, c, s);
 }
 
+// A pointer to the rows of a quantized view (format F, the view's group g): what the score
+// functions get for q8 / q4 K/V from detail::with_typed, where a plain view gives a typed
+// pointer. `+ n` moves it by n stride units (bytes), as it moves a typed pointer by n elements,
+// and load_cols / load_col / row_to_float read its rows with their group.
+template <dtype F>
+struct quant_ptr {
+  const std::uint8_t* p;
+  int g;
+  quant_ptr operator+(std::int64_t n) const noexcept { return {p + n, g}; }
+};
+
+template <class A, dtype F>
+HEED_FORCE_INLINE xsimd::batch<float, A> load_cols(quant_ptr<F> row, std::int64_t c,
+                                                   row_shape s) noexcept {
+  return detail::load_quant_cols<A, F, 0>(row.p, c, s.d, row.g);
+}
+template <dtype F>
+HEED_FORCE_INLINE float load_col(quant_ptr<F> row, std::int64_t c, row_shape s) noexcept {
+  return quant::dequantize_value(F, row.p, s.d, row.g, c);
+}
+template <class A, dtype F>
+HEED_FORCE_INLINE void row_to_float(quant_ptr<F> row, float* HEED_RESTRICT dst,
+                                    row_shape s) noexcept {
+  constexpr std::int64_t L = xsimd::batch<float, A>::size;
+  std::int64_t c = 0;
+  for (; c + L <= s.d; c += L) load_cols<A>(row, c, s).store_unaligned(dst + c);
+  for (; c < s.d; ++c) dst[c] = load_col(row, c, s);
+}
+
 }  // namespace simd
 }  // namespace heed

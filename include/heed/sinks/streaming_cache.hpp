@@ -72,12 +72,16 @@ inline status validate(const streaming_config& c) noexcept {
 }
 
 // The configuration against a cache: also checks that the cache is initialized and, in
-// reassigned mode, that rope.head_dim is the cache's head_dim (else shape_mismatch).
+// reassigned mode, that rope.head_dim is the cache's head_dim (else shape_mismatch) and that its
+// keys are not quantized (else unsupported_dtype).
 inline status validate(const streaming_config& c, const kv_cache& cache) noexcept {
   HEED_RETURN_IF_ERROR(validate(c));
   if (!cache.valid(0, 0)) return status::invalid_argument;
   if (c.mode == position_mode::reassigned && c.rope.head_dim != cache.head_dim())
     return status::shape_mismatch;
+  // Re-rotating quantized keys would requantize them at every eviction: not offered.
+  if (c.mode == position_mode::reassigned && is_quantized(cache.type()))
+    return status::unsupported_dtype;
   return status::ok;
 }
 

@@ -16,82 +16,88 @@
 #include "heed/core/tensor_view.hpp"
 #include "heed/scoring/score_common.hpp"
 #include "heed/simd/convert.hpp"
+#include "heed/simd/kv_row.hpp"
 #include "heed/simd/math.hpp"
 #include "heed/simd/reduce.hpp"
 
 namespace heed {
 namespace detail {
 
-// Calls f with the typed base pointer of a validated view (f32 / f16 / bf16).
+// Calls f with the base of a validated view's rows: a typed pointer (f32 / f16 / bf16), or for
+// quantized rows (q8 / q4) a simd::quant_ptr that carries the view's group. Either moves by the
+// view's offsets (base + v.offset(j, h)) and is read by simd::load_cols / load_col / row_to_float
+// and by the helpers below.
 template <class F>
 HEED_FORCE_INLINE void with_typed(const tensor_view& v, F&& f) noexcept {
   if (v.type == dtype::f32) {
     f(static_cast<const float*>(v.data));
   } else if (v.type == dtype::f16) {
     f(static_cast<const f16*>(v.data));
-  } else {
+  } else if (v.type == dtype::bf16) {
     f(static_cast<const bf16*>(v.data));
+  } else if (v.type == dtype::q8) {
+    f(simd::quant_ptr<dtype::q8>{static_cast<const std::uint8_t*>(v.data), v.quant_group()});
+  } else {
+    f(simd::quant_ptr<dtype::q4>{static_cast<const std::uint8_t*>(v.data), v.quant_group()});
   }
 }
 
-// sum_c a[c] * b[c]
-template <class A, class T>
-HEED_FORCE_INLINE float dot_row(const float* HEED_RESTRICT a, const T* HEED_RESTRICT b,
-                                std::int64_t n) noexcept {
+// sum_c a[c] * b[c] (b: a row as with_typed hands them out)
+template <class A, class P>
+HEED_FORCE_INLINE float dot_row(const float* HEED_RESTRICT a, P b, std::int64_t n) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::int64_t L = B::size;
   B acc0(0.f), acc1(0.f);
   std::int64_t c = 0;
   for (; c + 2 * L <= n; c += 2 * L) {
-    acc0 = xsimd::fma(B::load_unaligned(a + c), simd::load_as_float<A>(b + c), acc0);
-    acc1 = xsimd::fma(B::load_unaligned(a + c + L), simd::load_as_float<A>(b + c + L), acc1);
+    acc0 = xsimd::fma(B::load_unaligned(a + c), simd::load_cols<A>(b, c, n), acc0);
+    acc1 = xsimd::fma(B::load_unaligned(a + c + L), simd::load_cols<A>(b, c + L, n), acc1);
   }
   for (; c + L <= n; c += L)
-    acc0 = xsimd::fma(B::load_unaligned(a + c), simd::load_as_float<A>(b + c), acc0);
+    acc0 = xsimd::fma(B::load_unaligned(a + c), simd::load_cols<A>(b, c, n), acc0);
   float s = simd::hsum<A>(acc0 + acc1);
-  for (; c < n; ++c) s += a[c] * to_float(b[c]);
+  for (; c < n; ++c) s += a[c] * simd::load_col(b, c, n);
   return s;
 }
 
 // sum_c x[c]^2
-template <class A, class T>
-HEED_FORCE_INLINE float sqnorm_row(const T* HEED_RESTRICT x, std::int64_t n) noexcept {
+template <class A, class P>
+HEED_FORCE_INLINE float sqnorm_row(P x, std::int64_t n) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::int64_t L = B::size;
   B acc0(0.f), acc1(0.f);
   std::int64_t c = 0;
   for (; c + 2 * L <= n; c += 2 * L) {
-    const B a = simd::load_as_float<A>(x + c), b = simd::load_as_float<A>(x + c + L);
+    const B a = simd::load_cols<A>(x, c, n), b = simd::load_cols<A>(x, c + L, n);
     acc0 = xsimd::fma(a, a, acc0);
     acc1 = xsimd::fma(b, b, acc1);
   }
   for (; c + L <= n; c += L) {
-    const B a = simd::load_as_float<A>(x + c);
+    const B a = simd::load_cols<A>(x, c, n);
     acc0 = xsimd::fma(a, a, acc0);
   }
   float s = simd::hsum<A>(acc0 + acc1);
   for (; c < n; ++c) {
-    const float a = to_float(x[c]);
+    const float a = simd::load_col(x, c, n);
     s += a * a;
   }
   return s;
 }
 
 // sum_c (o[c] - v[c])^2
-template <class A, class T>
-HEED_FORCE_INLINE float sqdist_row(const float* HEED_RESTRICT o, const T* HEED_RESTRICT v,
-                                   std::int64_t n) noexcept {
+template <class A, class P>
+HEED_FORCE_INLINE float sqdist_row(const float* HEED_RESTRICT o, P v, std::int64_t n) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr std::int64_t L = B::size;
   B acc(0.f);
   std::int64_t c = 0;
   for (; c + L <= n; c += L) {
-    const B e = B::load_unaligned(o + c) - simd::load_as_float<A>(v + c);
+    const B e = B::load_unaligned(o + c) - simd::load_cols<A>(v, c, n);
     acc = xsimd::fma(e, e, acc);
   }
   float s = simd::hsum<A>(acc);
   for (; c < n; ++c) {
-    const float e = o[c] - to_float(v[c]);
+    const float e = o[c] - simd::load_col(v, c, n);
     s += e * e;
   }
   return s;
