@@ -44,7 +44,8 @@ int usage(const char* why) {
                "       heed-eval speed --model FILE --tokenizer FILE --text FILE [--reps N] "
                "[--threads N] [--policy NAME --budget N]\n"
                "every command also takes --page-rows N (a paged KV cache, N >= 16) and --kv-dtype "
-               "f32|f16|bf16|q8|q4 (the KV cache's storage type, default f32); --model, "
+               "f32|f16|bf16|q8|q4 (the KV cache's storage type, default f32) and --rotate-keys "
+               "0|1 (Hadamard-rotated queries and keys); --model, "
                "--tokenizer and --text default to the shipped stories260K.bin, tok512.bin and "
                "tinystories_dev.txt in data/\n"
                "policies:");
@@ -84,8 +85,8 @@ const std::map<std::string, std::set<std::string>>& command_options() {
   };
   return m;
 }
-const std::set<std::string> common_options = {"model", "tokenizer", "threads", "page-rows",
-                                              "kv-dtype"};
+const std::set<std::string> common_options = {"model",     "tokenizer", "threads",
+                                              "page-rows", "kv-dtype",  "rotate-keys"};
 
 // Empty when every option of `a` belongs to `cmd`, else the message naming the first that does
 // not.
@@ -119,6 +120,7 @@ struct engine {
   long threads = 1;
   long page_rows = 0;                 // > 0: a paged KV cache
   heed::dtype kv = heed::dtype::f32;  // the KV cache's storage type
+  bool rotate_keys = false;           // Hadamard-rotated queries and keys
 };
 
 // --kv-dtype names: f32, f16, bf16, q8, q4.
@@ -156,6 +158,9 @@ int load(const args& a, engine* e) {
   if (!to_long(a.get("page-rows", "0"), &e->page_rows) || e->page_rows < 0)
     return usage("bad --page-rows");
   if (!to_dtype(a.get("kv-dtype", "f32"), &e->kv)) return usage("bad --kv-dtype");
+  const std::string rot = a.get("rotate-keys", "0");
+  if (rot != "0" && rot != "1") return usage("bad --rotate-keys (0 or 1)");
+  e->rotate_keys = rot == "1";
   return 0;
 }
 
@@ -171,7 +176,7 @@ int generate(const args& a) {
   const auto& c = e.model.cfg();
   if (steps > c.seq_len) steps = c.seq_len;
   llama2c::session s;
-  if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows) != heed::status::ok)
+  if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
     return usage(heed::status_string(s.status()));
   heed::thread_pool_executor ex(int(e.threads));
   std::vector<int> prompt = e.tok.encode(a.get("prompt"), true, false);
@@ -288,7 +293,9 @@ result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
   const auto t0 = std::chrono::steady_clock::now();
   for (long w = 0; w < n_windows; ++w) {
     llama2c::session s;
-    if ((r.st = s.init(e.model, policy, budget, e.kv, e.page_rows)) != heed::status::ok) return r;
+    if ((r.st = s.init(e.model, policy, budget, e.kv, e.page_rows, e.rotate_keys)) !=
+        heed::status::ok)
+      return r;
     const int* t = stream.data() + w * c.seq_len;
     for (int pos = 0; pos + 1 < c.seq_len; ++pos) {
       const float* logits = s.forward(t[pos], pos, ex);
@@ -350,12 +357,12 @@ int speed(const args& a) {
   std::vector<double> pre, dec;
   for (long r = 0; r < reps; ++r) {
     llama2c::session s;
-    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     auto t0 = clock::now();
     if (!s.prefill(stream.data(), c.seq_len, 0, ex)) return usage(heed::status_string(s.status()));
     pre.push_back(c.seq_len / std::chrono::duration<double>(clock::now() - t0).count());
-    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     t0 = clock::now();
     for (int pos = 0; pos < c.seq_len; ++pos)

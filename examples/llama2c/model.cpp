@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "heed/quant/rotation.hpp"
+
 namespace llama2c {
 namespace {
 
@@ -134,13 +136,16 @@ int kv_group(heed::dtype kv, std::int64_t head_dim) {
 }
 
 heed::status session::init(const model& m, heed::any_policy policy, std::int64_t budget,
-                           heed::dtype kv, std::int64_t page_rows) {
+                           heed::dtype kv, std::int64_t page_rows, bool rotate_keys) {
   m_ = &m;
   const config& c = m.cfg();
   heed::kv_cache_config cc;
   cc.layers = c.n_layers;
   cc.kv_heads = c.n_kv_heads;
   cc.head_dim = c.head_dim();
+  if (rotate_keys && !heed::quant::rotatable(c.head_dim()))
+    return status_ = heed::status::invalid_argument;
+  rotate_ = rotate_keys;
   cc.type = kv;
   cc.group = kv_group(kv, cc.head_dim);
   cc.reserve = budget > 0 ? budget + 1 : c.seq_len;
@@ -180,6 +185,10 @@ const float* session::forward(int token, int pos, heed::executor& ex) {
     matvec(v_.data(), m.wv + std::size_t(l) * KV * D, xb_.data(), KV, D, &ex);
     rope(q_.data(), D, hs, pos);
     rope(k_.data(), KV, hs, pos);
+    if (rotate_) {
+      heed::quant::hadamard_rotate(q_.data(), c.n_heads, hs, hs);
+      heed::quant::hadamard_rotate(k_.data(), c.n_kv_heads, hs, hs);
+    }
     status_ = loop_.step(l, heed::make_view(q_.data(), 1, c.n_heads, hs),
                          heed::make_view(k_.data(), 1, c.n_kv_heads, hs),
                          heed::make_view(v_.data(), 1, c.n_kv_heads, hs),
@@ -238,6 +247,10 @@ const float* session::prefill(const int* tokens, int n, int pos, heed::executor&
     for (std::size_t i = 0; i < N; ++i) {
       rope(q + i * D, D, hs, pos + int(i));
       rope(k + i * KV, KV, hs, pos + int(i));
+    }
+    if (rotate_) {
+      heed::quant::hadamard_rotate(q, std::int64_t(n) * c.n_heads, hs, hs);
+      heed::quant::hadamard_rotate(k, std::int64_t(n) * c.n_kv_heads, hs, hs);
     }
     status_ =
         loop_.step(l, heed::make_view(q, n, c.n_heads, hs), heed::make_view(k, n, c.n_kv_heads, hs),

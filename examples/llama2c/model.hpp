@@ -55,10 +55,12 @@ int kv_group(heed::dtype kv, std::int64_t head_dim);
 class session {
  public:
   // kv: storage type of the cache (q8 / q4: quantized rows of kv_group values per scale);
-  // page_rows > 0: a paged cache (kv_cache_config::page_rows).
-  // Returns a heed status.
+  // page_rows > 0: a paged cache (kv_cache_config::page_rows); rotate_keys: queries and keys
+  // rotated by the normalized Hadamard transform after RoPE (q.k unchanged; quantized keys lose
+  // less to outlier channels; the head dim must be a power of two). Returns a heed status.
   heed::status init(const model& m, heed::any_policy policy, std::int64_t budget,
-                    heed::dtype kv = heed::dtype::f32, std::int64_t page_rows = 0);
+                    heed::dtype kv = heed::dtype::f32, std::int64_t page_rows = 0,
+                    bool rotate_keys = false);
   // Runs `token` at position `pos`; returns the logits [vocab] (valid until the next call).
   const float* forward(int token, int pos, heed::executor& ex);
   // Runs tokens[0..n) at positions pos..pos+n-1 in one pass (prefill: matrix-matrix products and
@@ -73,6 +75,7 @@ class session {
  private:
   const model* m_ = nullptr;
   heed::kv_cache cache_;
+  bool rotate_ = false;  // queries and keys through quant::hadamard_rotate after RoPE
   heed::eviction_loop loop_;
   heed::status status_ = heed::status::ok;
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;

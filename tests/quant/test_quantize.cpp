@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "heed/quant/quantize.hpp"
+#include "heed/quant/rotation.hpp"
 
 namespace {
 
@@ -233,3 +234,44 @@ TEST(QuantErrors, BadInputIsRejectedAndTheOutputUntouched) {
 }
 
 }  // namespace
+
+// The normalized Hadamard rotation: against H_d / sqrt(d) built by the Sylvester recursion in
+// float64, dot products kept, twice gives the row back, bad arguments refused.
+TEST(QuantRotation, MatchesTheMatrixAndKeepsDotProducts) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (std::int64_t d : {2, 8, 64, 128, 256}) {
+    // H[i][j] = (-1)^popcount(i & j) / sqrt(d)
+    std::vector<float> x(std::size_t(3 * (d + 5))), y;
+    for (auto& e : x) e = nd(rng);
+    y = x;
+    ASSERT_EQ(heed::quant::hadamard_rotate(y.data(), 3, d, d + 5), status::ok);
+    for (int r = 0; r < 3; ++r) {
+      const float* a = x.data() + r * (d + 5);
+      const float* b = y.data() + r * (d + 5);
+      for (std::int64_t i = 0; i < d; ++i) {
+        double want = 0;
+        for (std::int64_t j = 0; j < d; ++j)
+          want += (__builtin_popcountll(std::uint64_t(i & j)) % 2 ? -1.0 : 1.0) * a[j];
+        want /= std::sqrt(double(d));
+        EXPECT_NEAR(b[i], want, 1e-5 * (1 + std::fabs(want))) << d << " " << i;
+      }
+      for (std::int64_t i = d; i < d + 5; ++i) EXPECT_EQ(b[i], a[i]);  // the stride's gap
+    }
+    // q.k is kept, and the rotation is its own inverse.
+    double before = 0, after = 0;
+    for (std::int64_t i = 0; i < d; ++i) {
+      before += double(x[std::size_t(i)]) * x[std::size_t(d + 5 + i)];
+      after += double(y[std::size_t(i)]) * y[std::size_t(d + 5 + i)];
+    }
+    EXPECT_NEAR(after, before, 1e-5 * d);
+    ASSERT_EQ(heed::quant::hadamard_rotate(y.data(), 3, d, d + 5), status::ok);
+    for (std::size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], 1e-5f);
+  }
+  std::vector<float> z(64);
+  EXPECT_EQ(heed::quant::hadamard_rotate(z.data(), 1, 48, 48), status::invalid_argument);
+  EXPECT_EQ(heed::quant::hadamard_rotate(z.data(), 1, 32, 16), status::invalid_argument);
+  EXPECT_EQ(heed::quant::hadamard_rotate(nullptr, 1, 32, 32), status::null_pointer);
+  EXPECT_FALSE(heed::quant::rotatable(1));
+  EXPECT_TRUE(heed::quant::rotatable(8));
+}
