@@ -1,8 +1,10 @@
 // heed's dense kernel, per ISA the CPU runs: prefill (f32 K/V, with and without the LSE + entropy
-// observer) and decode (one query token; f16, bf16 or f32 K/V, GQA 1-8, both layouts).
+// observer) and decode (one query token; f16, bf16, f32, q8 or q4 K/V, GQA 1-8, both layouts).
 // Names: BM_dense_prefill/<isa>/<L>/<threads>, BM_dense_decode/<isa>/<layout>/<dtype>/g<G>/<L>/
 // <threads> (layout seq_head = [seq, heads, d], llama.cpp's cache; head_seq = [heads, seq, d],
 // heed's). Counters: GFLOPS (useful flops) or GBps (K and V bytes), and roofline (roofline.hpp);
+// BM_prefill_quant_paired/<isa>/<q8|q4>/<L>/<threads> and BM_decode_quant_paired/...:
+// quant_over_f16, the quantized and the f16 step timed in the same iterations.
 // BM_dense_prefill_observed_paired: observed_speed, plain and observed timed in the same
 // iterations (time(plain) / time(observed)).
 #include <benchmark/benchmark.h>
@@ -197,6 +199,42 @@ void run_decode_quant_paired(benchmark::State& state, heed::isa isa, const decod
   state.counters["quant_over_f16"] = paired_time_ratio(
       state, [&] { return step(half); }, [&] { return step(quant); });
 }
+// Prefill with f16 K/V and with quantized K/V (q8 / q4, the default group) of the same values,
+// timed in the same iterations (paired_time_ratio): counter quant_over_f16 = time(quantized) /
+// time(f16) (issue 19: q8 prefill at >= 0.9 of the f16 prefill's GFLOP/s, a ratio <= 1.11).
+void run_prefill_quant_paired(benchmark::State& state, heed::isa isa, heed::dtype t) {
+  const int threads = static_cast<int>(state.range(1));
+  prefill_problem pb(state.range(0));
+  const std::size_t rows = std::size_t(pb.L) * kHkv;
+  const std::size_t rb = heed::quant::row_bytes(t, kD, heed::quant::default_group);
+  std::vector<heed::f16> kh(pb.k.size()), vh(pb.v.size());
+  for (std::size_t i = 0; i < kh.size(); ++i) {
+    kh[i] = heed::to_f16(pb.k[i]);
+    vh[i] = heed::to_f16(pb.v[i]);
+  }
+  std::vector<unsigned char> kq(rows * rb), vq(rows * rb);
+  for (std::size_t r = 0; r < rows; ++r)
+    if (heed::quant::quantize_row(t, pb.k.data() + r * kD, kD, heed::quant::default_group,
+                                  kq.data() + r * rb) != heed::status::ok ||
+        heed::quant::quantize_row(t, pb.v.data() + r * kD, kD, heed::quant::default_group,
+                                  vq.data() + r * rb) != heed::status::ok)
+      std::abort();
+  heed::dense_params half = pb.params(false), quant = half;
+  half.k = heed::make_view(kh.data(), pb.L, kHkv, kD);
+  half.v = heed::make_view(vh.data(), pb.L, kHkv, kD);
+  quant.k = heed::make_view<const void*>(kq.data(), t, pb.L, kHkv, kD);
+  quant.v = heed::make_view<const void*>(vq.data(), t, pb.L, kHkv, kD);
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(std::max(heed::dense_workspace_size(half, threads, isa),
+                                heed::dense_workspace_size(quant, threads, isa)));
+  auto step = [&](const heed::dense_params& p) {
+    const bool ok = heed::dense_attention(p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
+    benchmark::DoNotOptimize(pb.o.data());
+    return ok;
+  };
+  state.counters["quant_over_f16"] =
+      paired_time_ratio(state, [&] { return step(half); }, [&] { return step(quant); });
+}
 
 benchmark::internal::Benchmark* timed(benchmark::internal::Benchmark* b) {
   return b->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -218,6 +256,11 @@ const int registered = [] {
               ("BM_dense_prefill_observed_paired" + tag).c_str(),
               [isa](benchmark::State& s) { run_prefill_observed_paired(s, isa); }))
         ->ArgsProduct({{4096}, {1, 2}});
+    for (heed::dtype t : {heed::dtype::q8, heed::dtype::q4})
+      timed(benchmark::RegisterBenchmark(
+                ("BM_prefill_quant_paired" + tag + "/" + heed::dtype_name(t)).c_str(),
+                [isa, t](benchmark::State& s) { run_prefill_quant_paired(s, isa, t); }))
+          ->ArgsProduct({{4096}, {1}});
     for (heed::layout lay : {heed::layout::seq_head_dim, heed::layout::head_seq_dim}) {
       const std::string ltag = lay == heed::layout::seq_head_dim ? "/seq_head" : "/head_seq";
       auto add = [&](heed::dtype t, int g, std::vector<std::int64_t> lens,
