@@ -232,8 +232,8 @@ void run_prefill_quant_paired(benchmark::State& state, heed::isa isa, heed::dtyp
     benchmark::DoNotOptimize(pb.o.data());
     return ok;
   };
-  state.counters["quant_over_f16"] =
-      paired_time_ratio(state, [&] { return step(half); }, [&] { return step(quant); });
+  state.counters["quant_over_f16"] = paired_time_ratio(
+      state, [&] { return step(half); }, [&] { return step(quant); });
 }
 
 benchmark::internal::Benchmark* timed(benchmark::internal::Benchmark* b) {

@@ -15,6 +15,9 @@
 //   BM_cache_decode_paged/L/t, BM_evict_step_paged/budget/slack
 //                             the same two on a paged cache (512-row pages): eviction compacts
 //                             within pages instead of shifting half the head
+//   BM_append_quant_paired/L/q4  the append (and quantization) of one token to an L-entry q8
+//                             (q4 = 0) or q4 (1) cache against that step's attention: counter
+//                             append_share (target: <= 0.02 at 4096 keys)
 //   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
 //                             from the main pass's LSE, max pooling, group mean); compare with
 //                             BM_dense_prefill/automatic/L/1 (target: <= 5%)
@@ -45,8 +48,9 @@ std::int64_t page_rows_setting() {
 }
 const std::int64_t kPageRows = page_rows_setting();
 
-void fill_cache(heed::kv_cache& c, std::int64_t L, int channels, std::int64_t page_rows = 0) {
-  heed::kv_cache_config cfg{1, kHkv, kD, heed::dtype::f16, L + 16, channels};
+void fill_cache(heed::kv_cache& c, std::int64_t L, int channels, std::int64_t page_rows = 0,
+                heed::dtype type = heed::dtype::f16) {
+  heed::kv_cache_config cfg{1, kHkv, kD, type, L + 16, channels};
   cfg.page_rows = page_rows;
   c.init(cfg);
   const std::int64_t chunk = 1024;
@@ -104,6 +108,40 @@ void BM_decode_h2o_paired(benchmark::State& state) {
   };
   state.counters["fused_over_plain"] = paired_time_ratio(
       state, [&] { return step(plain); }, [&] { return step(fused); });
+}
+
+// Decode attention over an L-entry quantized cache (q8: range(1) = 0, q4: 1), and the same step
+// plus the append of one token (its K and V rows quantized for every KV head; a keep() of the
+// first L entries then drops it again without moving a row), in the same iterations: counter
+// append_share = time(with append) / time(attention) - 1 (issue 19: <= 0.02 at 4096 keys).
+void BM_append_quant_paired(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const heed::dtype type = state.range(1) ? heed::dtype::q4 : heed::dtype::q8;
+  heed::kv_cache c;
+  fill_cache(c, L, 0, 0, type);
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  auto kv = random_vector<float>(std::size_t(kHkv) * kD, 4);
+  const auto token = heed::make_view(kv.data(), 1, kHkv, kD);
+  std::vector<float> o(q.size());
+  heed::cache_attention_params p;
+  p.q = heed::make_view(q.data(), 1, kHq, kD);
+  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  p.causal = false;
+  heed::thread_pool_executor ex(1);
+  std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, 1));
+  std::vector<std::int32_t> keep(static_cast<std::size_t>(L));
+  for (std::int64_t j = 0; j < L; ++j) keep[std::size_t(j)] = std::int32_t(j);
+  auto attend = [&] {
+    const bool ok = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex) == heed::status::ok;
+    benchmark::DoNotOptimize(o.data());
+    return ok;
+  };
+  auto append_and_attend = [&] {
+    bool ok = c.append(0, token, token) == heed::status::ok;
+    for (int h = 0; h < kHkv && ok; ++h) ok = c.keep(0, h, keep.data(), L) == heed::status::ok;
+    return ok && attend();
+  };
+  state.counters["append_share"] = paired_time_ratio(state, attend, append_and_attend) - 1.0;
 }
 
 void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }
@@ -188,6 +226,10 @@ BENCHMARK(BM_cache_decode)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode_h2o_fused)
     ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_append_quant_paired)
+    ->ArgsProduct({{4096}, {0, 1}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode_h2o_paired)
