@@ -41,6 +41,14 @@ done
 # The same H2O run on a paged KV cache (64-row pages: exact eviction moves rows within a page).
 printf '%-16s %s\n' "h2o (paged)" "$("$eval_bin" ppl "${model[@]}" --text "$data/tinystories_dev.txt" \
   --windows 4 --policy h2o --budget 128 --page-rows 64 | tail -n 1)"
+echo
+echo "== the same with a quantized KV cache (docs/quantization.md)"
+for row in "full q8|--kv-dtype q8" "full q4|--kv-dtype q4" "full q4 rotated|--kv-dtype q4 --rotate-keys 1" \
+  "h2o q8|--kv-dtype q8 --policy h2o --budget 128"; do
+  # shellcheck disable=SC2086
+  printf '%-16s %s\n' "${row%%|*}" "$("$eval_bin" ppl "${model[@]}" --text "$data/tinystories_dev.txt" \
+    --windows 4 ${row#*|} | tail -n 1)"
+done
 # Every policy at 12.5%, 25%, 50% and 100% of the context on 2 windows (the whole text, 371
 # windows, takes about 25 minutes: docs/real-model.md); the plot is an SVG beside the CSV.
 out="$HEED_BUILD_DIR/demo"
