@@ -155,9 +155,39 @@ static heed_tensor tensor(const void* data, heed_dtype t, int64_t seq, int64_t h
   return v;
 }
 
-/* Runs one case; kv_bf16 selects bf16 K/V storage (else f32). Returns the max output error. */
-static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_major, int use_exec,
+/* A view of q8 rows (docs/quantization.md: d int8 values, then one f16 scale per 32): strides
+ * count bytes. */
+static heed_tensor tensor_q8(const void* data, int64_t seq, int64_t heads, int64_t dim,
+                             int head_major) {
+  const int64_t rb = dim + 2 * (dim / 32);
+  heed_tensor v = tensor(data, HEED_DTYPE_Q8, seq, heads, dim, head_major);
+  v.seq_stride = head_major ? rb : heads * rb;
+  v.head_stride = head_major ? seq * rb : rb;
+  return v;
+}
+
+/* Rows of d values that are multiples of 1/128 in [-127/128, 127/128] as q8 rows with every
+ * scale 2^-7 (f16 bits 0x2000), written by the format's layout alone. */
+static void write_q8_rows(const float* x, int64_t rows, int64_t d, unsigned char* out) {
+  const int64_t rb = d + 2 * (d / 32);
+  int64_t r, c;
+  for (r = 0; r < rows; ++r) {
+    unsigned char* row = out + r * rb;
+    for (c = 0; c < d; ++c) {
+      const signed char q = (signed char)lrintf(x[r * d + c] * 128.f);
+      memcpy(row + c, &q, 1);
+    }
+    for (c = 0; c < d / 32; ++c) {
+      const uint16_t half = 0x2000;
+      memcpy(row + d + 2 * c, &half, 2);
+    }
+  }
+}
+
+/* Runs one case; kv selects the K/V storage: 0 f32, 1 bf16, 2 q8 (head_dim a multiple of 32). */
+static void run_case(const char* name, problem pb, int kv, int kv_head_major, int use_exec,
                      int check_stats, int check_probs) {
+  const int kv_bf16 = kv == 1, kv_q8 = kv == 2;
   const int64_t nq = pb.lq * pb.hq * pb.d, nkv = pb.lk * pb.hkv * pb.d;
   float* q = (float*)malloc(sizeof(float) * (size_t)nq);
   float* o = (float*)malloc(sizeof(float) * (size_t)nq);
@@ -165,6 +195,8 @@ static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_majo
   float* vf = (float*)malloc(sizeof(float) * (size_t)nkv);
   uint16_t* kb = (uint16_t*)malloc(sizeof(uint16_t) * (size_t)nkv);
   uint16_t* vb = (uint16_t*)malloc(sizeof(uint16_t) * (size_t)nkv);
+  unsigned char* kq = (unsigned char*)malloc((size_t)(nkv + nkv / 16));
+  unsigned char* vq = (unsigned char*)malloc((size_t)(nkv + nkv / 16));
   double* qd = (double*)malloc(sizeof(double) * (size_t)nq);
   double* kd = (double*)malloc(sizeof(double) * (size_t)nkv);
   double* vd = (double*)malloc(sizeof(double) * (size_t)nkv);
@@ -192,10 +224,19 @@ static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_majo
   for (i = 0; i < nkv; ++i) {
     kf[i] = uniform();
     vf[i] = uniform();
+    if (kv_q8) { /* the values q8 holds exactly: multiples of 1/128 */
+      kf[i] = (float)lrintf(kf[i] * 127.f) / 128.f;
+      vf[i] = (float)lrintf(vf[i] * 127.f) / 128.f;
+    }
     kb[i] = to_bf16(kf[i]);
     vb[i] = to_bf16(vf[i]);
     kd[i] = kv_bf16 ? from_bf16(kb[i]) : kf[i];
     vd[i] = kv_bf16 ? from_bf16(vb[i]) : vf[i];
+  }
+
+  if (kv_q8) {
+    write_q8_rows(kf, pb.lk * pb.hkv, pb.d, kq);
+    write_q8_rows(vf, pb.lk * pb.hkv, pb.d, vq);
   }
 
   heed_dense_params_init(&p);
@@ -204,6 +245,10 @@ static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_majo
                 : tensor(kf, HEED_DTYPE_F32, pb.lk, pb.hkv, pb.d, kv_head_major);
   p.v = kv_bf16 ? tensor(vb, HEED_DTYPE_BF16, pb.lk, pb.hkv, pb.d, kv_head_major)
                 : tensor(vf, HEED_DTYPE_F32, pb.lk, pb.hkv, pb.d, kv_head_major);
+  if (kv_q8) {
+    p.k = tensor_q8(kq, pb.lk, pb.hkv, pb.d, kv_head_major);
+    p.v = tensor_q8(vq, pb.lk, pb.hkv, pb.d, kv_head_major);
+  }
   {
     heed_tensor ot = tensor(o, HEED_DTYPE_F32, pb.lq, pb.hq, pb.d, 0);
     p.o.data = o;
@@ -283,6 +328,8 @@ static void run_case(const char* name, problem pb, int kv_bf16, int kv_head_majo
   free(vf);
   free(kb);
   free(vb);
+  free(kq);
+  free(vq);
   free(qd);
   free(kd);
   free(vd);
@@ -459,6 +506,28 @@ int main(void) {
   pb.lq = 20;
   pb.q_offset = 13;
   run_case("ssmax zero-tuning prefill", pb, 0, 1, 1, 1, 0);
+
+  /* q8 K/V (rows written by the documented layout), decode and prefill, both layouts. */
+  pb.ssmax = NULL;
+  pb.key_bias = NULL;
+  pb.key_bias_len = 0;
+  pb.alibi = NULL;
+  pb.sinks = NULL;
+  pb.softcap = 0.0;
+  pb.window_left = -1;
+  pb.lq = 1;
+  pb.lk = 200;
+  pb.q_offset = 199;
+  pb.d = 128;
+  pb.scale = 1.0 / sqrt(128.0);
+  run_case("decode q8 tap exec", pb, 2, 0, 1, 1, 1);
+  run_case("decode q8 head-major", pb, 2, 1, 0, 1, 0);
+  pb.lq = 40;
+  pb.lk = 90;
+  pb.q_offset = 50;
+  pb.d = 64;
+  pb.scale = 0.125;
+  run_case("prefill q8 exec", pb, 2, 1, 1, 1, 0);
 
   test_bad_input();
   CHECK(g_parallel_calls > 0);
