@@ -10,12 +10,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <vector>
 
 #include "heed/core/dtype.hpp"
 #include "heed/core/tensor_view.hpp"
+#include "heed/quant/quantize.hpp"
 
 namespace heed_ref {
 
@@ -29,15 +31,24 @@ struct kv_tensor {
   }
 };
 
-// Test input: random K or V stored as f32 / f16 / bf16, with the double copy of the stored
-// (rounded) values the reference reads. layout head_seq_dim and a row padding exercise strides.
+// Test input: random K or V stored as f32 / f16 / bf16, or quantized to q8 / q4 rows (group: the
+// largest of 32, 16, 8 dividing d), with the double copy of the stored (rounded or dequantized)
+// values the reference reads. layout head_seq_dim and a row padding (elements, or bytes for
+// quantized rows) exercise strides.
 struct stored_kv {
   kv_tensor ref;
   heed::dtype type = heed::dtype::f32;
   std::vector<float> f32;
   std::vector<heed::f16> f16;
   std::vector<heed::bf16> bf16;
+  std::vector<unsigned char> quant;
   heed::tensor_view view;
+
+  static int quant_group(std::int64_t d) {
+    for (int g = 32; g > 8; g /= 2)
+      if (d % g == 0) return g;
+    return 8;
+  }
 
   stored_kv() = default;
   stored_kv(std::int64_t len, std::int64_t heads, std::int64_t d, heed::dtype t, unsigned seed,
@@ -49,32 +60,47 @@ struct stored_kv {
     ref.x.resize(static_cast<std::size_t>(len * heads * d));
     std::mt19937 rng(seed);
     std::normal_distribution<double> nd(mean, stddev);
-    const std::int64_t row = d + pad;  // elements between consecutive rows of the storage
+    const bool q = heed::is_quantized(t);
+    const int g = quant_group(d);
+    // Stride units between consecutive rows of the storage.
+    const std::int64_t row = (q ? std::int64_t(heed::quant::row_bytes(t, d, g)) : d) + pad;
     const std::size_t n = static_cast<std::size_t>(len * heads * row);
     if (t == heed::dtype::f32) f32.assign(n, 0.f);
     if (t == heed::dtype::f16) f16.assign(n, heed::f16{0});
     if (t == heed::dtype::bf16) bf16.assign(n, heed::bf16{0});
+    if (q) quant.assign(n, 0);
+    std::vector<float> x(static_cast<std::size_t>(d));
     for (std::int64_t j = 0; j < len; ++j)
-      for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t h = 0; h < heads; ++h) {
+        const std::int64_t at = (head_major ? h * len + j : j * heads + h) * row;
+        double* stored = ref.x.data() + (j * heads + h) * d;
         for (std::int64_t c = 0; c < d; ++c) {
-          const float x = static_cast<float>(nd(rng));
-          const std::int64_t at = (head_major ? h * len + j : j * heads + h) * row + c;
-          double stored = x;
-          if (t == heed::dtype::f32) f32[std::size_t(at)] = x;
+          x[std::size_t(c)] = static_cast<float>(nd(rng));
+          stored[c] = x[std::size_t(c)];
+          const std::size_t e = std::size_t(at + c);
+          if (t == heed::dtype::f32) f32[e] = x[std::size_t(c)];
           if (t == heed::dtype::f16) {
-            f16[std::size_t(at)] = heed::to_f16(x);
-            stored = heed::to_float(f16[std::size_t(at)]);
+            f16[e] = heed::to_f16(x[std::size_t(c)]);
+            stored[c] = heed::to_float(f16[e]);
           }
           if (t == heed::dtype::bf16) {
-            bf16[std::size_t(at)] = heed::to_bf16(x);
-            stored = heed::to_float(bf16[std::size_t(at)]);
+            bf16[e] = heed::to_bf16(x[std::size_t(c)]);
+            stored[c] = heed::to_float(bf16[e]);
           }
-          ref.x[std::size_t((j * heads + h) * d + c)] = stored;
         }
+        if (q) {
+          unsigned char* r = quant.data() + at;
+          if (heed::quant::quantize_row(t, x.data(), d, g, r) != heed::status::ok) std::abort();
+          for (std::int64_t c = 0; c < d; ++c)
+            stored[c] = heed::quant::dequantize_value(t, r, d, g, c);
+        }
+      }
     const void* data = t == heed::dtype::f32   ? static_cast<const void*>(f32.data())
                        : t == heed::dtype::f16 ? static_cast<const void*>(f16.data())
+                       : q                     ? static_cast<const void*>(quant.data())
                                                : static_cast<const void*>(bf16.data());
     view = heed::make_view<const void*>(data, t, len, heads, d);
+    view.group = q ? g : 0;
     view.seq_stride = head_major ? row : heads * row;
     view.head_stride = head_major ? len * row : row;
   }

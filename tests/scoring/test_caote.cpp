@@ -98,7 +98,9 @@ INSTANTIATE_TEST_SUITE_P(
                       caote_case{100, 8, 2, 128, dtype::bf16, head_reduce::mean},
                       caote_case{1037, 32, 8, 64, dtype::f16, head_reduce::max},
                       caote_case{1037, 8, 2, 40, dtype::f32, head_reduce::mean},
-                      caote_case{4100, 4, 4, 128, dtype::bf16, head_reduce::mean}));
+                      caote_case{4100, 4, 4, 128, dtype::bf16, head_reduce::mean},
+                      caote_case{100, 8, 2, 128, dtype::q8, head_reduce::mean},
+                      caote_case{1037, 8, 2, 40, dtype::q4, head_reduce::max}));
 
 TEST(ScoreCaoteUnit, HandComputed) {
   // One head, d = 1: v = (0, 2, 4), p = (0.5, 0.25, 0.25), o = sum p v = 1.5.

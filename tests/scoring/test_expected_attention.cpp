@@ -72,7 +72,9 @@ INSTANTIATE_TEST_SUITE_P(
                       ea_case{100, 4, 4, 40, 40, dtype::f16, true, true, head_reduce::mean},
                       ea_case{100, 32, 8, 128, 16, dtype::bf16, true, true, head_reduce::max},
                       ea_case{4100, 8, 2, 40, 16, dtype::f32, true, true, head_reduce::mean},
-                      ea_case{4100, 4, 4, 64, 4, dtype::bf16, false, false, head_reduce::max}));
+                      ea_case{4100, 4, 4, 64, 4, dtype::bf16, false, false, head_reduce::max},
+                      ea_case{100, 8, 2, 64, 16, dtype::q8, true, true, head_reduce::mean},
+                      ea_case{1037, 4, 4, 40, 8, dtype::q4, true, true, head_reduce::max}));
 
 // With one recent query Sigma is 0: the covariance option must not matter, and the scores are
 // exactly the softmax of scale * q.k.

@@ -54,7 +54,8 @@ TEST_P(ScoreKeyNorm, MatchesReference) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ScoreKeyNorm,
-                         ::testing::Combine(::testing::Values(dtype::f32, dtype::f16, dtype::bf16),
+                         ::testing::Combine(::testing::Values(dtype::f32, dtype::f16, dtype::bf16,
+                                                              dtype::q8, dtype::q4),
                                             ::testing::Values(1, 5, 1037),
                                             ::testing::Values(64, 128, 40), ::testing::Bool()));
 

@@ -79,7 +79,10 @@ INSTANTIATE_TEST_SUITE_P(
                       lag_case{1037, 4, 128, 4, 128, dtype::f16, dtype::f16, 1e-6f},
                       lag_case{1037, 2, 64, 4, 128, dtype::bf16, dtype::f32, 1e-6f},
                       lag_case{4100, 2, 40, 4, 128, dtype::f32, dtype::bf16, 1e-6f},
-                      lag_case{4100, 1, 64, 4, 64, dtype::f32, dtype::f32, 1e-6f}));
+                      lag_case{4100, 1, 64, 4, 64, dtype::f32, dtype::f32, 1e-6f},
+                      // Quantized K / V rows (read dequantized, as in a quantized cache).
+                      lag_case{100, 2, 128, 4, 128, dtype::q8, dtype::q4, 1e-6f},
+                      lag_case{1037, 2, 40, 4, 64, dtype::q4, dtype::q8, 1e-6f}));
 
 // A hand-built partition: the follower spans [0, 1] on every channel, so x' = x. The token whose
 // channels are spread (std 0.5) beats the constant one (std 0).

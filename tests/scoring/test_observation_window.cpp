@@ -126,7 +126,8 @@ TEST_P(ScoreObservationWindow, MatchesReference) {
   expect_rows(win2, c.lk, ref.window, c.hkv, c.lk, "window alone");
 }
 
-constexpr auto f32 = dtype::f32, f16 = dtype::f16, bf16 = dtype::bf16;
+constexpr auto f32 = dtype::f32, f16 = dtype::f16, bf16 = dtype::bf16, q8 = dtype::q8,
+               q4 = dtype::q4;
 constexpr auto pmax = pool_kind::max, pavg = pool_kind::avg, pnone = pool_kind::none;
 constexpr auto mean = head_reduce::mean, hmax = head_reduce::max;
 
@@ -144,7 +145,9 @@ INSTANTIATE_TEST_SUITE_P(
                       win_case{1037, 64, 4, 4, 128, bf16, pavg, 5, false, hmax, -1},
                       win_case{1037, 8, 32, 8, 40, f32, pavg, 7, true, mean, -1},
                       win_case{4100, 64, 4, 4, 40, f16, pavg, 7, true, mean, -1},
-                      win_case{4100, 8, 8, 2, 128, f32, pmax, 5, false, hmax, -1}));
+                      win_case{4100, 8, 8, 2, 128, f32, pmax, 5, false, hmax, -1},
+                      win_case{100, 32, 8, 2, 64, q8, pmax, 7, true, mean, -1},
+                      win_case{1037, 8, 4, 4, 40, q4, pavg, 5, false, hmax, -1}));
 
 // The LSE from the compiled main pass (dense_attention over the whole prompt), for the last W
 // rows: the window probabilities must match the full softmax.

@@ -554,6 +554,14 @@ class kv_cache {
     for (auto& pg : s.pages) pg.begin = begin, begin += pg.len;
   }
 
+  // f(typed pointer to row (s, h)) for a view of f32, f16 or bf16; returns what f returns.
+  template <class F>
+  static auto with_row(const tensor_view& t, std::int64_t s, int h, F&& f) noexcept {
+    if (t.type == dtype::f16) return f(t.row<const f16>(s, h));
+    if (t.type == dtype::bf16) return f(t.row<const bf16>(s, h));
+    return f(t.row<const float>(s, h));
+  }
+
   // The input views, and for a quantized cache that every row it will quantize can be: heads < 0
   // checks the rows of view head src_head only (append_head).
   status check_input(const tensor_view& k, const tensor_view& v, int heads,
@@ -577,13 +585,6 @@ class kv_cache {
           }));
     }
     return status::ok;
-  }
-  // f(typed pointer to row (s, h)) for a view of f32, f16 or bf16.
-  template <class F>
-  static status with_row(const tensor_view& t, std::int64_t s, int h, F&& f) noexcept {
-    if (t.type == dtype::f16) return f(t.row<const f16>(s, h));
-    if (t.type == dtype::bf16) return f(t.row<const bf16>(s, h));
-    return f(t.row<const float>(s, h));
   }
 
   status reallocate(slot& s, std::int64_t cap) noexcept {
@@ -636,22 +637,13 @@ class kv_cache {
                   row_bytes());
       return;
     }
-    if (is_quantized(cfg_.type)) {
-      (void)with_row(t, s, h, [&](const auto* x) {
-        return quant::quantize_row(cfg_.type, x, d, group(), dst);
-      });
-      return;
-    }
-    auto with_src = [&](auto* dptr) {
-      using D = std::remove_pointer_t<decltype(dptr)>;
-      if (t.type == dtype::f32) convert_row(dptr, t.row<const float>(s, h), d);
-      if (t.type == dtype::f16) convert_row(dptr, t.row<const f16>(s, h), d);
-      if (t.type == dtype::bf16) convert_row(dptr, t.row<const bf16>(s, h), d);
-      (void)sizeof(D);
-    };
-    if (cfg_.type == dtype::f32) with_src(reinterpret_cast<float*>(dst));
-    if (cfg_.type == dtype::f16) with_src(reinterpret_cast<f16*>(dst));
-    if (cfg_.type == dtype::bf16) with_src(reinterpret_cast<bf16*>(dst));
+    with_row(t, s, h, [&](const auto* x) {
+      if (is_quantized(cfg_.type))
+        quant::detail::quantize_checked_row(cfg_.type, x, d, group(), dst);
+      if (cfg_.type == dtype::f32) convert_row(reinterpret_cast<float*>(dst), x, d);
+      if (cfg_.type == dtype::f16) convert_row(reinterpret_cast<f16*>(dst), x, d);
+      if (cfg_.type == dtype::bf16) convert_row(reinterpret_cast<bf16*>(dst), x, d);
+    });
   }
 
   status append_one(slot& s, const tensor_view& k, const tensor_view& v, int h,

@@ -27,8 +27,6 @@ namespace quant {
 // treat any other dtype as no format (row_bytes 0, status::unsupported_dtype).
 using format = dtype;
 
-constexpr const char* format_name(format f) noexcept { return dtype_name(f); }
-
 // The default group: 32 values per scale (llama.cpp's q8_0 / q4_1 blocks are 32 values too).
 constexpr int default_group = 32;
 // The smallest group: 8 values (an f16 scale per 8 int8 values is already 25% overhead).

@@ -75,11 +75,11 @@ status check_row(format f, const T* x, std::int64_t d, int g) noexcept {
   return status::ok;
 }
 
-// Quantizes x[0 .. d) (f32, f16 or bf16) into one row of row_bytes(f, d, g) bytes at out.
+namespace detail {
+// quantize_row's body, for a row that check_row accepted (callers that checked many rows first,
+// such as kv_cache::append, skip the second scan).
 template <class T>
-status quantize_row(format f, const T* x, std::int64_t d, int g, void* out) noexcept {
-  if (out == nullptr) return status::null_pointer;
-  HEED_RETURN_IF_ERROR(check_row(f, x, d, g));
+void quantize_checked_row(format f, const T* x, std::int64_t d, int g, void* out) noexcept {
   auto* row = static_cast<std::uint8_t*>(out);
   std::uint8_t* scales = row + scales_offset(f, d);
   for (std::int64_t k = 0, grp = 0; k < d; k += g, ++grp) {
@@ -114,6 +114,15 @@ status quantize_row(format f, const T* x, std::int64_t d, int g, void* out) noex
       detail::store_f16(row + mins_offset(d, g) + 2 * grp, m);
     }
   }
+}
+}  // namespace detail
+
+// Quantizes x[0 .. d) (f32, f16 or bf16) into one row of row_bytes(f, d, g) bytes at out.
+template <class T>
+status quantize_row(format f, const T* x, std::int64_t d, int g, void* out) noexcept {
+  if (out == nullptr) return status::null_pointer;
+  HEED_RETURN_IF_ERROR(check_row(f, x, d, g));
+  detail::quantize_checked_row(f, x, d, g, out);
   return status::ok;
 }
 
