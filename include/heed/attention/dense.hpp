@@ -61,14 +61,12 @@ status dense_attention_head_dim(const dense_params& p, const Variant& var, Obser
   const bool probs = keeps_logits(obs);
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  with_kernel_kv_type<D>(p.k, [&](auto kv) {
-    using KV = decltype(kv);
-    if (use_decode_path(p)) {
-      run_decode<Arch, D, KV>(p, var, obs, ws, ex, probs);
-    } else {
-      run_prefill<Arch, D, KV>(p, var, obs, ws, ex);
-    }
-  });
+  if (use_decode_path(p)) {
+    with_kernel_kv_type<D>(
+        p.k, [&](auto kv) { run_decode<Arch, D, decltype(kv)>(p, var, obs, ws, ex, probs); });
+  } else {
+    run_prefill<Arch, D>(p, var, obs, ws, ex);  // one kernel for every K/V type (prefill_pack.hpp)
+  }
   return status::ok;
 }
 }  // namespace detail

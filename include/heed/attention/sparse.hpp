@@ -44,15 +44,15 @@ std::size_t vertical_slash_workspace_size_t(const dense_params& p, const vertica
 }
 
 namespace detail {
-template <class Arch, int D, class KV, class Variant, class Observer>
+template <class Arch, int D, class Variant, class Observer>
 void run_sparse_layout(const dense_params& p, const block_sparse_layout& l, const Variant& var,
                        Observer& obs, workspace ws, executor& ex) noexcept {
-  run_block_sparse<Arch, D, KV>(p, l, var, obs, ws, ex);
+  run_block_sparse<Arch, D>(p, l, var, obs, ws, ex);
 }
-template <class Arch, int D, class KV, class Variant, class Observer>
+template <class Arch, int D, class Variant, class Observer>
 void run_sparse_layout(const dense_params& p, const vertical_slash_layout& l, const Variant& var,
                        Observer& obs, workspace ws, executor& ex) noexcept {
-  run_vertical_slash<Arch, D, KV>(p, l, var, obs, ws, ex);
+  run_vertical_slash<Arch, D>(p, l, var, obs, ws, ex);
 }
 
 // The sparse kernel of layout l for head dim D (0: generic): checks the parameters, the layout,
@@ -68,8 +68,7 @@ status sparse_attention_head_dim(const dense_params& p, const Layout& l, const V
   if (threads < 1) return status::invalid_argument;
   if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
   if (ws.size < size(p, l, threads)) return status::workspace_too_small;
-  with_kernel_kv_type<D>(
-      p.k, [&](auto kv) { run_sparse_layout<Arch, D, decltype(kv)>(p, l, var, obs, ws, ex); });
+  run_sparse_layout<Arch, D>(p, l, var, obs, ws, ex);
   return status::ok;
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "heed/attention/detail/dense_common.hpp"
+#include "heed/attention/detail/prefill_pack.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/simd/arch.hpp"
@@ -45,7 +46,7 @@ struct prefill_scratch {
   float* qt;  // [d][BR]
   float* st;  // [BC][BR] logits, then probabilities
   float* ot;  // [d][BR]
-  float* kc;  // [BC][d] converted keys (16-bit K/V only)
+  float* kc;  // [BC][d] packed keys (K/V not f32, or strided rows read by several heads)
   float* vc;  // [BC][d] converted values
 };
 
@@ -212,13 +213,12 @@ HEED_FORCE_INLINE bool prefill_packs(const dense_params& p, int heads) noexcept 
          (heads > 1 && (p.k.seq_stride != p.head_dim() || p.v.seq_stride != p.head_dim()));
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 struct prefill_kernel {
   using B = xsimd::batch<float, A>;
   using I = xsimd::batch<std::int32_t, A>;
   using C = prefill_cfg<A>;
   static constexpr int L = C::L, QV = C::QV, BR = C::BR, BC = C::BC, NK = C::NK, NC = C::NC;
-  static constexpr bool kConvert = !std::is_same<KV, float>::value;
   static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
 
   const dense_params& p;
@@ -229,6 +229,8 @@ struct prefill_kernel {
   std::int64_t d, lq, lk, hq, group, offset, n_tiles;
   simd::row_shape rs{0};  // of the K and V rows (quantized rows: their group)
   float qscale;
+  bool convert;          // K/V are not f32: every chunk is packed (converted) into f32 rows
+  kv_pack_fn pack_rows;  // packs a chunk from the stored type
 
   prefill_kernel(const dense_params& params, const Variant& v, Obs& o, float* base,
                  std::size_t per_thread) noexcept
@@ -242,6 +244,8 @@ struct prefill_kernel {
     offset = p.offset();
     n_tiles = (lq + BR - 1) / BR;
     qscale = p.logit_scale() * simd::log2e;
+    convert = p.k.type != dtype::f32;
+    pack_rows = kv_packer<A, D>(p.k);
   }
 
   std::int64_t head_sets() const noexcept { return (group + C::G - 1) / C::G * p.kv_heads(); }
@@ -280,8 +284,8 @@ struct prefill_kernel {
     }
     std::int64_t k_lo, k_hi;
     key_bounds(t[0], k_lo, k_hi);
-    const KV* kbase = static_cast<const KV*>(p.k.data);
-    const KV* vbase = static_cast<const KV*>(p.v.data);
+    const float* kbase = static_cast<const float*>(p.k.data);
+    const float* vbase = static_cast<const float*>(p.v.data);
     const int kvh = t[0].kvh;
     for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
@@ -290,22 +294,14 @@ struct prefill_kernel {
         // While packing this chunk, ask for the next one (into L2): strided rows are not
         // prefetched by the hardware and would stall the next packing on L3 latency. Rows 8
         // ahead of the packing go from L2 (fetched one chunk ago) into L1.
-        const std::int64_t row_bytes = simd::kv_storage<KV>::row_bytes(rs);
         const bool more = j0 + BC < k_hi;
-        for (int j = 0; j < nk; ++j) {
-          if (j + 8 < nk) prefetch_kv_row<3>(p, j0 + j + 8, kvh, sizeof(KV), row_bytes);
-          if (more) prefetch_kv_row<2>(p, j0 + j + BC, kvh, sizeof(KV), row_bytes);
-          const KV* krow = kbase + p.k.offset(j0 + j, kvh);
-          const KV* vrow = vbase + p.v.offset(j0 + j, kvh);
-          simd::row_to_float<A>(krow, s0.kc + j * d, rs);
-          simd::row_to_float<A>(vrow, s0.vc + j * d, rs);
-        }
+        pack_rows(p, kvh, j0, nullptr, nk, true, more ? BC : 0, s0.kc, s0.vc, rs);
         // All heads' scores (the K chunk stays in L1), then all heads' outputs (the V chunk).
         for (int g = 0; g < heads; ++g)
           scores<false, false>(t[g], s[g], s0.kc, d, nk, j0, nullptr, nullptr);
         for (int g = 0; g < heads; ++g)
           pv_all<A, NC, QV>(s[g].ot, s[g].st, s0.vc, d, d, nk, t[g].alpha);
-      } else if constexpr (!kConvert) {
+      } else {  // f32 rows read in place
         const float* kt = kbase + p.k.offset(j0, kvh);
         const float* vt = vbase + p.v.offset(j0, kvh);
         for (int g = 0; g < heads; ++g)
@@ -358,16 +354,13 @@ struct prefill_kernel {
   // Attends the tile to the contiguous keys [k_lo, k_hi), in chunks of BC.
   void key_range(tile_state& t, const prefill_scratch<A>& s, std::int64_t k_lo,
                  std::int64_t k_hi) const noexcept {
-    const KV* kbase = static_cast<const KV*>(p.k.data);
-    const KV* vbase = static_cast<const KV*>(p.v.data);
+    const float* kbase = static_cast<const float*>(p.k.data);
+    const float* vbase = static_cast<const float*>(p.v.data);
     for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
       // K and V rows of this chunk as f32 rows with a stride.
-      if constexpr (kConvert) {
-        for (int j = 0; j < nk; ++j) {
-          simd::row_to_float<A>(kbase + p.k.offset(j0 + j, t.kvh), s.kc + j * d, rs);
-          simd::row_to_float<A>(vbase + p.v.offset(j0 + j, t.kvh), s.vc + j * d, rs);
-        }
+      if (convert) {
+        pack_rows(p, t.kvh, j0, nullptr, nk, false, 0, s.kc, s.vc, rs);
         chunk<false, false>(t, s, s.kc, s.vc, d, d, nk, j0, nullptr, nullptr);
       } else {
         chunk<false, false>(t, s, kbase + p.k.offset(j0, t.kvh), vbase + p.v.offset(j0, t.kvh),
@@ -573,11 +566,11 @@ inline std::size_t prefill_workspace_size(const dense_params& p, int threads) no
   return prefill_thread_floats<A>(p) * 4 * std::size_t(threads) + workspace_alignment;
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 void run_prefill(const dense_params& p, const Variant& var, Obs& obs, workspace ws,
                  executor& ex) noexcept {
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
-  const prefill_kernel<A, D, KV, Variant, Obs> k(p, var, obs, base, prefill_thread_floats<A>(p));
+  const prefill_kernel<A, D, Variant, Obs> k(p, var, obs, base, prefill_thread_floats<A>(p));
   ex.parallel_for(k.tasks(), [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
 }
 

@@ -21,9 +21,9 @@
 namespace heed {
 namespace detail {
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 struct block_sparse_kernel {
-  using K = prefill_kernel<A, D, KV, Variant, Obs>;
+  using K = prefill_kernel<A, D, Variant, Obs>;
   static constexpr int BR = K::BR;
 
   K k;
@@ -41,7 +41,7 @@ struct block_sparse_kernel {
     const std::int64_t tile = k.n_tiles - 1 - task / k.hq;
     const int h = static_cast<int>(task % k.hq);
     const prefill_scratch<A> s =
-        carve_prefill<A>(k.scratch_base + k.scratch_floats * thread, k.d, K::kConvert);
+        carve_prefill<A>(k.scratch_base + k.scratch_floats * thread, k.d, k.convert);
     typename K::tile_state t{};
     k.begin_tile(h, tile, s, t);
 
@@ -94,9 +94,9 @@ inline std::size_t vs_thread_bytes(std::int64_t d, std::int64_t lk) noexcept {
          align_up(std::size_t(prefill_cfg<A>::BC) * 4);
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 struct vertical_slash_kernel {
-  using K = prefill_kernel<A, D, KV, Variant, Obs>;
+  using K = prefill_kernel<A, D, Variant, Obs>;
   static constexpr int BR = K::BR, BC = K::BC;
 
   K k;
@@ -165,29 +165,19 @@ struct vertical_slash_kernel {
     // Attend them in ascending chunks of up to BC keys: a chunk of consecutive f32 keys is read
     // in place (local diagonals give long runs), any other chunk is gathered into scratch.
     std::sort(x.keys, x.keys + n);
-    const KV* kbase = static_cast<const KV*>(k.p.k.data);
-    const KV* vbase = static_cast<const KV*>(k.p.v.data);
+    const float* kbase = static_cast<const float*>(k.p.k.data);
+    const float* vbase = static_cast<const float*>(k.p.v.data);
     for (std::int64_t c0 = 0; c0 < n; c0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, n - c0));
       const std::int32_t* idx = x.keys + c0;
       for (int j = 0; j < nk; ++j) x.chunk[j] = x.bits[idx[j]];
-      if (!K::kConvert && idx[nk - 1] - idx[0] == nk - 1) {
-        k.template chunk<false, true>(
-            t, s, reinterpret_cast<const float*>(kbase) + k.p.k.offset(idx[0], t.kvh),
-            reinterpret_cast<const float*>(vbase) + k.p.v.offset(idx[0], t.kvh), k.p.k.seq_stride,
-            k.p.v.seq_stride, nk, idx[0], nullptr, x.chunk);
+      if (!k.convert && idx[nk - 1] - idx[0] == nk - 1) {
+        k.template chunk<false, true>(t, s, kbase + k.p.k.offset(idx[0], t.kvh),
+                                      vbase + k.p.v.offset(idx[0], t.kvh), k.p.k.seq_stride,
+                                      k.p.v.seq_stride, nk, idx[0], nullptr, x.chunk);
         continue;
       }
-      for (int j = 0; j < nk; ++j) {
-        const std::int32_t key = idx[j];
-        if constexpr (K::kConvert) {
-          simd::row_to_float<A>(kbase + k.p.k.offset(key, t.kvh), s.kc + j * k.d, k.rs);
-          simd::row_to_float<A>(vbase + k.p.v.offset(key, t.kvh), s.vc + j * k.d, k.rs);
-        } else {
-          std::memcpy(s.kc + j * k.d, kbase + k.p.k.offset(key, t.kvh), std::size_t(k.d) * 4);
-          std::memcpy(s.vc + j * k.d, vbase + k.p.v.offset(key, t.kvh), std::size_t(k.d) * 4);
-        }
-      }
+      k.pack_rows(k.p, t.kvh, 0, idx, nk, false, 0, s.kc, s.vc, k.rs);
       k.template chunk<true, true>(t, s, s.kc, s.vc, k.d, k.d, nk, 0, idx, x.chunk);
     }
     for (std::int64_t e = 0; e < n; ++e) x.bits[x.keys[e]] = 0;
@@ -207,23 +197,23 @@ inline std::size_t vertical_slash_workspace_size(const dense_params& p, int thre
   return vs_thread_bytes<A>(p.head_dim(), p.kv_len()) * std::size_t(threads) + workspace_alignment;
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 void run_block_sparse(const dense_params& p, const block_sparse_layout& l, const Variant& var,
                       Obs& obs, workspace ws, executor& ex) noexcept {
-  const bool convert = !std::is_same<KV, float>::value;
+  const bool convert = p.k.type != dtype::f32;
   const std::size_t per_thread = align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) / 4;
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
-  const block_sparse_kernel<A, D, KV, Variant, Obs> k(p, l, var, obs, base, per_thread);
+  const block_sparse_kernel<A, D, Variant, Obs> k(p, l, var, obs, base, per_thread);
   ex.parallel_for(k.k.n_tiles * k.k.hq,
                   [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
 }
 
-template <class A, int D, class KV, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs>
 void run_vertical_slash(const dense_params& p, const vertical_slash_layout& l, const Variant& var,
                         Obs& obs, workspace ws, executor& ex) noexcept {
   char* base = static_cast<char*>(workspace_carver::align_base(ws.data));
-  const vertical_slash_kernel<A, D, KV, Variant, Obs> k(
-      p, l, var, obs, base, vs_thread_bytes<A>(p.head_dim(), p.kv_len()));
+  const vertical_slash_kernel<A, D, Variant, Obs> k(p, l, var, obs, base,
+                                                    vs_thread_bytes<A>(p.head_dim(), p.kv_len()));
   k.clear(ex.concurrency());
   ex.parallel_for(k.k.n_tiles * k.k.hq,
                   [&k](std::int64_t task, int thread) { k.run_task(task, thread); });
