@@ -119,7 +119,11 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
   if constexpr (D != 0 && D % L == 0) {
     constexpr int NV = D / L;
     B k[NV];
-    for (int c = 0; c < NV; ++c) k[c] = simd::load_cols<A>(krow, c * L, D);
+    simd::col_reader<A, KV> r;
+    for (int c = 0; c < NV; ++c) {
+      if (c == 0 || r.starts(c * L)) r.at(krow, c * L, D);
+      k[c] = r.load(krow, c * L, D);
+    }
     std::int64_t g = 0;
     for (; g + 2 <= g_count; g += 2) {
       const float* q0 = qs + g * qstride;
@@ -179,14 +183,18 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
   B acc[L];
   for (int n0 = 0; n0 < KB; n0 += P) {
     const KV* kr[P];
+    simd::col_reader<A, KV> r[P];
     for (int i = 0; i < P; ++i) kr[i] = krow + std::min(n0 + i, nvalid - 1) * kstride;
     for (int i = 0; i < P; ++i) {
-      const B k0 = simd::load_cols<A>(kr[i], 0, D);
+      r[i].at(kr[i], 0, D);
+      const B k0 = r[i].load(kr[i], 0, D);
       for (int g = 0; g < G; ++g) acc[(n0 + i) * G + g] = k0 * B::load_aligned(qs + g * qstride);
     }
     for (int c = 1; c < NV; ++c) {
       B kc[P];
-      for (int i = 0; i < P; ++i) kc[i] = simd::load_cols<A>(kr[i], c * L, D);
+      if (r[0].starts(c * L))
+        for (int i = 0; i < P; ++i) r[i].at(kr[i], c * L, D);
+      for (int i = 0; i < P; ++i) kc[i] = r[i].load(kr[i], c * L, D);
       for (int g = 0; g < G; ++g) {
         const B qg = B::load_aligned(qs + g * qstride + c * L);
         for (int i = 0; i < P; ++i)
@@ -214,7 +222,11 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
   for (int j = 0; j < nb; ++j, vrow += vstride) {
     if (vfetch) vfetch->fetch_v(jf + j);
     B vv[CB];
-    for (int c = 0; c < CB; ++c) vv[c] = simd::load_cols<A>(vrow, c0 + c * L, D);
+    simd::col_reader<A, KV> r;
+    for (int c = 0; c < CB; ++c) {
+      if (c == 0 || r.starts(c0 + c * L)) r.at(vrow, c0 + c * L, D);
+      vv[c] = r.load(vrow, c0 + c * L, D);
+    }
     for (int g = 0; g < GB; ++g) {
       const B pj(pb[g * decode_cfg::NB + j]);
       for (int c = 0; c < CB; ++c) acc[g][c] = xsimd::fma(pj, vv[c], acc[g][c]);
