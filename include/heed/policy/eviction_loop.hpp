@@ -104,6 +104,7 @@ class basic_eviction_loop {
     if (cache_ == nullptr) return status::invalid_argument;
     if (!cache_->valid(layer, 0)) return status::invalid_argument;
     if (q.seq != k.seq || q.heads != q_heads_) return status::shape_mismatch;
+    HEED_RETURN_IF_ERROR(check_step(q, k, v, o));  // before eviction changes the cache
     const std::int64_t n = k.seq, b = budget(layer);
     const int heads = cache_->kv_heads();
     // 1. Evict first when the new tokens would exceed the budget (and fit in it).
@@ -158,6 +159,20 @@ class basic_eviction_loop {
         HEED_RETURN_IF_ERROR(evict_now(layer));
       }
     }
+    return status::ok;
+  }
+
+  // The checks of step()'s tensors that append and attention would make, made before anything
+  // changes (a step that fails on its inputs leaves the cache as it was).
+  status check_step(const tensor_view& q, const tensor_view& k, const tensor_view& v,
+                    const mutable_tensor_view& o) const noexcept {
+    HEED_RETURN_IF_ERROR(cache_->check_rows(k, v));
+    if (q.data == nullptr || o.data == nullptr) return status::null_pointer;
+    HEED_RETURN_IF_ERROR(validate_view(q));
+    HEED_RETURN_IF_ERROR(validate_view(o));
+    if (q.type != dtype::f32 || o.type != dtype::f32) return status::unsupported_dtype;
+    if (q.dim != cache_->head_dim() || o.dim != q.dim || o.seq != q.seq || o.heads != q.heads)
+      return status::shape_mismatch;
     return status::ok;
   }
 
