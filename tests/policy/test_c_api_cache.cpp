@@ -1,6 +1,6 @@
 // The C API of the KV cache and the eviction loop (heed/c/heed_cache.h) against the same loop run
 // through heed::kv_cache + heed::eviction_loop: outputs, lengths, positions and stored rows equal
-// bit for bit, for f32 / f16 / q8 caches, contiguous and paged, with a policy by name and a C
+// bit for bit, for f32 / f16 / q8 / q4 caches, contiguous and paged, with a policy by name and a C
 // score callback. Then the error cases: each returns its documented status and changes nothing.
 #include <gtest/gtest.h>
 
@@ -240,7 +240,7 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
 
 TEST(CApiCache, SameAsCppLoopBitwise) {
   const tokens pre = make_tokens(kPrefill, 11), dec = make_tokens(kDecode, 12);
-  for (heed_dtype dt : {HEED_DTYPE_F32, HEED_DTYPE_F16, HEED_DTYPE_Q8})
+  for (heed_dtype dt : {HEED_DTYPE_F32, HEED_DTYPE_F16, HEED_DTYPE_Q8, HEED_DTYPE_Q4})
     for (std::int64_t page_rows : {std::int64_t(0), std::int64_t(16)})
       for (which p : {which::h2o, which::callback_mass, which::callback_keys, which::snapkv}) {
         SCOPED_TRACE(testing::Message()
