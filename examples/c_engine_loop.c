@@ -7,7 +7,8 @@
  *   prefill the prompt as one chunk per layer; then per token, per layer: one step (evicts when
  *   over the budget, appends, attends); read the cache's size; destroy both.
  *
- * Usage: heed_c_engine_loop [policy [budget]]   (defaults: h2o 64). Exit status 0 on success. */
+ * Usage: heed_c_engine_loop [policy [budget [threads]]]   (defaults: h2o 64 1). Exit status 0 on
+ * success. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,10 @@ static heed_tensor rows(const float* data, int64_t n, int64_t heads) {
 int main(int argc, char** argv) {
   const char* policy = argc > 1 ? argv[1] : "h2o";
   const int64_t budget = argc > 2 ? atoll(argv[2]) : 64;
+  const int threads = argc > 3 ? atoi(argv[3]) : 1;
+  heed_thread_pool* pool = NULL;
+  heed_executor ex;
+  const heed_executor* exec = NULL; /* NULL: run on this thread */
   heed_kv_cache_config cc;
   heed_eviction_config ec;
   heed_kv_cache* cache = NULL;
@@ -73,6 +78,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "libheed has C ABI %d, this program was built for %d\n", heed_abi_version(),
             HEED_ABI_VERSION);
     goto done;
+  }
+
+  if (threads > 1) { /* heed's pool; an engine with its own pool wraps it in a heed_executor */
+    TRY(heed_thread_pool_create(threads, &pool));
+    TRY(heed_thread_pool_executor(pool, &ex));
+    exec = &ex;
   }
 
   /* The policy decides how many score channels the cache needs (H2O: 1). */
@@ -104,7 +115,7 @@ int main(int argc, char** argv) {
     ot.dim = HEAD_DIM;
     ot.seq_stride = Q_HEADS * HEAD_DIM;
     ot.head_stride = HEAD_DIM;
-    TRY(heed_eviction_loop_step(loop, layer, &qt, &kt, &vt, &ot, NULL, NULL, NULL));
+    TRY(heed_eviction_loop_step(loop, layer, &qt, &kt, &vt, &ot, exec, NULL, NULL));
   }
   TRY(heed_kv_cache_bytes_used(cache, &used));
   TRY(heed_kv_cache_length(cache, 0, 0, &len));
@@ -126,7 +137,7 @@ int main(int argc, char** argv) {
       ot.dim = HEAD_DIM;
       ot.seq_stride = Q_HEADS * HEAD_DIM;
       ot.head_stride = HEAD_DIM;
-      TRY(heed_eviction_loop_step(loop, layer, &qt, &kt, &vt, &ot, NULL, NULL, NULL));
+      TRY(heed_eviction_loop_step(loop, layer, &qt, &kt, &vt, &ot, exec, NULL, NULL));
       /* o now holds this layer's attention output for the token. */
     }
   }
@@ -144,6 +155,7 @@ int main(int argc, char** argv) {
 done:
   heed_eviction_loop_destroy(loop);
   heed_kv_cache_destroy(cache);
+  heed_thread_pool_destroy(pool);
   free(q);
   free(k);
   free(v);

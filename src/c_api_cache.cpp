@@ -15,6 +15,7 @@
 #include "heed/c/heed_policy.h"
 #include "heed/cache/kv_cache.hpp"
 #include "heed/core/detail/grow_vector.hpp"
+#include "heed/core/thread_pool.hpp"
 #include "heed/policy/any_policy.hpp"
 #include "heed/policy/budgets.hpp"
 #include "heed/policy/callback_policy.hpp"
@@ -23,6 +24,11 @@
 
 struct heed_kv_cache {
   heed::kv_cache cache;
+};
+
+struct heed_thread_pool {
+  explicit heed_thread_pool(int threads) : pool(threads) {}
+  heed::thread_pool_executor pool;
 };
 
 struct heed_eviction_loop {
@@ -106,6 +112,13 @@ heed_status make_loop(heed_kv_cache* cache, heed::any_policy policy,
   h->cache = cache;
   *out = h;
   return HEED_STATUS_OK;
+}
+
+// heed_executor::parallel_for over a heed_thread_pool.
+void pool_parallel_for(void* ctx, std::int64_t n, void (*task)(void*, std::int64_t, int),
+                       void* arg) {
+  static_cast<heed_thread_pool*>(ctx)->pool.parallel_for(
+      n, [task, arg](std::int64_t i, int thread) { task(arg, i, thread); });
 }
 
 }  // namespace
@@ -412,6 +425,33 @@ heed_status heed_eviction_loop_budget(const heed_eviction_loop* loop, int layer,
 heed_status heed_eviction_loop_policy_name(const heed_eviction_loop* loop, const char** out) {
   if (loop == nullptr || out == nullptr) return HEED_STATUS_NULL_POINTER;
   *out = loop->loop.policy().name();
+  return HEED_STATUS_OK;
+}
+
+// ---- Threads
+// -------------------------------------------------------------------------------------
+
+heed_status heed_thread_pool_create(int threads, heed_thread_pool** out) {
+  if (out == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (threads < 0 || threads > 1024) return HEED_STATUS_INVALID_ARGUMENT;
+  heed_thread_pool* p = nullptr;
+  // Starting threads may throw (std::system_error, std::bad_alloc): reported as out of memory.
+  if (!heed::detail::allocation_ok([&] { p = new heed_thread_pool(threads); }) || p == nullptr)
+    return HEED_STATUS_OUT_OF_MEMORY;
+  *out = p;
+  return HEED_STATUS_OK;
+}
+
+heed_status heed_thread_pool_executor(heed_thread_pool* pool, heed_executor* out) {
+  if (pool == nullptr || out == nullptr) return HEED_STATUS_NULL_POINTER;
+  out->concurrency = pool->pool.concurrency();
+  out->parallel_for = &pool_parallel_for;
+  out->ctx = pool;
+  return HEED_STATUS_OK;
+}
+
+heed_status heed_thread_pool_destroy(heed_thread_pool* pool) {
+  delete pool;
   return HEED_STATUS_OK;
 }
 

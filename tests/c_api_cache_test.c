@@ -1,9 +1,10 @@
 /* The KV cache and eviction loop C API (heed/c/heed_cache.h) from C99: a whole multi-layer decode
  * loop (a prefill chunk longer than the budget, then decode tokens with eviction) with a policy by
- * name (h2o) and a C score callback, on contiguous and paged f32 caches, serial and through a C
- * executor. After every step the cache's entries are read back (positions and rows), the rows are
- * checked bit for bit against the tokens at those positions, and each output against a float64
- * attention over exactly those entries. Then error cases. Exit status 0 when everything passes. */
+ * name (h2o) and a C score callback, on contiguous and paged f32 caches, serial, through a C
+ * executor and on heed's thread pool. After every step the cache's entries are read back (positions
+ * and rows), the rows are checked bit for bit against the tokens at those positions, and each
+ * output against a float64 attention over exactly those entries. Then error cases. Exit status 0
+ * when everything passes. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,6 +69,9 @@ static void run_serial(void* ctx, int64_t n, void (*task)(void* arg, int64_t tas
   (void)ctx;
   for (i = 0; i < n; ++i) task(arg, i, (int)(i % 2));
 }
+
+/* heed's own pool of 2 threads, for the runs with use_executor == 2. */
+static heed_thread_pool* g_pool = NULL;
 
 /* A callback policy: keep the keys of smallest norm (KNorm), reading the rows heed hands over. */
 static int g_callback_calls = 0;
@@ -163,6 +167,7 @@ static void run(int64_t page_rows, int use_callback, int use_executor) {
   ex.concurrency = 2;
   ex.parallel_for = run_serial;
   ex.ctx = NULL;
+  if (use_executor == 2) CHECK_STATUS(heed_thread_pool_executor(g_pool, &ex), HEED_STATUS_OK);
   CHECK_STATUS(heed_kv_cache_config_init(&cc), HEED_STATUS_OK);
   cc.layers = LAYERS;
   cc.kv_heads = HKV;
@@ -324,10 +329,15 @@ int main(void) {
   CHECK_STATUS(heed_policy_name(0, &name), HEED_STATUS_OK);
   CHECK(name != NULL && strlen(name) > 0);
 
+  CHECK_STATUS(heed_thread_pool_create(2, &g_pool), HEED_STATUS_OK);
   run(0, 0, 0);
   run(16, 0, 1);
   run(0, 1, 1);
   run(16, 1, 0);
+  run(16, 0, 2);
+  run(0, 1, 2);
+  CHECK_STATUS(heed_thread_pool_destroy(g_pool), HEED_STATUS_OK);
+  CHECK_STATUS(heed_thread_pool_create(-1, &g_pool), HEED_STATUS_INVALID_ARGUMENT);
   CHECK(g_callback_calls > 0);
   errors();
   if (failures != 0) {

@@ -93,7 +93,7 @@ struct run_result {
 
 // One pass: prefill chunk then decode tokens, every layer each step; through C (use_c) or C++.
 run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which policy,
-               const tokens& pre, const tokens& dec) {
+               const tokens& pre, const tokens& dec, const heed_executor* exec = nullptr) {
   run_result r;
   int calls = 0;
   heed_callback_policy cb;
@@ -170,7 +170,7 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
     o.assign(std::size_t(n * kHq * kD), -7.f);
     heed_mutable_tensor om{o.data(), HEED_DTYPE_F32, n, kHq, kD, kHq * kD, kD};
     if (use_c) {
-      EXPECT_EQ(heed_eviction_loop_step(cl, l, &q, &k, &v, &om, nullptr, nullptr, nullptr),
+      EXPECT_EQ(heed_eviction_loop_step(cl, l, &q, &k, &v, &om, exec, nullptr, nullptr),
                 HEED_STATUS_OK);
     } else {
       heed::mutable_tensor_view ov;
@@ -240,12 +240,19 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
 
 TEST(CApiCache, SameAsCppLoopBitwise) {
   const tokens pre = make_tokens(kPrefill, 11), dec = make_tokens(kDecode, 12);
+  // The C loops of paged caches run on heed's thread pool (2 threads), the C++ ones serially:
+  // the results do not depend on the executor.
+  heed_thread_pool* pool = nullptr;
+  ASSERT_EQ(heed_thread_pool_create(2, &pool), HEED_STATUS_OK);
+  heed_executor ex{};
+  ASSERT_EQ(heed_thread_pool_executor(pool, &ex), HEED_STATUS_OK);
+  EXPECT_EQ(ex.concurrency, 2);
   for (heed_dtype dt : {HEED_DTYPE_F32, HEED_DTYPE_F16, HEED_DTYPE_Q8, HEED_DTYPE_Q4})
     for (std::int64_t page_rows : {std::int64_t(0), std::int64_t(16)})
       for (which p : {which::h2o, which::callback_mass, which::callback_keys, which::snapkv}) {
         SCOPED_TRACE(testing::Message()
                      << "dtype " << int(dt) << " page_rows " << page_rows << " policy " << int(p));
-        const run_result a = run(true, dt, page_rows, p, pre, dec);
+        const run_result a = run(true, dt, page_rows, p, pre, dec, page_rows ? &ex : nullptr);
         const run_result b = run(false, dt, page_rows, p, pre, dec);
         ASSERT_EQ(a.out.size(), b.out.size());
         EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(float)), 0);
@@ -258,6 +265,7 @@ TEST(CApiCache, SameAsCppLoopBitwise) {
           EXPECT_EQ(a.lengths[i], kBudget);
         for (float x : a.out) ASSERT_TRUE(std::isfinite(x));
       }
+  EXPECT_EQ(heed_thread_pool_destroy(pool), HEED_STATUS_OK);
 }
 
 // ---- errors: the documented status, and nothing changes -----------------------------------------
@@ -449,6 +457,14 @@ TEST(CApiCache, NullHandlesAndPointers) {
   EXPECT_EQ(heed_policy_name(0, nullptr), HEED_STATUS_NULL_POINTER);
   EXPECT_EQ(heed_policy_channels(nullptr, nullptr, 0, nullptr), HEED_STATUS_NULL_POINTER);
   EXPECT_EQ(heed_pyramid_budgets(2, 8, 2.0, 1, nullptr), HEED_STATUS_NULL_POINTER);
+  heed_thread_pool* pool = nullptr;
+  heed_executor ex{};
+  EXPECT_EQ(heed_thread_pool_create(1, nullptr), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_thread_pool_create(-1, &pool), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_thread_pool_create(1025, &pool), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_thread_pool_executor(nullptr, &ex), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_thread_pool_destroy(nullptr), HEED_STATUS_OK);
+  EXPECT_EQ(pool, nullptr);
   EXPECT_EQ(heed_kv_cache_destroy(nullptr), HEED_STATUS_OK);
   EXPECT_EQ(heed_eviction_loop_destroy(nullptr), HEED_STATUS_OK);
   EXPECT_EQ(cache_out, nullptr);

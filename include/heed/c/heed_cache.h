@@ -28,7 +28,8 @@
  *     as HEED_STATUS_OUT_OF_MEMORY.
  * Threads: a handle is used by one thread at a time (the caller serializes calls on the same cache
  * or loop, and on a cache while a loop over it runs); different handles are independent. The
- * executor passed to a step runs the kernels on several threads.
+ * executor passed to a step (a heed_executor of your own, or heed_thread_pool_executor) runs the
+ * kernels on several threads.
  */
 #ifndef HEED_C_HEED_CACHE_H_
 #define HEED_C_HEED_CACHE_H_
@@ -223,6 +224,22 @@ heed_status heed_eviction_loop_budget(const heed_eviction_loop* loop, int layer,
 
 /* The policy's name ("h2o", "snapkv", "callback", ...), a static string. */
 heed_status heed_eviction_loop_policy_name(const heed_eviction_loop* loop, const char** out);
+
+/* ---- Threads ----------------------------------------------------------------------------------
+ * heed's own thread pool (heed::thread_pool_executor: threads - 1 persistent workers plus the
+ * calling thread), for engines without a pool of their own to wrap in a heed_executor. */
+
+typedef struct heed_thread_pool heed_thread_pool;
+
+/* threads: 1 .. 1024, or 0 for the hardware concurrency. */
+heed_status heed_thread_pool_create(int threads, heed_thread_pool** out);
+
+/* A heed_executor that runs on the pool (valid until the pool is destroyed). One call at a time
+ * per pool: the steps of different loops that share a pool must not overlap. */
+heed_status heed_thread_pool_executor(heed_thread_pool* pool, heed_executor* out);
+
+/* Stops the workers and frees the pool. NULL is allowed. */
+heed_status heed_thread_pool_destroy(heed_thread_pool* pool);
 
 #ifdef __cplusplus
 } /* extern "C" */
