@@ -115,7 +115,8 @@ heed_status heed_kv_cache_bytes_used(const heed_kv_cache* cache, size_t* out);
 heed_status heed_kv_cache_bytes_reserved(const heed_kv_cache* cache, size_t* out);
 
 /* Empties every head of one layer (layer >= 0) or of all layers (layer == -1), and restarts their
- * position counts at 0; the memory stays reserved. */
+ * position counts at 0; the memory stays reserved. A loop keeps per-layer state of its own (step
+ * counts, recent queries): for a new sequence, clear the cache and create a new loop. */
 heed_status heed_kv_cache_clear(heed_kv_cache* cache, int layer);
 
 /* Gives memory back: each head's capacity becomes its length plus `slack` entries. */
