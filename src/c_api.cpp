@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "c_api_detail.hpp"
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/attention/params.hpp"
 #include "heed/c/heed.h"
@@ -29,31 +30,10 @@ static_assert(static_cast<int>(HEED_DTYPE_F32) == static_cast<int>(heed::dtype::
 static_assert(static_cast<int>(HEED_DTYPE_F16) == static_cast<int>(heed::dtype::f16), "dtype");
 static_assert(static_cast<int>(HEED_DTYPE_BF16) == static_cast<int>(heed::dtype::bf16), "dtype");
 
-heed_status to_c(heed::status s) noexcept { return static_cast<heed_status>(static_cast<int>(s)); }
-
-// A C enum object may hold any int (C allows it), but loading an out-of-range value as the C++
-// enum type is undefined: read such fields through their bytes.
-template <class E>
-int enum_value(const E& e) noexcept {
-  static_assert(sizeof(E) == sizeof(int), "C enums are int-sized");
-  int v;
-  std::memcpy(&v, &e, sizeof v);
-  return v;
-}
-
-// dtype values outside the enum are passed through unchanged: validate() rejects them.
-template <class Out, class In>
-Out convert_view(const In& t) noexcept {
-  Out v;
-  v.data = t.data;
-  v.type = static_cast<heed::dtype>(enum_value(t.dtype));
-  v.seq = t.seq;
-  v.heads = t.heads;
-  v.dim = t.dim;
-  v.seq_stride = t.seq_stride;
-  v.head_stride = t.head_stride;
-  return v;
-}
+using heed::c_api::c_executor;
+using heed::c_api::convert_view;
+using heed::c_api::enum_value;
+using heed::c_api::to_c;
 
 // The C tap plus its user pointer, behind the C++ prob_tap_fn.
 struct tap_bridge {
@@ -98,23 +78,6 @@ heed::dense_params convert_params(const heed_dense_params& c, tap_bridge& bridge
   return p;
 }
 
-// heed::executor over a heed_executor.
-class c_executor final : public heed::executor {
- public:
-  explicit c_executor(const heed_executor& e) noexcept : e_(e) {}
-  int concurrency() const noexcept override { return e_.concurrency; }
-  void parallel_for(std::int64_t n, heed::task_fn fn) noexcept override {
-    if (n <= 0) return;
-    e_.parallel_for(e_.ctx, n, &c_executor::run_task, &fn);
-  }
-
- private:
-  static void run_task(void* arg, std::int64_t task, int thread) {
-    (*static_cast<heed::task_fn*>(arg))(task, thread);
-  }
-  heed_executor e_;
-};
-
 }  // namespace
 
 extern "C" {
@@ -153,8 +116,8 @@ heed_status heed_dense_attention(const heed_dense_params* params, void* workspac
   const heed::dense_params p = convert_params(*params, bridge);
   const heed::workspace ws{workspace, workspace_size};
   if (executor == nullptr) return to_c(heed::dense_attention(p, ws));
-  if (executor->parallel_for == nullptr) return HEED_STATUS_NULL_POINTER;
-  if (executor->concurrency < 1) return HEED_STATUS_INVALID_ARGUMENT;
+  const heed_status e = heed::c_api::check_executor(*executor);
+  if (e != HEED_STATUS_OK) return e;
   c_executor ex(*executor);
   return to_c(heed::dense_attention(p, ws, ex));
 }
@@ -175,6 +138,8 @@ const char* heed_version(void) {
 int heed_version_number(void) {
   return HEED_VERSION_MAJOR * 10000 + HEED_VERSION_MINOR * 100 + HEED_VERSION_PATCH;
 }
+
+int heed_abi_version(void) { return HEED_ABI_VERSION; }
 
 const char* heed_isa_name(void) { return heed::isa_name(heed::best_isa()); }
 

@@ -1,55 +1,56 @@
 #include "policies.hpp"
 
-#include "heed/policy/attention_free.hpp"
-#include "heed/policy/caote.hpp"
-#include "heed/policy/h2o.hpp"
-#include "heed/policy/random.hpp"
-#include "heed/policy/snapkv.hpp"
-#include "heed/policy/streaming_llm.hpp"
-#include "heed/policy/wrappers.hpp"
+#include <cstddef>
+
+#include "heed/policy/registry.hpp"
 
 namespace llama2c {
 
+namespace {
+
+// The command line's policies: each a name of heed's policy registry (heed/policy/registry.hpp)
+// with this engine's choices where they differ from the registry's defaults.
+struct choice {
+  const char* name;
+  const char* registry_name;
+  heed::policy_param params[3];
+  std::size_t n_params;
+};
+
+const choice choices[] = {
+    {"full", "streaming_llm", {}, 0},  // run with budget 0: never evicts
+    {"streaming_llm", "streaming_llm", {}, 0},
+    {"h2o", "h2o", {}, 0},
+    {"a2sf", "a2sf", {}, 0},
+    {"tova", "tova", {}, 0},
+    {"column_mean", "column_mean", {}, 0},
+    {"snapkv", "snapkv", {{"sinks", 4}}, 1},
+    {"adakv", "adakv", {{"sinks", 4}}, 1},
+    {"knorm", "knorm", {{"sinks", 4}}, 1},
+    {"expected_attention", "expected_attention", {}, 0},
+    // The paper's lag of 128 is a quarter of this model's 512-token context.
+    {"lagkv", "lagkv", {{"lag", 32}}, 1},
+    {"caote_h2o", "caote_h2o", {}, 0},
+    {"random", "random", {{"seed", 1}, {"sinks", 4}, {"recent", 16}}, 3},
+};
+
+}  // namespace
+
 const std::vector<std::string>& policy_names() {
-  static const std::vector<std::string> names = {
-      "full",        "streaming_llm", "h2o",   "a2sf",  "tova",
-      "column_mean", "snapkv",        "adakv", "knorm", "expected_attention",
-      "lagkv",       "caote_h2o",     "random"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const choice& c : choices) n.push_back(c.name);
+    return n;
+  }();
   return names;
 }
 
 bool make_policy(const std::string& name, heed::any_policy* out) {
-  if (name == "full" || name == "none")
-    *out = heed::streaming_llm_policy{};  // never evicts
-  else if (name == "streaming_llm")
-    *out = heed::streaming_llm_policy{};
-  else if (name == "h2o")
-    *out = heed::h2o_policy{};
-  else if (name == "a2sf")
-    *out = heed::a2sf_policy{};
-  else if (name == "tova")
-    *out = heed::tova_policy{};
-  else if (name == "column_mean")
-    *out = heed::column_mean_policy{};
-  else if (name == "snapkv")
-    *out = heed::protect(heed::snapkv_policy{}, 4, 0);
-  else if (name == "adakv")
-    *out = heed::head_adaptive(heed::protect(heed::snapkv_policy{}, 4, 0));
-  else if (name == "knorm")
-    *out = heed::protect(heed::knorm_policy{}, 4, 0);
-  else if (name == "expected_attention")
-    *out = heed::expected_attention_policy{};
-  else if (name == "lagkv") {
-    heed::lagkv_policy p;
-    p.options.lag = 32;  // the paper's 128 is a quarter of this model's 512-token context
-    *out = p;
-  } else if (name == "caote_h2o")
-    *out = heed::caote(heed::h2o_policy{});
-  else if (name == "random")
-    *out = heed::protect(heed::random_policy{1}, 4, 16);
-  else
-    return false;
-  return true;
+  const char* lookup = name == "none" ? "full" : name.c_str();
+  for (const choice& c : choices)
+    if (std::string(lookup) == c.name)
+      return heed::make_policy(c.registry_name, c.params, c.n_params, out) == heed::status::ok;
+  return false;
 }
 
 }  // namespace llama2c

@@ -71,6 +71,7 @@ endif()
 if(HEED_STEP STREQUAL "find_package")
   list(APPEND _args "-DCMAKE_PREFIX_PATH=${HEED_PREFIX}" "-DHEED_EXPECTED_PREFIX=${HEED_PREFIX}"
        "-DHEED_C_TEST_SOURCE=${HEED_C_TEST_SOURCE}"
+       "-DHEED_C_CACHE_TEST_SOURCE=${HEED_C_CACHE_TEST_SOURCE}"
        "-DHEED_CUSTOM_POLICY_SOURCE=${HEED_CUSTOM_POLICY_SOURCE}")
 else()
   # What this step checks is that heed builds and links inside another project, not its

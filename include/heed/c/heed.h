@@ -149,6 +149,15 @@ const char* heed_status_string(heed_status status);
 const char* heed_version(void);
 int heed_version_number(void);
 
+/* The C ABI version: HEED_ABI_VERSION of the headers a program was compiled with, and
+ * heed_abi_version() of the library it runs against; a program should refuse a library whose
+ * number differs from its own. It changes (docs/c_api.md) when a struct's layout, an enum's values
+ * or a function's signature or meaning changes in heed.h, heed_policy.h or heed_cache.h; new
+ * functions and new enum values at the end do not change it. 1: the dense kernel, the KV cache,
+ * the eviction loop and policy plug-ins. */
+#define HEED_ABI_VERSION 1
+int heed_abi_version(void);
+
 /* The instruction set heed_dense_attention dispatches to on this machine: "avx512", "avx2" or
  * "sse2". */
 const char* heed_isa_name(void);

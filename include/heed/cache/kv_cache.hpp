@@ -213,18 +213,30 @@ class kv_cache {
   // anything changes. positions: [n] original positions shared by all heads, or
   // null to continue each head's count (appended(layer, h), appended(layer, h) + 1, ...).
   // New score channels start at 0. Positions must stay strictly ascending per head.
+  // All or nothing: every check, and every allocation of every head, comes before the first row
+  // is stored, so a failed append (out_of_memory included) leaves the cache unchanged.
   status append(int layer, const tensor_view& k, const tensor_view& v,
                 const std::int64_t* positions = nullptr) noexcept {
     if (slots_.empty()) return status::invalid_argument;
     if (layer < 0 || layer >= cfg_.layers) return status::invalid_argument;
     HEED_RETURN_IF_ERROR(check_input(k, v, cfg_.kv_heads));
-    for (int h = 0; h < cfg_.kv_heads; ++h) {  // all or nothing
+    for (int h = 0; h < cfg_.kv_heads; ++h) {
       const slot& s = at(layer, h);
       if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
+      HEED_RETURN_IF_ERROR(check_positions(s, k.seq, positions));
     }
+    for (int h = 0; h < cfg_.kv_heads; ++h) HEED_RETURN_IF_ERROR(make_room(at(layer, h), k.seq));
     for (int h = 0; h < cfg_.kv_heads; ++h)
       HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions));
     return status::ok;
+  }
+
+  // What append(layer, k, v) checks of the rows themselves, without changing anything: the views,
+  // their shape against the cache ([n, kv_heads, head_dim]) and, for a quantized cache, that every
+  // row can be quantized. (Not checked: the layer, capacity limits and positions.)
+  status check_rows(const tensor_view& k, const tensor_view& v) const noexcept {
+    if (slots_.empty()) return status::invalid_argument;
+    return check_input(k, v, cfg_.kv_heads);
   }
 
   // Appends n tokens to one head: k and v are [n, heads, d] views; `src_head` selects the head
@@ -646,9 +658,9 @@ class kv_cache {
     });
   }
 
-  status append_one(slot& s, const tensor_view& k, const tensor_view& v, int h,
-                    const std::int64_t* positions) noexcept {
-    const std::int64_t n = k.seq;
+  // Positions of n new entries of slot s: strictly ascending after the slot's last.
+  static status check_positions(const slot& s, std::int64_t n,
+                                const std::int64_t* positions) noexcept {
     std::int64_t last = s.len > 0 ? s.pos[s.len - 1] : -1;
     if (positions) {
       for (std::int64_t i = 0; i < n; ++i) {
@@ -658,15 +670,28 @@ class kv_cache {
     } else if (s.appended <= last) {
       return status::invalid_argument;  // explicit positions ran ahead of the count
     }
+    return status::ok;
+  }
+
+  // Capacity for n more entries (and, paged, every page they need); the contents stay the same.
+  status make_room(slot& s, std::int64_t n) noexcept {
     HEED_RETURN_IF_ERROR(grow(s, s.len + n));
-    const std::size_t row = row_bytes();
     const std::int64_t P = cfg_.page_rows;
-    if (paged()) {  // every page the rows need, before anything changes
+    if (paged()) {
       if (!s.pages.empty() && room_after(s, s.pages.size() - 1) < n)
         to_front(s, s.pages.size() - 1);
       const std::int64_t room = s.pages.empty() ? 0 : room_after(s, s.pages.size() - 1);
       HEED_RETURN_IF_ERROR(reserve_pages(s, n > room ? (n - room + P - 1) / P : 0));
     }
+    return status::ok;
+  }
+
+  status append_one(slot& s, const tensor_view& k, const tensor_view& v, int h,
+                    const std::int64_t* positions) noexcept {
+    const std::int64_t n = k.seq;
+    HEED_RETURN_IF_ERROR(check_positions(s, n, positions));
+    HEED_RETURN_IF_ERROR(make_room(s, n));  // a no-op after append()'s own make_room
+    const std::size_t row = row_bytes();
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t at_ = s.len + i;
       if (paged()) {

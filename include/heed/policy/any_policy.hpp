@@ -1,13 +1,19 @@
 // any_policy: a type-erased policy (one virtual call per head per eviction, never per token), so
 // engines can pick a policy at run time and plug-ins can supply their own.
+//
+// Copies share the held policy (reference counted), as copies of a std::shared_ptr would. The
+// converting constructor allocates with a throwing new (std::bad_alloc); any_policy::make() is the
+// non-throwing way (the policy registry and the C API use it).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
+#include <new>
 #include <type_traits>
 #include <utility>
 
+#include "heed/core/status.hpp"
 #include "heed/policy/policy.hpp"
 
 namespace heed {
@@ -18,6 +24,38 @@ class any_policy {
   template <class P, class = std::enable_if_t<!std::is_same<std::decay_t<P>, any_policy>::value>>
   any_policy(P&& p)  // NOLINT(google-explicit-constructor): any policy converts
       : self_(new model<std::decay_t<P>>(std::forward<P>(p))) {}
+
+  // Holds p in *out (whose previous policy is released); out_of_memory (out unchanged) when the
+  // allocation fails. Moving p must not throw (every heed policy's move is noexcept).
+  template <class P>
+  static status make(P p, any_policy* out) noexcept {
+    static_assert(!std::is_same<P, any_policy>::value, "already an any_policy");
+    if (out == nullptr) return status::null_pointer;
+    concept_t* m = new (std::nothrow) model<P>(std::move(p));
+    if (m == nullptr) return status::out_of_memory;
+    any_policy held;
+    held.self_ = m;
+    *out = std::move(held);
+    return status::ok;
+  }
+
+  any_policy(const any_policy& o) noexcept : self_(o.self_) {
+    if (self_) self_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  any_policy(any_policy&& o) noexcept : self_(o.self_) { o.self_ = nullptr; }
+  any_policy& operator=(const any_policy& o) noexcept {
+    any_policy copy(o);
+    std::swap(self_, copy.self_);
+    return *this;
+  }
+  any_policy& operator=(any_policy&& o) noexcept {
+    any_policy moved(std::move(o));
+    std::swap(self_, moved.self_);
+    return *this;
+  }
+  ~any_policy() {
+    if (self_ && self_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete self_;
+  }
 
   explicit operator bool() const noexcept { return self_ != nullptr; }
 
@@ -38,6 +76,7 @@ class any_policy {
 
  private:
   struct concept_t {
+    std::atomic<long> refs{1};
     virtual ~concept_t() = default;
     virtual const char* name() const noexcept = 0;
     virtual score_needs needs() const noexcept = 0;
@@ -68,7 +107,7 @@ class any_policy {
     }
     P p;
   };
-  std::shared_ptr<concept_t> self_;
+  concept_t* self_ = nullptr;
 };
 
 }  // namespace heed

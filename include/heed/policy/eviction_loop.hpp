@@ -104,6 +104,7 @@ class basic_eviction_loop {
     if (cache_ == nullptr) return status::invalid_argument;
     if (!cache_->valid(layer, 0)) return status::invalid_argument;
     if (q.seq != k.seq || q.heads != q_heads_) return status::shape_mismatch;
+    HEED_RETURN_IF_ERROR(check_outputs(q, o));  // before the append changes the cache
     const std::int64_t n = k.seq, b = budget(layer);
     const int heads = cache_->kv_heads();
     // 1. Evict first when the new tokens would exceed the budget (and fit in it).
@@ -116,6 +117,8 @@ class basic_eviction_loop {
       }
       if (cfg_.every > 0 && steps_[std::size_t(layer)] % cfg_.every == 0) over = over || due;
       if (over) {
+        // The rows append() would refuse, refused before the eviction changes the cache.
+        HEED_RETURN_IF_ERROR(cache_->check_rows(k, v));
         for (int h = 0; h < heads; ++h) targets_[std::size_t(h)] = b - n;
         HEED_RETURN_IF_ERROR(evict_now(layer));
       }
@@ -158,6 +161,18 @@ class basic_eviction_loop {
         HEED_RETURN_IF_ERROR(evict_now(layer));
       }
     }
+    return status::ok;
+  }
+
+  // The checks attention makes of step()'s queries and outputs, made before the append (with the
+  // check of k and v before an eviction, a step that fails on its inputs changes nothing).
+  status check_outputs(const tensor_view& q, const mutable_tensor_view& o) const noexcept {
+    if (q.data == nullptr || o.data == nullptr) return status::null_pointer;
+    HEED_RETURN_IF_ERROR(validate_view(q));
+    HEED_RETURN_IF_ERROR(validate_view(o));
+    if (q.type != dtype::f32 || o.type != dtype::f32) return status::unsupported_dtype;
+    if (q.dim != cache_->head_dim() || o.dim != q.dim || o.seq != q.seq || o.heads != q.heads)
+      return status::shape_mismatch;
     return status::ok;
   }
 

@@ -1,0 +1,259 @@
+// The policy registry (heed/policy/registry.hpp): every name builds, parameters are checked, and
+// a policy by name runs exactly as the same policy built by hand (outputs and kept positions bit
+// for bit), including heed-eval's choices (examples/llama2c/policies.cpp).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "heed/policy/attention_free.hpp"
+#include "heed/policy/caote.hpp"
+#include "heed/policy/duo_attention.hpp"
+#include "heed/policy/eviction_loop.hpp"
+#include "heed/policy/h2o.hpp"
+#include "heed/policy/random.hpp"
+#include "heed/policy/registry.hpp"
+#include "heed/policy/snapkv.hpp"
+#include "heed/policy/streaming_llm.hpp"
+#include "heed/policy/wrappers.hpp"
+
+namespace {
+
+using heed::status;
+
+constexpr int kLayers = 2, kHq = 4, kHkv = 2;
+constexpr std::int64_t kD = 64, kPrefill = 20, kDecode = 30, kBudget = 12;
+
+struct trace {
+  std::vector<float> out;
+  std::vector<std::int64_t> positions;
+};
+
+heed::tensor_view view(const float* p, std::int64_t n, int heads) {
+  heed::tensor_view t;
+  t.data = p;
+  t.seq = n;
+  t.heads = heads;
+  t.dim = kD;
+  t.seq_stride = heads * kD;
+  t.head_stride = kD;
+  return t;
+}
+
+trace run(const heed::any_policy& p, std::int64_t budget = kBudget) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> g(0.f, 1.f);
+  const std::int64_t n = kPrefill + kDecode;
+  std::vector<float> q(std::size_t(kLayers * n * kHq * kD)),
+      k(std::size_t(kLayers * n * kHkv * kD)), v(k.size());
+  for (auto* x : {&q, &k, &v})
+    for (auto& e : *x) e = g(rng);
+  heed::kv_cache cache;
+  heed::kv_cache_config cfg;
+  cfg.layers = kLayers;
+  cfg.kv_heads = kHkv;
+  cfg.head_dim = kD;
+  cfg.score_channels = 1;
+  EXPECT_EQ(cache.init(cfg), status::ok);
+  heed::eviction_loop loop;
+  heed::eviction_config ec;
+  ec.budget = budget;
+  EXPECT_EQ(loop.init(&cache, p, ec, kHq), status::ok);
+  trace t;
+  std::vector<float> o;
+  auto step = [&](int l, std::int64_t first, std::int64_t m) {
+    o.assign(std::size_t(m * kHq * kD), 0.f);
+    heed::mutable_tensor_view ov;
+    ov.data = o.data();
+    ov.seq = m;
+    ov.heads = kHq;
+    ov.dim = kD;
+    ov.seq_stride = kHq * kD;
+    ov.head_stride = kD;
+    const std::size_t qo = std::size_t((l * n + first) * kHq * kD);
+    const std::size_t ko = std::size_t((l * n + first) * kHkv * kD);
+    EXPECT_EQ(loop.step(l, view(q.data() + qo, m, kHq), view(k.data() + ko, m, kHkv),
+                        view(v.data() + ko, m, kHkv), ov),
+              status::ok);
+    t.out.insert(t.out.end(), o.begin(), o.end());
+    for (int h = 0; h < kHkv; ++h)
+      t.positions.insert(t.positions.end(), cache.positions(l, h),
+                         cache.positions(l, h) + cache.length(l, h));
+  };
+  for (int l = 0; l < kLayers; ++l) step(l, 0, kPrefill);
+  for (std::int64_t i = kPrefill; i < n; ++i)
+    for (int l = 0; l < kLayers; ++l) step(l, i, 1);
+  return t;
+}
+
+heed::any_policy by_name(const char* name, std::vector<heed::policy_param> params = {}) {
+  heed::any_policy p;
+  EXPECT_EQ(heed::make_policy(name, params.data(), params.size(), &p), status::ok) << name;
+  return p;
+}
+
+void expect_same(const heed::any_policy& a, const heed::any_policy& b, const char* what) {
+  const trace x = run(a), y = run(b);
+  ASSERT_EQ(x.out.size(), y.out.size()) << what;
+  EXPECT_EQ(std::memcmp(x.out.data(), y.out.data(), x.out.size() * sizeof(float)), 0) << what;
+  EXPECT_EQ(x.positions, y.positions) << what;
+  EXPECT_STREQ(a.name(), b.name()) << what;
+}
+
+TEST(PolicyByName, EveryNameBuildsAndRuns) {
+  ASSERT_GT(heed::policy_count(), 10);
+  EXPECT_EQ(heed::policy_name(-1), nullptr);
+  EXPECT_EQ(heed::policy_name(heed::policy_count()), nullptr);
+  for (int i = 0; i < heed::policy_count(); ++i) {
+    const std::string name = heed::policy_name(i);
+    for (const std::string& n : {name, "caote_" + name}) {
+      heed::any_policy p;
+      ASSERT_EQ(heed::make_policy(n.c_str(), nullptr, 0, &p), status::ok) << n;
+      const trace t = run(p);
+      for (float x : t.out) ASSERT_TRUE(std::isfinite(x)) << n;
+      // Every decode step ends at the budget (duo_attention's streaming heads keep their own).
+      EXPECT_FALSE(t.positions.empty()) << n;
+    }
+  }
+}
+
+TEST(PolicyByName, SameAsBuiltByHand) {
+  using namespace heed;
+  expect_same(by_name("streaming_llm"), streaming_llm_policy{}, "streaming_llm");
+  expect_same(by_name("h2o"), h2o_policy{}, "h2o");
+  expect_same(by_name("a2sf"), a2sf_policy{}, "a2sf");
+  expect_same(by_name("tova"), tova_policy{}, "tova");
+  expect_same(by_name("column_mean"), column_mean_policy{}, "column_mean");
+  expect_same(by_name("threshold"), threshold_policy{}, "threshold");
+  expect_same(by_name("expected_attention"), expected_attention_policy{}, "expected_attention");
+  expect_same(by_name("sage_kv"), sage_kv_policy{}, "sage_kv");
+  expect_same(by_name("snapkv"), snapkv_policy{}, "snapkv");
+  expect_same(by_name("adakv"), head_adaptive(snapkv_policy{}), "adakv");
+  expect_same(by_name("knorm"), knorm_policy{}, "knorm");
+  expect_same(by_name("lagkv"), lagkv_policy{}, "lagkv");
+  expect_same(by_name("random"), random_policy{}, "random");
+  // heed-eval's choices (examples/llama2c/policies.cpp before the registry).
+  expect_same(by_name("snapkv", {{"sinks", 4}}), protect(snapkv_policy{}, 4, 0), "snapkv 4");
+  expect_same(by_name("adakv", {{"sinks", 4}}), head_adaptive(protect(snapkv_policy{}, 4, 0)),
+              "adakv 4");
+  expect_same(by_name("knorm", {{"sinks", 4}}), protect(knorm_policy{}, 4, 0), "knorm 4");
+  lagkv_policy lag8;
+  lag8.options.lag = 8;
+  expect_same(by_name("lagkv", {{"lag", 8}}), lag8, "lagkv 8");
+  expect_same(by_name("caote_h2o"), caote(h2o_policy{}), "caote_h2o");
+  expect_same(by_name("random", {{"seed", 1}, {"sinks", 4}, {"recent", 16}}),
+              protect(random_policy{1}, 4, 16), "random 1");
+  // Parameters and wrappers.
+  h2o_policy h;
+  h.recent_fraction = 0.25;
+  h.reduce = head_reduce::max;
+  expect_same(by_name("h2o", {{"recent_fraction", 0.25}, {"reduce_max", 1}}), h, "h2o params");
+  expect_same(by_name("h2o", {{"sinks", 2}, {"recent", 3}}), protect(h2o_policy{}, 2, 3),
+              "h2o protect");
+  expect_same(by_name("tova", {{"threshold_tau", 0.05}, {"min_keep", 2}}),
+              with_threshold(tova_policy{}, 0.05f, 2), "tova threshold");
+  expect_same(by_name("h2o", {{"coverage", 0.8}}), with_coverage(h2o_policy{}, 0.8), "coverage");
+  expect_same(by_name("tova", {{"adaptive_floor", 0.5}}), head_adaptive(tova_policy{}, 0.5),
+              "tova adaptive");
+  a2sf_policy a;
+  a.lambda = 0.5f;
+  a.n_recent = 2;
+  expect_same(by_name("a2sf", {{"lambda", 0.5}, {"recent", 2}}), a, "a2sf params");
+  snapkv_policy s;
+  s.window = 8;
+  s.pool = pool_kind::avg;
+  s.pool_kernel = 3;
+  s.n_sink = 1;
+  s.scale = 0.1f;
+  expect_same(
+      by_name("snapkv",
+              {{"window", 8}, {"pool", 2}, {"pool_kernel", 3}, {"sinks", 1}, {"scale", 0.1}}),
+      s, "snapkv params");
+  expected_attention_policy e;
+  e.window = 8;
+  e.n_sink = 2;
+  e.options.use_covariance = false;
+  e.options.weight_by_value_norm = false;
+  expect_same(by_name("expected_attention",
+                      {{"window", 8}, {"sinks", 2}, {"covariance", 0}, {"value_norm", 0}}),
+              e, "expected_attention params");
+  duo_attention_policy d;
+  d.retrieval = {0, 1, 1};
+  d.n_sink = 2;
+  d.n_recent = 4;
+  expect_same(
+      by_name("duo_attention", {{"retrieval", 1}, {"retrieval", 2}, {"sinks", 2}, {"recent", 4}}),
+      d, "duo_attention");
+  threshold_policy t;
+  t.tau = 0.02f;
+  t.min_keep = 3;
+  t.n_recent = 1;
+  expect_same(by_name("threshold", {{"tau", 0.02}, {"min_keep", 3}, {"recent", 1}}), t,
+              "threshold params");
+}
+
+TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
+  heed::any_policy p = heed::h2o_policy{};
+  auto bad = [&](const char* name, std::vector<heed::policy_param> params,
+                 status want = status::invalid_argument) {
+    EXPECT_EQ(heed::make_policy(name, params.data(), params.size(), &p), want) << name;
+    EXPECT_STREQ(p.name(), "h2o") << name;
+  };
+  bad("nope", {});
+  bad("", {});
+  bad("caote_", {});
+  bad("caote_caote_h2o", {});
+  bad("H2O", {});
+  bad("h2o", {{"window", 4}});  // another policy's parameter
+  bad("h2o", {{"bogus", 1}});
+  bad("h2o", {{"recent_fraction", 1.5}});
+  bad("h2o", {{"recent_fraction", -0.1}});
+  bad("h2o", {{"recent_fraction", std::nan("")}});
+  bad("h2o", {{"recent_fraction", INFINITY}});
+  bad("h2o", {{"recent_fraction", 0.5}, {"recent_fraction", 0.5}});
+  bad("h2o", {{"reduce_max", 2}});
+  bad("a2sf", {{"lambda", 1.01}});
+  bad("snapkv", {{"window", 0}});
+  bad("snapkv", {{"window", 70000}});
+  bad("snapkv", {{"pool", 3}});
+  bad("snapkv", {{"pool_kernel", 4}});  // even
+  bad("snapkv", {{"sinks", -1}});
+  bad("snapkv", {{"sinks", 1.5}});
+  bad("lagkv", {{"lag", 0}});
+  bad("lagkv", {{"eps", 0}});
+  bad("random", {{"seed", -1}});
+  bad("random", {{"seed", 1e300}});
+  bad("duo_attention", {{"retrieval", -1}});
+  bad("duo_attention", {{"retrieval", 1 << 20}});
+  bad("tova", {{"min_keep", 2}});  // without a threshold / coverage wrapper
+  bad("tova", {{"coverage", 0.5}, {"adaptive_floor", 0.2}});
+  bad("adakv", {{"threshold_tau", 0.1}});  // adakv is already head-adaptive
+  bad("tova", {{"coverage", 1.5}});
+  bad(nullptr, {}, status::null_pointer);
+  bad("h2o", {{nullptr, 1}}, status::null_pointer);
+  EXPECT_EQ(heed::make_policy("h2o", nullptr, 1, &p), status::null_pointer);
+  EXPECT_EQ(heed::make_policy("h2o", nullptr, 0, nullptr), status::null_pointer);
+  EXPECT_STREQ(p.name(), "h2o");
+}
+
+TEST(PolicyByName, AnyPolicyMakeAndCopies) {
+  heed::any_policy a;
+  ASSERT_EQ(heed::any_policy::make(heed::tova_policy{}, &a), status::ok);
+  heed::any_policy b = a, c;
+  c = b;
+  c = c;  // self-assignment keeps it
+  heed::any_policy d(std::move(b));
+  EXPECT_FALSE(b);  // NOLINT(bugprone-use-after-move): moved-from is empty
+  EXPECT_STREQ(a.name(), "tova");
+  EXPECT_STREQ(c.name(), "tova");
+  EXPECT_STREQ(d.name(), "tova");
+  a = heed::any_policy();
+  EXPECT_STREQ(c.name(), "tova");
+  EXPECT_EQ(heed::any_policy::make(heed::tova_policy{}, nullptr), status::null_pointer);
+}
+
+}  // namespace
