@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "heed/core/thread_pool.hpp"
+#include "heed/policy/registry.hpp"
 #include "model.hpp"
 #include "policies.hpp"
 #include "tokenizer.hpp"
@@ -47,9 +48,12 @@ int usage(const char* why) {
                "f32|f16|bf16|q8|q4 (the KV cache's storage type, default f32) and --rotate-keys "
                "0|1 (Hadamard-rotated queries and keys); --model, "
                "--tokenizer and --text default to the shipped stories260K.bin, tok512.bin and "
-               "tinystories_dev.txt in data/\n"
-               "policies:");
+               "tinystories_dev.txt in data/; --policy-params name=value,... sets or overrides "
+               "the policy's parameters (docs/policies.md, \"Policies by name\")\n"
+               "policies (the sweep's):");
   for (const auto& n : llama2c::policy_names()) std::fprintf(stderr, " %s", n.c_str());
+  std::fprintf(stderr, "\nand every other name of heed's registry (a caote_ prefix wraps any):");
+  for (int i = 0; i < heed::policy_count(); ++i) std::fprintf(stderr, " %s", heed::policy_name(i));
   std::fprintf(stderr, "\n");
   return 2;
 }
@@ -78,10 +82,10 @@ bool parse(int argc, char** argv, args* a) {
 // would otherwise be ignored and the run would measure something else than was asked.
 const std::map<std::string, std::set<std::string>>& command_options() {
   static const std::map<std::string, std::set<std::string>> m = {
-      {"generate", {"prompt", "steps", "temperature", "seed", "policy", "budget"}},
-      {"ppl", {"text", "windows", "policy", "budget"}},
+      {"generate", {"prompt", "steps", "temperature", "seed", "policy", "policy-params", "budget"}},
+      {"ppl", {"text", "windows", "policy", "policy-params", "budget"}},
       {"sweep", {"text", "windows", "out"}},
-      {"speed", {"text", "reps", "policy", "budget"}},
+      {"speed", {"text", "reps", "policy", "policy-params", "budget"}},
   };
   return m;
 }
@@ -150,7 +154,8 @@ int load(const args& a, engine* e) {
   if (!e->tok.load(data_file(a, "tokenizer", "tok512.bin"), e->model.cfg().vocab_size, &err))
     return usage(err.c_str());
   const std::string pname = a.get("policy", "full");
-  if (!llama2c::make_policy(pname, &e->policy)) return usage("unknown --policy");
+  if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err))
+    return usage(err.c_str());
   if (!to_long(a.get("budget", "0"), &e->budget) || e->budget < 0) return usage("bad --budget");
   if (pname == "full") e->budget = 0;
   if (!to_long(a.get("threads", "1"), &e->threads) || e->threads < 1 || e->threads > 256)

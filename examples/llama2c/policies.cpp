@@ -1,6 +1,9 @@
 #include "policies.hpp"
 
+#include <cerrno>
+#include <cmath>
 #include <cstddef>
+#include <cstdlib>
 
 #include "heed/policy/registry.hpp"
 
@@ -46,11 +49,52 @@ const std::vector<std::string>& policy_names() {
 }
 
 bool make_policy(const std::string& name, heed::any_policy* out) {
+  std::string err;
+  return make_policy(name, "", out, &err);
+}
+
+bool make_policy(const std::string& name, const std::string& params, heed::any_policy* out,
+                 std::string* err) {
+  // "name=value" items, split at commas; the names are kept in `names` while the call runs.
+  std::vector<std::string> names;
+  std::vector<double> values;
+  for (std::size_t at = 0; at < params.size();) {
+    std::size_t end = params.find(',', at);
+    if (end == std::string::npos) end = params.size();
+    const std::string item = params.substr(at, end - at);
+    const std::size_t eq = item.find('=');
+    char* stop = nullptr;
+    errno = 0;
+    const double v = eq == std::string::npos ? 0 : std::strtod(item.c_str() + eq + 1, &stop);
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size() || *stop != '\0' ||
+        errno != 0 || !std::isfinite(v)) {
+      *err = "bad --policy-params item '" + item + "' (name=value)";
+      return false;
+    }
+    names.push_back(item.substr(0, eq));
+    values.push_back(v);
+    at = end + 1;
+  }
   const char* lookup = name == "none" ? "full" : name.c_str();
-  for (const choice& c : choices)
-    if (std::string(lookup) == c.name)
-      return heed::make_policy(c.registry_name, c.params, c.n_params, out) == heed::status::ok;
-  return false;
+  const char* registry_name = lookup;
+  std::vector<heed::policy_param> all;
+  for (const choice& c : choices) {
+    if (std::string(lookup) != c.name) continue;
+    registry_name = c.registry_name;
+    for (std::size_t i = 0; i < c.n_params; ++i) {  // this engine's choice unless overridden
+      bool overridden = false;
+      for (const std::string& n : names) overridden = overridden || n == c.params[i].name;
+      if (!overridden) all.push_back(c.params[i]);
+    }
+  }
+  for (std::size_t i = 0; i < names.size(); ++i) all.push_back({names[i].c_str(), values[i]});
+  const heed::status s = heed::make_policy(registry_name, all.data(), all.size(), out);
+  if (s != heed::status::ok) {
+    *err = "policy '" + name + "' with parameters '" + params + "': " + heed::status_string(s) +
+           " (names and parameters: docs/policies.md)";
+    return false;
+  }
+  return true;
 }
 
 }  // namespace llama2c
