@@ -71,6 +71,13 @@ PYBIND11_MODULE(_heed, m) {
         }
       },
       "The instruction set the compiled kernels use on this CPU.");
+  m.def(
+      "_reads_in_place",
+      [](pybind11::object a, std::string layout_name) {
+        return !hp::input_view(a, "array", hp::parse_layout(layout_name), false).copied;
+      },
+      pybind11::arg("array"), pybind11::arg("layout") = "shd",
+      "True when heed reads this K/V array in place (no copy); see docs/python.md.");
   hp::bind_attention(m);
   hp::bind_scores(m);
   hp::bind_cache(m);
