@@ -140,9 +140,11 @@ struct python_policy : policy_base<python_policy> {
       auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(r);
       if (!a) throw py::error_already_set();
       if (a.ndim() != 1 || a.shape(0) != len) {
-        throw py::value_error("score() must return " + std::to_string(len) +
-                              " scores (one per cache entry), got shape " +
-                              py::str(py::getattr(r, "shape", py::str("?"))).cast<std::string>());
+        const std::string msg = "score() must return " + std::to_string(len) +
+                                " scores (one per cache entry), got shape " +
+                                py::str(py::getattr(r, "shape", py::str("?"))).cast<std::string>();
+        PyErr_SetString(PyExc_ValueError, msg.c_str());
+        throw py::error_already_set();
       }
       std::copy(a.data(), a.data() + len, out);
       return status::ok;
@@ -518,10 +520,10 @@ void bind_cache(py::module_& m) {
              if (!scale.is_none()) cfg.scale = scale.cast<float>();
              if (!softcap.is_none()) cfg.softcap = softcap.cast<float>();
              if (!layer_budgets.is_none()) cfg.layer_budgets = int64_list(layer_budgets);
+             const int need = p.needs().channels;
              const status s = r->loop.init(&r->cache->cache, std::move(p), std::move(cfg), q_heads);
              if (s != status::ok) {
                std::string why;
-               const int need = r->loop.policy().needs().channels;
                if (s == status::invalid_argument && r->cache->cache.config().score_channels < need)
                  why = " (the policy needs " + std::to_string(need) + " score channels)";
                fail(s, std::string("EvictionLoop: ") + status_string(s) + why);
