@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
     times.push_back(std::chrono::duration<double>(t1 - t0).count());
   }
   std::sort(times.begin(), times.end());
-  std::printf("C++ dense_attention prefill L=%d Hq=%d Hkv=%d d=%d f16, 1 thread: median %.2f ms "
-              "(min %.2f) over %d\n",
-              L, hq, hkv, d, times[times.size() / 2] * 1e3, times[0] * 1e3, reps);
+  std::printf(
+      "C++ dense_attention prefill L=%d Hq=%d Hkv=%d d=%d f16, 1 thread: median %.2f ms "
+      "(min %.2f) over %d\n",
+      L, hq, hkv, d, times[times.size() / 2] * 1e3, times[0] * 1e3, reps);
   return 0;
 }
