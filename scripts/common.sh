@@ -12,10 +12,17 @@ HEED_BUILD_DIR="${HEED_BUILD_DIR:-$HEED_ROOT/build}"
 HEED_BUILD_TYPE="${HEED_BUILD_TYPE:-Release}"
 HEED_JOBS="${HEED_JOBS:-2}"
 
+# The Python package (python/, HEED_BUILD_PYTHON) and its tests: pybind11 and NumPy for
+# Debian's /usr/bin/python3, pytest to run them, setuptools / wheel / venv / pip for the
+# documented offline install (docs/python.md).
+HEED_PYTHON_PACKAGES="python3-dev python3-numpy python3-pytest python3-pybind11 pybind11-dev
+  python3-setuptools python3-wheel python3-venv python3-pip"
+
 heed_deps() {
   if [[ "${HEED_SKIP_DEPS:-0}" != 1 ]]; then
     # shellcheck source=install_deps.sh
-    source "$HEED_ROOT/scripts/install_deps.sh"
+    HEED_EXTRA_PACKAGES="${HEED_EXTRA_PACKAGES:-} $HEED_PYTHON_PACKAGES" \
+      source "$HEED_ROOT/scripts/install_deps.sh"
   fi
 }
 
