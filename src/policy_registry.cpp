@@ -180,6 +180,12 @@ status build_knorm(const values& a, any_policy* out) noexcept {
   return any_policy::make(p, out);
 }
 
+status build_key_diff(const values& a, any_policy* out) noexcept {
+  key_diff_policy p;
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  return any_policy::make(p, out);
+}
+
 status build_expected_attention(const values& a, any_policy* out) noexcept {
   expected_attention_policy p;
   p.window = a.count(p_window, p.window);
@@ -234,6 +240,7 @@ constexpr entry entries[] = {
     {"adakv", window_params, build_snapkv, 0.2},
     {"sage_kv", bit(p_sinks) | bit(p_scale) | bit(p_reduce_max), build_sage_kv, -1},
     {"knorm", bit(p_sinks), build_knorm, -1},
+    {"key_diff", bit(p_sinks), build_key_diff, -1},
     {"expected_attention",
      bit(p_window) | bit(p_sinks) | bit(p_scale) | bit(p_covariance) | bit(p_value_norm) |
          bit(p_reduce_max),

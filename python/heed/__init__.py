@@ -22,6 +22,7 @@ from ._heed import (  # noqa: F401
     caote_scores,
     detect_sinks,
     expected_attention_scores,
+    key_diff_scores,
     key_norm_scores,
     lagkv_scores,
     linear_attention,
@@ -34,7 +35,7 @@ from ._heed import (  # noqa: F401
 __all__ = [
     "EvictionLoop", "HeedError", "KVCache", "PolicyError", "PolicyInput", "attention",
     "best_isa", "block_sparse_attention", "caote_scores", "column_mass", "detect_sinks",
-    "expected_attention_scores", "from_bf16", "key_norm_scores", "lagkv_scores",
+    "expected_attention_scores", "from_bf16", "key_diff_scores", "key_norm_scores", "lagkv_scores",
     "linear_attention", "observation_window_scores", "policy_names", "snapkv_scores",
     "to_bf16", "value_norm_scores", "vertical_slash_attention", "csr",
 ]

@@ -6,6 +6,7 @@
 #include "common.hpp"
 #include "heed/scoring/caote.hpp"
 #include "heed/scoring/expected_attention.hpp"
+#include "heed/scoring/key_diff.hpp"
 #include "heed/scoring/key_norm.hpp"
 #include "heed/scoring/lagkv.hpp"
 #include "heed/scoring/observation_window.hpp"
@@ -129,6 +130,16 @@ void bind_scores(py::module_& m) {
         array_view ka = input_view(k, "k", parse_layout(layout_name), false);
         auto out = rows(ka.view.heads, ka.view.seq);
         check(key_norm_scores(ka.view, out.mutable_data()), "key_norm_scores");
+        return out;
+      },
+      py::arg("k"), py::kw_only(), py::arg("layout") = "shd");
+  m.def(
+      "key_diff_scores",
+      [](py::object k, std::string layout_name) {
+        array_view ka = input_view(k, "k", parse_layout(layout_name), false);
+        auto out = rows(ka.view.heads, ka.view.seq);
+        const scratch s(key_diff_workspace_size(ka.view.dim));
+        check(key_diff_scores(ka.view, out.mutable_data(), 0, s.ws()), "key_diff_scores");
         return out;
       },
       py::arg("k"), py::kw_only(), py::arg("layout") = "shd");

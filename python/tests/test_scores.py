@@ -24,6 +24,17 @@ def test_norms():
           np.linalg.norm(k.astype(np.float16).astype(np.float64), axis=2).T)
 
 
+def test_key_diff():
+    k = rand(57, 3, 24) + 0.5
+    k64 = k.astype(np.float64)
+    norms = np.maximum(np.linalg.norm(k64, axis=2, keepdims=True), 1e-8)
+    anchor = (k64 / norms).mean(axis=0, keepdims=True)
+    a_norm = np.maximum(np.linalg.norm(anchor, axis=2, keepdims=True), 1e-8)
+    want = -((k64 * anchor).sum(axis=2, keepdims=True) / (norms * a_norm))[..., 0].T
+    close(heed.key_diff_scores(k), want)
+    close(heed.key_diff_scores(np.ascontiguousarray(k.transpose(1, 0, 2)), layout="hsd"), want)
+
+
 def pool_avg(x, kernel):
     pad = kernel // 2
     xp = np.concatenate([np.zeros(pad), x, np.zeros(pad)])

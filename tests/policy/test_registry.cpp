@@ -134,6 +134,10 @@ TEST(PolicyByName, SameAsBuiltByHand) {
   expect_same(by_name("snapkv"), snapkv_policy{}, "snapkv");
   expect_same(by_name("adakv"), head_adaptive(snapkv_policy{}), "adakv");
   expect_same(by_name("knorm"), knorm_policy{}, "knorm");
+  expect_same(by_name("key_diff"), key_diff_policy{}, "key_diff");
+  key_diff_policy kd4;
+  kd4.n_sink = 4;
+  expect_same(by_name("key_diff", {{"sinks", 4}}), kd4, "key_diff 4");
   expect_same(by_name("lagkv"), lagkv_policy{}, "lagkv");
   expect_same(by_name("random"), random_policy{}, "random");
   // heed-eval's choices (examples/llama2c/policies.cpp before the registry).
