@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <list>
 #include <new>
@@ -21,6 +22,15 @@
 #include "heed/simd/arch.hpp"
 
 namespace heed_bench {
+
+// A setup call of a benchmark (no benchmark::State at hand) that must succeed: a failure means the
+// benchmark's own inputs are wrong, so it stops the run with the status rather than timing garbage.
+inline void bench_ok(heed::status s) {
+  if (s != heed::status::ok) {
+    std::fprintf(stderr, "heed_bench: setup failed: %s\n", heed::status_string(s));
+    std::abort();
+  }
+}
 
 constexpr int kHq = 32;
 constexpr int kHkv = 8;

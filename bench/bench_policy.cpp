@@ -52,13 +52,13 @@ void fill_cache(heed::kv_cache& c, std::int64_t L, int channels, std::int64_t pa
                 heed::dtype type = heed::dtype::f16) {
   heed::kv_cache_config cfg{1, kHkv, kD, type, L + 16, channels};
   cfg.page_rows = page_rows;
-  c.init(cfg);
+  bench_ok(c.init(cfg));
   const std::int64_t chunk = 1024;
   auto k = random_vector<heed::f16>(std::size_t(chunk) * kHkv * kD, 2);
   for (std::int64_t t = 0; t < L; t += chunk) {
     const std::int64_t n = std::min(chunk, L - t);
     const auto view = heed::make_view(k.data(), n, kHkv, kD);
-    c.append(0, view, view);
+    bench_ok(c.append(0, view, view));
   }
 }
 
@@ -155,7 +155,7 @@ void run_evict_step(benchmark::State& state, std::int64_t page_rows) {
   const std::int64_t budget = state.range(0), slack = state.range(1);
   heed::kv_cache c;
   fill_cache(c, budget, 1, page_rows);
-  c.shrink_to_fit(slack + 1);  // the reserve fill_cache made is not the point here
+  bench_ok(c.shrink_to_fit(slack + 1));  // the reserve fill_cache made is not the point here
   auto scores = random_vector<float>(std::size_t(budget) + 1, 5);
   for (int h = 0; h < kHkv; ++h)
     for (std::int64_t j = 0; j < budget; ++j) c.scores(0, h, 0)[j] = std::abs(scores[j]);
@@ -201,7 +201,7 @@ void BM_snapkv_window(benchmark::State& state) {
     p.o = heed::make_mutable_view(o.data(), W, kHq, kD);
     p.lse = lse.data();
     std::vector<char> ws(heed::dense_workspace_size(p, 1));
-    heed::dense_attention(p, {ws.data(), ws.size()});
+    bench_ok(heed::dense_attention(p, {ws.data(), ws.size()}));
   }
   heed::observation_window_options opt;
   opt.pool = heed::pool_kind::max;

@@ -20,6 +20,7 @@
 #include <random>
 #include <vector>
 
+#include "bench_common.hpp"
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/attention/sparse_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
@@ -95,7 +96,9 @@ problem& get(std::int64_t L) {
   std::vector<char> ws(heed::dense_workspace_size(pr.p, kThreads));
   std::vector<double> t;
   for (int r = 0; r < 3; ++r)
-    t.push_back(seconds_of([&] { heed::dense_attention(pr.p, {ws.data(), ws.size()}, pool()); }));
+    t.push_back(seconds_of([&] {
+      heed_bench::bench_ok(heed::dense_attention(pr.p, {ws.data(), ws.size()}, pool()));
+    }));
   std::sort(t.begin(), t.end());
   pr.dense_seconds = t[1];
   pr.dense_lse = pr.lse;
@@ -164,7 +167,8 @@ void BM_block_sparse_prefill(benchmark::State& state) {
   problem& pr = get(state.range(0));
   heed::block_pattern pat;
   heed::estimate_scratch sc;
-  heed::pooled_block_estimate(pr.p.q, pr.p.k, -1, pooled_opts(state.range(1)), pat, sc, pool());
+  heed_bench::bench_ok(heed::pooled_block_estimate(pr.p.q, pr.p.k, -1, pooled_opts(state.range(1)),
+                                                   pat, sc, pool()));
   std::vector<char> ws;
   measure(state, pr, heed::block_density(pat, true), [&] { return run_blocks(pr, pat, ws); });
 }

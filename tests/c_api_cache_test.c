@@ -261,13 +261,13 @@ static void errors(void) {
   heed_mutable_tensor om;
   int64_t len = -1;
 
-  heed_kv_cache_config_init(&cc);
+  CHECK_STATUS(heed_kv_cache_config_init(&cc), HEED_STATUS_OK);
   cc.layers = LAYERS;
   cc.kv_heads = HKV;
   cc.head_dim = D;
   cc.score_channels = 1;
   CHECK_STATUS(heed_kv_cache_create(&cc, &cache), HEED_STATUS_OK);
-  heed_eviction_config_init(&ec);
+  CHECK_STATUS(heed_eviction_config_init(&ec), HEED_STATUS_OK);
   ec.budget = 4;
   CHECK_STATUS(heed_eviction_loop_create(cache, "no_such_policy", NULL, 0, &ec, HQ, &out),
                HEED_STATUS_INVALID_ARGUMENT);

@@ -186,8 +186,10 @@ const float* session::forward(int token, int pos, heed::executor& ex) {
     rope(q_.data(), D, hs, pos);
     rope(k_.data(), KV, hs, pos);
     if (rotate_) {
-      heed::quant::hadamard_rotate(q_.data(), c.n_heads, hs, hs);
-      heed::quant::hadamard_rotate(k_.data(), c.n_kv_heads, hs, hs);
+      status_ = heed::quant::hadamard_rotate(q_.data(), c.n_heads, hs, hs);
+      if (status_ == heed::status::ok)
+        status_ = heed::quant::hadamard_rotate(k_.data(), c.n_kv_heads, hs, hs);
+      if (status_ != heed::status::ok) return nullptr;
     }
     status_ = loop_.step(l, heed::make_view(q_.data(), 1, c.n_heads, hs),
                          heed::make_view(k_.data(), 1, c.n_kv_heads, hs),
@@ -249,8 +251,10 @@ const float* session::prefill(const int* tokens, int n, int pos, heed::executor&
       rope(k + i * KV, KV, hs, pos + int(i));
     }
     if (rotate_) {
-      heed::quant::hadamard_rotate(q, std::int64_t(n) * c.n_heads, hs, hs);
-      heed::quant::hadamard_rotate(k, std::int64_t(n) * c.n_kv_heads, hs, hs);
+      status_ = heed::quant::hadamard_rotate(q, std::int64_t(n) * c.n_heads, hs, hs);
+      if (status_ == heed::status::ok)
+        status_ = heed::quant::hadamard_rotate(k, std::int64_t(n) * c.n_kv_heads, hs, hs);
+      if (status_ != heed::status::ok) return nullptr;
     }
     status_ =
         loop_.step(l, heed::make_view(q, n, c.n_heads, hs), heed::make_view(k, n, c.n_kv_heads, hs),

@@ -97,7 +97,7 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
   run_result r;
   int calls = 0;
   heed_callback_policy cb;
-  heed_callback_policy_init(&cb);
+  EXPECT_EQ(heed_callback_policy_init(&cb), HEED_STATUS_OK);
   cb.fn = test_score;
   cb.user = &calls;
   cb.column_mass = policy == which::callback_mass;
@@ -120,7 +120,7 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
   ec.budget = kBudget;
   if (use_c) {
     heed_kv_cache_config c;
-    heed_kv_cache_config_init(&c);
+    EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
     c.layers = kLayers;
     c.kv_heads = kHkv;
     c.head_dim = kD;
@@ -129,7 +129,7 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
     c.page_rows = page_rows;
     EXPECT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_OK);
     heed_eviction_config e;
-    heed_eviction_config_init(&e);
+    EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
     e.budget = kBudget;
     if (policy == which::h2o) {
       EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &cl), HEED_STATUS_OK);
@@ -276,7 +276,7 @@ struct fixture {
   tokens t = make_tokens(8, 5);
   fixture(std::int64_t page_rows = 0, heed_dtype dt = HEED_DTYPE_F32) {
     heed_kv_cache_config c;
-    heed_kv_cache_config_init(&c);
+    EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
     c.layers = kLayers;
     c.kv_heads = kHkv;
     c.head_dim = kD;
@@ -285,7 +285,7 @@ struct fixture {
     c.page_rows = page_rows;
     EXPECT_EQ(heed_kv_cache_create(&c, &cache), HEED_STATUS_OK);
     heed_eviction_config e;
-    heed_eviction_config_init(&e);
+    EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
     e.budget = 4;
     EXPECT_EQ(heed_eviction_loop_create(cache, "h2o", nullptr, 0, &e, kHq, &loop), HEED_STATUS_OK);
   }
@@ -336,7 +336,7 @@ struct fixture {
 TEST(CApiCache, UnknownPolicyAndBadParameters) {
   fixture f;
   heed_eviction_config e;
-  heed_eviction_config_init(&e);
+  EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
   e.budget = 4;
   heed_eviction_loop* const sentinel = reinterpret_cast<heed_eviction_loop*>(&e);
   heed_eviction_loop* out = sentinel;
@@ -379,7 +379,7 @@ TEST(CApiCache, UnknownPolicyAndBadParameters) {
   EXPECT_EQ(out, sentinel);
   // A cache without the score channel H2O accumulates into.
   heed_kv_cache_config c;
-  heed_kv_cache_config_init(&c);
+  EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
   c.head_dim = kD;
   c.kv_heads = kHkv;
   heed_kv_cache* bare = nullptr;
@@ -396,7 +396,7 @@ TEST(CApiCache, UnknownPolicyAndBadParameters) {
   EXPECT_EQ(heed_kv_cache_destroy(bare), HEED_STATUS_OK);
   // Callback policies: a null function, a bad mode.
   heed_callback_policy cb;
-  heed_callback_policy_init(&cb);
+  EXPECT_EQ(heed_callback_policy_init(&cb), HEED_STATUS_OK);
   out = sentinel;
   EXPECT_EQ(heed_eviction_loop_create_callback(f.cache, &cb, &e, kHq, &out),
             HEED_STATUS_NULL_POINTER);
@@ -414,7 +414,7 @@ TEST(CApiCache, NullHandlesAndPointers) {
   const char* name = nullptr;
   heed_kv_cache_config c;
   heed_eviction_config e;
-  heed_eviction_config_init(&e);
+  EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
   heed_kv_cache* cache_out = nullptr;
   heed_eviction_loop* loop_out = nullptr;
   EXPECT_EQ(heed_kv_cache_config_init(nullptr), HEED_STATUS_NULL_POINTER);
@@ -481,7 +481,7 @@ TEST(CApiCache, NullHandlesAndPointers) {
   EXPECT_EQ(heed_policy_name(count, &name), HEED_STATUS_INVALID_ARGUMENT);
   EXPECT_EQ(n, -1);
   EXPECT_EQ(name, nullptr);
-  heed_kv_cache_config_init(&c);
+  EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
   EXPECT_EQ(heed_kv_cache_create(&c, &cache_out), HEED_STATUS_INVALID_ARGUMENT);  // head_dim 0
   c.head_dim = kD;
   std::int32_t bad_dtype = 42;
@@ -577,12 +577,12 @@ heed_status failing_score(void* user, const heed_policy_head*, float*) {
 TEST(CApiCache, FailingCallbackEvictsNothing) {
   fixture f;
   heed_callback_policy cb;
-  heed_callback_policy_init(&cb);
+  EXPECT_EQ(heed_callback_policy_init(&cb), HEED_STATUS_OK);
   int calls = 0;
   cb.fn = failing_score;
   cb.user = &calls;
   heed_eviction_config e;
-  heed_eviction_config_init(&e);
+  EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
   e.budget = 4;
   heed_eviction_loop* loop = nullptr;
   ASSERT_EQ(heed_eviction_loop_create_callback(f.cache, &cb, &e, kHq, &loop), HEED_STATUS_OK);
@@ -645,7 +645,7 @@ TEST(CApiCache, VersionsAndBudgets) {
   // Per-layer budgets through the loop's config.
   fixture f;
   heed_eviction_config e;
-  heed_eviction_config_init(&e);
+  EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
   const std::int64_t per_layer[kLayers] = {6, 4, 2};
   e.layer_budgets = per_layer;
   heed_eviction_loop* loop = nullptr;

@@ -18,6 +18,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Functions whose status must be looked at: GCC and Clang warn when a caller drops it
+ * (-Wunused-result). The destroy functions are not marked: their status only reports a null
+ * handle. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HEED_NODISCARD __attribute__((warn_unused_result))
+#else
+#define HEED_NODISCARD
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -131,7 +140,7 @@ typedef struct heed_executor {
 void heed_dense_params_init(heed_dense_params* params);
 
 /* HEED_STATUS_OK when heed_dense_attention can run these parameters (any head_dim >= 1 can). */
-heed_status heed_dense_can_implement(const heed_dense_params* params);
+HEED_NODISCARD heed_status heed_dense_can_implement(const heed_dense_params* params);
 
 /* Bytes of workspace heed_dense_attention needs with an executor of `threads` concurrency (1 for
  * the NULL executor). 0 when the parameters are invalid. */
@@ -139,8 +148,9 @@ size_t heed_dense_workspace_size(const heed_dense_params* params, int threads);
 
 /* Runs dense (flash) attention with run-time ISA dispatch. `executor` may be NULL (serial).
  * The result does not depend on the executor's concurrency. */
-heed_status heed_dense_attention(const heed_dense_params* params, void* workspace,
-                                 size_t workspace_size, const heed_executor* executor);
+HEED_NODISCARD heed_status heed_dense_attention(const heed_dense_params* params, void* workspace,
+                                                size_t workspace_size,
+                                                const heed_executor* executor);
 
 /* A static, human-readable name for a status ("ok", "null pointer", ...). */
 const char* heed_status_string(heed_status status);

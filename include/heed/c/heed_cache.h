@@ -66,61 +66,67 @@ typedef struct heed_kv_cache_config {
 
 /* The C++ defaults: 1 layer, 1 head, head_dim 0 (must be set), F32, no reserve, no channels,
  * no limit, contiguous, group 0. */
-heed_status heed_kv_cache_config_init(heed_kv_cache_config* config);
+HEED_NODISCARD heed_status heed_kv_cache_config_init(heed_kv_cache_config* config);
 
 /* Creates an empty cache. *out is set only on success. HEED_STATUS_INVALID_ARGUMENT or
  * HEED_STATUS_UNSUPPORTED_DTYPE for a configuration heed::kv_cache::init refuses. */
-heed_status heed_kv_cache_create(const heed_kv_cache_config* config, heed_kv_cache** out);
+HEED_NODISCARD heed_status heed_kv_cache_create(const heed_kv_cache_config* config,
+                                                heed_kv_cache** out);
 
 /* Frees the cache. NULL is allowed (HEED_STATUS_OK). Destroy every loop over it first. */
 heed_status heed_kv_cache_destroy(heed_kv_cache* cache);
 
 /* The configuration the cache was created with. */
-heed_status heed_kv_cache_get_config(const heed_kv_cache* cache, heed_kv_cache_config* out);
+HEED_NODISCARD heed_status heed_kv_cache_get_config(const heed_kv_cache* cache,
+                                                    heed_kv_cache_config* out);
 
 /* Appends n tokens to every KV head of `layer`: k and v are [n, kv_heads, head_dim] views of F32,
  * F16 or BF16 (converted to the storage dtype), or of the cache's own Q8 / Q4 format and group
  * (copied). positions: [n] original positions shared by all heads, strictly ascending after each
  * head's last, or NULL to continue each head's count. New score channels start at 0. A quantized
  * cache refuses non-finite rows (HEED_STATUS_INVALID_ARGUMENT). All or nothing. */
-heed_status heed_kv_cache_append(heed_kv_cache* cache, int layer, const heed_tensor* k,
-                                 const heed_tensor* v, const int64_t* positions);
+HEED_NODISCARD heed_status heed_kv_cache_append(heed_kv_cache* cache, int layer,
+                                                const heed_tensor* k, const heed_tensor* v,
+                                                const int64_t* positions);
 
 /* Entries held by (layer, head). */
-heed_status heed_kv_cache_length(const heed_kv_cache* cache, int layer, int head, int64_t* out);
+HEED_NODISCARD heed_status heed_kv_cache_length(const heed_kv_cache* cache, int layer, int head,
+                                                int64_t* out);
 
 /* Bytes of one stored K (or V) row: head_dim * 4 / 2 for F32 / F16 / BF16, and the quantized row
  * size for Q8 / Q4 (heed.h: head_dim + head_dim / 16 for Q8 with group 32). */
-heed_status heed_kv_cache_row_bytes(const heed_kv_cache* cache, size_t* out);
+HEED_NODISCARD heed_status heed_kv_cache_row_bytes(const heed_kv_cache* cache, size_t* out);
 
 /* Copies the original positions of (layer, head)'s entries into dst[0 .. length). `capacity` is
  * dst's size in elements; HEED_STATUS_WORKSPACE_TOO_SMALL (nothing written) when it is below the
  * length. dst may be NULL when the head is empty. */
-heed_status heed_kv_cache_positions(const heed_kv_cache* cache, int layer, int head, int64_t* dst,
-                                    int64_t capacity);
+HEED_NODISCARD heed_status heed_kv_cache_positions(const heed_kv_cache* cache, int layer, int head,
+                                                   int64_t* dst, int64_t capacity);
 
 /* Copies (layer, head)'s K rows into k_dst and V rows into v_dst, length rows of row_bytes each,
  * contiguous, in the stored format (F16 bits, Q8 / Q4 rows as in heed.h), whether the cache is
  * contiguous or paged. Either destination may be NULL to skip it (not both); k_bytes / v_bytes are
  * the buffers' sizes (HEED_STATUS_WORKSPACE_TOO_SMALL below length * row_bytes). */
-heed_status heed_kv_cache_read_rows(const heed_kv_cache* cache, int layer, int head, void* k_dst,
-                                    size_t k_bytes, void* v_dst, size_t v_bytes);
+HEED_NODISCARD heed_status heed_kv_cache_read_rows(const heed_kv_cache* cache, int layer, int head,
+                                                   void* k_dst, size_t k_bytes, void* v_dst,
+                                                   size_t v_bytes);
 
 /* Copies score channel `channel` of (layer, head) into dst[0 .. length) (capacity elements). */
-heed_status heed_kv_cache_read_scores(const heed_kv_cache* cache, int layer, int head, int channel,
-                                      float* dst, int64_t capacity);
+HEED_NODISCARD heed_status heed_kv_cache_read_scores(const heed_kv_cache* cache, int layer,
+                                                     int head, int channel, float* dst,
+                                                     int64_t capacity);
 
 /* Bytes in use (length x (2 rows + position + channels), summed) and held (capacity, pages). */
-heed_status heed_kv_cache_bytes_used(const heed_kv_cache* cache, size_t* out);
-heed_status heed_kv_cache_bytes_reserved(const heed_kv_cache* cache, size_t* out);
+HEED_NODISCARD heed_status heed_kv_cache_bytes_used(const heed_kv_cache* cache, size_t* out);
+HEED_NODISCARD heed_status heed_kv_cache_bytes_reserved(const heed_kv_cache* cache, size_t* out);
 
 /* Empties every head of one layer (layer >= 0) or of all layers (layer == -1), and restarts their
  * position counts at 0; the memory stays reserved. A loop keeps per-layer state of its own (step
  * counts, recent queries): for a new sequence, clear the cache and create a new loop. */
-heed_status heed_kv_cache_clear(heed_kv_cache* cache, int layer);
+HEED_NODISCARD heed_status heed_kv_cache_clear(heed_kv_cache* cache, int layer);
 
 /* Gives memory back: each head's capacity becomes its length plus `slack` entries. */
-heed_status heed_kv_cache_shrink_to_fit(heed_kv_cache* cache, int64_t slack);
+HEED_NODISCARD heed_status heed_kv_cache_shrink_to_fit(heed_kv_cache* cache, int64_t slack);
 
 /* ---- Policies by name ------------------------------------------------------------------------
  * The built-in policies and their parameters: docs/policies.md ("Policies by name"). */
@@ -132,19 +138,19 @@ typedef struct heed_policy_param {
 
 /* How many built-in policy names there are, and the i-th (a static string). Any of them may also
  * be prefixed by "caote_" (CAOTE re-scoring of that policy). */
-heed_status heed_policy_count(int* out);
-heed_status heed_policy_name(int i, const char** out);
+HEED_NODISCARD heed_status heed_policy_count(int* out);
+HEED_NODISCARD heed_status heed_policy_name(int i, const char** out);
 
 /* Checks a policy name and parameters (HEED_STATUS_INVALID_ARGUMENT: unknown name, unknown or
  * repeated parameter, value out of range) and reports the score channels a cache needs for it. */
-heed_status heed_policy_channels(const char* policy, const heed_policy_param* params,
-                                 size_t n_params, int* channels);
+HEED_NODISCARD heed_status heed_policy_channels(const char* policy, const heed_policy_param* params,
+                                                size_t n_params, int* channels);
 
 /* PyramidKV budgets (heed::pyramid_budgets): `layers` budgets averaging `average`, shrinking
  * with depth (last layer average / beta), each at least min_budget, summing to layers * average.
  * Pass them as heed_eviction_config::layer_budgets. */
-heed_status heed_pyramid_budgets(int layers, int64_t average, double beta, int64_t min_budget,
-                                 int64_t* out);
+HEED_NODISCARD heed_status heed_pyramid_budgets(int layers, int64_t average, double beta,
+                                                int64_t min_budget, int64_t* out);
 
 /* ---- Eviction loop ----------------------------------------------------------------------------
  */
@@ -162,7 +168,7 @@ typedef struct heed_eviction_config {
   float softcap;                /* 0 = off */
 } heed_eviction_config;
 
-heed_status heed_eviction_config_init(heed_eviction_config* config);
+HEED_NODISCARD heed_status heed_eviction_config_init(heed_eviction_config* config);
 
 /* How a C score callback's entries become keep-sets, and what it reads: mirrors the score_needs
  * and selection_spec of heed::callback_policy. Initialize with heed_callback_policy_init(). */
@@ -181,23 +187,25 @@ typedef struct heed_callback_policy {
   int64_t n_recent;
 } heed_callback_policy;
 
-heed_status heed_callback_policy_init(heed_callback_policy* policy);
+HEED_NODISCARD heed_status heed_callback_policy_init(heed_callback_policy* policy);
 
 /* A loop over `cache` (which must outlive it) with the built-in policy `policy` and its
  * parameters (params may be NULL when n_params is 0), for a model of q_heads query heads (a
  * multiple of the cache's kv_heads). HEED_STATUS_INVALID_ARGUMENT for an unknown policy or
  * parameter, a bad value or budget, or a cache with fewer score channels than the policy needs. */
-heed_status heed_eviction_loop_create(heed_kv_cache* cache, const char* policy,
-                                      const heed_policy_param* params, size_t n_params,
-                                      const heed_eviction_config* config, int q_heads,
-                                      heed_eviction_loop** out);
+HEED_NODISCARD heed_status heed_eviction_loop_create(heed_kv_cache* cache, const char* policy,
+                                                     const heed_policy_param* params,
+                                                     size_t n_params,
+                                                     const heed_eviction_config* config,
+                                                     int q_heads, heed_eviction_loop** out);
 
 /* The same with a C score callback as the policy (heed/c/heed_policy.h). The callback is called
  * from the thread that calls step / evict, once per (layer, KV head) per eviction. */
-heed_status heed_eviction_loop_create_callback(heed_kv_cache* cache,
-                                               const heed_callback_policy* policy,
-                                               const heed_eviction_config* config, int q_heads,
-                                               heed_eviction_loop** out);
+HEED_NODISCARD heed_status heed_eviction_loop_create_callback(heed_kv_cache* cache,
+                                                              const heed_callback_policy* policy,
+                                                              const heed_eviction_config* config,
+                                                              int q_heads,
+                                                              heed_eviction_loop** out);
 
 /* Frees the loop (not the cache). NULL is allowed. */
 heed_status heed_eviction_loop_destroy(heed_eviction_loop* loop);
@@ -208,23 +216,28 @@ heed_status heed_eviction_loop_destroy(heed_eviction_loop* loop);
  * for a prefill chunk (causal; a chunk longer than the budget is attended in full and evicted
  * after). executor NULL = serial. lse / entropy: optional [Hq][n] row outputs (natural log), or
  * NULL. Apply RoPE before the step: inside, positions are cache indices. */
-heed_status heed_eviction_loop_step(heed_eviction_loop* loop, int layer, const heed_tensor* q,
-                                    const heed_tensor* k, const heed_tensor* v,
-                                    const heed_mutable_tensor* o, const heed_executor* executor,
-                                    float* lse, float* entropy);
+HEED_NODISCARD heed_status heed_eviction_loop_step(heed_eviction_loop* loop, int layer,
+                                                   const heed_tensor* q, const heed_tensor* k,
+                                                   const heed_tensor* v,
+                                                   const heed_mutable_tensor* o,
+                                                   const heed_executor* executor, float* lse,
+                                                   float* entropy);
 
 /* Evicts `layer` down to its budget now (heed_eviction_loop_evict_to with the layer's budget; a
  * budget of 0 evicts nothing). */
-heed_status heed_eviction_loop_evict_now(heed_eviction_loop* loop, int layer);
+HEED_NODISCARD heed_status heed_eviction_loop_evict_now(heed_eviction_loop* loop, int layer);
 
 /* Evicts `layer` down to `target` entries per head now (e.g. once after prefill, SAGE-KV). */
-heed_status heed_eviction_loop_evict_to(heed_eviction_loop* loop, int layer, int64_t target);
+HEED_NODISCARD heed_status heed_eviction_loop_evict_to(heed_eviction_loop* loop, int layer,
+                                                       int64_t target);
 
 /* The budget of `layer` (per-layer budget or the global one). */
-heed_status heed_eviction_loop_budget(const heed_eviction_loop* loop, int layer, int64_t* out);
+HEED_NODISCARD heed_status heed_eviction_loop_budget(const heed_eviction_loop* loop, int layer,
+                                                     int64_t* out);
 
 /* The policy's name ("h2o", "snapkv", "callback", ...), a static string. */
-heed_status heed_eviction_loop_policy_name(const heed_eviction_loop* loop, const char** out);
+HEED_NODISCARD heed_status heed_eviction_loop_policy_name(const heed_eviction_loop* loop,
+                                                          const char** out);
 
 /* ---- Threads ----------------------------------------------------------------------------------
  * heed's own thread pool (heed::thread_pool_executor: threads - 1 persistent workers plus the
@@ -233,11 +246,11 @@ heed_status heed_eviction_loop_policy_name(const heed_eviction_loop* loop, const
 typedef struct heed_thread_pool heed_thread_pool;
 
 /* threads: 1 .. 1024, or 0 for the hardware concurrency. */
-heed_status heed_thread_pool_create(int threads, heed_thread_pool** out);
+HEED_NODISCARD heed_status heed_thread_pool_create(int threads, heed_thread_pool** out);
 
 /* A heed_executor that runs on the pool (valid until the pool is destroyed). One call at a time
  * per pool: the steps of different loops that share a pool must not overlap. */
-heed_status heed_thread_pool_executor(heed_thread_pool* pool, heed_executor* out);
+HEED_NODISCARD heed_status heed_thread_pool_executor(heed_thread_pool* pool, heed_executor* out);
 
 /* Stops the workers and frees the pool. NULL is allowed. */
 heed_status heed_thread_pool_destroy(heed_thread_pool* pool);

@@ -3,17 +3,17 @@
 
 namespace heed {
 
-enum class status : int {
-  ok = 0,
-  null_pointer,          // a required pointer is null
-  invalid_argument,      // a length, count or option is out of range
-  shape_mismatch,        // tensors disagree on a dimension (heads, seq, head_dim)
-  invalid_stride,        // strides overlap, are negative or do not fit the shape
-  unsupported_dtype,     // e.g. a query that is not f32
-  unsupported_head_dim,  // only for entry points that have no generic fallback
-  unsupported_isa,       // an ISA that was not compiled in or that this CPU lacks
-  workspace_too_small,   // the caller's workspace is smaller than workspace_size()
-  out_of_memory,         // an owning structure (the KV cache) could not allocate
+enum class [[nodiscard]] status : int{
+    ok = 0,
+    null_pointer,          // a required pointer is null
+    invalid_argument,      // a length, count or option is out of range
+    shape_mismatch,        // tensors disagree on a dimension (heads, seq, head_dim)
+    invalid_stride,        // strides overlap, are negative or do not fit the shape
+    unsupported_dtype,     // e.g. a query that is not f32
+    unsupported_head_dim,  // only for entry points that have no generic fallback
+    unsupported_isa,       // an ISA that was not compiled in or that this CPU lacks
+    workspace_too_small,   // the caller's workspace is smaller than workspace_size()
+    out_of_memory,         // an owning structure (the KV cache) could not allocate
 };
 
 constexpr const char* status_string(status s) noexcept {

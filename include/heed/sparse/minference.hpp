@@ -14,6 +14,7 @@
 // Both run one head per executor task, allocate only when `scratch` grows, and return a status.
 #pragma once
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -135,6 +136,7 @@ inline status pooled_block_estimate(const tensor_view& q, const tensor_view& k,
     sc.select.resize(std::size_t(threads * nk));
     sc.keep.resize(std::size_t(q.heads * nq * nk));
     sc.count.resize(std::size_t(q.heads * nq));
+    std::atomic<int> failed{0};  // a selection's status (none is expected: inputs were checked)
     ex.parallel_for(q.heads, [&](std::int64_t h, int t) {
       float* scores = sc.block_scores.data() + std::int64_t(t) * nq * nk;
       sparse_detail::block_logits(q, h, opt.block_q, sc.pooled_k.data() + (h / group) * nk * d, nk,
@@ -147,11 +149,13 @@ inline status pooled_block_estimate(const tensor_view& q, const tensor_view& k,
         const auto budget = std::max<std::int64_t>(
             1, static_cast<std::int64_t>(std::ceil(density * double(visible))));
         std::int64_t* n = &sc.count[std::size_t(h * nq + qb)];
-        select_top_k(scores + qb * nk, visible, budget, protect_spec{},
-                     sc.keep.data() + (h * nq + qb) * nk, n,
-                     sc.select.data() + std::int64_t(t) * nk);
+        const status st = select_top_k(scores + qb * nk, visible, budget, protect_spec{},
+                                       sc.keep.data() + (h * nq + qb) * nk, n,
+                                       sc.select.data() + std::int64_t(t) * nk);
+        if (st != status::ok) failed.store(static_cast<int>(st), std::memory_order_relaxed);
       }
     });
+    if (failed.load() != 0) return static_cast<status>(failed.load());
     for (std::int64_t r = 0; r < q.heads * nq; ++r)
       HEED_RETURN_IF_ERROR(out.add_row(sc.keep.data() + r * nk, sc.count[std::size_t(r)]));
     return status::ok;
