@@ -127,20 +127,26 @@ extern "C" {
 
 // ---- KV cache ----------------------------------------------------------------------------------
 
+namespace {
+// The C struct of a cache configuration (the one field list from C++ to C).
+heed_kv_cache_config to_c(const heed::kv_cache_config& c) noexcept {
+  heed_kv_cache_config r{};
+  r.layers = c.layers;
+  r.kv_heads = c.kv_heads;
+  r.head_dim = c.head_dim;
+  r.dtype = static_cast<heed_dtype>(static_cast<int>(c.type));
+  r.reserve = c.reserve;
+  r.score_channels = c.score_channels;
+  r.capacity = c.capacity;
+  r.page_rows = c.page_rows;
+  r.group = c.group;
+  return r;
+}
+}  // namespace
+
 heed_status heed_kv_cache_config_init(heed_kv_cache_config* config) {
   if (config == nullptr) return HEED_STATUS_NULL_POINTER;
-  const heed::kv_cache_config d;
-  heed_kv_cache_config c{};
-  c.layers = d.layers;
-  c.kv_heads = d.kv_heads;
-  c.head_dim = d.head_dim;
-  c.dtype = static_cast<heed_dtype>(static_cast<int>(d.type));
-  c.reserve = d.reserve;
-  c.score_channels = d.score_channels;
-  c.capacity = d.capacity;
-  c.page_rows = d.page_rows;
-  c.group = d.group;
-  *config = c;
+  *config = to_c(heed::kv_cache_config{});
   return HEED_STATUS_OK;
 }
 
@@ -174,18 +180,7 @@ heed_status heed_kv_cache_destroy(heed_kv_cache* cache) {
 
 heed_status heed_kv_cache_get_config(const heed_kv_cache* cache, heed_kv_cache_config* out) {
   if (cache == nullptr || out == nullptr) return HEED_STATUS_NULL_POINTER;
-  const heed::kv_cache_config& c = cache->cache.config();
-  heed_kv_cache_config r{};
-  r.layers = c.layers;
-  r.kv_heads = c.kv_heads;
-  r.head_dim = c.head_dim;
-  r.dtype = static_cast<heed_dtype>(static_cast<int>(c.type));
-  r.reserve = c.reserve;
-  r.score_channels = c.score_channels;
-  r.capacity = c.capacity;
-  r.page_rows = c.page_rows;
-  r.group = c.group;
-  *out = r;
+  *out = to_c(cache->cache.config());
   return HEED_STATUS_OK;
 }
 

@@ -53,6 +53,19 @@ void check_slot(const py_cache& c, int layer, int head) {
          "layer " + std::to_string(layer) + " / head " + std::to_string(head) + " out of range");
 }
 
+// The K (which 0) or V (which 1) rows of one (layer, head), copied in the storage dtype
+// ([len, head_dim]; quantized caches: uint8 [len, row_bytes]).
+py::array read_rows(py_cache& c, int layer, int head, int which, const char* what) {
+  cache_guard g(c, false);
+  check_slot(c, layer, head);
+  const dtype t = c.cache.type();
+  const std::int64_t n = c.cache.length(layer, head);
+  const py::ssize_t cols = py::ssize_t(c.cache.row_bytes() / dtype_size(t));
+  py::array r(numpy_dtype(t), std::vector<py::ssize_t>{n, cols});
+  check(c.cache.gather(layer, head, which, r.mutable_data(), std::size_t(r.nbytes())), what);
+  return r;
+}
+
 // A read-only NumPy array over memory that lives only as long as `base` says.
 py::array borrowed(py::dtype dt, std::vector<py::ssize_t> shape, std::vector<py::ssize_t> strides,
                    const void* data, const py::handle& base) {
@@ -361,29 +374,13 @@ void bind_cache(py::module_& m) {
       .def(
           "keys",
           [](py_cache& c, int layer, int head) {
-            cache_guard g(c, false);
-            check_slot(c, layer, head);
-            const dtype t = c.cache.type();
-            const std::int64_t n = c.cache.length(layer, head);
-            const py::ssize_t cols = py::ssize_t(c.cache.row_bytes() / dtype_size(t));
-            py::array r(numpy_dtype(t), std::vector<py::ssize_t>{n, cols});
-            check(c.cache.gather(layer, head, 0, r.mutable_data(), std::size_t(r.nbytes())),
-                  "KVCache.keys");
-            return r;
+            return read_rows(c, layer, head, 0, "KVCache.keys");
           },
           py::arg("layer"), py::arg("head"))
       .def(
           "values",
           [](py_cache& c, int layer, int head) {
-            cache_guard g(c, false);
-            check_slot(c, layer, head);
-            const dtype t = c.cache.type();
-            const std::int64_t n = c.cache.length(layer, head);
-            const py::ssize_t cols = py::ssize_t(c.cache.row_bytes() / dtype_size(t));
-            py::array r(numpy_dtype(t), std::vector<py::ssize_t>{n, cols});
-            check(c.cache.gather(layer, head, 1, r.mutable_data(), std::size_t(r.nbytes())),
-                  "KVCache.values");
-            return r;
+            return read_rows(c, layer, head, 1, "KVCache.values");
           },
           py::arg("layer"), py::arg("head"))
       .def(
