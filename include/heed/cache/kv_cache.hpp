@@ -17,6 +17,14 @@
 // return a view with a null data pointer; read it page by page (page_count, page_keys, ...) or
 // copy it out with gather(). cache_attention and the eviction loop handle both modes.
 //
+// Two precisions (config.tiered, contiguous mode): entries are appended at `type` (the high
+// tier) and demote() re-stores chosen entries at `low_type` (the low tier: fewer bytes a row,
+// e.g. f16 -> q4), the alternative to evicting them. The logical entries (positions, score
+// channels, tiers()) stay in one ascending order; each tier's rows are stored apart, in that
+// order (tier_keys / tier_values). cache_attention attends to both tiers and merges them in
+// log-sum-exp form; keys() / values() of a head holding low-tier entries have a null data
+// pointer: read such a head through gather_float().
+//
 // Entry points validate and return a status. append() may allocate (amortized doubling);
 // nothing else does.
 #pragma once
@@ -50,6 +58,8 @@ struct kv_cache_config {
   std::int64_t capacity = 0;   // most entries a (layer, head) may hold; 0 = no limit
   std::int64_t page_rows = 0;  // K/V rows per page; 0 = one contiguous block per head
   int group = 0;               // q8 / q4: values per scale (0: quant::default_group)
+  bool tiered = false;         // two precisions: demote() moves entries to low_type
+  dtype low_type = dtype::q4;  // tiered: storage of demoted entries (smaller rows than `type`)
 };
 
 class kv_cache {
@@ -68,13 +78,19 @@ class kv_cache {
         (c.capacity > 0 && c.reserve > c.capacity) ||
         std::int64_t(c.layers) * c.kv_heads > (1 << 20))
       return status::invalid_argument;
-    if (is_quantized(c.type)) {
+    for (const dtype t : {c.type, c.low_type})
+      if (!storable(t)) return status::unsupported_dtype;
+    if (is_quantized(c.type) || (c.tiered && is_quantized(c.low_type))) {
       if (c.group < 0 || !quant::valid_group(c.head_dim, c.group ? c.group : quant::default_group))
         return status::invalid_argument;
-    } else if (c.type != dtype::f32 && c.type != dtype::f16 && c.type != dtype::bf16) {
-      return status::unsupported_dtype;
     } else if (c.group != 0) {
       return status::invalid_argument;
+    }
+    if (c.tiered) {
+      if (c.page_rows != 0) return status::invalid_argument;  // contiguous only, for now
+      const int g = c.group ? c.group : quant::default_group;
+      if (type_row_bytes(c.low_type, c.head_dim, g) >= type_row_bytes(c.type, c.head_dim, g))
+        return status::invalid_argument;  // the low tier must take fewer bytes a row
     }
     slots_.clear();
     cfg_ = c;
@@ -82,6 +98,11 @@ class kv_cache {
     if (!detail::grow_vector(fresh, std::size_t(c.layers) * c.kv_heads))
       return status::out_of_memory;
     slots_ = std::move(fresh);
+    row_tmp_.reset();
+    if (c.tiered) {
+      row_tmp_.reset(new (std::nothrow) float[std::size_t(c.head_dim)]);
+      if (!row_tmp_) return status::out_of_memory;
+    }
     for (auto& s : slots_) s.limit = c.capacity;
     if (c.reserve > 0)
       for (auto& s : slots_) {
@@ -104,6 +125,12 @@ class kv_cache {
     return is_quantized(cfg_.type) ? quant::row_bytes(cfg_.type, cfg_.head_dim, group())
                                    : std::size_t(cfg_.head_dim) * dtype_size(cfg_.type);
   }
+  // Two precisions (config.tiered): the low tier's type and row bytes.
+  bool tiered() const noexcept { return cfg_.tiered; }
+  dtype low_type() const noexcept { return cfg_.low_type; }
+  std::size_t low_row_bytes() const noexcept {
+    return type_row_bytes(cfg_.low_type, cfg_.head_dim, group());
+  }
   bool valid(int layer, int head) const noexcept {
     return !slots_.empty() && layer >= 0 && layer < cfg_.layers && head >= 0 &&
            head < cfg_.kv_heads;
@@ -120,6 +147,20 @@ class kv_cache {
     if (limit > 0 && limit < at(layer, head).len) return status::invalid_argument;
     at(layer, head).limit = limit;
     return status::ok;
+  }
+  // Entries of the low tier (0 unless tiered); the high tier holds the other ones.
+  std::int64_t low_length(int layer, int head) const noexcept { return at(layer, head).lo_len; }
+  // Per entry 0 (high tier) or 1 (low tier), [length]; null unless tiered.
+  const std::uint8_t* tiers(int layer, int head) const noexcept {
+    return at(layer, head).tier.get();
+  }
+  // [n, 1, d] views of one tier's rows (tier 0: high, `type`; 1: low, `low_type`), in entry
+  // order. Tier 0 of an untiered contiguous cache is keys() / values().
+  tensor_view tier_keys(int layer, int head, int tier) const noexcept {
+    return tier_view(at(layer, head), tier, 0);
+  }
+  tensor_view tier_values(int layer, int head, int tier) const noexcept {
+    return tier_view(at(layer, head), tier, 1);
   }
   // Tokens ever appended to this slot (the next default position).
   std::int64_t appended(int layer, int head) const noexcept { return at(layer, head).appended; }
@@ -142,6 +183,7 @@ class kv_cache {
   std::int64_t page_rows() const noexcept { return cfg_.page_rows; }
   int page_count(int layer, int head) const noexcept {
     const slot& s = at(layer, head);
+    if (s.lo_len > 0) return 0;  // two row types: no pages (tier_keys / gather_float)
     return paged() ? static_cast<int>(s.pages.size()) : (s.len > 0 ? 1 : 0);
   }
   kv_page page(int layer, int head, int i) const noexcept {
@@ -173,6 +215,7 @@ class kv_cache {
     if (!valid(layer, head) || (which != 0 && which != 1)) return status::invalid_argument;
     const slot& s = at(layer, head);
     if (s.len == 0) return status::ok;
+    if (s.lo_len > 0) return status::unsupported_dtype;  // two row types: gather_float
     if (dst == nullptr) return status::null_pointer;
     if (dst_bytes < std::size_t(s.len) * row_bytes()) return status::workspace_too_small;
     unsigned char* out = static_cast<unsigned char*>(dst);
@@ -180,6 +223,39 @@ class kv_cache {
       const kv_page pg = page(layer, head, i);
       std::memcpy(out + std::size_t(pg.begin) * row_bytes(), which == 0 ? pg.k : pg.v,
                   std::size_t(pg.len) * row_bytes());
+    }
+    return status::ok;
+  }
+  // Copies the head's keys (which = 0) or values (1) into dst as f32: length rows of head_dim
+  // floats (dst_floats at least length * head_dim), in entry order, whatever the storage: pages,
+  // tiers, quantized rows (dequantized as the kernels read them).
+  status gather_float(int layer, int head, int which, float* dst,
+                      std::size_t dst_floats) const noexcept {
+    if (!valid(layer, head) || (which != 0 && which != 1)) return status::invalid_argument;
+    const slot& s = at(layer, head);
+    if (s.len == 0) return status::ok;
+    if (dst == nullptr) return status::null_pointer;
+    const std::size_t d = std::size_t(cfg_.head_dim);
+    if (dst_floats < std::size_t(s.len) * d) return status::workspace_too_small;
+    if (s.tier) {
+      const unsigned char* hi = which == 0 ? s.k.get() : s.v.get();
+      const unsigned char* lo = which == 0 ? s.lk.get() : s.lv.get();
+      std::int64_t rh = 0, rl = 0;
+      for (std::int64_t i = 0; i < s.len; ++i) {
+        if (s.tier[i] == 0)
+          row_to_float(cfg_.type, hi + std::size_t(rh++) * row_bytes(), dst + std::size_t(i) * d);
+        else
+          row_to_float(cfg_.low_type, lo + std::size_t(rl++) * low_row_bytes(),
+                       dst + std::size_t(i) * d);
+      }
+      return status::ok;
+    }
+    for (int i = 0; i < page_count(layer, head); ++i) {
+      const kv_page pg = page(layer, head, i);
+      const auto* rows = static_cast<const unsigned char*>(which == 0 ? pg.k : pg.v);
+      for (std::int64_t r = 0; r < pg.len; ++r)
+        row_to_float(cfg_.type, rows + std::size_t(r) * row_bytes(),
+                     dst + std::size_t(pg.begin + r) * d);
     }
     return status::ok;
   }
@@ -260,6 +336,7 @@ class kv_cache {
     if (n_keep > 0 && keep == nullptr) return status::null_pointer;
     if (n_keep == 0) {
       s.len = 0;
+      s.lo_len = 0;
       release_pages(s, 0);
       return status::ok;
     }
@@ -271,6 +348,10 @@ class kv_cache {
     for (std::int64_t i = 1; i < n_keep; ++i)
       all_below &= std::int64_t(keep[i - 1]) - std::int64_t(keep[i]);
     if (all_below >= 0) return status::invalid_argument;
+    if (s.tier) {
+      keep_tiered(s, keep, n_keep);
+      return status::ok;
+    }
     // keep[i] - i never decreases, so the runs of consecutive kept entries (constant
     // keep[i] - i) are found by binary search: a steady-state eviction of one entry is two runs,
     // the first of which stays in place, and one memmove per array.
@@ -304,16 +385,90 @@ class kv_cache {
     return status::ok;
   }
 
+  // Demotes the entries idx[0..n) of (layer, head) to the low tier (config.tiered): strictly
+  // ascending indices of high-tier entries. Their K and V rows are re-stored at low_type
+  // (dequantized or converted to f32, then rounded or quantized as append() does); positions,
+  // score channels and the order of entries stay. May allocate the low tier's rows; all or
+  // nothing: a row the low type cannot hold (status::invalid_argument) or a failed allocation
+  // (status::out_of_memory) leaves the cache unchanged. Not to be called concurrently with any
+  // other mutation of the same cache (it uses the cache's conversion scratch).
+  status demote(int layer, int head, const std::int32_t* idx, std::int64_t n) noexcept {
+    if (!valid(layer, head) || !tiered()) return status::invalid_argument;
+    slot& s = at(layer, head);
+    if (n < 0 || n > s.len) return status::invalid_argument;
+    if (n == 0) return status::ok;
+    if (idx == nullptr) return status::null_pointer;
+    const std::size_t hb = row_bytes(), lb = low_row_bytes();
+    // High ranks of the demoted entries are needed only to check their rows: one pass.
+    std::int64_t rank = 0, k = 0;
+    for (std::int64_t i = 0; i < s.len && k < n; ++i) {
+      if (s.tier[i] != 0) {
+        if (idx[k] == i) return status::invalid_argument;  // already low
+        continue;
+      }
+      if (idx[k] < i || idx[k] >= s.len || (k > 0 && idx[k] <= idx[k - 1]))
+        return status::invalid_argument;
+      if (idx[k] == i) {
+        if (is_quantized(cfg_.low_type))
+          for (const unsigned char* rows : {s.k.get(), s.v.get()}) {
+            row_to_float(cfg_.type, rows + std::size_t(rank) * hb, row_tmp_.get());
+            HEED_RETURN_IF_ERROR(
+                quant::check_row(cfg_.low_type, row_tmp_.get(), cfg_.head_dim, group()));
+          }
+        ++k;
+      }
+      ++rank;
+    }
+    if (k != n) return status::invalid_argument;  // an index out of range or not ascending
+    HEED_RETURN_IF_ERROR(grow_low(s, s.lo_len + n));
+    // Low rows, merged from the back: every kept low row moves up (or stays), each demoted row is
+    // re-stored at its place among them.
+    std::int64_t rh = s.len - s.lo_len, rl = s.lo_len, wl = s.lo_len + n;
+    k = n;
+    for (std::int64_t i = s.len - 1; i >= 0 && k > 0; --i) {
+      if (s.tier[i] != 0) {
+        --rl, --wl;
+        std::memcpy(s.lk.get() + std::size_t(wl) * lb, s.lk.get() + std::size_t(rl) * lb, lb);
+        std::memcpy(s.lv.get() + std::size_t(wl) * lb, s.lv.get() + std::size_t(rl) * lb, lb);
+        continue;
+      }
+      --rh;
+      if (idx[k - 1] != i) continue;
+      --k, --wl;
+      restore_low(s.lk.get() + std::size_t(wl) * lb, s.k.get() + std::size_t(rh) * hb);
+      restore_low(s.lv.get() + std::size_t(wl) * lb, s.v.get() + std::size_t(rh) * hb);
+    }
+    // High rows: the demoted ones leave, the others move down in order.
+    std::int64_t wh = 0;
+    rh = 0, k = 0;
+    for (std::int64_t i = 0; i < s.len; ++i) {
+      if (s.tier[i] != 0) continue;
+      if (k < n && idx[k] == i) {
+        ++k, ++rh;
+        s.tier[i] = 1;
+        continue;
+      }
+      if (rh != wh) {
+        std::memcpy(s.k.get() + std::size_t(wh) * hb, s.k.get() + std::size_t(rh) * hb, hb);
+        std::memcpy(s.v.get() + std::size_t(wh) * hb, s.v.get() + std::size_t(rh) * hb, hb);
+      }
+      ++rh, ++wh;
+    }
+    s.lo_len += n;
+    return status::ok;
+  }
+
   // Empties one layer (all heads); memory stays reserved.
   void clear_layer(int layer) noexcept {
     for (int h = 0; h < cfg_.kv_heads; ++h) {
       at(layer, h).len = 0;
+      at(layer, h).lo_len = 0;
       at(layer, h).appended = 0;
       release_pages(at(layer, h), 0);
     }
   }
   void clear() noexcept {
-    for (auto& s : slots_) s.len = 0, s.appended = 0, release_pages(s, 0);
+    for (auto& s : slots_) s.len = 0, s.lo_len = 0, s.appended = 0, release_pages(s, 0);
   }
 
   // Gives memory back: every slot's capacity becomes its length (plus `slack` entries). A paged
@@ -322,6 +477,7 @@ class kv_cache {
     if (slack < 0) return status::invalid_argument;
     for (auto& s : slots_) {
       if (s.cap > s.len + slack) HEED_RETURN_IF_ERROR(reallocate(s, s.len + slack));
+      if (s.lo_cap > s.lo_len + slack) HEED_RETURN_IF_ERROR(reallocate_low(s, s.lo_len + slack));
       if (paged()) {
         const std::int64_t room = s.pages.empty() ? 0 : room_after(s, s.pages.size() - 1);
         const std::int64_t need = std::max<std::int64_t>(0, slack - room);
@@ -332,12 +488,13 @@ class kv_cache {
     return status::ok;
   }
 
-  // Bytes held by the slots (capacity) and bytes in use (length), K + V + positions + scores.
+  // Bytes held by the slots (capacity) and bytes in use (length), K + V + positions + scores
+  // (+ the tier byte of a tiered cache).
   std::size_t bytes_reserved() const noexcept {
     std::size_t b = 0;
     for (const auto& s : slots_) {
       if (!paged()) {
-        b += std::size_t(s.cap) * entry_bytes();
+        b += std::size_t(s.cap) * entry_bytes() + std::size_t(s.lo_cap) * 2 * low_row_bytes();
         continue;
       }
       b += std::size_t(s.cap) * (sizeof(std::int64_t) + sizeof(float) * cfg_.score_channels);
@@ -347,12 +504,15 @@ class kv_cache {
   }
   std::size_t bytes_used() const noexcept {
     std::size_t b = 0;
-    for (const auto& s : slots_) b += std::size_t(s.len) * entry_bytes();
+    for (const auto& s : slots_)
+      b +=
+          std::size_t(s.len - s.lo_len) * entry_bytes() + std::size_t(s.lo_len) * low_entry_bytes();
     return b;
   }
-  std::size_t entry_bytes() const noexcept {
-    return 2 * row_bytes() + sizeof(std::int64_t) + sizeof(float) * cfg_.score_channels;
-  }
+  // Bytes of one entry: its K and V rows, position, score channels (and tier byte, if tiered);
+  // low_entry_bytes() of an entry of the low tier.
+  std::size_t entry_bytes() const noexcept { return 2 * row_bytes() + meta_bytes(); }
+  std::size_t low_entry_bytes() const noexcept { return 2 * low_row_bytes() + meta_bytes(); }
 
  private:
   // K/V memory is 64-byte aligned: rows of 64-byte multiples then never straddle a cache line
@@ -373,6 +533,10 @@ class kv_cache {
     std::unique_ptr<std::int64_t[]> pos;
     std::unique_ptr<float[]> scores;  // [channels][cap]
     std::int64_t len = 0, cap = 0, appended = 0, limit = 0;
+    // Tiered: the low tier's rows ([lo_cap] each; the high tier's are k / v) and each entry's tier.
+    bytes lk, lv;
+    std::int64_t lo_len = 0, lo_cap = 0;
+    std::unique_ptr<std::uint8_t[]> tier;  // [cap]
     // Paged mode: pages[i] lives in mem[i] (page_rows K rows, then page_rows V rows); emptied
     // pages wait in `spare` (whose capacity always covers every page, so keep() never allocates).
     std::vector<kv_page> pages;
@@ -399,10 +563,10 @@ class kv_cache {
     m.group = t.group;
     return m;
   }
-  tensor_view rows_view(const void* data, std::int64_t n) const noexcept {
+  tensor_view rows_view(const void* data, std::int64_t n, int tier = 0) const noexcept {
     tensor_view t;
     t.data = data;
-    t.type = cfg_.type;
+    t.type = tier == 0 ? cfg_.type : cfg_.low_type;
     t.seq = n;
     t.heads = 1;
     t.dim = cfg_.head_dim;
@@ -412,9 +576,104 @@ class kv_cache {
     return t;
   }
   tensor_view whole(const slot& s, int which) const noexcept {
+    if (s.lo_len > 0) return rows_view(nullptr, s.len);  // two tiers: no single view
     if (!paged()) return rows_view(which == 0 ? s.k.get() : s.v.get(), s.len);
     if (s.pages.size() == 1) return rows_view(which == 0 ? s.pages[0].k : s.pages[0].v, s.len);
     return rows_view(nullptr, s.len);
+  }
+
+  tensor_view tier_view(const slot& s, int tier, int which) const noexcept {
+    if (tier == 1) return rows_view(which == 0 ? s.lk.get() : s.lv.get(), s.lo_len, 1);
+    if (!s.tier) return whole(s, which);
+    return rows_view(which == 0 ? s.k.get() : s.v.get(), s.len - s.lo_len);
+  }
+  std::size_t meta_bytes() const noexcept {
+    return sizeof(std::int64_t) + sizeof(float) * cfg_.score_channels + (cfg_.tiered ? 1 : 0);
+  }
+
+  // The types a cache can store, and the bytes of one row of each.
+  static constexpr bool storable(dtype t) noexcept {
+    return t == dtype::f32 || t == dtype::f16 || t == dtype::bf16 || is_quantized(t);
+  }
+  static std::size_t type_row_bytes(dtype t, std::int64_t d, int g) noexcept {
+    return is_quantized(t) ? quant::row_bytes(t, d, g) : std::size_t(d) * dtype_size(t);
+  }
+  // One stored row of type t to f32 (quantized rows as the kernels read them).
+  void row_to_float(dtype t, const unsigned char* row, float* out) const noexcept {
+    const std::int64_t d = cfg_.head_dim;
+    if (is_quantized(t)) {
+      for (std::int64_t i = 0; i < d; ++i) out[i] = quant::dequantize_value(t, row, d, group(), i);
+    } else if (t == dtype::f16) {
+      convert_row(out, reinterpret_cast<const f16*>(row), d);
+    } else if (t == dtype::bf16) {
+      convert_row(out, reinterpret_cast<const bf16*>(row), d);
+    } else {
+      std::memcpy(out, row, std::size_t(d) * sizeof(float));
+    }
+  }
+  // A high-tier row re-stored at the low type (its rows were checked by demote()).
+  void restore_low(unsigned char* dst, const unsigned char* src) noexcept {
+    const std::int64_t d = cfg_.head_dim;
+    float* x = row_tmp_.get();
+    row_to_float(cfg_.type, src, x);
+    if (is_quantized(cfg_.low_type))
+      quant::detail::quantize_checked_row(cfg_.low_type, x, d, group(), dst);
+    else if (cfg_.low_type == dtype::f16)
+      convert_row(reinterpret_cast<f16*>(dst), x, d);
+    else if (cfg_.low_type == dtype::bf16)
+      convert_row(reinterpret_cast<bf16*>(dst), x, d);
+    else
+      std::memcpy(dst, x, std::size_t(d) * sizeof(float));
+  }
+
+  // keep() of a tiered head: each tier's rows and the entries compacted in one pass (keep is
+  // validated and ascending).
+  void keep_tiered(slot& s, const std::int32_t* keep, std::int64_t n_keep) noexcept {
+    const std::size_t hb = row_bytes(), lb = low_row_bytes();
+    std::int64_t rh = 0, rl = 0, wh = 0, wl = 0, w = 0;  // read and write ranks, written entries
+    for (std::int64_t i = 0; i < s.len && w < n_keep; ++i) {
+      const bool low = s.tier[i] != 0;
+      const std::int64_t r = low ? rl++ : rh++;
+      if (keep[w] != i) continue;
+      std::int64_t& wr = low ? wl : wh;
+      if (r != wr) {
+        const std::size_t b = low ? lb : hb;
+        unsigned char* k = low ? s.lk.get() : s.k.get();
+        unsigned char* v = low ? s.lv.get() : s.v.get();
+        std::memcpy(k + std::size_t(wr) * b, k + std::size_t(r) * b, b);
+        std::memcpy(v + std::size_t(wr) * b, v + std::size_t(r) * b, b);
+      }
+      ++wr;
+      if (i != w) {
+        s.pos[w] = s.pos[i];
+        s.tier[w] = s.tier[i];
+        for (int c = 0; c < cfg_.score_channels; ++c) {
+          float* ch = s.scores.get() + std::int64_t(c) * s.cap;
+          ch[w] = ch[i];
+        }
+      }
+      ++w;
+    }
+    s.len = n_keep;
+    s.lo_len = wl;
+  }
+
+  status reallocate_low(slot& s, std::int64_t cap) noexcept {
+    const std::size_t lb = low_row_bytes();
+    bytes k = allocate(std::size_t(cap) * lb), v = allocate(std::size_t(cap) * lb);
+    if (!k || !v) return status::out_of_memory;
+    if (s.lo_len > 0) {
+      std::memcpy(k.get(), s.lk.get(), std::size_t(s.lo_len) * lb);
+      std::memcpy(v.get(), s.lv.get(), std::size_t(s.lo_len) * lb);
+    }
+    s.lk = std::move(k);
+    s.lv = std::move(v);
+    s.lo_cap = cap;
+    return status::ok;
+  }
+  status grow_low(slot& s, std::int64_t need) noexcept {
+    if (need <= s.lo_cap) return status::ok;
+    return reallocate_low(s, std::max<std::int64_t>({16, 2 * s.lo_cap, need}));
   }
 
   // Paged mode.
@@ -610,13 +869,16 @@ class kv_cache {
     }
     std::unique_ptr<std::int64_t[]> pos(new (std::nothrow) std::int64_t[std::size_t(cap) + 1]);
     std::unique_ptr<float[]> sc(new (std::nothrow) float[std::size_t(cap) * nc + 1]);
-    if (!pos || !sc) return status::out_of_memory;
+    std::unique_ptr<std::uint8_t[]> tier;
+    if (cfg_.tiered) tier.reset(new (std::nothrow) std::uint8_t[std::size_t(cap) + 1]);
+    if (!pos || !sc || (cfg_.tiered && !tier)) return status::out_of_memory;
     if (s.len > 0) {
       if (!paged()) {
         std::memcpy(k.get(), s.k.get(), std::size_t(s.len) * row);
         std::memcpy(v.get(), s.v.get(), std::size_t(s.len) * row);
       }
       std::memcpy(pos.get(), s.pos.get(), std::size_t(s.len) * sizeof(std::int64_t));
+      if (tier) std::memcpy(tier.get(), s.tier.get(), std::size_t(s.len));
       for (int c = 0; c < nc; ++c)
         std::memcpy(sc.get() + std::int64_t(c) * cap, s.scores.get() + std::int64_t(c) * s.cap,
                     std::size_t(s.len) * sizeof(float));
@@ -625,6 +887,7 @@ class kv_cache {
     s.v = std::move(v);
     s.pos = std::move(pos);
     s.scores = std::move(sc);
+    s.tier = std::move(tier);
     s.cap = cap;
     return status::ok;
   }
@@ -706,8 +969,10 @@ class kv_cache {
         store_row(page_k(s, pi) + r, k, i, h);
         store_row(page_v(s, pi) + r, v, i, h);
       } else {
-        store_row(s.k.get() + at_ * row, k, i, h);
-        store_row(s.v.get() + at_ * row, v, i, h);
+        const std::int64_t r = at_ - s.lo_len;  // new entries are of the high tier
+        store_row(s.k.get() + r * row, k, i, h);
+        store_row(s.v.get() + r * row, v, i, h);
+        if (s.tier) s.tier[at_] = 0;
       }
       s.pos[at_] = positions ? positions[i] : s.appended + i;
       for (int c = 0; c < cfg_.score_channels; ++c) s.scores[std::int64_t(c) * s.cap + at_] = 0.f;
@@ -719,6 +984,7 @@ class kv_cache {
 
   kv_cache_config cfg_{};
   std::vector<slot> slots_;
+  std::unique_ptr<float[]> row_tmp_;  // tiered: one row in f32 (demote's conversions)
 };
 
 }  // namespace heed
