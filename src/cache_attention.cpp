@@ -1,5 +1,5 @@
 // Attention over the ragged KV cache: one dense_attention call per KV head (per page of a paged
-// head in prefill, merged in log-sum-exp form).
+// head in prefill, per tier of a tiered head, merged in log-sum-exp form).
 #include "heed/cache/cache_attention.hpp"
 
 #include <algorithm>
@@ -101,13 +101,215 @@ dense_params page_params(const kv_cache& c, int layer, int h, const cache_attent
   return d;
 }
 
-// Scratch of a paged prefill: [Lq][G][d] page output, then [G][Lq] floats for the running LSE and
-// mean logit and the page's LSE and entropy.
-std::size_t paged_prefill_bytes(const cache_attention_params& p, int group) {
+// A head attended in parts (the pages of a paged prefill, the two tiers of a tiered head), each
+// part one kernel call over some of the query rows, merged row by row in log-sum-exp form.
+// Scratch: [Lq][G][d] part output, then [G][Lq] floats for the running LSE and mean logit and the
+// part's LSE and entropy.
+std::size_t merged_bytes(const cache_attention_params& p, int group) {
   const std::size_t rows = std::size_t(p.q.seq) * std::size_t(group);
   return align_up(rows * std::size_t(p.q.dim) * sizeof(float)) +
          align_up(4 * rows * sizeof(float)) + 2 * workspace_alignment;
 }
+
+// The prefill page of a paged head: its dense parameters and first query row (false: it and the
+// later pages hold only keys after every query).
+bool paged_part(const kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+                int page, dense_params& dp, std::int64_t& i0) {
+  if (page >= c.page_count(layer, h)) return false;
+  i0 = first_row(c, layer, h, p, page);
+  if (i0 >= p.q.seq) return false;
+  dp = page_params(c, layer, h, p, group, page, i0);
+  return true;
+}
+
+// A tier of a tiered head: the high tier (part 0) holds the queries' own tokens at its end and is
+// attended with the caller's causal flag; the low tier (part 1) is older than every query.
+bool tier_part(const kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+               int tier, dense_params& dp, std::int64_t& i0) {
+  if (tier > 1) return false;
+  dp = head_params(c, layer, h, p, group);
+  dp.k = c.tier_keys(layer, h, tier);
+  dp.v = c.tier_values(layer, h, tier);
+  dp.causal = p.causal && tier == 0;
+  dp.q_offset = dp.causal ? dp.k.seq - p.q.seq : 0;
+  dp.row_head_stride = p.q.seq;
+  dp.sink_logits = nullptr;
+  dp.lse = dp.entropy = nullptr;
+  dp.prob_tap = nullptr;
+  dp.prob_tap_user = nullptr;
+  i0 = 0;
+  return true;
+}
+
+// Runs part(k, dp, i0) for k = 0, 1, ... until it returns false and merges the parts in order:
+// with L the running LSE and M the running mean logit (L - entropy), a part's (l, m, o_p) gives
+// L' = log(e^L + e^l), o = o e^(L - L') + o_p e^(l - L'), M' = M e^(L - L') + m e^(l - L'). A
+// sink logit s is one more such part with a zero output and m = s. Part 0 must cover every query
+// row; an empty part (no keys) is skipped. part_lse ([parts][G][Lq]) and final_lse ([G][Lq]), when
+// not null, receive each part's LSE and the merged one.
+template <class Part>
+status run_merged(const cache_attention_params& p, int group, int h, Part&& part, void* slot,
+                  std::size_t bytes, executor& ex, isa i, float* part_lse = nullptr,
+                  float* final_lse = nullptr) noexcept {
+  const std::int64_t lq = p.q.seq, d = p.q.dim;
+  const std::size_t rows = std::size_t(lq) * std::size_t(group);
+  const std::size_t scratch = merged_bytes(p, group);
+  if (bytes < scratch + workspace_alignment) return status::workspace_too_small;
+  workspace_carver carve(workspace_carver::align_base(slot));
+  float* o_part = carve.take<float>(rows * std::size_t(d));
+  float* run_l = carve.take<float>(4 * rows);  // [G][Lq] running LSE
+  float* run_m = run_l + rows;                 // running mean logit
+  float* page_l = run_m + rows;                // this part's LSE
+  float* page_h = page_l + rows;               // this part's entropy
+  const workspace kernel_ws{static_cast<char*>(slot) + scratch + workspace_alignment,
+                            bytes - scratch - workspace_alignment};
+  const bool entropy = p.entropy != nullptr;
+  const std::int64_t h0 = std::int64_t(h) * group;
+  dense_params dp;
+  std::int64_t i0 = 0;
+  bool first = true;
+  for (int k = 0; part(k, dp, i0); ++k) {
+    if (dp.k.seq == 0) {
+      if (part_lse)
+        for (std::size_t r = 0; r < rows; ++r)
+          part_lse[std::size_t(k) * rows + r] = -std::numeric_limits<float>::infinity();
+      continue;
+    }
+    if (first && i0 != 0) return status::invalid_argument;  // part 0 covers every row
+    if (!first) dp.o = make_mutable_view(o_part, lq - i0, group, d);
+    dp.lse = first ? run_l : page_l;
+    dp.entropy = entropy ? page_h : nullptr;
+    HEED_RETURN_IF_ERROR(dense_attention(dp, kernel_ws, ex, i));
+    if (part_lse)
+      for (std::size_t r = 0; r < rows; ++r)
+        part_lse[std::size_t(k) * rows + r] = (first ? run_l : page_l)[r];
+    for (int g = 0; g < group; ++g) {
+      for (std::int64_t r = i0; r < lq; ++r) {
+        const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
+        const std::size_t pr = std::size_t(g) * std::size_t(lq) + std::size_t(r - i0);
+        if (first) {
+          run_m[at] = entropy ? run_l[at] - page_h[pr] : 0.f;
+          continue;
+        }
+        const float l = page_l[pr], big = std::max(run_l[at], l);
+        const float wa = std::exp(run_l[at] - big), wb = std::exp(l - big);
+        const float sum = wa + wb, fa = wa / sum, fb = wb / sum;
+        float* orow = p.o.row<float>(r, int(h0 + g));
+        const float* prow = o_part + (std::size_t(r - i0) * group + g) * std::size_t(d);
+        for (std::int64_t e = 0; e < d; ++e) orow[e] = orow[e] * fa + prow[e] * fb;
+        if (entropy) run_m[at] = run_m[at] * fa + (l - page_h[pr]) * fb;
+        run_l[at] = big + std::log(sum);
+      }
+    }
+    first = false;
+  }
+  if (first) return status::invalid_argument;  // no part had keys (run_head handles empty heads)
+  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : lq;
+  for (int g = 0; g < group; ++g) {
+    const std::int64_t qh = h0 + g;
+    for (std::int64_t r = 0; r < lq; ++r) {
+      const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
+      float l = run_l[at], m = run_m[at];
+      if (p.sink_logits) {
+        const float s = p.sink_logits[qh], big = std::max(l, s);
+        const float wa = std::exp(l - big), wb = std::exp(s - big);
+        const float sum = wa + wb, fa = wa / sum;
+        float* orow = p.o.row<float>(r, int(qh));
+        for (std::int64_t e = 0; e < d; ++e) orow[e] *= fa;
+        m = m * fa + s * (wb / sum);
+        l = big + std::log(sum);
+      }
+      if (final_lse) final_lse[at] = l;
+      if (p.lse) p.lse[qh * rs + r] = l;
+      if (entropy) p.entropy[qh * rs + r] = std::max(0.f, l - m);
+    }
+  }
+  return status::ok;
+}
+
+// Prefill over a paged head: the kernel once per page, over the query rows that see any of its
+// keys.
+status run_paged_prefill(kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+                         void* slot, std::size_t bytes, executor& ex, isa i) noexcept {
+  return run_merged(
+      p, group, h,
+      [&](int k, dense_params& dp, std::int64_t& i0) {
+        return paged_part(c, layer, h, p, group, k, dp, i0);
+      },
+      slot, bytes, ex, i);
+}
+
+// The probabilities of one tier, captured from the kernel's tap ([G][n] rows).
+struct tier_capture {
+  float* rows = nullptr;
+  std::int64_t n = 0;
+  static void call(void* self, int q_head, std::int64_t key_begin, const float* p,
+                   std::int64_t count) noexcept {
+    auto* t = static_cast<tier_capture*>(self);
+    std::memcpy(t->rows + q_head * t->n + key_begin, p, std::size_t(count) * sizeof(float));
+  }
+};
+
+// Scratch of a tiered head's tap (decode): both tiers' captured rows ([G][len] in all), the
+// reassembled row in entry order ([len]) and the LSEs ([2][G] parts, [G] merged).
+std::size_t tier_tap_bytes(std::int64_t len, int group) {
+  return align_up((std::size_t(group) + 1) * std::size_t(len) * sizeof(float)) +
+         align_up(3 * std::size_t(group) * sizeof(float)) + workspace_alignment;
+}
+
+status run_tiered(kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
+                  head_tap* tap, void* slot, std::size_t bytes, executor& ex, isa i) noexcept {
+  const std::int64_t len = c.length(layer, h), n_low = c.low_length(layer, h);
+  const std::int64_t n_high = len - n_low;
+  tier_capture cap[2];
+  float *part_lse = nullptr, *final_lse = nullptr, *row = nullptr;
+  if (tap) {
+    const std::size_t tb = tier_tap_bytes(len, group);
+    if (bytes < tb) return status::workspace_too_small;
+    workspace_carver carve(workspace_carver::align_base(slot));
+    float* rows = carve.take<float>((std::size_t(group) + 1) * std::size_t(len));
+    part_lse = carve.take<float>(3 * std::size_t(group));
+    final_lse = part_lse + 2 * group;
+    cap[0] = {rows, n_high};
+    cap[1] = {rows + std::size_t(group) * std::size_t(n_high), n_low};
+    row = rows + std::size_t(group) * std::size_t(len);
+    slot = static_cast<char*>(slot) + tb;
+    bytes -= tb;
+  }
+  HEED_RETURN_IF_ERROR(run_merged(
+      p, group, h,
+      [&](int k, dense_params& dp, std::int64_t& i0) {
+        if (!tier_part(c, layer, h, p, group, k, dp, i0)) return false;
+        if (tap) {
+          dp.prob_tap = tier_capture::call;
+          dp.prob_tap_user = &cap[k];
+        }
+        return true;
+      },
+      slot, bytes, ex, i, part_lse, final_lse));
+  if (!tap) return status::ok;
+  // Each tier's probabilities were normalized over that tier: rescaled by e^(l_tier - L) and put
+  // back in entry order, they are the probabilities of the whole head.
+  const std::uint8_t* tier = c.tiers(layer, h);
+  for (int g = 0; g < group; ++g) {
+    float f[2];
+    for (int t = 0; t < 2; ++t) {
+      const float l = part_lse[t * group + g];
+      f[t] = std::isinf(l) ? 0.f : std::exp(l - final_lse[g]);
+    }
+    std::int64_t r[2] = {0, 0};
+    for (std::int64_t j = 0; j < len; ++j) {
+      const int t = tier[j];
+      row[j] = cap[t].rows[g * cap[t].n + r[t]++] * f[t];
+    }
+    head_tap::call(tap, g, 0, row, len);
+  }
+  return status::ok;
+}
+
+// A tiered head with entries in its low tier is attended tier by tier (merged); otherwise the
+// kernel reads the head's single run of rows.
+bool tiered_head(const kv_cache& c, int layer, int h) { return c.low_length(layer, h) > 0; }
 
 }  // namespace
 
@@ -128,9 +330,15 @@ status cache_attention_validate(const kv_cache& c, int layer,
   if (wants_tap(p) && p.q.seq != 1) return status::invalid_argument;  // decode only
   if (p.accumulate_channel >= 0) HEED_RETURN_IF_ERROR(p.accumulate.validate());
   if (p.probs && p.probs_stride < c.max_length(layer)) return status::invalid_stride;
-  for (int h = 0; h < c.kv_heads(); ++h)
-    if (p.causal && c.length(layer, h) != 0 && c.length(layer, h) < p.q.seq)
+  for (int h = 0; h < c.kv_heads(); ++h) {
+    const std::int64_t len = c.length(layer, h);
+    if (p.causal && len != 0 && len < p.q.seq)
       return status::invalid_argument;  // the queries' own tokens must be in the cache
+    // ... and, in a tiered cache, of its high tier (they are the newest entries).
+    if (p.causal && len != 0 && c.tiers(layer, h))
+      for (std::int64_t j = len - p.q.seq; j < len; ++j)
+        if (c.tiers(layer, h)[j] != 0) return status::invalid_argument;
+  }
   return status::ok;
 }
 
@@ -153,13 +361,18 @@ std::size_t slot_bytes(const kv_cache& c, int layer, const cache_attention_param
     if (c.length(layer, h) == 0) continue;
     dense_params d = head_params(c, layer, h, p, group);
     if (wants_tap(p)) d.prob_tap = head_tap::call;
-    if (paged_prefill(c, layer, h, p)) {
-      for (int pg = 0; pg < c.page_count(layer, h); ++pg) {
-        const std::int64_t i0 = first_row(c, layer, h, p, pg);
-        if (i0 >= p.q.seq) break;
-        const dense_params dp = page_params(c, layer, h, p, group, pg, i0);
-        most = std::max(most, dense_workspace_size(dp, threads, i) + paged_prefill_bytes(p, group) +
-                                  workspace_alignment);
+    const bool tiered = tiered_head(c, layer, h);
+    if (tiered || paged_prefill(c, layer, h, p)) {
+      const std::size_t tap =
+          tiered && wants_tap(p) ? tier_tap_bytes(c.length(layer, h), group) : 0;
+      dense_params dp;
+      std::int64_t i0 = 0;
+      for (int k = 0; tiered ? tier_part(c, layer, h, p, group, k, dp, i0)
+                             : paged_part(c, layer, h, p, group, k, dp, i0);
+           ++k) {
+        if (tap) dp.prob_tap = head_tap::call;
+        most = std::max(most, dense_workspace_size(dp, threads, i) + merged_bytes(p, group) +
+                                  workspace_alignment + tap);
       }
       continue;
     }
@@ -169,77 +382,6 @@ std::size_t slot_bytes(const kv_cache& c, int layer, const cache_attention_param
   if (p.accumulate_channel >= 0)
     bytes += align_up(std::size_t(c.max_length(layer)) * sizeof(float)) + workspace_alignment;
   return bytes;
-}
-
-// Prefill over a paged head: the kernel once per page (over the query rows that see any of its
-// keys), each row's partial results merged in page order in log-sum-exp form: with L the running
-// LSE and M the running mean logit (L - entropy), a page's (l, m, o_p) gives L' = log(e^L + e^l),
-// o = o e^(L - L') + o_p e^(l - L'), M' = M e^(L - L') + m e^(l - L'). A sink logit s is one more
-// such part with a zero output and m = s.
-status run_paged_prefill(kv_cache& c, int layer, int h, const cache_attention_params& p, int group,
-                         void* slot, std::size_t bytes, executor& ex, isa i) noexcept {
-  const std::int64_t lq = p.q.seq, d = p.q.dim;
-  const std::size_t rows = std::size_t(lq) * std::size_t(group);
-  const std::size_t scratch = paged_prefill_bytes(p, group);
-  if (bytes < scratch + workspace_alignment) return status::workspace_too_small;
-  workspace_carver carve(workspace_carver::align_base(slot));
-  float* o_page = carve.take<float>(rows * std::size_t(d));
-  float* run_l = carve.take<float>(4 * rows);  // [G][Lq] running LSE
-  float* run_m = run_l + rows;                 // running mean logit
-  float* page_l = run_m + rows;                // this page's LSE
-  float* page_h = page_l + rows;               // this page's entropy
-  const workspace kernel_ws{static_cast<char*>(slot) + scratch + workspace_alignment,
-                            bytes - scratch - workspace_alignment};
-  const bool entropy = p.entropy != nullptr;
-  const std::int64_t h0 = std::int64_t(h) * group;
-  for (int pg = 0; pg < c.page_count(layer, h); ++pg) {
-    const std::int64_t i0 = first_row(c, layer, h, p, pg);
-    if (i0 >= lq) break;  // later pages hold only keys after every query
-    dense_params dp = page_params(c, layer, h, p, group, pg, i0);
-    const bool first = pg == 0;  // page 0 begins at key 0: every row sees it
-    if (!first) dp.o = make_mutable_view(o_page, lq - i0, group, d);
-    dp.lse = first ? run_l : page_l;
-    dp.entropy = entropy ? page_h : nullptr;
-    HEED_RETURN_IF_ERROR(dense_attention(dp, kernel_ws, ex, i));
-    for (int g = 0; g < group; ++g) {
-      for (std::int64_t r = i0; r < lq; ++r) {
-        const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
-        const std::size_t pr = std::size_t(g) * std::size_t(lq) + std::size_t(r - i0);
-        if (first) {
-          run_m[at] = entropy ? run_l[at] - page_h[pr] : 0.f;
-          continue;
-        }
-        const float l = page_l[pr], big = std::max(run_l[at], l);
-        const float wa = std::exp(run_l[at] - big), wb = std::exp(l - big);
-        const float sum = wa + wb, fa = wa / sum, fb = wb / sum;
-        float* orow = p.o.row<float>(r, int(h0 + g));
-        const float* prow = o_page + (std::size_t(r - i0) * group + g) * std::size_t(d);
-        for (std::int64_t e = 0; e < d; ++e) orow[e] = orow[e] * fa + prow[e] * fb;
-        if (entropy) run_m[at] = run_m[at] * fa + (l - page_h[pr]) * fb;
-        run_l[at] = big + std::log(sum);
-      }
-    }
-  }
-  const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : lq;
-  for (int g = 0; g < group; ++g) {
-    const std::int64_t qh = h0 + g;
-    for (std::int64_t r = 0; r < lq; ++r) {
-      const std::size_t at = std::size_t(g) * std::size_t(lq) + std::size_t(r);
-      float l = run_l[at], m = run_m[at];
-      if (p.sink_logits) {
-        const float s = p.sink_logits[qh], big = std::max(l, s);
-        const float wa = std::exp(l - big), wb = std::exp(s - big);
-        const float sum = wa + wb, fa = wa / sum;
-        float* orow = p.o.row<float>(r, int(qh));
-        for (std::int64_t e = 0; e < d; ++e) orow[e] *= fa;
-        m = m * fa + s * (wb / sum);
-        l = big + std::log(sum);
-      }
-      if (p.lse) p.lse[qh * rs + r] = l;
-      if (entropy) p.entropy[qh * rs + r] = std::max(0.f, l - m);
-    }
-  }
-  return status::ok;
 }
 
 // One KV head: the dense kernel over its entries, the tap folding into its score channel.
@@ -289,6 +431,9 @@ status run_head(kv_cache& c, int layer, int h, const cache_attention_params& p, 
     d.prob_tap = head_tap::call;
     d.prob_tap_user = &tap;
   }
+  if (tiered_head(c, layer, h))
+    return run_tiered(c, layer, h, p, group, wants_tap(p) ? &tap : nullptr, kernel_ws.data,
+                      kernel_ws.size, ex, i);
   return dense_attention(d, kernel_ws, ex, i);
 }
 

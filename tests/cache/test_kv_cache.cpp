@@ -352,6 +352,7 @@ struct cache_case {
   std::int64_t page_rows = 0;  // paged cache when > 0
   std::int64_t chunk = 0;      // a prefill chunk of this many tokens after the eviction
   int group = 0;               // q8 / q4: values per scale (0: the default)
+  dtype low = dtype::f32;      // != f32: a tiered cache demoting random entries to this type
 };
 
 // Rows of d values as a cache of `type` and `group` holds them: quantized and read back for q8 /
@@ -387,11 +388,34 @@ void run_cache_case(const cache_case& cc) {
   const auto k_all = random_rows(total, cc.hkv, d, rng);
   const auto v_all = random_rows(total, cc.hkv, d, rng);
   kv_cache c;
-  const auto k_held = as_stored(k_all, d, cc.type, cc.group);
-  const auto v_held = as_stored(v_all, d, cc.type, cc.group);
+  auto k_held = as_stored(k_all, d, cc.type, cc.group);
+  auto v_held = as_stored(v_all, d, cc.type, cc.group);
   kv_cache_config cfg{1, cc.hkv, d, cc.type, 0, 3};
   cfg.page_rows = cc.page_rows;
   cfg.group = cc.group;
+  cfg.tiered = cc.low != dtype::f32;
+  cfg.low_type = cc.low;
+  // Tiered: demotes every `every`-th high entry of each head, the newest `spare` excepted; the
+  // reference then reads the demoted rows as the low type holds them.
+  auto demote = [&](std::int64_t every, std::int64_t spare) {
+    if (!cfg.tiered) return;
+    for (int h = 0; h < cc.hkv; ++h) {
+      std::vector<std::int32_t> idx;
+      const std::int64_t len = c.length(0, h);
+      for (std::int32_t i = 0; i < len - spare; ++i)
+        if (c.tiers(0, h)[i] == 0 && rng() % every == 0) idx.push_back(i);
+      ASSERT_EQ(c.demote(0, h, idx.data(), std::int64_t(idx.size())), status::ok);
+      for (std::int32_t i : idx) {
+        const std::int64_t j = c.positions(0, h)[i];
+        for (auto* held : {&k_held, &v_held}) {
+          const auto at = held->begin() + (j * cc.hkv + h) * d;
+          const auto low = as_stored(std::vector<float>(at, at + d), d, cc.low, cc.group);
+          std::copy(low.begin(), low.end(), at);
+        }
+      }
+      ASSERT_EQ(c.low_length(0, h) > 0, len - spare > 8) << "the tiered paths run";
+    }
+  };
   ASSERT_EQ(c.init(cfg), status::ok);
   heed::thread_pool_executor ex(cc.threads);
   std::vector<std::vector<bool>> kept(cc.hkv, std::vector<bool>(std::size_t(total), true));
@@ -457,6 +481,7 @@ void run_cache_case(const cache_case& cc) {
     }
     ASSERT_EQ(c.keep(0, h, keep.data(), std::int64_t(keep.size())), status::ok);
   }
+  demote(3, 0);
   // A chunk of new tokens attends causally over the kept entries and itself (with a sink logit,
   // which a paged cache folds in after merging its pages).
   if (cc.chunk > 0) {
@@ -500,6 +525,7 @@ void run_cache_case(const cache_case& cc) {
     std::vector<float> vt(v_all.begin() + t * cc.hkv * d, v_all.begin() + (t + 1) * cc.hkv * d);
     std::vector<float> qt(q_all.begin() + t * cc.hq * d, q_all.begin() + (t + 1) * cc.hq * d);
     ASSERT_EQ(c.append(0, view_of(kt, 1, cc.hkv, d), view_of(vt, 1, cc.hkv, d)), status::ok);
+    demote(7, 1);
     std::vector<float> o(std::size_t(cc.hq * d)), lse(std::size_t(cc.hq));
     const std::int64_t stride = c.max_length(0);
     std::vector<float> probs(std::size_t(cc.hq * stride), -1.f);
@@ -593,6 +619,26 @@ TEST(CacheAttention, QuantizedCacheMatchesReferenceOverKeptKeys) {
     }
   }
   run_cache_case({"split_kv_q4_d128", 4, 1, 128, 2600, 2, dtype::q4, 2, heed::isa::automatic});
+}
+
+// A tiered cache (two precisions per head; random entries demoted after the eviction and at every
+// decode step): prefill chunk, decode, LSE, entropy, sinks, probabilities and the accumulators
+// over both tiers, merged, against the reference on the values each tier holds.
+TEST(CacheAttention, TieredCacheMatchesReferenceOverKeptKeys) {
+  for (heed::isa i : compiled_isas()) {
+    for (int threads : {1, 2}) {
+      run_cache_case(
+          {"tiered_gqa4_f16_q4_d64", 8, 2, 64, 40, 4, dtype::f16, threads, i, 0, 7, 0, dtype::q4});
+      run_cache_case({"tiered_gqa2_f32_q8_d128", 4, 2, 128, 30, 3, dtype::f32, threads, i, 0, 5, 0,
+                      dtype::q8});
+      run_cache_case({"tiered_gqa2_q8_q4_d40_group8", 4, 2, 40, 30, 3, dtype::q8, threads, i, 0, 0,
+                      8, dtype::q4});
+      run_cache_case({"tiered_gqa2_f16_q8_d64_4kv", 8, 4, 64, 30, 3, dtype::f16, threads, i, 0, 3,
+                      0, dtype::q8});
+    }
+  }
+  run_cache_case({"tiered_split_kv_f16_q4_d128", 4, 1, 128, 2600, 2, dtype::f16, 2,
+                  heed::isa::automatic, 0, 0, 0, dtype::q4});
 }
 
 TEST(CacheAttention, BadInputReturnsStatus) {
