@@ -360,20 +360,25 @@ std::vector<registry_entry> registry() {
 }
 
 // Runs a stream through the loop; returns every step's positions for the determinism check.
+// high >= 0: a tiered cache (f16, demoted to q4) keeping at most `high` entries per head in f16.
 std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
                                        std::int64_t budget, std::int64_t slack, std::int64_t every,
-                                       int threads, std::int64_t page_rows = 0) {
+                                       int threads, std::int64_t page_rows = 0,
+                                       std::int64_t high = -1) {
   SCOPED_TRACE(e.name + " budget " + std::to_string(budget) + " pages " +
-               std::to_string(page_rows));
+               std::to_string(page_rows) + " high " + std::to_string(high));
   heed::kv_cache cache;
   heed::kv_cache_config cc{2, s.hkv, s.d, heed::dtype::f16, 0, 2};
   cc.page_rows = page_rows;
+  cc.tiered = high >= 0;
+  cc.group = high >= 0 ? 8 : 0;
   EXPECT_EQ(cache.init(cc), status::ok);
   heed::eviction_loop loop;
   heed::eviction_config cfg;
   cfg.budget = budget;
   cfg.slack = slack;
   cfg.every = every;
+  cfg.high_budget = high;
   EXPECT_EQ(loop.init(&cache, e.make(), cfg, s.hq), status::ok);
   heed::thread_pool_executor ex(threads);
   std::vector<float> o(std::size_t(s.hq * s.d));
@@ -383,7 +388,7 @@ std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
       const status st =
           loop.step(layer, token(s.q, t, s.hq, s.d), token(s.k, t, s.hkv, s.d),
                     token(s.v, t, s.hkv, s.d), heed::make_mutable_view(o.data(), 1, s.hq, s.d), ex);
-      EXPECT_EQ(st, status::ok);
+      EXPECT_EQ(st, status::ok) << "step " << t << " layer " << layer;
       if (st != status::ok) return trace;
       for (float x : o) EXPECT_TRUE(std::isfinite(x));
       std::int64_t total = 0;
@@ -394,6 +399,18 @@ std::vector<std::int64_t> run_registry(const registry_entry& e, const stream& s,
         for (std::int64_t i = 1; i < len; ++i) EXPECT_LT(pos[i - 1], pos[i]);
         if (len > 0) {
           EXPECT_EQ(pos[len - 1], t) << "the newest token is always attended";
+        }
+        if (high >= 0) {
+          const std::int64_t in_high = len - cache.low_length(layer, h);
+          EXPECT_LE(in_high, high + slack);
+          // (A layer-wide selection may evict a head's high entries below that.)
+          if (slack == 0 && every == 0 && !e.global) {
+            EXPECT_EQ(in_high, std::min(len, high)) << "demotion keeps the high tier full";
+          }
+          if (high > 0) {
+            EXPECT_EQ(cache.tiers(layer, h)[len - 1], 0) << "the newest token is of the high tier";
+          }
+          for (std::int64_t i = 0; i < len; ++i) trace.push_back(cache.tiers(layer, h)[i]);
         }
         if (budget == 0 || e.global) continue;
         EXPECT_LE(len, budget + slack);
@@ -454,6 +471,130 @@ TEST(PolicyRegistry, PagedCacheKeepsTheSameInvariantsAndSets) {
     }
     run_registry(e, random_stream, 40, 7, 0, 1, 16);  // periodic: slack
   }
+}
+
+// A tiered cache: every policy and wrapper demotes before it evicts, with the same invariants,
+// the high tier holding exactly min(length, high budget) entries, and the same sets and tiers for
+// 1 and 2 threads.
+TEST(PolicyRegistry, TieredCacheDemotesBeforeEvicting) {
+  const stream random_stream = make_stream(8, 2, 32, 60, 5);
+  for (const auto& e : registry()) {
+    for (auto [budget, high] :
+         {std::pair<std::int64_t, std::int64_t>{16, 6}, {9, 9}, {20, 0}, {0, 5}}) {
+      const auto a = run_registry(e, random_stream, budget, 0, 0, 1, 0, high);
+      const auto b = run_registry(e, random_stream, budget, 0, 0, 2, 0, high);
+      EXPECT_EQ(a, b) << e.name << ": deterministic across thread counts";
+    }
+    run_registry(e, random_stream, 12, 5, 0, 1, 0, 4);  // periodic: slack
+  }
+}
+
+// One eviction of a tiered head against a reference: the keep-set is the policy's as without
+// tiers, and of the kept entries in the high tier the best high_target by score stay (the
+// selection's recent window protected among them), the others are demoted.
+struct channel_policy : heed::policy_base<channel_policy> {
+  const char* name() const noexcept { return "channel"; }
+  heed::score_needs needs() const noexcept {
+    heed::score_needs n;
+    n.channels = 1;
+    return n;
+  }
+  heed::selection_spec selection(std::int64_t) const noexcept {
+    heed::selection_spec s;
+    s.protect.n_recent = 2;
+    return s;
+  }
+  status score(const heed::policy_input& in, int head, float* out, heed::workspace) noexcept {
+    std::copy(in.channel(head, 0), in.channel(head, 0) + in.length(head), out);
+    return status::ok;
+  }
+};
+
+TEST(EvictLayer, TieredHeadDemotesTheLowestScoredKeptEntries) {
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 20; ++trial) {
+    const std::int64_t n = 20 + trial, d = 16;
+    heed::kv_cache cache;
+    heed::kv_cache_config cc{1, 1, d, heed::dtype::f16, 0, 1};
+    cc.tiered = true;
+    cc.group = 8;
+    ASSERT_EQ(cache.init(cc), status::ok);
+    const stream s = make_stream(1, 1, d, n, unsigned(trial));
+    ASSERT_EQ(
+        cache.append(0, heed::make_view(s.k.data(), n, 1, d), heed::make_view(s.v.data(), n, 1, d)),
+        status::ok);
+    std::vector<float> sc(static_cast<std::size_t>(n));
+    for (auto& x : sc) x = float(rng() % 50);  // ties too
+    std::copy(sc.begin(), sc.end(), cache.scores(0, 0, 0));
+    std::vector<std::int32_t> early;
+    for (std::int32_t i = 0; i < n; ++i)
+      if (rng() % 4 == 0) early.push_back(i);
+    ASSERT_EQ(cache.demote(0, 0, early.data(), std::int64_t(early.size())), status::ok);
+    std::vector<int> tier0(cache.tiers(0, 0), cache.tiers(0, 0) + n);
+    const std::int64_t target = 8 + trial % 7, high_target = trial % 6 == 0 ? 0 : 2 + trial % 4;
+    // Reference: the keep-set, then the best high_target of its high entries.
+    const auto keep = reference_keep(sc, target, 2);
+    std::vector<float> high_sc;
+    std::vector<std::int64_t> high_at;
+    for (auto i : keep)
+      if (tier0[std::size_t(i)] == 0) {
+        high_sc.push_back(sc[std::size_t(i)]);
+        high_at.push_back(i);
+      }
+    std::vector<int> want_tier(keep.size(), 1);  // low entries stay low
+    const auto stay = reference_keep(high_sc, high_target, 2);
+    for (std::size_t r = 0; r < keep.size(); ++r) {
+      const auto it = std::find(high_at.begin(), high_at.end(), keep[r]);
+      if (it == high_at.end()) continue;
+      const std::int64_t rank = it - high_at.begin();
+      want_tier[r] = std::find(stay.begin(), stay.end(), rank) != stay.end() ? 0 : 1;
+    }
+    channel_policy policy;
+    heed::policy_input in;
+    in.cache = &cache;
+    in.q_heads = 1;
+    in.budget = target;
+    heed::eviction_scratch scratch;
+    ASSERT_EQ(heed::evict_layer(cache, policy, in, &target, scratch, &high_target), status::ok);
+    ASSERT_EQ(cache.length(0, 0), std::int64_t(keep.size())) << trial;
+    for (std::size_t r = 0; r < keep.size(); ++r) {
+      EXPECT_EQ(cache.positions(0, 0)[r], keep[r]) << trial;
+      EXPECT_EQ(int(cache.tiers(0, 0)[r]), want_tier[r]) << trial << " entry " << r;
+      EXPECT_EQ(cache.scores(0, 0, 0)[r], sc[std::size_t(keep[r])]);
+    }
+  }
+}
+
+// Byte budgets: the entry budget init() derives, without and with demotion.
+TEST(EvictionLoop, ByteBudgetsBecomeEntryBudgets) {
+  heed::kv_cache cache;
+  heed::kv_cache_config cc{1, 2, 64, heed::dtype::f16, 0, 1};
+  cc.tiered = true;
+  ASSERT_EQ(cache.init(cc), status::ok);
+  const std::size_t hb = cache.entry_bytes(), lb = cache.low_entry_bytes();
+  ASSERT_EQ(hb, 2 * 64 * 2 + 8 + 4 + 1u);
+  ASSERT_EQ(lb, 2 * (32 + 4 * 2) + 8 + 4 + 1u);
+  heed::eviction_loop loop;
+  heed::eviction_config cfg;
+  cfg.budget_bytes = 100 * hb + 7;
+  ASSERT_EQ(loop.init(&cache, heed::h2o_policy{}, cfg, 4), status::ok);
+  EXPECT_EQ(loop.config().budget, 100);
+  cfg.high_budget = 40;
+  ASSERT_EQ(loop.init(&cache, heed::h2o_policy{}, cfg, 4), status::ok);
+  EXPECT_EQ(loop.config().budget, std::int64_t(40 + (60 * hb + 7) / lb));
+  cfg.high_budget = 101;  // more than the bytes hold
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, cfg, 4), status::invalid_argument);
+  cfg.high_budget = 40;
+  cfg.budget = 10;  // two budgets
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, cfg, 4), status::invalid_argument);
+  heed::kv_cache plain;
+  ASSERT_EQ(plain.init({1, 2, 64, heed::dtype::f16, 0, 1}), status::ok);
+  heed::eviction_config demote_plain;
+  demote_plain.budget = 10;
+  demote_plain.high_budget = 4;  // an untiered cache cannot demote
+  EXPECT_EQ(loop.init(&plain, heed::h2o_policy{}, demote_plain, 4), status::invalid_argument);
+  demote_plain.high_budget = 11;
+  EXPECT_EQ(loop.init(&cache, heed::h2o_policy{}, demote_plain, 4), status::invalid_argument);
 }
 
 TEST(PolicyRegistry, StreamingLlmKeepsExactlySinksAndRecent) {

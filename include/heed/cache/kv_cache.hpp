@@ -570,7 +570,7 @@ class kv_cache {
     t.seq = n;
     t.heads = 1;
     t.dim = cfg_.head_dim;
-    t.group = cfg_.group;
+    t.group = is_quantized(t.type) ? cfg_.group : 0;
     t.seq_stride = t.row_extent();
     t.head_stride = t.seq_stride;
     return t;

@@ -1,5 +1,6 @@
 // One eviction of one layer: score every over-budget head with a policy, select keep-sets,
-// compact the cache.
+// compact the cache; in a tiered cache (kv_cache_config::tiered), also demote the lowest-scored
+// kept entries of the high tier to the low one.
 #pragma once
 
 #include <algorithm>
@@ -24,7 +25,9 @@ struct eviction_scratch {
   std::vector<const float*> score_ptrs;
   std::vector<std::int32_t*> keep_ptrs;
   std::vector<std::int64_t> lens, n_keep, targets;
-  std::vector<unsigned char> kv;  // one paged head's K and V copied out (score_needs::kv_rows)
+  std::vector<unsigned char> kv;   // one head's K and V copied out (score_needs::kv_rows)
+  std::vector<float> cand_scores;  // demotion: the kept high-tier entries' scores
+  std::vector<std::int32_t> cand, stay, demote;
 };
 
 namespace detail {
@@ -33,8 +36,20 @@ namespace detail {
 inline status gather_head(const kv_cache& cache, policy_input& in, int head,
                           eviction_scratch& s) noexcept {
   in.gathered_head = -1;
-  if (!cache.paged() || cache.page_count(in.layer, head) <= 1) return status::ok;
   const std::int64_t len = cache.length(in.layer, head);
+  if (cache.low_length(in.layer, head) > 0) {
+    // Two tiers of two row types: one f32 copy in entry order.
+    const std::size_t half = std::size_t(len) * std::size_t(cache.head_dim());
+    if (!grow_vector(s.kv, 2 * half * sizeof(float))) return status::out_of_memory;
+    float* kf = reinterpret_cast<float*>(s.kv.data());
+    HEED_RETURN_IF_ERROR(cache.gather_float(in.layer, head, 0, kf, half));
+    HEED_RETURN_IF_ERROR(cache.gather_float(in.layer, head, 1, kf + half, half));
+    in.gathered_keys = make_view(kf, len, 1, cache.head_dim());
+    in.gathered_values = make_view(kf + half, len, 1, cache.head_dim());
+    in.gathered_head = head;
+    return status::ok;
+  }
+  if (!cache.paged() || cache.page_count(in.layer, head) <= 1) return status::ok;
   const std::size_t half = std::size_t(len) * cache.row_bytes();
   if (!grow_vector(s.kv, 2 * half)) return status::out_of_memory;
   HEED_RETURN_IF_ERROR(cache.gather(in.layer, head, 0, s.kv.data(), half));
@@ -47,14 +62,53 @@ inline status gather_head(const kv_cache& cache, policy_input& in, int head,
   in.gathered_head = head;
   return status::ok;
 }
+
+// Demotion in a tiered cache: of the entries keep[0..n_keep) (ascending), those of the high tier
+// beyond the best `high_target` by score (protected entries first, select_top_k's rule) are
+// demoted. Demoting before the keep() does not move any index, and keep() cannot fail after it.
+inline status demote_kept(kv_cache& cache, int layer, int head, const float* sc,
+                          const std::int32_t* keep, std::int64_t n_keep, std::int64_t high_target,
+                          const protect_spec& protect, eviction_scratch& s) noexcept {
+  const std::uint8_t* tier = cache.tiers(layer, head);
+  std::int64_t m = 0;
+  for (std::int64_t i = 0; i < n_keep; ++i)
+    if (tier[keep[i]] == 0) m++;
+  if (m <= high_target) return status::ok;
+  if (!grow_vector(s.cand, std::size_t(m)) || !grow_vector(s.cand_scores, std::size_t(m)) ||
+      !grow_vector(s.stay, std::size_t(m)) || !grow_vector(s.demote, std::size_t(m)) ||
+      !grow_vector(s.select, std::size_t(select_scratch_size(m))))
+    return status::out_of_memory;
+  m = 0;
+  for (std::int64_t i = 0; i < n_keep; ++i)
+    if (tier[keep[i]] == 0) {
+      s.cand[std::size_t(m)] = keep[i];
+      s.cand_scores[std::size_t(m++)] = sc[keep[i]];
+    }
+  std::int64_t n_stay = 0;
+  HEED_RETURN_IF_ERROR(select_top_k(s.cand_scores.data(), m, high_target, protect, s.stay.data(),
+                                    &n_stay, s.select.data()));
+  std::int64_t n_demote = 0, j = 0;
+  for (std::int64_t r = 0; r < m; ++r) {
+    if (j < n_stay && s.stay[std::size_t(j)] == r) {
+      ++j;
+      continue;
+    }
+    s.demote[std::size_t(n_demote++)] = s.cand[std::size_t(r)];
+  }
+  return cache.demote(layer, head, s.demote.data(), n_demote);
+}
 }  // namespace detail
 
 // Brings every KV head h of in.layer down to at most target[h] entries (heads already within
 // their target are left alone, except under global_top_k, which redistributes the layer's total
 // sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
+// high_target (a tiered cache, or null): each head then also keeps at most high_target[h] entries
+// in its high tier, demoting the lowest-scored of the kept ones (the selection's protection keeps
+// sinks and recent entries high); demoted entries stay demoted.
 template <class Policy>
 status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
-                   const std::int64_t* target, eviction_scratch& s) noexcept {
+                   const std::int64_t* target, eviction_scratch& s,
+                   const std::int64_t* high_target = nullptr) noexcept {
   if (in_.cache != &cache) return status::invalid_argument;
   policy_input in = in_;  // may point at gathered copies of paged heads
   if (!cache.valid(in.layer, 0) || target == nullptr) return status::invalid_argument;
@@ -62,8 +116,9 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
   if (!detail::grow_vector(s.score_ptrs, heads) || !detail::grow_vector(s.keep_ptrs, heads) ||
       !detail::grow_vector(s.lens, heads) || !detail::grow_vector(s.n_keep, heads))
     return status::out_of_memory;
+  if (high_target && !cache.tiered()) return status::invalid_argument;
   std::int64_t max_len = 0, total_len = 0, total_target = 0;
-  bool over = false;
+  bool over = false, high_over = false;
   if (!detail::grow_vector(s.targets, heads)) return status::out_of_memory;
   for (int h = 0; h < heads; ++h) {
     if (target[h] < 0) return status::invalid_argument;
@@ -77,10 +132,19 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
     total_len += len;
     total_target += target[h];
     over = over || len > target[h];
+    if (high_target) {
+      if (high_target[h] < 0) return status::invalid_argument;
+      high_over = high_over || len - cache.low_length(in.layer, h) > high_target[h];
+    }
   }
+  // Heads to score: over their target, or over their high target.
+  auto high_over_at = [&](int h) {
+    return high_target && s.lens[h] - cache.low_length(in.layer, h) > high_target[h];
+  };
   const selection_spec sel = policy.selection(in.budget);
   const bool global = sel.kind == select_kind::global_top_k;
-  if (global ? total_len <= total_target : !over) return status::ok;
+  if ((global ? total_len <= total_target : !over) && !high_over) return status::ok;
+  const bool global_cut = global && total_len > total_target;
 
   const std::size_t stride = std::size_t(max_len);
   const std::size_t ws_bytes = policy.score_workspace_size(in);
@@ -98,24 +162,43 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
     const std::int64_t len = s.lens[h];
     s.score_ptrs[h] = s.scores.data() + h * stride;
     s.keep_ptrs[h] = s.keep.data() + h * stride;
-    if (len == 0 || (!global && len <= target[h])) continue;
+    if (len == 0 || (!global_cut && len <= target[h] && !high_over_at(h))) continue;
     if (gather) HEED_RETURN_IF_ERROR(detail::gather_head(cache, in, h, s));
     HEED_RETURN_IF_ERROR(policy.score(in, h, s.scores.data() + h * stride, ws));
   }
 
-  if (global) {
+  // Demotes (tiered) then keeps: demotion may allocate, keep() of a valid set cannot fail, so a
+  // failure leaves the cache as it was for this head.
+  auto apply = [&](int h) -> status {
+    if (high_target && s.lens[h] > 0)
+      HEED_RETURN_IF_ERROR(detail::demote_kept(cache, in.layer, h, s.score_ptrs[h], s.keep_ptrs[h],
+                                               s.n_keep[h], high_target[h], sel.protect, s));
+    if (s.n_keep[h] < s.lens[h])
+      HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, s.keep_ptrs[h], s.n_keep[h]));
+    return status::ok;
+  };
+  // A head that keeps everything: the identity keep-set (demotion reads it).
+  auto keep_all = [&](int h) {
+    for (std::int64_t i = 0; i < s.lens[h]; ++i) s.keep_ptrs[h][i] = std::int32_t(i);
+    s.n_keep[h] = s.lens[h];
+  };
+
+  if (global_cut) {
     HEED_RETURN_IF_ERROR(select_global_top_k(s.score_ptrs.data(), s.lens.data(), heads,
                                              total_target, sel.floor_fraction, sel.protect,
                                              s.keep_ptrs.data(), s.n_keep.data(), s.select.data()));
-    for (int h = 0; h < heads; ++h)
-      if (s.n_keep[h] < s.lens[h])
-        HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, s.keep_ptrs[h], s.n_keep[h]));
+    for (int h = 0; h < heads; ++h) HEED_RETURN_IF_ERROR(apply(h));
     return status::ok;
   }
 
   for (int h = 0; h < heads; ++h) {
     const std::int64_t len = s.lens[h];
-    if (len <= target[h]) continue;
+    if (len <= target[h] || global) {
+      if (!high_over_at(h)) continue;
+      keep_all(h);
+      HEED_RETURN_IF_ERROR(apply(h));
+      continue;
+    }
     const float* sc = s.score_ptrs[h];
     std::int32_t* keep = s.keep_ptrs[h];
     std::int64_t n_keep = 0;
@@ -137,7 +220,8 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
       default:
         return status::invalid_argument;
     }
-    HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, keep, n_keep));
+    s.n_keep[h] = n_keep;
+    HEED_RETURN_IF_ERROR(apply(h));
   }
   return status::ok;
 }

@@ -10,6 +10,11 @@
 // scores the current entries and evicts first (decode: the head ends at exactly `budget`
 // after the append); a chunk longer than the budget is attended in full and evicted after.
 // A policy that needs no observer (StreamingLLM, KNorm, ...) costs nothing in the kernel.
+//
+// Demotion (a tiered cache, kv_cache_config::tiered, and high_budget >= 0): each head also keeps
+// at most high_budget entries in its high tier; when new tokens would push it past that (plus
+// slack), the policy scores the entries and the lowest-scored kept ones of the high tier are
+// demoted to the low tier, before any entry is evicted. budget_bytes states the budget in bytes.
 #pragma once
 
 #include <algorithm>
@@ -37,6 +42,14 @@ struct eviction_config {
   std::uint64_t seed = 0;  // passed to the policy (Random)
   float scale = 0.f;       // logit scale, 0 = 1/sqrt(d)
   float softcap = 0.f;
+  // A tiered cache: entries per head kept in the high tier (<= the budget); the others are
+  // demoted to the low tier before any entry is evicted. -1 = no demotion.
+  std::int64_t high_budget = -1;
+  // The budget in bytes per (layer, KV head) instead of entries (then budget must be 0 and
+  // layer_budgets empty): init() sets budget to the most entries that fit, counting
+  // kv_cache::entry_bytes() per entry (with high_budget: high_budget entries at entry_bytes(), the
+  // rest at low_entry_bytes()). config() reports the budget it chose.
+  std::size_t budget_bytes = 0;
 };
 
 template <class Policy = any_policy>
@@ -49,6 +62,22 @@ class basic_eviction_loop {
     if (!cache->valid(0, 0)) return status::invalid_argument;
     if (q_heads <= 0 || q_heads % cache->kv_heads() != 0) return status::shape_mismatch;
     if (cfg.budget < 0 || cfg.slack < 0 || cfg.every < 0) return status::invalid_argument;
+    if (cfg.high_budget < -1 || (cfg.high_budget >= 0 && !cache->tiered()))
+      return status::invalid_argument;
+    if (cfg.budget_bytes > 0) {
+      if (cfg.budget != 0 || !cfg.layer_budgets.empty()) return status::invalid_argument;
+      const std::size_t hb = cache->entry_bytes(), lb = cache->low_entry_bytes();
+      if (cfg.high_budget < 0) {
+        cfg.budget = std::int64_t(cfg.budget_bytes / hb);
+      } else {
+        const std::size_t high = std::size_t(cfg.high_budget) * hb;
+        if (high > cfg.budget_bytes) return status::invalid_argument;
+        cfg.budget = cfg.high_budget + std::int64_t((cfg.budget_bytes - high) / lb);
+      }
+      if (cfg.budget == 0) return status::invalid_argument;  // not one entry fits
+    }
+    if (cfg.high_budget >= 0 && cfg.budget > 0 && cfg.high_budget > cfg.budget)
+      return status::invalid_argument;
     if (!cfg.layer_budgets.empty()) {
       if (std::int64_t(cfg.layer_budgets.size()) != cache->layers())
         return status::invalid_argument;
@@ -77,7 +106,8 @@ class basic_eviction_loop {
     const std::size_t layers = std::size_t(cache->layers());
     const std::size_t row = std::size_t(q_heads) * std::size_t(cache->head_dim());
     if (!detail::grow_vector(steps_, layers) || !detail::grow_vector(q_count_, layers) ||
-        !detail::grow_vector(targets_, std::size_t(cache->kv_heads())))
+        !detail::grow_vector(targets_, std::size_t(cache->kv_heads())) ||
+        !detail::grow_vector(high_targets_, std::size_t(cache->kv_heads())))
       return status::out_of_memory;
     std::fill(steps_.begin(), steps_.end(), 0);
     std::fill(q_count_.begin(), q_count_.end(), 0);
@@ -108,18 +138,32 @@ class basic_eviction_loop {
     const std::int64_t n = k.seq, b = budget(layer);
     const int heads = cache_->kv_heads();
     // 1. Evict first when the new tokens would exceed the budget (and fit in it).
-    if (b > 0 && n <= b) {
+    const std::int64_t hb =
+        demoting() ? std::min(cfg_.high_budget, b > 0 ? b : cfg_.high_budget) : -1;
+    if ((b > 0 && n <= b) || hb >= 0) {
       bool over = false, due = false;
       for (int h = 0; h < heads; ++h) {
         const std::int64_t len = cache_->length(layer, h) + n;
-        over = over || len > b + cfg_.slack;
-        due = due || len > b;
+        const std::int64_t high = len - cache_->low_length(layer, h);
+        if (b > 0 && n <= b) {
+          over = over || len > b + cfg_.slack;
+          due = due || len > b;
+        }
+        if (hb >= 0) {
+          over = over || high > hb + cfg_.slack;
+          due = due || high > hb;
+        }
       }
       if (cfg_.every > 0 && steps_[std::size_t(layer)] % cfg_.every == 0) over = over || due;
       if (over) {
         // The rows append() would refuse, refused before the eviction changes the cache.
         HEED_RETURN_IF_ERROR(cache_->check_rows(k, v));
-        for (int h = 0; h < heads; ++h) targets_[std::size_t(h)] = b - n;
+        for (int h = 0; h < heads; ++h) {
+          const std::int64_t len = cache_->length(layer, h);
+          // A chunk longer than the budget is evicted after attending (step 4).
+          targets_[std::size_t(h)] = b > 0 && n <= b ? b - n : len;
+          high_targets_[std::size_t(h)] = std::max<std::int64_t>(0, hb - n);
+        }
         HEED_RETURN_IF_ERROR(evict_now(layer));
       }
     }
@@ -153,11 +197,18 @@ class basic_eviction_loop {
     remember(layer, q, o);
     steps_[std::size_t(layer)] += n;
     // 4. A chunk longer than the budget: evict after attending.
-    if (b > 0) {
+    if (b > 0 || hb >= 0) {
       bool over = false;
-      for (int h = 0; h < heads; ++h) over = over || cache_->length(layer, h) > b + cfg_.slack;
+      for (int h = 0; h < heads; ++h) {
+        const std::int64_t len = cache_->length(layer, h);
+        over = over || (b > 0 && len > b + cfg_.slack) ||
+               (hb >= 0 && len - cache_->low_length(layer, h) > hb + cfg_.slack);
+      }
       if (over) {
-        for (int h = 0; h < heads; ++h) targets_[std::size_t(h)] = b;
+        for (int h = 0; h < heads; ++h) {
+          targets_[std::size_t(h)] = b > 0 ? b : cache_->length(layer, h);
+          high_targets_[std::size_t(h)] = hb;
+        }
         HEED_RETURN_IF_ERROR(evict_now(layer));
       }
     }
@@ -205,14 +256,19 @@ class basic_eviction_loop {
   status evict_to(int layer, std::int64_t target) noexcept {
     if (cache_ == nullptr || !cache_->valid(layer, 0) || target < 0)
       return status::invalid_argument;
-    for (int h = 0; h < cache_->kv_heads(); ++h) targets_[std::size_t(h)] = target;
+    for (int h = 0; h < cache_->kv_heads(); ++h) {
+      targets_[std::size_t(h)] = target;
+      high_targets_[std::size_t(h)] = std::min(cfg_.high_budget, target);
+    }
     return evict_now(layer);
   }
 
  private:
+  bool demoting() const noexcept { return cfg_.high_budget >= 0; }
   status evict_now(int layer) noexcept {
     const policy_input in = input(layer);
-    return evict_layer(*cache_, policy_, in, targets_.data(), scratch_);
+    return evict_layer(*cache_, policy_, in, targets_.data(), scratch_,
+                       demoting() ? high_targets_.data() : nullptr);
   }
 
   // A chunk of n > 1 queries: fold its rows' probabilities into channel 0 as n decode steps
@@ -309,7 +365,7 @@ class basic_eviction_loop {
   int q_heads_ = 0;
   eviction_scratch scratch_;
   std::vector<unsigned char> attn_ws_;
-  std::vector<std::int64_t> targets_, steps_, q_count_;
+  std::vector<std::int64_t> targets_, high_targets_, steps_, q_count_;
   std::vector<float> queries_, outputs_, lse_, vertical_;
   std::vector<unsigned char> window_ws_;
 };
