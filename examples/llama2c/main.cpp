@@ -46,7 +46,10 @@ int usage(const char* why) {
                "[--threads N] [--policy NAME --budget N]\n"
                "every command also takes --page-rows N (a paged KV cache, N >= 16) and --kv-dtype "
                "f32|f16|bf16|q8|q4 (the KV cache's storage type, default f32) and --rotate-keys "
-               "0|1 (Hadamard-rotated queries and keys); --model, "
+               "0|1 (Hadamard-rotated queries and keys) and --demote-to q8|q4 --high-budget N (a "
+               "two-precision cache: N entries per layer and head at --kv-dtype, the others "
+               "demoted before any is evicted) and --budget-bytes B (the budget in bytes per layer "
+               "and head instead of --budget); --model, "
                "--tokenizer and --text default to the shipped stories260K.bin, tok512.bin and "
                "tinystories_dev.txt in data/; --policy-params name=value,... sets or overrides "
                "the policy's parameters (docs/policies.md, \"Policies by name\")\n"
@@ -89,8 +92,9 @@ const std::map<std::string, std::set<std::string>>& command_options() {
   };
   return m;
 }
-const std::set<std::string> common_options = {"model",     "tokenizer", "threads",
-                                              "page-rows", "kv-dtype",  "rotate-keys"};
+const std::set<std::string> common_options = {"model",     "tokenizer",   "threads",
+                                              "page-rows", "kv-dtype",    "rotate-keys",
+                                              "demote-to", "high-budget", "budget-bytes"};
 
 // Empty when every option of `a` belongs to `cmd`, else the message naming the first that does
 // not.
@@ -122,9 +126,7 @@ struct engine {
   heed::any_policy policy;
   long budget = 0;
   long threads = 1;
-  long page_rows = 0;                 // > 0: a paged KV cache
-  heed::dtype kv = heed::dtype::f32;  // the KV cache's storage type
-  bool rotate_keys = false;           // Hadamard-rotated queries and keys
+  llama2c::kv_options kv;  // storage type, pages, rotation, demotion, byte budget
 };
 
 // --kv-dtype names: f32, f16, bf16, q8, q4.
@@ -157,15 +159,29 @@ int load(const args& a, engine* e) {
   if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err))
     return usage(err.c_str());
   if (!to_long(a.get("budget", "0"), &e->budget) || e->budget < 0) return usage("bad --budget");
-  if (pname == "full") e->budget = 0;
   if (!to_long(a.get("threads", "1"), &e->threads) || e->threads < 1 || e->threads > 256)
     return usage("bad --threads");
-  if (!to_long(a.get("page-rows", "0"), &e->page_rows) || e->page_rows < 0)
+  long page_rows = 0, high = -1, bytes = 0;
+  if (!to_long(a.get("page-rows", "0"), &page_rows) || page_rows < 0)
     return usage("bad --page-rows");
-  if (!to_dtype(a.get("kv-dtype", "f32"), &e->kv)) return usage("bad --kv-dtype");
+  e->kv.page_rows = page_rows;
+  if (!to_dtype(a.get("kv-dtype", "f32"), &e->kv.type)) return usage("bad --kv-dtype");
   const std::string rot = a.get("rotate-keys", "0");
   if (rot != "0" && rot != "1") return usage("bad --rotate-keys (0 or 1)");
-  e->rotate_keys = rot == "1";
+  e->kv.rotate_keys = rot == "1";
+  if (a.has("demote-to") != a.has("high-budget"))
+    return usage("--demote-to and --high-budget come together");
+  if (a.has("demote-to")) {
+    if (!to_dtype(a.get("demote-to"), &e->kv.low_type)) return usage("bad --demote-to");
+    if (!to_long(a.get("high-budget"), &high) || high < 0) return usage("bad --high-budget");
+    e->kv.high_budget = high;
+  }
+  if (a.has("budget-bytes")) {
+    if (!to_long(a.get("budget-bytes"), &bytes) || bytes < 1) return usage("bad --budget-bytes");
+    if (a.has("budget")) return usage("--budget and --budget-bytes exclude each other");
+    e->kv.budget_bytes = std::size_t(bytes);
+  }
+  if (pname == "full") e->budget = 0, e->kv.budget_bytes = 0;  // the full cache: no eviction
   return 0;
 }
 
@@ -181,7 +197,7 @@ int generate(const args& a) {
   const auto& c = e.model.cfg();
   if (steps > c.seq_len) steps = c.seq_len;
   llama2c::session s;
-  if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
+  if (s.init(e.model, e.policy, e.budget, e.kv) != heed::status::ok)
     return usage(heed::status_string(s.status()));
   heed::thread_pool_executor ex(int(e.threads));
   std::vector<int> prompt = e.tok.encode(a.get("prompt"), true, false);
@@ -298,9 +314,7 @@ result evaluate(const engine& e, const std::vector<int>& stream, long n_windows,
   const auto t0 = std::chrono::steady_clock::now();
   for (long w = 0; w < n_windows; ++w) {
     llama2c::session s;
-    if ((r.st = s.init(e.model, policy, budget, e.kv, e.page_rows, e.rotate_keys)) !=
-        heed::status::ok)
-      return r;
+    if ((r.st = s.init(e.model, policy, budget, e.kv)) != heed::status::ok) return r;
     const int* t = stream.data() + w * c.seq_len;
     for (int pos = 0; pos + 1 < c.seq_len; ++pos) {
       const float* logits = s.forward(t[pos], pos, ex);
@@ -362,12 +376,12 @@ int speed(const args& a) {
   std::vector<double> pre, dec;
   for (long r = 0; r < reps; ++r) {
     llama2c::session s;
-    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, e.kv) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     auto t0 = clock::now();
     if (!s.prefill(stream.data(), c.seq_len, 0, ex)) return usage(heed::status_string(s.status()));
     pre.push_back(c.seq_len / std::chrono::duration<double>(clock::now() - t0).count());
-    if (s.init(e.model, e.policy, e.budget, e.kv, e.page_rows, e.rotate_keys) != heed::status::ok)
+    if (s.init(e.model, e.policy, e.budget, e.kv) != heed::status::ok)
       return usage(heed::status_string(s.status()));
     t0 = clock::now();
     for (int pos = 0; pos < c.seq_len; ++pos)

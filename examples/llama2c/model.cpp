@@ -136,25 +136,30 @@ int kv_group(heed::dtype kv, std::int64_t head_dim) {
 }
 
 heed::status session::init(const model& m, heed::any_policy policy, std::int64_t budget,
-                           heed::dtype kv, std::int64_t page_rows, bool rotate_keys) {
+                           const kv_options& kv) {
   m_ = &m;
   const config& c = m.cfg();
   heed::kv_cache_config cc;
   cc.layers = c.n_layers;
   cc.kv_heads = c.n_kv_heads;
   cc.head_dim = c.head_dim();
-  if (rotate_keys && !heed::quant::rotatable(c.head_dim()))
+  if (kv.rotate_keys && !heed::quant::rotatable(c.head_dim()))
     return status_ = heed::status::invalid_argument;
-  rotate_ = rotate_keys;
-  cc.type = kv;
-  cc.group = kv_group(kv, cc.head_dim);
+  rotate_ = kv.rotate_keys;
+  cc.type = kv.type;
+  cc.tiered = kv.high_budget >= 0;
+  cc.low_type = kv.low_type;
+  cc.group =
+      std::max(kv_group(kv.type, cc.head_dim), cc.tiered ? kv_group(kv.low_type, cc.head_dim) : 0);
   cc.reserve = budget > 0 ? budget + 1 : c.seq_len;
   cc.score_channels = 2;
-  cc.page_rows = page_rows;
+  cc.page_rows = kv.page_rows;
   status_ = cache_.init(cc);
   if (status_ != heed::status::ok) return status_;
   heed::eviction_config ec;
   ec.budget = budget;
+  ec.high_budget = kv.high_budget;
+  ec.budget_bytes = kv.budget_bytes;
   status_ = loop_.init(&cache_, std::move(policy), ec, c.n_heads);
   if (status_ != heed::status::ok) return status_;
   x_.assign(std::size_t(c.dim), 0.f);

@@ -51,16 +51,27 @@ class model {
 // 8); 0 for the plain types.
 int kv_group(heed::dtype kv, std::int64_t head_dim);
 
+// How a session stores its KV cache.
+struct kv_options {
+  heed::dtype type = heed::dtype::f32;  // storage (q8 / q4: rows of kv_group values per scale)
+  std::int64_t page_rows = 0;           // > 0: a paged cache (kv_cache_config::page_rows)
+  // Queries and keys rotated by the normalized Hadamard transform after RoPE (q.k unchanged;
+  // quantized keys lose less to outlier channels; the head dim must be a power of two).
+  bool rotate_keys = false;
+  // >= 0: a tiered cache keeping this many entries per head at `type`, the others demoted to
+  // low_type before any is evicted (eviction_config::high_budget).
+  std::int64_t high_budget = -1;
+  heed::dtype low_type = heed::dtype::q4;
+  // > 0: the budget in bytes per (layer, KV head) instead of entries (eviction_config).
+  std::size_t budget_bytes = 0;
+};
+
 // One sequence: its own heed KV cache and eviction loop (budget 0 = full cache).
 class session {
  public:
-  // kv: storage type of the cache (q8 / q4: quantized rows of kv_group values per scale);
-  // page_rows > 0: a paged cache (kv_cache_config::page_rows); rotate_keys: queries and keys
-  // rotated by the normalized Hadamard transform after RoPE (q.k unchanged; quantized keys lose
-  // less to outlier channels; the head dim must be a power of two). Returns a heed status.
+  // Returns a heed status (a bad combination of options: invalid_argument).
   heed::status init(const model& m, heed::any_policy policy, std::int64_t budget,
-                    heed::dtype kv = heed::dtype::f32, std::int64_t page_rows = 0,
-                    bool rotate_keys = false);
+                    const kv_options& kv = {});
   // Runs `token` at position `pos`; returns the logits [vocab] (valid until the next call).
   const float* forward(int token, int pos, heed::executor& ex);
   // Runs tokens[0..n) at positions pos..pos+n-1 in one pass (prefill: matrix-matrix products and
