@@ -15,6 +15,8 @@
 //   BM_cache_decode_paged/L/t, BM_evict_step_paged/budget/slack
 //                             the same two on a paged cache (512-row pages): eviction compacts
 //                             within pages instead of shifting half the head
+//   BM_decode_tiered_paired/L/t/low%  decode with H2O over a tiered cache (f16 + q4, low% of the
+//                             entries demoted) / over the f16 cache of the same entries, paired
 //   BM_append_quant_paired/L/q4  the append (and quantization) of one token to an L-entry q8
 //                             (q4 = 0) or q4 (1) cache against that step's attention: counter
 //                             append_share (target: <= 0.02 at 4096 keys)
@@ -144,6 +146,50 @@ void BM_append_quant_paired(benchmark::State& state) {
   state.counters["append_share"] = paired_time_ratio(state, attend, append_and_attend) - 1.0;
 }
 
+// Decode with H2O's column mass over an L-entry f16 cache and over a tiered one (f16, demoted to
+// q4) holding the same entries with range(2) percent of them demoted (spread over the head), in
+// the same iterations: counter tiered_over_f16 = time(tiered) / time(f16). The tiered head runs
+// the kernel once per tier and merges them (and rescales the tap's probabilities).
+void BM_decode_tiered_paired(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const int threads = static_cast<int>(state.range(1));
+  const std::int64_t low_percent = state.range(2);
+  heed::kv_cache plain, tiered;
+  fill_cache(plain, L, 1);
+  {
+    heed::kv_cache_config cfg{1, kHkv, kD, heed::dtype::f16, L + 16, 1};
+    cfg.tiered = true;
+    cfg.low_type = heed::dtype::q4;
+    bench_ok(tiered.init(cfg));
+    const auto k = random_vector<heed::f16>(std::size_t(L) * kHkv * kD, 2);
+    const auto view = heed::make_view(k.data(), L, kHkv, kD);
+    bench_ok(tiered.append(0, view, view));
+    std::vector<std::int32_t> idx;
+    for (std::int64_t j = 0; j < L; ++j)
+      if ((j * low_percent) / 100 != ((j + 1) * low_percent) / 100) idx.push_back(std::int32_t(j));
+    for (int h = 0; h < kHkv; ++h)
+      bench_ok(tiered.demote(0, h, idx.data(), std::int64_t(idx.size())));
+  }
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  std::vector<float> o(q.size());
+  heed::cache_attention_params p;
+  p.q = heed::make_view(q.data(), 1, kHq, kD);
+  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  p.causal = false;
+  p.accumulate_channel = 0;
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(std::max(heed::cache_attention_workspace_size(plain, 0, p, threads),
+                                heed::cache_attention_workspace_size(tiered, 0, p, threads)));
+  auto step = [&](heed::kv_cache& c) {
+    const bool ok = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex) == heed::status::ok;
+    benchmark::DoNotOptimize(o.data());
+    return ok;
+  };
+  state.counters["tiered_over_f16"] = paired_time_ratio(
+      state, [&] { return step(plain); }, [&] { return step(tiered); });
+  state.counters["bytes_ratio"] = double(tiered.bytes_used()) / double(plain.bytes_used());
+}
+
 void BM_cache_decode(benchmark::State& state) { run_cache_decode(state, false); }
 void BM_decode_h2o_fused(benchmark::State& state) { run_cache_decode(state, true); }
 void BM_cache_decode_paged(benchmark::State& state) { run_cache_decode(state, false, kPageRows); }
@@ -234,6 +280,10 @@ BENCHMARK(BM_append_quant_paired)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_decode_h2o_paired)
     ->ArgsProduct({{4096, 32768}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_decode_tiered_paired)
+    ->ArgsProduct({{4096, 32768}, {1, 2}, {50, 90}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_evict_step)
