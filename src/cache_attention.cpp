@@ -34,6 +34,7 @@ dense_params head_params(const kv_cache& c, int layer, int h, const cache_attent
                          int group) {
   dense_params d;
   const std::int64_t h0 = std::int64_t(h) * group;
+  d.logits() = p.heads_from(h0);
   d.q = p.q;
   d.q.data = static_cast<const float*>(p.q.data) + h0 * p.q.head_stride;
   d.q.heads = group;
@@ -53,15 +54,12 @@ dense_params head_params(const kv_cache& c, int layer, int h, const cache_attent
       d.n_pages = c.page_count(layer, h);
     }
   }
-  d.scale = p.scale;
   d.causal = p.causal;
   d.q_offset = p.causal ? d.k.seq - p.q.seq : 0;
   const std::int64_t rs = p.row_head_stride > 0 ? p.row_head_stride : p.q.seq;
   d.row_head_stride = rs;
   if (p.lse) d.lse = p.lse + h0 * rs;
   if (p.entropy) d.entropy = p.entropy + h0 * rs;
-  d.softcap = p.softcap;
-  if (p.sink_logits) d.sink_logits = p.sink_logits + h0;
   return d;
 }
 
@@ -321,6 +319,7 @@ status cache_attention_validate(const kv_cache& c, int layer,
   HEED_RETURN_IF_ERROR(validate_view(p.o));
   if (p.q.type != dtype::f32 || p.o.type != dtype::f32) return status::unsupported_dtype;
   if (p.q.dim != c.head_dim() || p.o.dim != c.head_dim()) return status::shape_mismatch;
+  HEED_RETURN_IF_ERROR(validate_cache_logits(p));
   if (p.o.seq != p.q.seq || p.o.heads != p.q.heads) return status::shape_mismatch;
   if (p.q.heads % c.kv_heads() != 0) return status::shape_mismatch;
   if (p.row_head_stride < 0 || (p.row_head_stride > 0 && p.row_head_stride < p.q.seq))

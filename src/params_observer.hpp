@@ -26,34 +26,21 @@ struct params_observer {
   }
 };
 
-HEED_FORCE_INLINE bool needs_builtin(const dense_params& p) noexcept {
-  return p.window_left >= 0 || p.softcap > 0.f || p.alibi_slopes != nullptr ||
-         p.sink_logits != nullptr || p.ssmax != nullptr || p.length_scale_base > 0 ||
-         p.key_bias != nullptr || p.sigmoid;
-}
 HEED_FORCE_INLINE bool needs_observer(const dense_params& p) noexcept {
   return p.entropy != nullptr || (p.prob_tap != nullptr && p.q_len() == 1);
 }
 
-// Calls f(variant, observer) with the variant and observer the parameters need. With Dedicated
-// (the dense kernels), ALiBi alone and soft-capping alone get their own instantiations when no
-// observer is on; everything else per-logit goes through the catch-all builtin_variant.
+// Calls f(variant, observer) with the variant the logit settings need (with_builtin_variant; with
+// Dedicated, ALiBi alone and soft-capping alone get their own instantiations when no observer is
+// on) and the observer the outputs need.
 template <bool Dedicated = false, class F>
 status with_params_hooks(const dense_params& p, F&& f) noexcept {
   if (needs_observer(p)) {
     params_observer obs{&p};
-    if (!needs_builtin(p)) return f(no_variant{}, obs);
-    if (builtin_row_variant::covers(p)) return f(builtin_row_variant(p), obs);
-    return f(builtin_variant(p), obs);
+    return with_builtin_variant(p, [&](const auto& v) { return f(v, obs); });
   }
   null_observer obs;
-  if (!needs_builtin(p)) return f(no_variant{}, obs);
-  if (builtin_row_variant::covers(p)) return f(builtin_row_variant(p), obs);
-  if constexpr (Dedicated) {
-    if (builtin_alibi_variant::covers(p)) return f(builtin_alibi_variant(p), obs);
-    if (builtin_softcap_variant::covers(p)) return f(builtin_softcap_variant(p), obs);
-  }
-  return f(builtin_variant(p), obs);
+  return with_builtin_variant<Dedicated>(p, [&](const auto& v) { return f(v, obs); });
 }
 
 }  // namespace detail

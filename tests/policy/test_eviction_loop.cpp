@@ -159,6 +159,9 @@ TEST(EvictionLoop, H2OMatchesAFloat64Simulation) {
 
 // A prefill chunk folds its rows into the column mass as decode steps would: sum (H2O), decay
 // (A2SF: sum_i lambda^(n-1-i) p_ij) and last (TOVA: the last row), mean or max over the group.
+// With the model's logit settings (soft-capping, learned sinks, a scale) the recomputed mass is of
+// the kernel's probabilities (issue 21: it used to divide uncapped probabilities by the capped
+// row's LSE).
 TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
   const int hq = 8, hkv = 2, group = 4;
   const std::int64_t d = 32, n = 37;
@@ -166,11 +169,15 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
   struct mode_case {
     heed::accumulate_mode mode;
     heed::head_reduce reduce;
+    bool settings;  // softcap 2, sinks, scale 0.3
   };
-  for (auto mc : {mode_case{heed::accumulate_mode::sum, heed::head_reduce::mean},
-                  mode_case{heed::accumulate_mode::decay, heed::head_reduce::mean},
-                  mode_case{heed::accumulate_mode::last, heed::head_reduce::max},
-                  mode_case{heed::accumulate_mode::sum, heed::head_reduce::max}}) {
+  const std::vector<float> sinks = {0.5f, -1.f, 2.f, 0.f, 1.f, 0.25f, -0.5f, 3.f};
+  for (auto mc : {mode_case{heed::accumulate_mode::sum, heed::head_reduce::mean, false},
+                  mode_case{heed::accumulate_mode::decay, heed::head_reduce::mean, false},
+                  mode_case{heed::accumulate_mode::last, heed::head_reduce::max, false},
+                  mode_case{heed::accumulate_mode::sum, heed::head_reduce::max, false},
+                  mode_case{heed::accumulate_mode::sum, heed::head_reduce::mean, true},
+                  mode_case{heed::accumulate_mode::decay, heed::head_reduce::max, true}}) {
     heed::kv_cache cache;
     ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 1}), status::ok);
     heed::callback_policy pol;  // never scores (no budget): only its needs matter
@@ -180,7 +187,13 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
     pol.wants.accumulate.lambda = 0.8f;
     pol.wants.accumulate.reduce = mc.reduce;
     heed::eviction_loop loop;
-    ASSERT_EQ(loop.init(&cache, pol, budget_only(0), hq), status::ok);
+    heed::eviction_config cfg = budget_only(0);
+    if (mc.settings) {
+      cfg.softcap = 2.f;
+      cfg.scale = 0.3f;
+      cfg.sink_logits = sinks.data();
+    }
+    ASSERT_EQ(loop.init(&cache, pol, cfg, hq), status::ok);
     std::vector<float> o(std::size_t(n * hq * d));
     // A first chunk of 3 tokens, then a chunk of n: the second sees the first's keys.
     ASSERT_EQ(
@@ -202,6 +215,11 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
     p.resize();
     for (std::size_t i = 0; i < s.q.size(); ++i) p.q[i] = s.q[i];
     for (std::size_t i = 0; i < s.k.size(); ++i) p.k[i] = s.k[i], p.v[i] = s.v[i];
+    if (mc.settings) {
+      p.softcap = 2.0;
+      p.scale = 0.3;
+      p.sink_logits.assign(sinks.begin(), sinks.end());
+    }
     const auto r = heed_ref::naive_attention(p);
     for (int h = 0; h < hkv; ++h) {
       for (std::int64_t j = 0; j < n + 3; ++j) {
@@ -227,61 +245,68 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
 // SnapKV after a prefill longer than the budget: the kept set equals a float64 recomputation
 // (window mean of the last W rows' full-softmax probabilities, max pool 7, group mean, window
 // protected, top-k with ties to the later key), up to near-ties within 1e-6.
+// With a soft cap in the loop's settings, SnapKV's window scores are of the capped logits.
 TEST(EvictionLoop, SnapKVPrefillMatchesReference) {
-  const int hq = 8, hkv = 2, group = 4;
-  const std::int64_t d = 64, L = 300, budget = 40, W = 16;
-  const stream s = make_stream(hq, hkv, d, L, 31);
-  heed::kv_cache cache;
-  ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 0}), status::ok);
-  heed::snapkv_policy snap;
-  snap.window = W;
-  heed::eviction_loop loop;
-  ASSERT_EQ(loop.init(&cache, snap, budget_only(budget), hq), status::ok);
-  std::vector<float> o(std::size_t(L * hq * d));
-  heed::thread_pool_executor ex(2);
-  ASSERT_EQ(
-      loop.step(0, heed::make_view(s.q.data(), L, hq, d), heed::make_view(s.k.data(), L, hkv, d),
-                heed::make_view(s.v.data(), L, hkv, d), heed::make_mutable_view(o.data(), L, hq, d),
-                ex),
-      status::ok);
-  for (int h = 0; h < hkv; ++h) {
-    std::vector<double> mean(std::size_t(L), 0.0);
-    for (int g = 0; g < group; ++g) {
-      std::vector<double> col(std::size_t(L), 0.0);
-      for (std::int64_t i = L - W; i < L; ++i) {
-        std::vector<double> sc(std::size_t(i + 1));
-        double m = -INFINITY, z = 0;
-        for (std::int64_t j = 0; j <= i; ++j) {
-          double a = 0;
-          for (std::int64_t c = 0; c < d; ++c)
-            a += double(s.q[(i * hq + h * group + g) * d + c]) * s.k[(j * hkv + h) * d + c];
-          sc[std::size_t(j)] = a / std::sqrt(double(d));
-          m = std::max(m, sc[std::size_t(j)]);
+  for (const double cap : {0.0, 1.5}) {
+    SCOPED_TRACE(cap);
+    const int hq = 8, hkv = 2, group = 4;
+    const std::int64_t d = 64, L = 300, budget = 40, W = 16;
+    const stream s = make_stream(hq, hkv, d, L, 31);
+    heed::kv_cache cache;
+    ASSERT_EQ(cache.init({1, hkv, d, heed::dtype::f32, 0, 0}), status::ok);
+    heed::snapkv_policy snap;
+    snap.window = W;
+    heed::eviction_loop loop;
+    heed::eviction_config cfg = budget_only(budget);
+    cfg.softcap = float(cap);
+    ASSERT_EQ(loop.init(&cache, snap, cfg, hq), status::ok);
+    std::vector<float> o(std::size_t(L * hq * d));
+    heed::thread_pool_executor ex(2);
+    ASSERT_EQ(
+        loop.step(0, heed::make_view(s.q.data(), L, hq, d), heed::make_view(s.k.data(), L, hkv, d),
+                  heed::make_view(s.v.data(), L, hkv, d),
+                  heed::make_mutable_view(o.data(), L, hq, d), ex),
+        status::ok);
+    for (int h = 0; h < hkv; ++h) {
+      std::vector<double> mean(std::size_t(L), 0.0);
+      for (int g = 0; g < group; ++g) {
+        std::vector<double> col(std::size_t(L), 0.0);
+        for (std::int64_t i = L - W; i < L; ++i) {
+          std::vector<double> sc(std::size_t(i + 1));
+          double m = -INFINITY, z = 0;
+          for (std::int64_t j = 0; j <= i; ++j) {
+            double a = 0;
+            for (std::int64_t c = 0; c < d; ++c)
+              a += double(s.q[(i * hq + h * group + g) * d + c]) * s.k[(j * hkv + h) * d + c];
+            sc[std::size_t(j)] = a / std::sqrt(double(d));
+            if (cap > 0) sc[std::size_t(j)] = cap * std::tanh(sc[std::size_t(j)] / cap);
+            m = std::max(m, sc[std::size_t(j)]);
+          }
+          for (std::int64_t j = 0; j <= i; ++j) z += std::exp(sc[std::size_t(j)] - m);
+          for (std::int64_t j = 0; j <= i; ++j)
+            col[std::size_t(j)] += std::exp(sc[std::size_t(j)] - m) / z / double(W);
         }
-        for (std::int64_t j = 0; j <= i; ++j) z += std::exp(sc[std::size_t(j)] - m);
-        for (std::int64_t j = 0; j <= i; ++j)
-          col[std::size_t(j)] += std::exp(sc[std::size_t(j)] - m) / z / double(W);
-      }
-      for (std::int64_t j = 0; j < L; ++j) {
-        double mx = -INFINITY;
-        for (std::int64_t t = std::max<std::int64_t>(0, j - 3); t <= std::min(L - 1, j + 3); ++t)
-          mx = std::max(mx, col[std::size_t(t)]);
-        mean[std::size_t(j)] += mx / group;
-      }
-    }
-    std::vector<float> score(mean.begin(), mean.end());
-    const auto want = reference_keep(score, budget, W);
-    ASSERT_EQ(cache.length(0, h), budget);
-    std::vector<std::int64_t> got(cache.positions(0, h), cache.positions(0, h) + budget);
-    if (got != std::vector<std::int64_t>(want.begin(), want.end())) {
-      // Accept only near-ties at the boundary.
-      std::vector<double> kept_scores;
-      for (auto j : want) kept_scores.push_back(mean[std::size_t(j)]);
-      const double threshold = *std::min_element(kept_scores.begin(), kept_scores.end());
-      for (auto j : got)
-        if (std::find(want.begin(), want.end(), j) == want.end()) {
-          EXPECT_NEAR(mean[std::size_t(j)], threshold, 1e-6) << "head " << h << " key " << j;
+        for (std::int64_t j = 0; j < L; ++j) {
+          double mx = -INFINITY;
+          for (std::int64_t t = std::max<std::int64_t>(0, j - 3); t <= std::min(L - 1, j + 3); ++t)
+            mx = std::max(mx, col[std::size_t(t)]);
+          mean[std::size_t(j)] += mx / group;
         }
+      }
+      std::vector<float> score(mean.begin(), mean.end());
+      const auto want = reference_keep(score, budget, W);
+      ASSERT_EQ(cache.length(0, h), budget);
+      std::vector<std::int64_t> got(cache.positions(0, h), cache.positions(0, h) + budget);
+      if (got != std::vector<std::int64_t>(want.begin(), want.end())) {
+        // Accept only near-ties at the boundary.
+        std::vector<double> kept_scores;
+        for (auto j : want) kept_scores.push_back(mean[std::size_t(j)]);
+        const double threshold = *std::min_element(kept_scores.begin(), kept_scores.end());
+        for (auto j : got)
+          if (std::find(want.begin(), want.end(), j) == want.end()) {
+            EXPECT_NEAR(mean[std::size_t(j)], threshold, 1e-6) << "head " << h << " key " << j;
+          }
+      }
     }
   }
 }

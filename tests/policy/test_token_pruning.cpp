@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <tuple>
@@ -34,8 +35,10 @@ problem make_problem(int hq, int hkv, std::int64_t d, std::int64_t L, std::int64
   return p;
 }
 
-// Mean over heads and the last W rows of the causal full-softmax probabilities.
-std::vector<double> reference_scores(const problem& p) {
+// Mean over heads and the last W rows of the causal full-softmax probabilities (with `tune`
+// setting the reference's logit settings).
+std::vector<double> reference_scores(
+    const problem& p, const std::function<void(heed_ref::attention_problem&)>& tune = {}) {
   heed_ref::attention_problem a;
   a.lq = p.L;
   a.lk = p.L;
@@ -45,6 +48,7 @@ std::vector<double> reference_scores(const problem& p) {
   a.resize();
   for (std::size_t i = 0; i < p.q.size(); ++i) a.q[i] = p.q[i];
   for (std::size_t i = 0; i < p.k.size(); ++i) a.k[i] = p.k[i];
+  if (tune) tune(a);
   const auto r = heed_ref::naive_attention(a);
   std::vector<double> s(std::size_t(p.L), 0.0);
   for (int h = 0; h < p.hq; ++h)
@@ -71,6 +75,32 @@ std::vector<std::int64_t> reference_prune(const std::vector<double>& s, double d
   return out;
 }
 
+// The model's logit settings reach the scores: soft-capping, ALiBi, a sliding window and learned
+// sinks together, against the reference with the same settings.
+TEST(TokenPruning, ScoresUseTheModelsLogitSettings) {
+  const problem p = make_problem(4, 2, 32, 120, 6, 9);
+  const std::vector<float> slopes = {0.1f, 0.02f, 0.3f, 0.f}, sinks = {1.f, 0.f, -1.f, 2.f};
+  heed::logit_settings ls;
+  ls.softcap = 2.5f;
+  ls.alibi_slopes = slopes.data();
+  ls.window_left = 50;
+  ls.sink_logits = sinks.data();
+  const auto ref = reference_scores(p, [&](heed_ref::attention_problem& a) {
+    a.softcap = 2.5;
+    a.alibi_slopes.assign(slopes.begin(), slopes.end());
+    a.window_left = 50;
+    a.sink_logits.assign(sinks.begin(), sinks.end());
+  });
+  std::vector<float> scores(std::size_t(p.L));
+  std::vector<unsigned char> ws(heed::token_attention_workspace_size(p.L, p.hq));
+  const auto qw = heed::make_view(p.q.data() + (p.L - p.W) * p.hq * p.d, p.W, p.hq, p.d);
+  ASSERT_EQ(heed::token_attention_scores(qw, heed::make_view(p.k.data(), p.L, p.hkv, p.d), nullptr,
+                                         0, ls, scores.data(), {ws.data(), ws.size()}),
+            status::ok);
+  for (std::int64_t j = 0; j < p.L; ++j)
+    ASSERT_NEAR(scores[std::size_t(j)], ref[std::size_t(j)], 1e-6) << j;
+}
+
 TEST(TokenPruning, FastVScoresAndKeepSetsMatchFloat64) {
   for (auto shape : {std::make_tuple(8, 2, 64, 200, 1), std::make_tuple(4, 4, 40, 77, 8),
                      std::make_tuple(4, 1, 128, 300, 16)}) {
@@ -81,7 +111,7 @@ TEST(TokenPruning, FastVScoresAndKeepSetsMatchFloat64) {
     std::vector<unsigned char> ws(heed::token_attention_workspace_size(p.L, p.hq));
     const auto qw = heed::make_view(p.q.data() + (p.L - p.W) * p.hq * p.d, p.W, p.hq, p.d);
     ASSERT_EQ(heed::token_attention_scores(qw, heed::make_view(p.k.data(), p.L, p.hkv, p.d),
-                                           nullptr, 0, 0.f, scores.data(), {ws.data(), ws.size()}),
+                                           nullptr, 0, {}, scores.data(), {ws.data(), ws.size()}),
               status::ok);
     for (std::int64_t j = 0; j < p.L; ++j)
       ASSERT_NEAR(scores[std::size_t(j)], ref[std::size_t(j)], 1e-6) << j;
@@ -158,11 +188,11 @@ TEST(TokenPruning, LazyLLMScheduleAndBadInput) {
   std::vector<float> q(2 * 6 * 8, 0.1f), k(10 * 4 * 8, 0.2f), out(10);
   std::vector<unsigned char> ws(heed::token_attention_workspace_size(10, 6));
   EXPECT_EQ(heed::token_attention_scores(heed::make_view(q.data(), 2, 6, 8),
-                                         heed::make_view(k.data(), 10, 4, 8), nullptr, 0, 0.f,
+                                         heed::make_view(k.data(), 10, 4, 8), nullptr, 0, {},
                                          out.data(), {ws.data(), ws.size()}),
             status::shape_mismatch);
   EXPECT_EQ(heed::token_attention_scores(heed::make_view(q.data(), 2, 4, 8),
-                                         heed::make_view(k.data(), 10, 4, 8), nullptr, 0, 0.f,
+                                         heed::make_view(k.data(), 10, 4, 8), nullptr, 0, {},
                                          out.data(), {ws.data(), 0}),
             status::workspace_too_small);
 }

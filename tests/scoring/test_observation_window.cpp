@@ -269,6 +269,81 @@ TEST(ScoreObservationWindowUnit, BuiltinVariantMatchesNaiveAttention) {
   }
 }
 
+// The options' logit settings, one built-in at a time and together, through with_builtin_variant
+// (the kernels' own mapping), against the naive attention reference; with the reference LSE and
+// with lse == nullptr. An explicit variant beside settings is refused (one source for the logits).
+TEST(ScoreObservationWindowUnit, EveryLogitSettingMatchesNaiveAttention) {
+  const std::int64_t lk = 70, w = 9, hq = 4, hkv = 2, d = 16;
+  heed_ref::stored_q q(w, hq, d, 31, 0.0, 2.0);
+  heed_ref::stored_kv k(lk, hkv, d, dtype::f16, 32);
+  const std::vector<float> per_head = {0.3f, 0.05f, 0.2f, 0.1f}, sinks = {1.f, -0.5f, 0.f, 2.f};
+  std::vector<float> bias(std::size_t(hq * 3));
+  for (std::size_t i = 0; i < bias.size(); ++i) bias[i] = 0.5f * float(i % 5) - 1.f;
+  for (int which = 0; which < 9; ++which) {
+    SCOPED_TRACE(which);
+    heed::observation_window_options opt;
+    heed_ref::attention_problem ap = window_problem(q, k, w, lk, hq, hkv, d);
+    if (which == 0 || which == 8) opt.softcap = 3.f, ap.softcap = 3.0;
+    if (which == 1 || which == 8) {
+      opt.alibi_slopes = per_head.data();
+      ap.alibi_slopes.assign(per_head.begin(), per_head.end());
+    }
+    if (which == 2 || which == 8) opt.window_left = 20, ap.window_left = 20;
+    if (which == 3 || which == 8) {
+      opt.sink_logits = sinks.data();
+      ap.sink_logits.assign(sinks.begin(), sinks.end());
+    }
+    if (which == 4) {
+      opt.ssmax = per_head.data();
+      ap.ssmax.assign(per_head.begin(), per_head.end());
+    }
+    if (which == 5) {
+      opt.length_scale_base = 8;
+      opt.length_scale_floor = 0.7f;
+      ap.length_scale_base = 8;
+      ap.length_scale_floor = 0.7f;
+    }
+    if (which == 6) {
+      opt.key_bias = bias.data();
+      opt.key_bias_len = 3;
+      ap.key_bias.assign(bias.begin(), bias.end());
+      ap.key_bias_len = 3;
+    }
+    if (which == 7) {
+      opt.sigmoid = true;
+      opt.sigmoid_bias = per_head.data();
+      ap.sigmoid = true;
+      ap.sigmoid_bias.assign(per_head.begin(), per_head.end());
+    }
+    if (which == 8) opt.scale = 0.4f, ap.scale = 0.4;
+    const auto r = heed_ref::naive_attention(ap);
+    heed_ref::vec vref(std::size_t(hq * lk), 0.0);
+    for (std::int64_t h = 0; h < hq; ++h)
+      for (std::int64_t j = 0; j < lk; ++j)
+        for (std::int64_t i = 0; i < w; ++i) vref[std::size_t(h * lk + j)] += r.prob_at(h, i, j);
+    const std::vector<float> lse = window_lse(r, hq, w);
+    std::vector<float> vert(std::size_t(hq * lk));
+    heed::observation_window_outputs out;
+    out.vertical = vert.data();
+    std::vector<char> ws(heed::observation_window_workspace_size(lk, opt));
+    for (const float* l :
+         {static_cast<const float*>(lse.data()), static_cast<const float*>(nullptr)}) {
+      ASSERT_EQ(
+          heed::observation_window_scores(q.view, k.view, l, 0, opt, out, {ws.data(), ws.size()}),
+          status::ok);
+      expect_rows(vert, lk, vref, hq, lk, l ? "vertical (lse)" : "vertical (own lse)");
+    }
+    if (which != 8) continue;
+    EXPECT_EQ(heed::observation_window_scores(q.view, k.view, nullptr, 0, opt, out,
+                                              {ws.data(), ws.size()}, heed::builtin_variant{}),
+              status::invalid_argument);
+    opt.softcap = -1.f;
+    EXPECT_EQ(heed::observation_window_scores(q.view, k.view, nullptr, 0, opt, out,
+                                              {ws.data(), ws.size()}),
+              status::invalid_argument);
+  }
+}
+
 // The query-scale hook (SSMax and entropy-invariant length scaling, through builtin_row_variant):
 // each row's logits are multiplied by its scale before the softmax, as in the main pass.
 TEST(ScoreObservationWindowUnit, QueryScaleMatchesNaiveAttention) {

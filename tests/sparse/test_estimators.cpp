@@ -20,6 +20,7 @@
 #include "heed/sparse/flexprefill.hpp"
 #include "heed/sparse/minference.hpp"
 #include "heed/sparse/xattention.hpp"
+#include "reference/naive_attention.hpp"
 #include "reference/naive_scores.hpp"
 
 namespace {
@@ -148,6 +149,58 @@ TEST(MInference, VerticalSlashMatchesNaiveScores) {
       p.q_offset = q_offset;
       EXPECT_EQ(heed::validate(p, pat.layout()), status::ok);
     }
+  }
+}
+
+// The model's logit settings (soft-capping, ALiBi, a sliding window and learned sinks together)
+// reach the vertical-slash estimate: its columns and diagonals are those of the reference's
+// probabilities under the same settings.
+TEST(MInference, VerticalSlashUsesTheModelsLogitSettings) {
+  const std::int64_t lq = 120, lk = 120, hq = 4, hkv = 2, d = 32, rows = 16;
+  qk_input in(lq, lk, hq, hkv, d, dtype::f32, 19);
+  const std::vector<float> slopes = {0.05f, 0.2f, 0.f, 0.1f}, sinks = {1.f, 0.f, 2.f, -1.f};
+  heed::minference_vs_options opt;
+  opt.last_q = rows;
+  opt.vertical_size = 20;
+  opt.slash_size = 15;
+  opt.forced_columns = 2;
+  opt.forced_diagonals = 2;
+  opt.softcap = 2.f;
+  opt.alibi_slopes = slopes.data();
+  opt.window_left = 60;
+  opt.sink_logits = sinks.data();
+  heed::vs_pattern pat;
+  heed::estimate_scratch sc;
+  ASSERT_EQ(heed::minference_vertical_slash(in.qv, in.k.view, -1, opt, pat, sc), status::ok);
+  heed_ref::attention_problem ap;
+  ap.lq = rows;
+  ap.lk = lk;
+  ap.hq = hq;
+  ap.hkv = hkv;
+  ap.d = d;
+  ap.resize();
+  ap.q = in.last_rows(rows);
+  ap.k = in.k.ref.x;
+  ap.softcap = 2.0;
+  ap.alibi_slopes.assign(slopes.begin(), slopes.end());
+  ap.window_left = 60;
+  ap.sink_logits.assign(sinks.begin(), sinks.end());
+  const auto r = heed_ref::naive_attention(ap);
+  for (std::int64_t h = 0; h < hq; ++h) {
+    vec vert(std::size_t(lk), 0.0), slash(std::size_t(lk), 0.0);
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < lk; ++j) {
+        const double p = r.prob_at(h, i, j);
+        vert[std::size_t(j)] += p;
+        const std::int64_t t = (lk - rows + i) - j;
+        if (t >= 0 && t < lk) slash[std::size_t(t)] += p;
+      }
+    const std::vector<std::int32_t> cols(pat.v_idx.begin() + pat.v_ptr[h],
+                                         pat.v_idx.begin() + pat.v_ptr[h + 1]);
+    const std::vector<std::int32_t> offs(pat.s_off.begin() + pat.s_ptr[h],
+                                         pat.s_off.begin() + pat.s_ptr[h + 1]);
+    expect_consistent(cols, vert.data(), lk, 2, "vertical");
+    expect_consistent(offs, slash.data(), lk, 2, "slash");
   }
 }
 

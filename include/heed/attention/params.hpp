@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/attention/logit_settings.hpp"
 #include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
@@ -16,12 +17,13 @@ namespace heed {
 using prob_tap_fn = void (*)(void* user, int q_head, std::int64_t key_begin, const float* p,
                              std::int64_t n);
 
-struct dense_params {
+// The logit settings (scale and built-in variants: window_left, softcap, alibi_slopes,
+// sink_logits, ssmax, length scaling, key_bias, sigmoid) are the base, logit_settings.
+struct dense_params : logit_settings {
   tensor_view q;               // [Lq, Hq, d], f32
   tensor_view k;               // [Lk, Hkv, d], f32 / f16 / bf16 / q8 / q4
   tensor_view v;               // [Lk, Hkv, d], same dtype as k
   mutable_tensor_view o;       // [Lq, Hq, d], f32
-  float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
   bool causal = true;          // query i (position q_offset + i) sees keys 0 .. q_offset + i
   std::int64_t q_offset = -1;  // position of query row 0 among the keys; -1 means Lk - Lq
 
@@ -29,25 +31,6 @@ struct dense_params {
   float* lse = nullptr;
   float* entropy = nullptr;          // entropy of the attention row in nats
   std::int64_t row_head_stride = 0;  // 0 means Lq
-
-  // Built-in variants (compiled library; header users may pass their own variant type).
-  std::int64_t window_left = -1;        // mask keys with q_pos - k_pos > window_left; -1 = off
-  float softcap = 0.f;                  // s -> softcap * tanh(s / softcap); 0 = off
-  const float* alibi_slopes = nullptr;  // [Hq]: s -> s - slope[h] * (q_pos - k_pos)
-  const float* sink_logits = nullptr;   // [Hq]: a virtual key with this logit and a zero value
-  // Row scaling by the number n of keys the causal limit lets the row see (q_pos + 1, or Lk when
-  // not causal), applied to the logits before everything else:
-  const float* ssmax = nullptr;        // [Hq]: Scalable-Softmax, s -> s * ssmax[h] * log(n)
-  std::int64_t length_scale_base = 0;  // s -> s * max(floor, log(n) / log(base)); 0 = off
-  float length_scale_floor = 1.f;      //   (entropy-invariant scaling; needs base >= 2)
-  // Additive per-head per-key bias: s += key_bias[h * key_bias_len + k_pos] for keys
-  // k_pos < key_bias_len <= 2^24 (ZeroTuning: key_bias_len 1, bias log(gamma) on key 0).
-  const float* key_bias = nullptr;
-  std::int64_t key_bias_len = 0;
-  // Sigmoid attention: p = sigmoid(s + sigmoid_bias[h]) (bias 0 when null), no normalization;
-  // o = sum p v. LSE and entropy are reported as 0. Not combinable with sink_logits.
-  bool sigmoid = false;
-  const float* sigmoid_bias = nullptr;  // [Hq]
 
   // Paged K/V (decode only, Lq == 1): the keys are the rows of pages[0 .. n_pages) in order,
   // page i holding keys [begin, begin + len) (begins consecutive from 0, lengths summing to
@@ -96,16 +79,7 @@ HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = fal
     return status::invalid_argument;
   if (p.q_offset < -1) return status::invalid_argument;
   if (p.q_offset > (std::int64_t(1) << 30)) return status::invalid_argument;
-  if (!(std::isfinite(p.scale)) || p.scale < 0.f) return status::invalid_argument;
-  if (!(std::isfinite(p.softcap)) || p.softcap < 0.f) return status::invalid_argument;
-  if (p.window_left < -1) return status::invalid_argument;
-  if (p.length_scale_base < 0 || p.length_scale_base == 1 || !std::isfinite(p.length_scale_floor))
-    return status::invalid_argument;
-  if (p.key_bias_len > 0 && p.key_bias == nullptr) return status::null_pointer;
-  if (p.key_bias_len < 0 || p.key_bias_len > (std::int64_t(1) << 24) ||
-      (p.key_bias != nullptr && p.key_bias_len == 0))
-    return status::invalid_argument;
-  if (p.sigmoid && p.sink_logits != nullptr) return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(validate_logits(p));
   if ((p.lse != nullptr || p.entropy != nullptr) && p.row_head_stride != 0 &&
       p.row_head_stride < p.q.seq)
     return status::invalid_stride;

@@ -34,14 +34,15 @@
 
 namespace heed {
 
-struct eviction_config {
+// The model's logit settings (scale, softcap, sink_logits; the ones cache_attention applies) are
+// the base, logit_settings: the loop hands them to the kernel and to every score it recomputes
+// (the prefill column mass; policy_input::logits for the policies, e.g. SnapKV's window).
+struct eviction_config : logit_settings {
   std::int64_t budget = 0;                  // entries per (layer, KV head); 0 = no eviction
   std::vector<std::int64_t> layer_budgets;  // optional [layers], overrides budget per layer
   std::int64_t slack = 0;  // tolerate budget + slack entries before evicting (periodic eviction)
   std::int64_t every = 0;  // also evict every N steps of a layer when over budget; 0 = off
   std::uint64_t seed = 0;  // passed to the policy (Random)
-  float scale = 0.f;       // logit scale, 0 = 1/sqrt(d)
-  float softcap = 0.f;
   // A tiered cache: entries per head kept in the high tier (<= the budget); the others are
   // demoted to the low tier before any entry is evicted. -1 = no demotion.
   std::int64_t high_budget = -1;
@@ -62,6 +63,7 @@ class basic_eviction_loop {
     if (!cache->valid(0, 0)) return status::invalid_argument;
     if (q_heads <= 0 || q_heads % cache->kv_heads() != 0) return status::shape_mismatch;
     if (cfg.budget < 0 || cfg.slack < 0 || cfg.every < 0) return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(validate_cache_logits(cfg));
     if (cfg.high_budget < -1 || (cfg.high_budget >= 0 && !cache->tiered()))
       return status::invalid_argument;
     if (cfg.budget_bytes > 0) {
@@ -172,8 +174,7 @@ class basic_eviction_loop {
     cache_attention_params p;
     p.q = q;
     p.o = o;
-    p.scale = cfg_.scale;
-    p.softcap = cfg_.softcap;
+    p.logits() = cfg_.logits();
     p.lse = lse;
     p.entropy = entropy;
     const bool prefill_mass = needs_.column_mass && n > 1;
@@ -237,6 +238,7 @@ class basic_eviction_loop {
     in.budget = budget(layer);
     in.step = steps_[std::size_t(layer)];
     in.seed = cfg_.seed;
+    in.logits = cfg_.logits();
     const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
     if (needs_.query_window > 0) {
       const std::int64_t w = needs_.query_window, c = q_count_[std::size_t(layer)];
@@ -282,7 +284,6 @@ class basic_eviction_loop {
     const bool per_row =
         mode != accumulate_mode::sum || needs_.accumulate.reduce != head_reduce::mean;
     observation_window_options opt;
-    opt.scale = cfg_.scale;
     opt.pool = pool_kind::none;
     opt.pool_kernel = 1;
     const std::int64_t len = cache_->max_length(layer);
@@ -304,6 +305,8 @@ class basic_eviction_loop {
       tensor_view qg = q;
       qg.data = static_cast<const float*>(q.data) + std::int64_t(h) * group * q.head_stride;
       qg.heads = group;
+      // The probabilities the kernel computed: the same logit settings, for this group's heads.
+      opt.logits() = cfg_.heads_from(std::int64_t(h) * group);
       const std::int64_t first_row = mode == accumulate_mode::last ? n - 1 : 0;
       for (std::int64_t r0 = first_row; r0 < n; r0 += per_row ? 1 : n) {
         const std::int64_t rows = per_row ? 1 : n;

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "heed/attention/logit_settings.hpp"
 #include "heed/cache/kv_cache.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
@@ -63,10 +64,13 @@ struct policy_input {
   const kv_cache* cache = nullptr;
   int layer = 0;
   int n_layers = 1;
-  int q_heads = 0;                    // Hq; the group of KV head h is h*G .. h*G+G-1
-  std::int64_t budget = 0;            // entries per head this eviction keeps
-  std::int64_t step = 0;              // tokens seen so far by this layer
-  std::uint64_t seed = 0;             // for seeded policies (Random)
+  int q_heads = 0;          // Hq; the group of KV head h is h*G .. h*G+G-1
+  std::int64_t budget = 0;  // entries per head this eviction keeps
+  std::int64_t step = 0;    // tokens seen so far by this layer
+  std::uint64_t seed = 0;   // for seeded policies (Random)
+  // The model's logit settings (the loop's eviction_config; per-head arrays [Hq]): policies that
+  // recompute probabilities (SnapKV's window) use them, so they see the kernel's logits.
+  logit_settings logits;
   tensor_view queries;                // [n, Hq, d] f32, the most recent n queries (seq 0: none)
   tensor_view last_output;            // [1, Hq, d] f32 latest output (seq 0: none)
   const float* last_probs = nullptr;  // [Hq][last_probs_stride] latest probabilities

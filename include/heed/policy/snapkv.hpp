@@ -32,7 +32,9 @@ struct snapkv_policy : policy_base<snapkv_policy> {
   int pool_kernel = 7;
   head_reduce reduce = head_reduce::mean;
   std::int64_t n_sink = 0;
-  float scale = 0.f;  // logit scale of the model, 0 = 1/sqrt(d)
+  // The logits are the model's (policy_input::logits, from the eviction loop); a nonzero scale
+  // here overrides theirs (for use outside the loop).
+  float scale = 0.f;
 
   const char* name() const noexcept { return "snapkv"; }
   score_needs needs() const noexcept {
@@ -71,7 +73,10 @@ struct snapkv_policy : policy_base<snapkv_policy> {
     observation_window_outputs o;
     o.window = out;
     o.window_head_stride = len;
-    return observation_window_scores(q, in.keys(head), nullptr, 0, options(), o, ws);
+    observation_window_options opt = options();
+    opt.logits() = in.logits.heads_from(std::int64_t(head) * in.group());
+    if (scale != 0.f) opt.scale = scale;
+    return observation_window_scores(q, in.keys(head), nullptr, 0, opt, o, ws);
   }
 };
 

@@ -37,10 +37,12 @@ inline std::size_t token_attention_workspace_size(std::int64_t L, std::int64_t q
 
 // FastV scores: out[j] = mean over the query heads and the W rows of q ([W, Hq, d], the last W
 // queries at positions L - W .. L - 1) of the attention p_ij they pay to token j of k ([L, Hkv,
-// d]). lse: the rows' LSE from the main pass ([Hq][lse_stride]) or null to recompute.
+// d]). lse: the rows' LSE from the main pass ([Hq][lse_stride]) or null to recompute. logits:
+// the model's logit settings (scale, softcap, ALiBi, window, sinks, ...; [Hq] arrays), as the main
+// pass had them.
 inline status token_attention_scores(const tensor_view& q, const tensor_view& k, const float* lse,
-                                     std::int64_t lse_stride, float scale, float* out,
-                                     workspace ws) noexcept {
+                                     std::int64_t lse_stride, const logit_settings& logits,
+                                     float* out, workspace ws) noexcept {
   HEED_RETURN_IF_ERROR(validate_view(q));
   HEED_RETURN_IF_ERROR(validate_view(k));
   if (out == nullptr) return status::null_pointer;
@@ -51,7 +53,7 @@ inline status token_attention_scores(const tensor_view& q, const tensor_view& k,
   workspace_carver carve(workspace_carver::align_base(ws.data));
   float* vertical = carve.take<float>(std::size_t(L) * std::size_t(hq));
   observation_window_options o;
-  o.scale = scale;
+  o.logits() = logits;
   o.pool = pool_kind::none;
   o.pool_kernel = 1;
   const std::size_t wb = observation_window_workspace_size(L, o);

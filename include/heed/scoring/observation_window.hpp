@@ -25,19 +25,23 @@
 //                       the ZipCache / ACT normalized column mean, then the head_reduce.
 // The policy (not this function) protects the window's own keys, as kvpress does with max + 1.
 //
-// With the default q_offset (-1 = Lk - W), W > Lk is an invalid_argument. Templated on the arch
-// and on a heed variant (attention/variant.hpp) so softcap / ALiBi / window / sink models score
-// with the same logits as the main pass; with lse == nullptr, the variant's finalize_row (learned
-// sinks) joins the normalizer.
+// With the default q_offset (-1 = Lk - W), W > Lk is an invalid_argument. The logits are the
+// main pass's: the options' logit settings go through with_builtin_variant, the kernels' own
+// mapping (softcap, ALiBi, window, sinks, SSMax, per-key bias, sigmoid); or pass a heed variant of
+// your own (attention/variant.hpp; the settings beyond the scale must then be unset). With
+// lse == nullptr, the variant's finalize_row (learned sinks) joins the normalizer.
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/attention/logit_settings.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variants/builtin.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 #include "heed/core/workspace.hpp"
@@ -56,8 +60,9 @@ constexpr bool valid_pool_kind(pool_kind p) noexcept {
   return p == pool_kind::none || p == pool_kind::max || p == pool_kind::avg;
 }
 
-struct observation_window_options {
-  float scale = 0.f;           // logit scale; 0 means 1 / sqrt(d)
+// The logit settings (scale and the built-in variants, [Hq] per-head arrays) are the base,
+// logit_settings: set them as the main pass had them (e.g. opt.logits() = params.logits()).
+struct observation_window_options : logit_settings {
   bool causal = true;          // row i sees keys j <= q_offset + i
   std::int64_t q_offset = -1;  // key position of query row 0; -1 means Lk - W
   pool_kind pool = pool_kind::avg;
@@ -233,12 +238,12 @@ std::size_t observation_window_workspace_size(std::int64_t kv_len,
 // Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
 // window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
 // (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
-template <class Arch = xsimd::default_arch, class Variant = no_variant>
-status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
-                                 std::int64_t lse_head_stride,
-                                 const observation_window_options& opt,
-                                 observation_window_outputs out, workspace ws,
-                                 const Variant& var = Variant{}) noexcept {
+namespace detail {
+template <class Arch, class Variant>
+status observation_window_impl(const tensor_view& q, const tensor_view& k, const float* lse,
+                               std::int64_t lse_head_stride, const observation_window_options& opt,
+                               observation_window_outputs out, workspace ws,
+                               const Variant& var) noexcept {
   detail::check_variant<Variant>();
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
@@ -255,7 +260,7 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   if (opt.q_offset == -1 && w > lk) return status::invalid_argument;
   if ((opt.q_offset > 0 ? opt.q_offset : 0) + w > detail::max_score_len)
     return status::invalid_argument;  // key positions travel in int32 lanes
-  if (!std::isfinite(opt.scale) || opt.scale < 0.f) return status::invalid_argument;
+  HEED_RETURN_IF_ERROR(validate_logits(opt));
   if (!valid_pool_kind(opt.pool) || !valid_head_reduce(opt.reduce)) return status::invalid_argument;
   if (opt.pool_kernel < 1 || opt.pool_kernel % 2 == 0 || opt.pool_kernel > (1 << 20))
     return status::invalid_argument;
@@ -407,6 +412,23 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
     }
   }
   return status::ok;
+}
+}  // namespace detail
+
+template <class Arch = xsimd::default_arch, class Variant = no_variant>
+status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
+                                 std::int64_t lse_head_stride,
+                                 const observation_window_options& opt,
+                                 observation_window_outputs out, workspace ws,
+                                 const Variant& var = Variant{}) noexcept {
+  if constexpr (std::is_same_v<Variant, no_variant>) {
+    return with_builtin_variant(opt, [&](const auto& v) {
+      return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, v);
+    });
+  } else {
+    if (opt.any_variant()) return status::invalid_argument;  // one source for the logits
+    return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, var);
+  }
 }
 
 // Every key whose normalized column mean colmean[j] exceeds threshold, at any position, in

@@ -31,13 +31,15 @@ namespace heed {
 
 enum class flex_kind : std::uint8_t { query_aware = 0, vertical_slash = 1 };
 
-struct flexprefill_options {
+// The logit settings (scale and built-in variants, [Hq] arrays) are the base: the vertical-slash
+// branch's window scores see the logits the sparse kernel will compute (the query-aware branch's
+// pooled estimate uses the scale only).
+struct flexprefill_options : logit_settings {
   std::int32_t block = 128;  // query and key block size (and probe rows)
   double gamma = 0.9;
   double tau = 0.1;
-  std::int64_t min_budget = 512;  // tokens
-  std::int64_t max_budget = 0;    // tokens, 0 = no limit
-  float scale = 0.f;
+  std::int64_t min_budget = 512;         // tokens
+  std::int64_t max_budget = 0;           // tokens, 0 = no limit
   const flex_kind* head_kind = nullptr;  // [Hq] optional: each head's branch, skipping the test
 };
 
@@ -69,6 +71,7 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
                                    executor& ex = default_executor()) noexcept {
   return detail::no_throw([&]() -> status {
     HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
+    HEED_RETURN_IF_ERROR(validate_logits(opt));
     if (!(opt.gamma >= 0.0 && opt.gamma <= 1.0) || !(opt.tau >= 0.0) || opt.min_budget < 0 ||
         opt.max_budget < 0 || (opt.max_budget > 0 && opt.max_budget < opt.min_budget))
       return status::invalid_argument;
@@ -109,7 +112,7 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
     ex.parallel_for(hq, [&](std::int64_t h, int t) {
       float* vert = sc.vertical.data() + h * lk;
       float* sl = sc.slash.data() + h * lk;
-      status s = sparse_detail::window_scores(q, k, off, rows, scale, h, vert, sl,
+      status s = sparse_detail::window_scores(q, k, off, rows, opt, h, vert, sl,
                                               sc.window.data() + wbytes * std::size_t(t), wbytes);
       if (s != status::ok) {
         st[std::size_t(h)] = s;

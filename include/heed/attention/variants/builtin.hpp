@@ -1,13 +1,13 @@
-// All built-in variants behind run-time switches (what the compiled library uses when any of
-// the variant fields of dense_params is set). Order: the row scale (SSMax, length scaling) on the
-// query, then the ALiBi bias, the per-key bias, soft-capping, the sigmoid transform and the window
-// mask; sinks (or sigmoid's fixed normalizer) fold in at the end of the row.
+// All built-in variants behind run-time switches (what the compiled library and the scores use
+// when any field of logit_settings beyond the scale is set). Order: the row scale (SSMax, length
+// scaling) on the query, then the ALiBi bias, the per-key bias, soft-capping, the sigmoid transform
+// and the window mask; sinks (or sigmoid's fixed normalizer) fold in at the end of the row.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 
-#include "heed/attention/params.hpp"
+#include "heed/attention/logit_settings.hpp"
 #include "heed/attention/variant.hpp"
 #include "heed/attention/variants/alibi.hpp"
 #include "heed/attention/variants/key_bias.hpp"
@@ -31,7 +31,7 @@ struct builtin_row_variant : variant_base {
   bool sigmoid = false;
 
   builtin_row_variant() = default;
-  HEED_FORCE_INLINE explicit builtin_row_variant(const dense_params& p) noexcept
+  HEED_FORCE_INLINE explicit builtin_row_variant(const logit_settings& p) noexcept
       : sinks(p.sink_logits),
         ssmax(p.ssmax),
         inv_log_base(p.length_scale_base >= 2 ? 1.f / std::log(float(p.length_scale_base)) : 0.f),
@@ -39,7 +39,7 @@ struct builtin_row_variant : variant_base {
         sigmoid(p.sigmoid) {}
 
   // True when the parameters need no per-logit hook (this variant is enough).
-  HEED_FORCE_INLINE static bool covers(const dense_params& p) noexcept {
+  HEED_FORCE_INLINE static bool covers(const logit_settings& p) noexcept {
     return p.window_left < 0 && !(p.softcap > 0.f) && p.alibi_slopes == nullptr &&
            p.key_bias == nullptr && !p.sigmoid;
   }
@@ -70,9 +70,9 @@ struct builtin_alibi_variant : builtin_row_variant {
   const float* slopes = nullptr;
 
   builtin_alibi_variant() = default;
-  HEED_FORCE_INLINE explicit builtin_alibi_variant(const dense_params& p) noexcept
+  HEED_FORCE_INLINE explicit builtin_alibi_variant(const logit_settings& p) noexcept
       : builtin_row_variant(p), slopes(p.alibi_slopes) {}
-  HEED_FORCE_INLINE static bool covers(const dense_params& p) noexcept {
+  HEED_FORCE_INLINE static bool covers(const logit_settings& p) noexcept {
     return p.alibi_slopes != nullptr && p.window_left < 0 && !(p.softcap > 0.f) &&
            p.key_bias == nullptr && !p.sigmoid;
   }
@@ -96,9 +96,9 @@ struct builtin_softcap_variant : builtin_row_variant {
   float cap = 0.f;
 
   builtin_softcap_variant() = default;
-  HEED_FORCE_INLINE explicit builtin_softcap_variant(const dense_params& p) noexcept
+  HEED_FORCE_INLINE explicit builtin_softcap_variant(const logit_settings& p) noexcept
       : builtin_row_variant(p), cap(p.softcap) {}
-  HEED_FORCE_INLINE static bool covers(const dense_params& p) noexcept {
+  HEED_FORCE_INLINE static bool covers(const logit_settings& p) noexcept {
     return p.softcap > 0.f && p.alibi_slopes == nullptr && p.window_left < 0 &&
            p.key_bias == nullptr && !p.sigmoid;
   }
@@ -129,7 +129,7 @@ struct builtin_variant : builtin_row_variant {
   const float* sigmoid_bias = nullptr;
 
   builtin_variant() = default;
-  HEED_FORCE_INLINE explicit builtin_variant(const dense_params& p) noexcept
+  HEED_FORCE_INLINE explicit builtin_variant(const logit_settings& p) noexcept
       : builtin_row_variant(p),
         window_left(p.window_left),
         cap(p.softcap),
@@ -159,5 +159,21 @@ struct builtin_variant : builtin_row_variant {
     if (window_left >= 0) k_lo = std::max(k_lo, q_lo - window_left);
   }
 };
+
+// The one mapping from logit settings to the variant that computes them, for the kernels and for
+// every score that recomputes probabilities: f(no_variant{}) when only the scale is set,
+// f(builtin_row_variant) when only row-level settings are (sinks, SSMax, length scaling), else
+// f(builtin_variant); with Dedicated (the dense kernels, which instantiate them), ALiBi alone and
+// soft-capping alone get their own types. Returns what f returns.
+template <bool Dedicated = false, class F>
+HEED_FORCE_INLINE auto with_builtin_variant(const logit_settings& s, F&& f) noexcept {
+  if (!s.any_variant()) return f(no_variant{});
+  if (builtin_row_variant::covers(s)) return f(builtin_row_variant(s));
+  if constexpr (Dedicated) {
+    if (builtin_alibi_variant::covers(s)) return f(builtin_alibi_variant(s));
+    if (builtin_softcap_variant::covers(s)) return f(builtin_softcap_variant(s));
+  }
+  return f(builtin_variant(s));
+}
 
 }  // namespace heed

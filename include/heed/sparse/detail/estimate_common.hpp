@@ -82,15 +82,16 @@ inline void softmax(float* x, std::int64_t n) noexcept {
 }
 
 // Vertical (column sums) and slash (diagonal sums) of the last `rows` query rows of query head h
-// against all keys of its KV head: observation_window_scores on one head.
+// against all keys of its KV head: observation_window_scores on one head, with the model's logit
+// settings (per-head arrays [Hq]).
 inline status window_scores(const tensor_view& q, const tensor_view& k, std::int64_t q_offset,
-                            std::int64_t rows, float scale, std::int64_t h, float* vertical,
-                            float* slash, char* ws, std::size_t ws_size) noexcept {
+                            std::int64_t rows, const logit_settings& logits, std::int64_t h,
+                            float* vertical, float* slash, char* ws, std::size_t ws_size) noexcept {
   const std::int64_t group = q.heads / k.heads;
   const tensor_view qh = head_view(q, h, q.seq - rows, rows);
   const tensor_view kh = head_view(k, h / group);
   observation_window_options opt;
-  opt.scale = scale;
+  opt.logits() = logits.heads_from(h);
   opt.q_offset = q_offset + q.seq - rows;
   opt.pool = pool_kind::none;
   opt.pool_kernel = 1;
