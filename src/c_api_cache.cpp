@@ -85,6 +85,8 @@ heed_status to_config(const heed_eviction_config& c, int layers,
   e.seed = c.seed;
   e.scale = c.scale;
   e.softcap = c.softcap;
+  e.high_budget = c.high_budget;
+  e.budget_bytes = c.budget_bytes;
   if (c.layer_budgets != nullptr) {
     if (!heed::detail::grow_vector(e.layer_budgets, std::size_t(layers)))
       return HEED_STATUS_OUT_OF_MEMORY;
@@ -140,6 +142,26 @@ heed_kv_cache_config to_c(const heed::kv_cache_config& c) noexcept {
   r.capacity = c.capacity;
   r.page_rows = c.page_rows;
   r.group = c.group;
+  r.tiered = c.tiered ? 1 : 0;
+  r.low_type = static_cast<heed_dtype>(static_cast<int>(c.low_type));
+  return r;
+}
+
+// Its inverse. Enum fields are read through their bytes (a C enum object may hold any int);
+// values outside the enum reach kv_cache::init, which refuses them.
+heed::kv_cache_config from_c(const heed_kv_cache_config& c) noexcept {
+  heed::kv_cache_config r;
+  r.layers = c.layers;
+  r.kv_heads = c.kv_heads;
+  r.head_dim = c.head_dim;
+  r.type = static_cast<heed::dtype>(enum_value(c.dtype));
+  r.reserve = c.reserve;
+  r.score_channels = c.score_channels;
+  r.capacity = c.capacity;
+  r.page_rows = c.page_rows;
+  r.group = c.group;
+  r.tiered = c.tiered != 0;
+  r.low_type = static_cast<heed::dtype>(enum_value(c.low_type));
   return r;
 }
 }  // namespace
@@ -152,16 +174,7 @@ heed_status heed_kv_cache_config_init(heed_kv_cache_config* config) {
 
 heed_status heed_kv_cache_create(const heed_kv_cache_config* config, heed_kv_cache** out) {
   if (config == nullptr || out == nullptr) return HEED_STATUS_NULL_POINTER;
-  heed::kv_cache_config c;
-  c.layers = config->layers;
-  c.kv_heads = config->kv_heads;
-  c.head_dim = config->head_dim;
-  c.type = static_cast<heed::dtype>(enum_value(config->dtype));
-  c.reserve = config->reserve;
-  c.score_channels = config->score_channels;
-  c.capacity = config->capacity;
-  c.page_rows = config->page_rows;
-  c.group = config->group;
+  const heed::kv_cache_config c = from_c(*config);
   auto* h = new (std::nothrow) heed_kv_cache;
   if (h == nullptr) return HEED_STATUS_OUT_OF_MEMORY;
   const heed_status s = to_c(h->cache.init(c));
@@ -275,6 +288,48 @@ heed_status heed_kv_cache_shrink_to_fit(heed_kv_cache* cache, int64_t slack) {
   return to_c(cache->cache.shrink_to_fit(slack));
 }
 
+// ---- Two precisions ----------------------------------------------------------------------------
+
+heed_status heed_kv_cache_demote(heed_kv_cache* cache, int layer, int head, const int32_t* idx,
+                                 int64_t n) {
+  if (cache == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (!valid_slot(cache, layer, head) || n < 0) return HEED_STATUS_INVALID_ARGUMENT;
+  if (n > 0 && idx == nullptr) return HEED_STATUS_NULL_POINTER;
+  return to_c(cache->cache.demote(layer, head, idx, n));
+}
+
+heed_status heed_kv_cache_low_length(const heed_kv_cache* cache, int layer, int head,
+                                     int64_t* out) {
+  if (cache == nullptr || out == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (!valid_slot(cache, layer, head)) return HEED_STATUS_INVALID_ARGUMENT;
+  *out = cache->cache.low_length(layer, head);
+  return HEED_STATUS_OK;
+}
+
+heed_status heed_kv_cache_tiers(const heed_kv_cache* cache, int layer, int head, uint8_t* dst,
+                                size_t n) {
+  if (cache == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (!valid_slot(cache, layer, head)) return HEED_STATUS_INVALID_ARGUMENT;
+  const std::size_t len = std::size_t(cache->cache.length(layer, head));
+  if (len == 0) return HEED_STATUS_OK;
+  if (dst == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (n < len) return HEED_STATUS_WORKSPACE_TOO_SMALL;
+  const std::uint8_t* t = cache->cache.tiers(layer, head);
+  if (t == nullptr)
+    std::memset(dst, 0, len);  // untiered: every entry is high
+  else
+    std::memcpy(dst, t, len);
+  return HEED_STATUS_OK;
+}
+
+heed_status heed_kv_cache_gather_float(const heed_kv_cache* cache, int layer, int head, int which,
+                                       float* dst, size_t n) {
+  if (cache == nullptr) return HEED_STATUS_NULL_POINTER;
+  if (!valid_slot(cache, layer, head) || (which != 0 && which != 1))
+    return HEED_STATUS_INVALID_ARGUMENT;
+  return to_c(cache->cache.gather_float(layer, head, which, dst, n));
+}
+
 // ---- Policies by name --------------------------------------------------------------------------
 
 heed_status heed_policy_count(int* out) {
@@ -319,6 +374,8 @@ heed_status heed_eviction_config_init(heed_eviction_config* config) {
   c.seed = d.seed;
   c.scale = d.scale;
   c.softcap = d.softcap;
+  c.high_budget = d.high_budget;
+  c.budget_bytes = d.budget_bytes;
   *config = c;
   return HEED_STATUS_OK;
 }

@@ -3,8 +3,8 @@
  * name (h2o) and a C score callback, on contiguous and paged f32 caches, serial, through a C
  * executor and on heed's thread pool. After every step the cache's entries are read back (positions
  * and rows), the rows are checked bit for bit against the tokens at those positions, and each
- * output against a float64 attention over exactly those entries. Then error cases. Exit status 0
- * when everything passes. */
+ * output against a float64 attention over exactly those entries. A tiered cache demoting under
+ * high_budget. Then error cases. Exit status 0 when everything passes. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -247,6 +247,100 @@ static void run(int64_t page_rows, int use_callback, int use_executor) {
   CHECK_STATUS(heed_kv_cache_destroy(cache), HEED_STATUS_OK);
 }
 
+/* A tiered cache (F32, demoted entries at F16) under a loop with high_budget: after every step
+ * each head holds BUDGET entries, at most HIGH of them high; high rows read back (as F32)
+ * bit for bit, low rows within F16 rounding; then one more entry demoted by hand. */
+enum { HIGH = 4 };
+static void tiered(void) {
+  static float o[PREFILL * HQ * D], rows[TOTAL * D];
+  heed_kv_cache_config cc;
+  heed_eviction_config ec;
+  heed_kv_cache* cache = NULL;
+  heed_eviction_loop* loop = NULL;
+  int64_t pos[TOTAL], len = 0, low = 0, j;
+  uint8_t tiers[TOTAL];
+  int layer, t, h, c, which;
+
+  CHECK_STATUS(heed_kv_cache_config_init(&cc), HEED_STATUS_OK);
+  cc.layers = LAYERS;
+  cc.kv_heads = HKV;
+  cc.head_dim = D;
+  cc.score_channels = 1;
+  cc.tiered = 1;
+  cc.low_type = HEED_DTYPE_F16;
+  CHECK_STATUS(heed_kv_cache_create(&cc, &cache), HEED_STATUS_OK);
+  CHECK_STATUS(heed_eviction_config_init(&ec), HEED_STATUS_OK);
+  CHECK(ec.high_budget == -1 && ec.budget_bytes == 0);
+  ec.budget = BUDGET;
+  ec.high_budget = HIGH;
+  CHECK_STATUS(heed_eviction_loop_create(cache, "h2o", NULL, 0, &ec, HQ, &loop), HEED_STATUS_OK);
+  if (cache == NULL || loop == NULL) return;
+  for (t = 0; t < TOTAL; t += (t == 0 ? PREFILL : 1))
+    for (layer = 0; layer < LAYERS; ++layer) {
+      const int64_t n = t == 0 ? PREFILL : 1;
+      const heed_tensor q = view(g_q[layer][t], n, HQ), k = view(g_k[layer][t], n, HKV),
+                        v = view(g_v[layer][t], n, HKV);
+      heed_mutable_tensor om;
+      om.data = o;
+      om.dtype = HEED_DTYPE_F32;
+      om.seq = n;
+      om.heads = HQ;
+      om.dim = D;
+      om.seq_stride = HQ * D;
+      om.head_stride = D;
+      CHECK_STATUS(heed_eviction_loop_step(loop, layer, &q, &k, &v, &om, NULL, NULL, NULL),
+                   HEED_STATUS_OK);
+      for (j = 0; j < n * HQ * D; ++j) CHECK(isfinite(o[j]));
+      for (h = 0; h < HKV; ++h) {
+        int64_t high = 0, lows = 0;
+        CHECK_STATUS(heed_kv_cache_length(cache, layer, h, &len), HEED_STATUS_OK);
+        CHECK_STATUS(heed_kv_cache_low_length(cache, layer, h, &low), HEED_STATUS_OK);
+        CHECK_STATUS(heed_kv_cache_positions(cache, layer, h, pos, TOTAL), HEED_STATUS_OK);
+        CHECK_STATUS(heed_kv_cache_tiers(cache, layer, h, tiers, TOTAL), HEED_STATUS_OK);
+        CHECK(len == BUDGET);
+        for (j = 0; j < len; ++j) {
+          high += tiers[j] == 0;
+          lows += tiers[j] == 1;
+        }
+        CHECK(high <= HIGH && lows == low && high + lows == len);
+        if (t > 0) CHECK(tiers[len - 1] == 0 && pos[len - 1] == t); /* decode: kept, high */
+        for (which = 0; which < 2; ++which) {
+          CHECK_STATUS(heed_kv_cache_gather_float(cache, layer, h, which, rows, TOTAL * D),
+                       HEED_STATUS_OK);
+          for (j = 0; j < len; ++j) {
+            const float* want = which == 0 ? g_k[layer][pos[j]][h] : g_v[layer][pos[j]][h];
+            if (tiers[j] == 0) {
+              CHECK(memcmp(rows + j * D, want, sizeof(float) * D) == 0);
+            } else {
+              for (c = 0; c < D; ++c) CHECK(fabsf(rows[j * D + c] - want[c]) <= 1e-3f);
+            }
+          }
+        }
+      }
+    }
+  /* By hand: the first high entry of (0, 0). Raw rows then come in two formats. */
+  CHECK_STATUS(heed_kv_cache_tiers(cache, 0, 0, tiers, TOTAL), HEED_STATUS_OK);
+  CHECK_STATUS(heed_kv_cache_low_length(cache, 0, 0, &low), HEED_STATUS_OK);
+  j = 0;
+  while (j < BUDGET && tiers[j] != 0) ++j;
+  {
+    const int32_t idx = (int32_t)j;
+    int64_t low_after = 0;
+    CHECK_STATUS(heed_kv_cache_demote(cache, 0, 0, &idx, 1), HEED_STATUS_OK);
+    CHECK_STATUS(heed_kv_cache_low_length(cache, 0, 0, &low_after), HEED_STATUS_OK);
+    CHECK(low_after == low + 1);
+    CHECK_STATUS(heed_kv_cache_demote(cache, 0, 0, &idx, 1), HEED_STATUS_INVALID_ARGUMENT);
+  }
+  CHECK_STATUS(heed_kv_cache_read_rows(cache, 0, 0, rows, sizeof rows, NULL, 0),
+               HEED_STATUS_UNSUPPORTED_DTYPE);
+  CHECK_STATUS(heed_kv_cache_gather_float(cache, 0, 0, 0, rows, BUDGET * D - 1),
+               HEED_STATUS_WORKSPACE_TOO_SMALL);
+  CHECK_STATUS(heed_kv_cache_tiers(cache, 0, 0, tiers, BUDGET - 1),
+               HEED_STATUS_WORKSPACE_TOO_SMALL);
+  CHECK_STATUS(heed_eviction_loop_destroy(loop), HEED_STATUS_OK);
+  CHECK_STATUS(heed_kv_cache_destroy(cache), HEED_STATUS_OK);
+}
+
 static void errors(void) {
   heed_kv_cache_config cc;
   heed_eviction_config ec;
@@ -339,6 +433,7 @@ int main(void) {
   CHECK_STATUS(heed_thread_pool_destroy(g_pool), HEED_STATUS_OK);
   CHECK_STATUS(heed_thread_pool_create(-1, &g_pool), HEED_STATUS_INVALID_ARGUMENT);
   CHECK(g_callback_calls > 0);
+  tiered();
   errors();
   if (failures != 0) {
     fprintf(stderr, "%d failures\n", failures);

@@ -54,12 +54,19 @@ void check_slot(const py_cache& c, int layer, int head) {
 }
 
 // The K (which 0) or V (which 1) rows of one (layer, head), copied in the storage dtype
-// ([len, head_dim]; quantized caches: uint8 [len, row_bytes]).
+// ([len, head_dim]; quantized caches: uint8 [len, row_bytes]); a head holding low-tier entries
+// (a tiered cache after demotion) has two row formats and is read as float32 [len, head_dim]
+// (gather_float: dequantized as the kernels read it).
 py::array read_rows(py_cache& c, int layer, int head, int which, const char* what) {
   cache_guard g(c, false);
   check_slot(c, layer, head);
-  const dtype t = c.cache.type();
   const std::int64_t n = c.cache.length(layer, head);
+  if (c.cache.low_length(layer, head) > 0) {
+    py::array_t<float> r({py::ssize_t(n), py::ssize_t(c.cache.head_dim())});
+    check(c.cache.gather_float(layer, head, which, r.mutable_data(), std::size_t(r.size())), what);
+    return r;
+  }
+  const dtype t = c.cache.type();
   const py::ssize_t cols = py::ssize_t(c.cache.row_bytes() / dtype_size(t));
   py::array r(numpy_dtype(t), std::vector<py::ssize_t>{n, cols});
   check(c.cache.gather(layer, head, which, r.mutable_data(), std::size_t(r.nbytes())), what);
@@ -117,11 +124,15 @@ struct python_policy : policy_base<python_policy> {
       v.budget = in.budget;
       v.step = in.step;
       v.head_dim = in.cache->head_dim();
-      v.dtype_name = dtype_name(in.cache->type());
+      // The rows' own type: the storage type, or f32 copies of a tiered head with low entries.
+      const tensor_view rows = in.keys(head);
+      const dtype t = rows.data != nullptr ? rows.type : in.cache->type();
+      v.dtype_name = dtype_name(t);
       const py::handle base = st->token;
-      const dtype t = in.cache->type();
       const py::ssize_t item = py::ssize_t(dtype_size(t));
-      const py::ssize_t cols = py::ssize_t(in.cache->row_bytes() / dtype_size(t));
+      const py::ssize_t cols = t == in.cache->type()
+                                   ? py::ssize_t(in.cache->row_bytes() / dtype_size(t))
+                                   : py::ssize_t(in.cache->head_dim());
       for (int which = 0; which < 2; ++which) {
         const tensor_view kv = which == 0 ? in.keys(head) : in.values(head);
         py::object& dst = which == 0 ? v.keys : v.values;
@@ -262,6 +273,18 @@ struct py_loop {
   }
 };
 
+// A 1-D int32 array of entry indices (NumPy array or sequence; converted only when it is not one
+// already).
+py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> index_array(
+    const py::object& indices) {
+  auto a = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(indices);
+  if (!a || a.ndim() != 1) {
+    PyErr_Clear();
+    fail(status::invalid_argument, "indices must be a 1-D array of integers");
+  }
+  return a;
+}
+
 std::vector<std::int64_t> int64_list(const py::object& obj) {
   std::vector<std::int64_t> r;
   for (auto x : obj) r.push_back(x.cast<std::int64_t>());
@@ -274,7 +297,7 @@ void bind_cache(py::module_& m) {
   py::class_<py_cache>(m, "KVCache")
       .def(py::init([](int layers, int kv_heads, std::int64_t head_dim, std::string dt,
                        std::int64_t page_rows, std::int64_t reserve, int score_channels,
-                       std::int64_t capacity, int group) {
+                       std::int64_t capacity, int group, bool tiered, std::string low_type) {
              auto c = std::make_unique<py_cache>();
              kv_cache_config cfg;
              cfg.layers = layers;
@@ -286,12 +309,15 @@ void bind_cache(py::module_& m) {
              cfg.score_channels = score_channels;
              cfg.capacity = capacity;
              cfg.group = group;
+             cfg.tiered = tiered;
+             cfg.low_type = parse_dtype(low_type);
              check(c->cache.init(cfg), "KVCache");
              return c;
            }),
            py::arg("layers"), py::arg("kv_heads"), py::arg("head_dim"), py::kw_only(),
            py::arg("dtype") = "f16", py::arg("page_rows") = 0, py::arg("reserve") = 0,
-           py::arg("score_channels") = 1, py::arg("capacity") = 0, py::arg("group") = 0)
+           py::arg("score_channels") = 1, py::arg("capacity") = 0, py::arg("group") = 0,
+           py::arg("tiered") = false, py::arg("low_type") = "q4")
       .def_property_readonly("layers", [](py_cache& c) { return c.cache.layers(); })
       .def_property_readonly("kv_heads", [](py_cache& c) { return c.cache.kv_heads(); })
       .def_property_readonly("head_dim", [](py_cache& c) { return c.cache.head_dim(); })
@@ -300,6 +326,9 @@ void bind_cache(py::module_& m) {
       .def_property_readonly("page_rows", [](py_cache& c) { return c.cache.page_rows(); })
       .def_property_readonly("score_channels",
                              [](py_cache& c) { return c.cache.config().score_channels; })
+      .def_property_readonly("tiered", [](py_cache& c) { return c.cache.tiered(); })
+      .def_property_readonly(
+          "low_type", [](py_cache& c) { return std::string(dtype_name(c.cache.low_type())); })
       .def(
           "append",
           [](py_cache& c, int layer, py::object k, py::object v, py::object positions,
@@ -388,15 +417,46 @@ void bind_cache(py::module_& m) {
           [](py_cache& c, int layer, int head, py::object indices) {
             cache_guard g(c, true);
             check_slot(c, layer, head);
-            auto a = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(
-                indices);
-            if (!a || a.ndim() != 1) {
-              PyErr_Clear();
-              fail(status::invalid_argument, "indices must be a 1-D array of integers");
-            }
+            const auto a = index_array(indices);
             check(c.cache.keep(layer, head, a.data(), a.shape(0)), "KVCache.keep");
           },
           py::arg("layer"), py::arg("head"), py::arg("indices"))
+      .def(
+          "demote",
+          [](py_cache& c, int layer, int head, py::object indices) {
+            cache_guard g(c, true);
+            check_slot(c, layer, head);
+            if (!c.cache.tiered())
+              fail(status::invalid_argument, "KVCache.demote: the cache is not tiered");
+            const auto a = index_array(indices);
+            check(c.cache.demote(layer, head, a.data(), a.shape(0)), "KVCache.demote");
+          },
+          py::arg("layer"), py::arg("head"), py::arg("indices"))
+      .def(
+          "low_length",
+          [](py_cache& c, int layer, int head) {
+            cache_guard g(c, false);
+            check_slot(c, layer, head);
+            return c.cache.low_length(layer, head);
+          },
+          py::arg("layer"), py::arg("head"))
+      .def(
+          "tiers",
+          [](py_cache& c, int layer, int head) {
+            cache_guard g(c, false);
+            check_slot(c, layer, head);
+            const std::int64_t n = c.cache.length(layer, head);
+            py::array_t<std::uint8_t> r(n);
+            const std::uint8_t* t = c.cache.tiers(layer, head);
+            if (n > 0) {
+              if (t != nullptr)
+                std::copy_n(t, n, r.mutable_data());
+              else
+                std::fill_n(r.mutable_data(), n, std::uint8_t(0));
+            }
+            return r;
+          },
+          py::arg("layer"), py::arg("head"))
       .def("clear",
            [](py_cache& c) {
              cache_guard g(c, true);
@@ -456,9 +516,14 @@ void bind_cache(py::module_& m) {
   });
 
   py::class_<py_loop>(m, "EvictionLoop")
-      .def(py::init([](py::object cache, py::object policy, std::int64_t budget, int q_heads,
+      .def(py::init([](py::object cache, py::object policy, py::object budget, int q_heads,
                        std::int64_t slack, std::int64_t every, std::uint64_t seed, py::object scale,
-                       py::object softcap, py::object layer_budgets, py::kwargs params) {
+                       py::object softcap, py::object layer_budgets, std::int64_t high_budget,
+                       std::int64_t budget_bytes, py::kwargs params) {
+             if (budget_bytes < 0)
+               fail(status::invalid_argument, "EvictionLoop: budget_bytes must be >= 0");
+             if (budget.is_none() && budget_bytes == 0)
+               fail(status::invalid_argument, "EvictionLoop: give budget (or budget_bytes)");
              auto r = std::make_unique<py_loop>();
              r->cache_obj = cache;
              r->cache = &cache_of(cache);
@@ -510,7 +575,15 @@ void bind_cache(py::module_& m) {
                p = python_policy{{}, st};
              }
              eviction_config cfg;
-             cfg.budget = budget;
+             if (!budget.is_none()) {
+               try {
+                 cfg.budget = budget.cast<std::int64_t>();
+               } catch (const py::cast_error&) {
+                 fail(status::invalid_argument, "EvictionLoop: budget must be an integer");
+               }
+             }
+             cfg.high_budget = high_budget;
+             cfg.budget_bytes = std::size_t(budget_bytes);
              cfg.slack = slack;
              cfg.every = every;
              cfg.seed = seed;
@@ -527,13 +600,15 @@ void bind_cache(py::module_& m) {
              }
              return r;
            }),
-           py::arg("cache"), py::arg("policy") = "h2o", py::kw_only(), py::arg("budget"),
-           py::arg("q_heads"), py::arg("slack") = 0, py::arg("every") = 0, py::arg("seed") = 0,
-           py::arg("scale") = py::none(), py::arg("softcap") = py::none(),
-           py::arg("layer_budgets") = py::none())
+           py::arg("cache"), py::arg("policy") = "h2o", py::kw_only(),
+           py::arg("budget") = py::none(), py::arg("q_heads"), py::arg("slack") = 0,
+           py::arg("every") = 0, py::arg("seed") = 0, py::arg("scale") = py::none(),
+           py::arg("softcap") = py::none(), py::arg("layer_budgets") = py::none(),
+           py::arg("high_budget") = -1, py::arg("budget_bytes") = 0)
       .def_property_readonly("policy_name",
                              [](py_loop& l) { return std::string(l.loop.policy().name()); })
       .def_property_readonly("cache", [](py_loop& l) { return l.cache_obj; })
+      .def_property_readonly("high_budget", [](py_loop& l) { return l.loop.config().high_budget; })
       .def(
           "budget", [](py_loop& l, int layer) { return l.loop.budget(layer); }, py::arg("layer"))
       .def(

@@ -87,13 +87,22 @@ enum class which { h2o, callback_mass, callback_keys, snapkv };
 struct run_result {
   std::vector<float> out;  // every step's o, concatenated
   std::vector<std::int64_t> lengths, positions;
-  std::vector<unsigned char> rows;
+  std::vector<unsigned char> rows;  // stored rows; a tiered cache's as f32 (gather_float)
+  std::vector<std::uint8_t> tiers;  // a tiered cache: every head's tiers
   std::size_t bytes_used = 0;
+};
+
+// Demotion: a tiered cache (f16, low tier q4) and these eviction_config fields.
+struct tier_options {
+  bool tiered = false;
+  std::int64_t high_budget = -1;
+  std::size_t budget_bytes = 0;
 };
 
 // One pass: prefill chunk then decode tokens, every layer each step; through C (use_c) or C++.
 run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which policy,
-               const tokens& pre, const tokens& dec, const heed_executor* exec = nullptr) {
+               const tokens& pre, const tokens& dec, const heed_executor* exec = nullptr,
+               const tier_options& tier = {}) {
   run_result r;
   int calls = 0;
   heed_callback_policy cb;
@@ -116,8 +125,11 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
   cfg.type = static_cast<heed::dtype>(dtype);
   cfg.score_channels = 1;
   cfg.page_rows = page_rows;
+  cfg.tiered = tier.tiered;
   heed::eviction_config ec;
-  ec.budget = kBudget;
+  ec.budget = tier.budget_bytes > 0 ? 0 : kBudget;
+  ec.high_budget = tier.high_budget;
+  ec.budget_bytes = tier.budget_bytes;
   if (use_c) {
     heed_kv_cache_config c;
     EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
@@ -127,10 +139,13 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
     c.dtype = dtype;
     c.score_channels = 1;
     c.page_rows = page_rows;
+    c.tiered = tier.tiered ? 1 : 0;
     EXPECT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_OK);
     heed_eviction_config e;
     EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
-    e.budget = kBudget;
+    e.budget = ec.budget;
+    e.high_budget = tier.high_budget;
+    e.budget_bytes = tier.budget_bytes;
     if (policy == which::h2o) {
       EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &cl), HEED_STATUS_OK);
     } else if (policy == which::snapkv) {
@@ -206,6 +221,27 @@ run_result run(bool use_c, heed_dtype dtype, std::int64_t page_rows, which polic
           EXPECT_EQ(heed_kv_cache_row_bytes(cc, &row), HEED_STATUS_OK);
         } else {
           row = cache.row_bytes();
+        }
+        if (tier.tiered) {
+          // Two row formats: the rows as f32, and the tiers.
+          const std::size_t nf = std::size_t(len * kD);
+          std::vector<float> k(nf + 1), v(nf + 1);
+          std::vector<std::uint8_t> t(std::size_t(len) + 1);
+          if (use_c) {
+            EXPECT_EQ(heed_kv_cache_gather_float(cc, l, h, 0, k.data(), k.size()), HEED_STATUS_OK);
+            EXPECT_EQ(heed_kv_cache_gather_float(cc, l, h, 1, v.data(), v.size()), HEED_STATUS_OK);
+            EXPECT_EQ(heed_kv_cache_tiers(cc, l, h, t.data(), t.size()), HEED_STATUS_OK);
+          } else {
+            EXPECT_EQ(cache.gather_float(l, h, 0, k.data(), k.size()), heed::status::ok);
+            EXPECT_EQ(cache.gather_float(l, h, 1, v.data(), v.size()), heed::status::ok);
+            if (len > 0) std::memcpy(t.data(), cache.tiers(l, h), std::size_t(len));
+          }
+          const auto* kb = reinterpret_cast<const unsigned char*>(k.data());
+          const auto* vb = reinterpret_cast<const unsigned char*>(v.data());
+          r.rows.insert(r.rows.end(), kb, kb + nf * sizeof(float));
+          r.rows.insert(r.rows.end(), vb, vb + nf * sizeof(float));
+          r.tiers.insert(r.tiers.end(), t.begin(), t.begin() + len);
+          continue;
         }
         std::vector<unsigned char> k(std::size_t(len) * row + 1), v(k.size());
         if (use_c) {
@@ -332,6 +368,274 @@ struct fixture {
     return s;
   }
 };
+
+// A tiered cache with high_budget (and with budget_bytes) through C: the same outputs, entries,
+// tiers and f32 rows as the C++ loop, and each head holds at most high_budget high entries.
+TEST(CApiCache, TieredLoopSameAsCpp) {
+  const tokens pre = make_tokens(kPrefill, 21), dec = make_tokens(kDecode, 22);
+  tier_options by_entries;
+  by_entries.tiered = true;
+  by_entries.high_budget = 6;
+  tier_options by_bytes = by_entries;
+  // Room for 6 high entries and 14 low ones (the sizes of the C++ cache the loops use).
+  heed::kv_cache sizes;
+  heed::kv_cache_config sc;
+  sc.layers = kLayers;
+  sc.kv_heads = kHkv;
+  sc.head_dim = kD;
+  sc.type = heed::dtype::f16;
+  sc.score_channels = 1;
+  sc.tiered = true;
+  ASSERT_EQ(sizes.init(sc), heed::status::ok);
+  const std::size_t high_bytes = sizes.entry_bytes(), low_bytes = sizes.low_entry_bytes();
+  by_bytes.budget_bytes = 6 * high_bytes + 14 * low_bytes;
+  for (const tier_options& t : {by_entries, by_bytes})
+    for (which p : {which::h2o, which::callback_keys, which::snapkv}) {
+      SCOPED_TRACE(testing::Message() << "budget_bytes " << t.budget_bytes << " policy " << int(p));
+      const run_result a = run(true, HEED_DTYPE_F16, 0, p, pre, dec, nullptr, t);
+      const run_result b = run(false, HEED_DTYPE_F16, 0, p, pre, dec, nullptr, t);
+      ASSERT_EQ(a.out.size(), b.out.size());
+      EXPECT_EQ(std::memcmp(a.out.data(), b.out.data(), a.out.size() * sizeof(float)), 0);
+      EXPECT_EQ(a.lengths, b.lengths);
+      EXPECT_EQ(a.positions, b.positions);
+      EXPECT_EQ(a.rows, b.rows);
+      EXPECT_EQ(a.tiers, b.tiers);
+      EXPECT_EQ(a.bytes_used, b.bytes_used);
+      // After the prefill's record, every record holds kLayers * kHkv heads, in order.
+      std::size_t at = 0;
+      std::int64_t low_total = 0;
+      for (std::size_t i = 0; i < a.lengths.size(); ++i) {
+        std::int64_t high = 0;
+        for (std::int64_t j = 0; j < a.lengths[i]; ++j) {
+          high += a.tiers[at + std::size_t(j)] == 0;
+          low_total += a.tiers[at + std::size_t(j)] == 1;
+        }
+        at += std::size_t(a.lengths[i]);
+        if (i >= std::size_t(kLayers * kHkv)) {
+          EXPECT_LE(high, 6);
+          EXPECT_LE(a.lengths[i], t.budget_bytes ? 20 : kBudget);
+        }
+      }
+      EXPECT_GT(low_total, 0);
+      for (float x : a.out) ASSERT_TRUE(std::isfinite(x));
+    }
+}
+
+// A tiered cache read and demoted through C equals the C++ object demoted the same way.
+TEST(CApiCache, TieredCacheSameAsCpp) {
+  const tokens t = make_tokens(20, 31);
+  heed_kv_cache_config c;
+  ASSERT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
+  EXPECT_EQ(c.tiered, 0);
+  EXPECT_EQ(c.low_type, HEED_DTYPE_Q4);
+  c.layers = kLayers;
+  c.kv_heads = kHkv;
+  c.head_dim = kD;
+  c.dtype = HEED_DTYPE_F16;
+  c.score_channels = 1;
+  c.tiered = 1;
+  c.low_type = HEED_DTYPE_Q8;
+  heed_kv_cache* cc = nullptr;
+  ASSERT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_OK);
+  heed_kv_cache_config back;
+  ASSERT_EQ(heed_kv_cache_get_config(cc, &back), HEED_STATUS_OK);
+  EXPECT_EQ(back.tiered, 1);
+  EXPECT_EQ(back.low_type, HEED_DTYPE_Q8);
+  heed::kv_cache cache;
+  heed::kv_cache_config cfg;
+  cfg.layers = kLayers;
+  cfg.kv_heads = kHkv;
+  cfg.head_dim = kD;
+  cfg.type = heed::dtype::f16;
+  cfg.score_channels = 1;
+  cfg.tiered = true;
+  cfg.low_type = heed::dtype::q8;
+  ASSERT_EQ(cache.init(cfg), heed::status::ok);
+  for (int l = 0; l < kLayers; ++l) {
+    const heed_tensor k = c_view(t.k, t.n, kHkv, l, 0, t.n), v = c_view(t.v, t.n, kHkv, l, 0, t.n);
+    ASSERT_EQ(heed_kv_cache_append(cc, l, &k, &v, nullptr), HEED_STATUS_OK);
+    ASSERT_EQ(cache.append(l, cpp_view(k), cpp_view(v)), heed::status::ok);
+  }
+  // Different entries per head, demoted in two calls (the second among low ones).
+  for (int l = 0; l < kLayers; ++l)
+    for (int h = 0; h < kHkv; ++h) {
+      std::vector<std::int32_t> first, second;
+      for (std::int32_t i = 0; i < 20; ++i) {
+        if ((i + l + h) % 3 == 0) first.push_back(i);
+        if ((i + l + h) % 3 == 1 && i < 10) second.push_back(i);
+      }
+      for (const auto* idx : {&first, &second}) {
+        ASSERT_EQ(heed_kv_cache_demote(cc, l, h, idx->data(), std::int64_t(idx->size())),
+                  HEED_STATUS_OK);
+        ASSERT_EQ(cache.demote(l, h, idx->data(), std::int64_t(idx->size())), heed::status::ok);
+      }
+    }
+  for (int l = 0; l < kLayers; ++l)
+    for (int h = 0; h < kHkv; ++h) {
+      std::int64_t len = 0, low = -1;
+      ASSERT_EQ(heed_kv_cache_length(cc, l, h, &len), HEED_STATUS_OK);
+      ASSERT_EQ(heed_kv_cache_low_length(cc, l, h, &low), HEED_STATUS_OK);
+      EXPECT_EQ(len, cache.length(l, h));
+      EXPECT_EQ(low, cache.low_length(l, h));
+      EXPECT_GT(low, 0);
+      std::vector<std::uint8_t> tiers(static_cast<std::size_t>(len));
+      ASSERT_EQ(heed_kv_cache_tiers(cc, l, h, tiers.data(), tiers.size()), HEED_STATUS_OK);
+      EXPECT_EQ(tiers, std::vector<std::uint8_t>(cache.tiers(l, h), cache.tiers(l, h) + len));
+      std::vector<std::int64_t> pos(static_cast<std::size_t>(len));
+      ASSERT_EQ(heed_kv_cache_positions(cc, l, h, pos.data(), len), HEED_STATUS_OK);
+      EXPECT_EQ(pos, std::vector<std::int64_t>(cache.positions(l, h), cache.positions(l, h) + len));
+      for (int which = 0; which < 2; ++which) {
+        std::vector<float> a(std::size_t(len * kD)), b(a.size());
+        ASSERT_EQ(heed_kv_cache_gather_float(cc, l, h, which, a.data(), a.size()), HEED_STATUS_OK);
+        ASSERT_EQ(cache.gather_float(l, h, which, b.data(), b.size()), heed::status::ok);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+      }
+      // Raw rows exist for one row format only.
+      std::vector<unsigned char> raw(std::size_t(len) * kD * 2);
+      EXPECT_EQ(heed_kv_cache_read_rows(cc, l, h, raw.data(), raw.size(), nullptr, 0),
+                HEED_STATUS_UNSUPPORTED_DTYPE);
+    }
+  std::size_t used = 0;
+  ASSERT_EQ(heed_kv_cache_bytes_used(cc, &used), HEED_STATUS_OK);
+  EXPECT_EQ(used, cache.bytes_used());
+  // An untiered cache: every entry is high; an empty head needs no buffer.
+  fixture f;
+  std::vector<float> o;
+  ASSERT_EQ(f.step(0, 0, 3, o), HEED_STATUS_OK);
+  std::uint8_t tiers[3] = {7, 7, 7};
+  EXPECT_EQ(heed_kv_cache_tiers(f.cache, 0, 1, tiers, 3), HEED_STATUS_OK);
+  EXPECT_EQ(tiers[0] + tiers[1] + tiers[2], 0);
+  std::int64_t low = -1;
+  EXPECT_EQ(heed_kv_cache_low_length(f.cache, 0, 1, &low), HEED_STATUS_OK);
+  EXPECT_EQ(low, 0);
+  EXPECT_EQ(heed_kv_cache_tiers(f.cache, 1, 0, nullptr, 0), HEED_STATUS_OK);
+  EXPECT_EQ(heed_kv_cache_gather_float(f.cache, 1, 0, 0, nullptr, 0), HEED_STATUS_OK);
+  EXPECT_EQ(heed_kv_cache_destroy(cc), HEED_STATUS_OK);
+}
+
+// Bad arguments of the demotion functions and settings: statuses, and nothing changes.
+TEST(CApiCache, TieredBadArguments) {
+  heed_kv_cache_config c;
+  ASSERT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
+  c.kv_heads = kHkv;
+  c.head_dim = kD;
+  c.dtype = HEED_DTYPE_F16;
+  c.score_channels = 1;
+  c.tiered = 1;
+  heed_kv_cache* const sentinel = reinterpret_cast<heed_kv_cache*>(&c);
+  heed_kv_cache* cc = sentinel;
+  c.page_rows = 16;  // contiguous only
+  EXPECT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_INVALID_ARGUMENT);
+  c.page_rows = 0;
+  c.low_type = HEED_DTYPE_F32;  // not smaller than f16
+  EXPECT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_INVALID_ARGUMENT);
+  int bad_type = 99;
+  std::memcpy(&c.low_type, &bad_type, sizeof bad_type);
+  EXPECT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_UNSUPPORTED_DTYPE);
+  EXPECT_EQ(cc, sentinel);
+  c.low_type = HEED_DTYPE_Q4;
+  ASSERT_EQ(heed_kv_cache_create(&c, &cc), HEED_STATUS_OK);
+  const tokens t = make_tokens(8, 41);
+  const heed_tensor k = c_view(t.k, t.n, kHkv, 0, 0, t.n), v = c_view(t.v, t.n, kHkv, 0, 0, t.n);
+  ASSERT_EQ(heed_kv_cache_append(cc, 0, &k, &v, nullptr), HEED_STATUS_OK);
+  const std::int32_t idx[] = {1, 3};
+  ASSERT_EQ(heed_kv_cache_demote(cc, 0, 0, idx, 2), HEED_STATUS_OK);
+  auto state = [&] {
+    std::vector<float> r(std::size_t(8 * kD));
+    EXPECT_EQ(heed_kv_cache_gather_float(cc, 0, 0, 0, r.data(), r.size()), HEED_STATUS_OK);
+    std::uint8_t tiers[8];
+    EXPECT_EQ(heed_kv_cache_tiers(cc, 0, 0, tiers, 8), HEED_STATUS_OK);
+    r.insert(r.end(), tiers, tiers + 8);
+    return r;
+  };
+  const std::vector<float> before = state();
+  const std::int32_t already_low[] = {3, 5}, descending[] = {5, 2}, out_of_range[] = {2, 8},
+                     negative[] = {-1};
+  EXPECT_EQ(heed_kv_cache_demote(nullptr, 0, 0, idx, 2), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, nullptr, 2), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 1, 0, idx, 2), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, kHkv, idx, 2), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, idx, -1), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, idx, 9), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, already_low, 2), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, descending, 2), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, out_of_range, 2), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, negative, 1), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_demote(cc, 0, 0, nullptr, 0), HEED_STATUS_OK);
+  EXPECT_EQ(state(), before);
+  std::int64_t low = -1;
+  EXPECT_EQ(heed_kv_cache_low_length(nullptr, 0, 0, &low), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_low_length(cc, 0, 0, nullptr), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_low_length(cc, -1, 0, &low), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(low, -1);
+  std::uint8_t tiers[8];
+  std::vector<float> rows(std::size_t(8 * kD));
+  EXPECT_EQ(heed_kv_cache_tiers(nullptr, 0, 0, tiers, 8), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_tiers(cc, 0, 0, nullptr, 8), HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_tiers(cc, 0, 0, tiers, 7), HEED_STATUS_WORKSPACE_TOO_SMALL);
+  EXPECT_EQ(heed_kv_cache_tiers(cc, 0, 5, tiers, 8), HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_gather_float(nullptr, 0, 0, 0, rows.data(), rows.size()),
+            HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_gather_float(cc, 0, 0, 0, nullptr, rows.size()),
+            HEED_STATUS_NULL_POINTER);
+  EXPECT_EQ(heed_kv_cache_gather_float(cc, 0, 0, 2, rows.data(), rows.size()),
+            HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(heed_kv_cache_gather_float(cc, 0, 0, 0, rows.data(), rows.size() - 1),
+            HEED_STATUS_WORKSPACE_TOO_SMALL);
+  EXPECT_EQ(heed_kv_cache_gather_float(cc, 3, 0, 0, rows.data(), rows.size()),
+            HEED_STATUS_INVALID_ARGUMENT);
+  // Loop settings: defaults, and refusals.
+  heed_eviction_config e;
+  ASSERT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
+  EXPECT_EQ(e.high_budget, -1);
+  EXPECT_EQ(e.budget_bytes, 0u);
+  heed_eviction_loop* const no_loop = reinterpret_cast<heed_eviction_loop*>(&e);
+  heed_eviction_loop* loop = no_loop;
+  e.budget = 8;
+  e.high_budget = 9;  // above the budget
+  EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &loop),
+            HEED_STATUS_INVALID_ARGUMENT);
+  e.high_budget = -2;
+  EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &loop),
+            HEED_STATUS_INVALID_ARGUMENT);
+  e.high_budget = 4;
+  e.budget_bytes = 4096;  // with an entry budget too
+  EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &loop),
+            HEED_STATUS_INVALID_ARGUMENT);
+  e.budget = 0;
+  e.budget_bytes = 100;  // less than the high entries take
+  EXPECT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &loop),
+            HEED_STATUS_INVALID_ARGUMENT);
+  fixture untiered;
+  e.budget = 8;
+  e.budget_bytes = 0;
+  EXPECT_EQ(heed_eviction_loop_create(untiered.cache, "h2o", nullptr, 0, &e, kHq, &loop),
+            HEED_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(loop, no_loop);
+  // budget_bytes becomes the budget the C++ loop chooses.
+  e.budget = 0;
+  e.budget_bytes = 4096;
+  ASSERT_EQ(heed_eviction_loop_create(cc, "h2o", nullptr, 0, &e, kHq, &loop), HEED_STATUS_OK);
+  heed::kv_cache same;
+  heed::kv_cache_config sc;
+  sc.kv_heads = kHkv;
+  sc.head_dim = kD;
+  sc.type = heed::dtype::f16;
+  sc.score_channels = 1;
+  sc.tiered = true;
+  ASSERT_EQ(same.init(sc), heed::status::ok);
+  heed::eviction_loop cpp_loop;
+  heed::eviction_config ce;
+  ce.high_budget = 4;
+  ce.budget_bytes = 4096;
+  ASSERT_EQ(cpp_loop.init(&same, heed::h2o_policy{}, ce, kHq), heed::status::ok);
+  std::int64_t got = 0;
+  EXPECT_EQ(heed_eviction_loop_budget(loop, 0, &got), HEED_STATUS_OK);
+  EXPECT_EQ(got, cpp_loop.config().budget);
+  EXPECT_GT(got, 4);
+  EXPECT_EQ(heed_eviction_loop_destroy(loop), HEED_STATUS_OK);
+  EXPECT_EQ(heed_kv_cache_destroy(cc), HEED_STATUS_OK);
+}
 
 TEST(CApiCache, UnknownPolicyAndBadParameters) {
   fixture f;

@@ -164,8 +164,9 @@ int heed_version_number(void);
  * number differs from its own. It changes (docs/c_api.md) when a struct's layout, an enum's values
  * or a function's signature or meaning changes in heed.h, heed_policy.h or heed_cache.h; new
  * functions and new enum values at the end do not change it. 1: the dense kernel, the KV cache,
- * the eviction loop and policy plug-ins. */
-#define HEED_ABI_VERSION 1
+ * the eviction loop and policy plug-ins. 2: tiered caches (new fields at the end of
+ * heed_kv_cache_config and heed_eviction_config). */
+#define HEED_ABI_VERSION 2
 int heed_abi_version(void);
 
 /* The instruction set heed_dense_attention dispatches to on this machine: "avx512", "avx2" or

@@ -62,10 +62,13 @@ typedef struct heed_kv_cache_config {
   int64_t capacity;   /* most entries a (layer, head) may hold; 0 = no limit */
   int64_t page_rows;  /* 0 = one contiguous block per head; else 16 .. 2^20 rows per page */
   int group;          /* Q8 / Q4: values per scale, 0 = 32; must divide head_dim. 0 otherwise */
+  /* Two precisions per head (heed_kv_cache_demote); contiguous only (page_rows 0): */
+  int tiered;          /* non-zero: demotion re-stores entries at low_type */
+  heed_dtype low_type; /* storage of demoted entries, fewer bytes a row than dtype; Q4 */
 } heed_kv_cache_config;
 
 /* The C++ defaults: 1 layer, 1 head, head_dim 0 (must be set), F32, no reserve, no channels,
- * no limit, contiguous, group 0. */
+ * no limit, contiguous, group 0, not tiered, low_type Q4. */
 HEED_NODISCARD heed_status heed_kv_cache_config_init(heed_kv_cache_config* config);
 
 /* Creates an empty cache. *out is set only on success. HEED_STATUS_INVALID_ARGUMENT or
@@ -106,7 +109,9 @@ HEED_NODISCARD heed_status heed_kv_cache_positions(const heed_kv_cache* cache, i
 /* Copies (layer, head)'s K rows into k_dst and V rows into v_dst, length rows of row_bytes each,
  * contiguous, in the stored format (F16 bits, Q8 / Q4 rows as in heed.h), whether the cache is
  * contiguous or paged. Either destination may be NULL to skip it (not both); k_bytes / v_bytes are
- * the buffers' sizes (HEED_STATUS_WORKSPACE_TOO_SMALL below length * row_bytes). */
+ * the buffers' sizes (HEED_STATUS_WORKSPACE_TOO_SMALL below length * row_bytes). A head holding
+ * demoted entries has two row formats: HEED_STATUS_UNSUPPORTED_DTYPE (heed_kv_cache_gather_float
+ * reads any head). */
 HEED_NODISCARD heed_status heed_kv_cache_read_rows(const heed_kv_cache* cache, int layer, int head,
                                                    void* k_dst, size_t k_bytes, void* v_dst,
                                                    size_t v_bytes);
@@ -116,7 +121,8 @@ HEED_NODISCARD heed_status heed_kv_cache_read_scores(const heed_kv_cache* cache,
                                                      int head, int channel, float* dst,
                                                      int64_t capacity);
 
-/* Bytes in use (length x (2 rows + position + channels), summed) and held (capacity, pages). */
+/* Bytes in use (length x (2 rows + position + channels), summed; a tiered cache counts a tier
+ * byte per entry and the low tier's rows at their size) and held (capacity, pages). */
 HEED_NODISCARD heed_status heed_kv_cache_bytes_used(const heed_kv_cache* cache, size_t* out);
 HEED_NODISCARD heed_status heed_kv_cache_bytes_reserved(const heed_kv_cache* cache, size_t* out);
 
@@ -127,6 +133,37 @@ HEED_NODISCARD heed_status heed_kv_cache_clear(heed_kv_cache* cache, int layer);
 
 /* Gives memory back: each head's capacity becomes its length plus `slack` entries. */
 HEED_NODISCARD heed_status heed_kv_cache_shrink_to_fit(heed_kv_cache* cache, int64_t slack);
+
+/* ---- Two precisions (config.tiered) -----------------------------------------------------------
+ * A tiered cache appends entries at `dtype` (the high tier); demotion re-stores chosen entries at
+ * `low_type` (the low tier) instead of evicting them. Positions, score channels and the order of
+ * entries stay; attention (heed_eviction_loop_step) reads both tiers. heed_eviction_config's
+ * high_budget makes the loop demote by itself. */
+
+/* Demotes the entries idx[0 .. n) of (layer, head) to the low tier: strictly ascending indices
+ * (0 .. length) of high-tier entries. HEED_STATUS_INVALID_ARGUMENT for an untiered cache, an index
+ * out of range, not ascending or already low, or a row the low type cannot hold (Q8 / Q4:
+ * non-finite values); idx may be NULL when n is 0. All or nothing. */
+HEED_NODISCARD heed_status heed_kv_cache_demote(heed_kv_cache* cache, int layer, int head,
+                                                const int32_t* idx, int64_t n);
+
+/* Entries of (layer, head) in the low tier (0 for an untiered cache). */
+HEED_NODISCARD heed_status heed_kv_cache_low_length(const heed_kv_cache* cache, int layer, int head,
+                                                    int64_t* out);
+
+/* Copies the tier of each of (layer, head)'s entries into dst[0 .. length): 0 high, 1 low (all 0
+ * for an untiered cache). `n` is dst's size in elements (HEED_STATUS_WORKSPACE_TOO_SMALL below the
+ * length, nothing written); dst may be NULL when the head is empty. */
+HEED_NODISCARD heed_status heed_kv_cache_tiers(const heed_kv_cache* cache, int layer, int head,
+                                               uint8_t* dst, size_t n);
+
+/* Copies (layer, head)'s K (which 0) or V (which 1) rows into dst as F32, length rows of head_dim
+ * floats in entry order, whatever the storage (tiers, pages, F16 / BF16 widened, Q8 / Q4
+ * dequantized as the kernels read them). `n` is dst's size in floats
+ * (HEED_STATUS_WORKSPACE_TOO_SMALL below length * head_dim); dst may be NULL when the head is
+ * empty. */
+HEED_NODISCARD heed_status heed_kv_cache_gather_float(const heed_kv_cache* cache, int layer,
+                                                      int head, int which, float* dst, size_t n);
 
 /* ---- Policies by name ------------------------------------------------------------------------
  * The built-in policies and their parameters: docs/policies.md ("Policies by name"). */
@@ -166,8 +203,17 @@ typedef struct heed_eviction_config {
   uint64_t seed;                /* mixed into seeded policies (random) */
   float scale;                  /* logit scale, 0 = 1 / sqrt(head_dim) */
   float softcap;                /* 0 = off */
+  /* A tiered cache: at most high_budget entries per (layer, KV head) in the high tier (<= the
+   * budget); the lowest-scored others are demoted before any entry is evicted. -1 = off (the
+   * default: a zero-filled struct means "demote all" and is refused by an untiered cache). */
+  int64_t high_budget;
+  /* The budget in bytes per (layer, KV head) instead of entries (budget 0, layer_budgets NULL):
+   * the most entries that fit, high_budget of them at the high tier's entry size (or all, without
+   * high_budget), the rest at the low tier's. 0 = off. heed_eviction_loop_budget reports it. */
+  size_t budget_bytes;
 } heed_eviction_config;
 
+/* The C++ defaults: no budget, no slack, high_budget -1, budget_bytes 0 (always start here). */
 HEED_NODISCARD heed_status heed_eviction_config_init(heed_eviction_config* config);
 
 /* How a C score callback's entries become keep-sets, and what it reads: mirrors the score_needs

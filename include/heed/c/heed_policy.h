@@ -29,7 +29,8 @@ typedef struct heed_policy_head {
   int64_t budget;         /* the nominal budget of this eviction */
   int64_t step;           /* tokens seen so far by this layer */
   int64_t head_dim;
-  heed_dtype dtype;         /* storage type of keys and values */
+  heed_dtype dtype;         /* type of keys and values: the storage type (F32 copies for a head
+                               of a tiered cache that holds demoted entries) */
   const void* keys;         /* [length][head_dim], rows contiguous */
   const void* values;       /* [length][head_dim] */
   const int64_t* positions; /* [length] original positions, ascending */

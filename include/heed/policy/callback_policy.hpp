@@ -31,8 +31,11 @@ struct callback_policy : policy_base<callback_policy> {
     h.budget = in.budget;
     h.step = in.step;
     h.head_dim = in.cache->head_dim();
-    h.dtype = static_cast<heed_dtype>(static_cast<int>(in.cache->type()));
-    h.keys = in.keys(head).data;
+    // The rows' own type: a tiered head holding low entries is handed over as f32 copies.
+    const tensor_view keys = in.keys(head);
+    h.dtype = static_cast<heed_dtype>(
+        static_cast<int>(keys.data != nullptr ? keys.type : in.cache->type()));
+    h.keys = keys.data;
     h.values = in.values(head).data;
     h.positions = in.positions(head);
     h.accumulated = wants.column_mass ? in.channel(head, 0) : nullptr;
