@@ -83,8 +83,8 @@ heed_status to_config(const heed_eviction_config& c, int layers,
   e.slack = c.slack;
   e.every = c.every;
   e.seed = c.seed;
-  e.scale = c.scale;
-  e.softcap = c.softcap;
+  e.logits.scale = c.scale;
+  e.logits.softcap = c.softcap;
   e.high_budget = c.high_budget;
   e.budget_bytes = c.budget_bytes;
   if (c.layer_budgets != nullptr) {
@@ -372,8 +372,8 @@ heed_status heed_eviction_config_init(heed_eviction_config* config) {
   c.slack = d.slack;
   c.every = d.every;
   c.seed = d.seed;
-  c.scale = d.scale;
-  c.softcap = d.softcap;
+  c.scale = d.logits.scale;
+  c.softcap = d.logits.softcap;
   c.high_budget = d.high_budget;
   c.budget_bytes = d.budget_bytes;
   *config = c;

@@ -587,8 +587,8 @@ void bind_cache(py::module_& m) {
              cfg.slack = slack;
              cfg.every = every;
              cfg.seed = seed;
-             if (!scale.is_none()) cfg.scale = scale.cast<float>();
-             if (!softcap.is_none()) cfg.softcap = softcap.cast<float>();
+             if (!scale.is_none()) cfg.logits.scale = scale.cast<float>();
+             if (!softcap.is_none()) cfg.logits.softcap = softcap.cast<float>();
              if (!layer_budgets.is_none()) cfg.layer_budgets = int64_list(layer_budgets);
              const int need = p.needs().channels;
              const status s = r->loop.init(&r->cache->cache, std::move(p), std::move(cfg), q_heads);

@@ -63,7 +63,7 @@ void bind_scores(py::module_& m) {
         observation_window_options opt;
         opt.causal = causal;
         if (!q_offset.is_none()) opt.q_offset = q_offset.cast<std::int64_t>();
-        if (!scale.is_none()) opt.scale = scale.cast<float>();
+        if (!scale.is_none()) opt.logits.scale = scale.cast<float>();
         if (pool == "none")
           opt.pool = pool_kind::none;
         else if (pool == "max")

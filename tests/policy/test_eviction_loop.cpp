@@ -189,9 +189,9 @@ TEST(EvictionLoop, PrefillChunkColumnMassMatchesReference) {
     heed::eviction_loop loop;
     heed::eviction_config cfg = budget_only(0);
     if (mc.settings) {
-      cfg.softcap = 2.f;
-      cfg.scale = 0.3f;
-      cfg.sink_logits = sinks.data();
+      cfg.logits.softcap = 2.f;
+      cfg.logits.scale = 0.3f;
+      cfg.logits.sink_logits = sinks.data();
     }
     ASSERT_EQ(loop.init(&cache, pol, cfg, hq), status::ok);
     std::vector<float> o(std::size_t(n * hq * d));
@@ -258,7 +258,7 @@ TEST(EvictionLoop, SnapKVPrefillMatchesReference) {
     snap.window = W;
     heed::eviction_loop loop;
     heed::eviction_config cfg = budget_only(budget);
-    cfg.softcap = float(cap);
+    cfg.logits.softcap = float(cap);
     ASSERT_EQ(loop.init(&cache, snap, cfg, hq), status::ok);
     std::vector<float> o(std::size_t(L * hq * d));
     heed::thread_pool_executor ex(2);

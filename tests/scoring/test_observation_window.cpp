@@ -283,39 +283,39 @@ TEST(ScoreObservationWindowUnit, EveryLogitSettingMatchesNaiveAttention) {
     SCOPED_TRACE(which);
     heed::observation_window_options opt;
     heed_ref::attention_problem ap = window_problem(q, k, w, lk, hq, hkv, d);
-    if (which == 0 || which == 8) opt.softcap = 3.f, ap.softcap = 3.0;
+    if (which == 0 || which == 8) opt.logits.softcap = 3.f, ap.softcap = 3.0;
     if (which == 1 || which == 8) {
-      opt.alibi_slopes = per_head.data();
+      opt.logits.alibi_slopes = per_head.data();
       ap.alibi_slopes.assign(per_head.begin(), per_head.end());
     }
-    if (which == 2 || which == 8) opt.window_left = 20, ap.window_left = 20;
+    if (which == 2 || which == 8) opt.logits.window_left = 20, ap.window_left = 20;
     if (which == 3 || which == 8) {
-      opt.sink_logits = sinks.data();
+      opt.logits.sink_logits = sinks.data();
       ap.sink_logits.assign(sinks.begin(), sinks.end());
     }
     if (which == 4) {
-      opt.ssmax = per_head.data();
+      opt.logits.ssmax = per_head.data();
       ap.ssmax.assign(per_head.begin(), per_head.end());
     }
     if (which == 5) {
-      opt.length_scale_base = 8;
-      opt.length_scale_floor = 0.7f;
+      opt.logits.length_scale_base = 8;
+      opt.logits.length_scale_floor = 0.7f;
       ap.length_scale_base = 8;
       ap.length_scale_floor = 0.7f;
     }
     if (which == 6) {
-      opt.key_bias = bias.data();
-      opt.key_bias_len = 3;
+      opt.logits.key_bias = bias.data();
+      opt.logits.key_bias_len = 3;
       ap.key_bias.assign(bias.begin(), bias.end());
       ap.key_bias_len = 3;
     }
     if (which == 7) {
-      opt.sigmoid = true;
-      opt.sigmoid_bias = per_head.data();
+      opt.logits.sigmoid = true;
+      opt.logits.sigmoid_bias = per_head.data();
       ap.sigmoid = true;
       ap.sigmoid_bias.assign(per_head.begin(), per_head.end());
     }
-    if (which == 8) opt.scale = 0.4f, ap.scale = 0.4;
+    if (which == 8) opt.logits.scale = 0.4f, ap.scale = 0.4;
     const auto r = heed_ref::naive_attention(ap);
     heed_ref::vec vref(std::size_t(hq * lk), 0.0);
     for (std::int64_t h = 0; h < hq; ++h)
@@ -337,7 +337,7 @@ TEST(ScoreObservationWindowUnit, EveryLogitSettingMatchesNaiveAttention) {
     EXPECT_EQ(heed::observation_window_scores(q.view, k.view, nullptr, 0, opt, out,
                                               {ws.data(), ws.size()}, heed::builtin_variant{}),
               status::invalid_argument);
-    opt.softcap = -1.f;
+    opt.logits.softcap = -1.f;
     EXPECT_EQ(heed::observation_window_scores(q.view, k.view, nullptr, 0, opt, out,
                                               {ws.data(), ws.size()}),
               status::invalid_argument);
@@ -476,7 +476,7 @@ TEST(ScoreObservationWindowErrors, BadInputs) {
   o.reduce = static_cast<head_reduce>(-1);
   EXPECT_EQ(run(q.view, o, out, w), status::invalid_argument);
   o = opt;
-  o.scale = -0.5f;
+  o.logits.scale = -0.5f;
   EXPECT_EQ(run(q.view, o, out, w), status::invalid_argument);
   EXPECT_EQ(run(q.view, opt, out, w, lse.data(), 7), status::invalid_stride);  // < W
   auto bad = out;

@@ -165,10 +165,10 @@ TEST(MInference, VerticalSlashUsesTheModelsLogitSettings) {
   opt.slash_size = 15;
   opt.forced_columns = 2;
   opt.forced_diagonals = 2;
-  opt.softcap = 2.f;
-  opt.alibi_slopes = slopes.data();
-  opt.window_left = 60;
-  opt.sink_logits = sinks.data();
+  opt.logits.softcap = 2.f;
+  opt.logits.alibi_slopes = slopes.data();
+  opt.logits.window_left = 60;
+  opt.logits.sink_logits = sinks.data();
   heed::vs_pattern pat;
   heed::estimate_scratch sc;
   ASSERT_EQ(heed::minference_vertical_slash(in.qv, in.k.view, -1, opt, pat, sc), status::ok);

@@ -34,10 +34,7 @@
 
 namespace heed {
 
-// The model's logit settings (scale, softcap, sink_logits; the ones cache_attention applies) are
-// the base, logit_settings: the loop hands them to the kernel and to every score it recomputes
-// (the prefill column mass; policy_input::logits for the policies, e.g. SnapKV's window).
-struct eviction_config : logit_settings {
+struct eviction_config {
   std::int64_t budget = 0;                  // entries per (layer, KV head); 0 = no eviction
   std::vector<std::int64_t> layer_budgets;  // optional [layers], overrides budget per layer
   std::int64_t slack = 0;  // tolerate budget + slack entries before evicting (periodic eviction)
@@ -51,6 +48,10 @@ struct eviction_config : logit_settings {
   // kv_cache::entry_bytes() per entry (with high_budget: high_budget entries at entry_bytes(), the
   // rest at low_entry_bytes()). config() reports the budget it chose.
   std::size_t budget_bytes = 0;
+  // The model's logit settings (scale, softcap, sink_logits: the ones cache_attention applies;
+  // [Hq] arrays). The loop hands them to the kernel and to every score it recomputes (the prefill
+  // column mass; policy_input::logits for the policies, e.g. SnapKV's window).
+  logit_settings logits;
 };
 
 template <class Policy = any_policy>
@@ -63,7 +64,7 @@ class basic_eviction_loop {
     if (!cache->valid(0, 0)) return status::invalid_argument;
     if (q_heads <= 0 || q_heads % cache->kv_heads() != 0) return status::shape_mismatch;
     if (cfg.budget < 0 || cfg.slack < 0 || cfg.every < 0) return status::invalid_argument;
-    HEED_RETURN_IF_ERROR(validate_cache_logits(cfg));
+    HEED_RETURN_IF_ERROR(validate_cache_logits(cfg.logits));
     if (cfg.high_budget < -1 || (cfg.high_budget >= 0 && !cache->tiered()))
       return status::invalid_argument;
     if (cfg.budget_bytes > 0) {
@@ -174,7 +175,7 @@ class basic_eviction_loop {
     cache_attention_params p;
     p.q = q;
     p.o = o;
-    p.logits() = cfg_.logits();
+    p.logits() = cfg_.logits;
     p.lse = lse;
     p.entropy = entropy;
     const bool prefill_mass = needs_.column_mass && n > 1;
@@ -238,7 +239,7 @@ class basic_eviction_loop {
     in.budget = budget(layer);
     in.step = steps_[std::size_t(layer)];
     in.seed = cfg_.seed;
-    in.logits = cfg_.logits();
+    in.logits = cfg_.logits;
     const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
     if (needs_.query_window > 0) {
       const std::int64_t w = needs_.query_window, c = q_count_[std::size_t(layer)];
@@ -306,7 +307,7 @@ class basic_eviction_loop {
       qg.data = static_cast<const float*>(q.data) + std::int64_t(h) * group * q.head_stride;
       qg.heads = group;
       // The probabilities the kernel computed: the same logit settings, for this group's heads.
-      opt.logits() = cfg_.heads_from(std::int64_t(h) * group);
+      opt.logits = cfg_.logits.heads_from(std::int64_t(h) * group);
       const std::int64_t first_row = mode == accumulate_mode::last ? n - 1 : 0;
       for (std::int64_t r0 = first_row; r0 < n; r0 += per_row ? 1 : n) {
         const std::int64_t rows = per_row ? 1 : n;

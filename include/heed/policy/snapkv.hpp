@@ -51,7 +51,6 @@ struct snapkv_policy : policy_base<snapkv_policy> {
   }
   observation_window_options options() const noexcept {
     observation_window_options o;
-    o.scale = scale;
     o.pool = pool;
     o.pool_kernel = pool_kernel;
     o.reduce = reduce;
@@ -74,8 +73,8 @@ struct snapkv_policy : policy_base<snapkv_policy> {
     o.window = out;
     o.window_head_stride = len;
     observation_window_options opt = options();
-    opt.logits() = in.logits.heads_from(std::int64_t(head) * in.group());
-    if (scale != 0.f) opt.scale = scale;
+    opt.logits = in.logits.heads_from(std::int64_t(head) * in.group());
+    if (scale != 0.f) opt.logits.scale = scale;
     return observation_window_scores(q, in.keys(head), nullptr, 0, opt, o, ws);
   }
 };

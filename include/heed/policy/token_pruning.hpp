@@ -53,7 +53,7 @@ inline status token_attention_scores(const tensor_view& q, const tensor_view& k,
   workspace_carver carve(workspace_carver::align_base(ws.data));
   float* vertical = carve.take<float>(std::size_t(L) * std::size_t(hq));
   observation_window_options o;
-  o.logits() = logits;
+  o.logits = logits;
   o.pool = pool_kind::none;
   o.pool_kernel = 1;
   const std::size_t wb = observation_window_workspace_size(L, o);

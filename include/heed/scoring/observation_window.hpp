@@ -60,14 +60,15 @@ constexpr bool valid_pool_kind(pool_kind p) noexcept {
   return p == pool_kind::none || p == pool_kind::max || p == pool_kind::avg;
 }
 
-// The logit settings (scale and the built-in variants, [Hq] per-head arrays) are the base,
-// logit_settings: set them as the main pass had them (e.g. opt.logits() = params.logits()).
-struct observation_window_options : logit_settings {
+struct observation_window_options {
   bool causal = true;          // row i sees keys j <= q_offset + i
   std::int64_t q_offset = -1;  // key position of query row 0; -1 means Lk - W
   pool_kind pool = pool_kind::avg;
   int pool_kernel = 7;  // odd, >= 1
   head_reduce reduce = head_reduce::mean;
+  // The logit settings (scale and the built-in variants, [Hq] per-head arrays), as the main pass
+  // had them (e.g. opt.logits = params.logits()).
+  logit_settings logits;
 };
 
 struct observation_window_outputs {
@@ -260,7 +261,7 @@ status observation_window_impl(const tensor_view& q, const tensor_view& k, const
   if (opt.q_offset == -1 && w > lk) return status::invalid_argument;
   if ((opt.q_offset > 0 ? opt.q_offset : 0) + w > detail::max_score_len)
     return status::invalid_argument;  // key positions travel in int32 lanes
-  HEED_RETURN_IF_ERROR(validate_logits(opt));
+  HEED_RETURN_IF_ERROR(validate_logits(opt.logits));
   if (!valid_pool_kind(opt.pool) || !valid_head_reduce(opt.reduce)) return status::invalid_argument;
   if (opt.pool_kernel < 1 || opt.pool_kernel % 2 == 0 || opt.pool_kernel > (1 << 20))
     return status::invalid_argument;
@@ -276,7 +277,7 @@ status observation_window_impl(const tensor_view& q, const tensor_view& k, const
   const auto s = detail::carve_window<Arch>(ws.data, lk, opt.pool_kernel, nullptr);
   const std::int64_t rs = s.row_stride, ls = s.logit_stride;
   const std::int64_t q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
-  const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
+  const float scale = opt.logits.scale != 0.f ? opt.logits.scale : 1.f / std::sqrt(float(d));
   const float ninf = -std::numeric_limits<float>::infinity();
   const float wr = 1.f / float(group);
   const float* qb = static_cast<const float*>(q.data);
@@ -422,11 +423,11 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
                                  observation_window_outputs out, workspace ws,
                                  const Variant& var = Variant{}) noexcept {
   if constexpr (std::is_same_v<Variant, no_variant>) {
-    return with_builtin_variant(opt, [&](const auto& v) {
+    return with_builtin_variant(opt.logits, [&](const auto& v) {
       return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, v);
     });
   } else {
-    if (opt.any_variant()) return status::invalid_argument;  // one source for the logits
+    if (opt.logits.any_variant()) return status::invalid_argument;  // one source for the logits
     return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, var);
   }
 }

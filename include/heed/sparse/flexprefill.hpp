@@ -31,16 +31,17 @@ namespace heed {
 
 enum class flex_kind : std::uint8_t { query_aware = 0, vertical_slash = 1 };
 
-// The logit settings (scale and built-in variants, [Hq] arrays) are the base: the vertical-slash
-// branch's window scores see the logits the sparse kernel will compute (the query-aware branch's
-// pooled estimate uses the scale only).
-struct flexprefill_options : logit_settings {
+struct flexprefill_options {
   std::int32_t block = 128;  // query and key block size (and probe rows)
   double gamma = 0.9;
   double tau = 0.1;
   std::int64_t min_budget = 512;         // tokens
   std::int64_t max_budget = 0;           // tokens, 0 = no limit
   const flex_kind* head_kind = nullptr;  // [Hq] optional: each head's branch, skipping the test
+  // The logit settings (scale and built-in variants, [Hq] arrays): the vertical-slash branch's
+  // window scores see the logits the sparse kernel will compute (the query-aware branch's pooled
+  // estimate uses the scale only).
+  logit_settings logits;
 };
 
 struct flexprefill_report {
@@ -70,8 +71,8 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
                                    estimate_scratch& sc,
                                    executor& ex = default_executor()) noexcept {
   return detail::no_throw([&]() -> status {
-    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
-    HEED_RETURN_IF_ERROR(validate_logits(opt));
+    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.logits.scale));
+    HEED_RETURN_IF_ERROR(validate_logits(opt.logits));
     if (!(opt.gamma >= 0.0 && opt.gamma <= 1.0) || !(opt.tau >= 0.0) || opt.min_budget < 0 ||
         opt.max_budget < 0 || (opt.max_budget > 0 && opt.max_budget < opt.min_budget))
       return status::invalid_argument;
@@ -86,7 +87,7 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
     const std::int64_t hq = q.heads, lk = k.seq, d = q.dim, nq = out.q_blocks, nk = out.k_blocks;
     const std::int64_t group = q.heads / k.heads, off = out.q_offset;
     const std::int64_t rows = std::min<std::int64_t>(bs, q.seq);
-    const float scale = opt.scale != 0.f ? opt.scale : 1.f / std::sqrt(float(d));
+    const float scale = opt.logits.scale != 0.f ? opt.logits.scale : 1.f / std::sqrt(float(d));
     const int threads = ex.concurrency();
     const std::int64_t max_tok = opt.max_budget > 0 ? opt.max_budget : lk;
     const std::int64_t min_blk = ceil_div(opt.min_budget, bs);
@@ -112,7 +113,7 @@ inline status flexprefill_estimate(const tensor_view& q, const tensor_view& k,
     ex.parallel_for(hq, [&](std::int64_t h, int t) {
       float* vert = sc.vertical.data() + h * lk;
       float* sl = sc.slash.data() + h * lk;
-      status s = sparse_detail::window_scores(q, k, off, rows, opt, h, vert, sl,
+      status s = sparse_detail::window_scores(q, k, off, rows, opt.logits, h, vert, sl,
                                               sc.window.data() + wbytes * std::size_t(t), wbytes);
       if (s != status::ok) {
         st[std::size_t(h)] = s;

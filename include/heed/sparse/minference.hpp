@@ -26,14 +26,15 @@
 
 namespace heed {
 
-// The logit settings (scale and built-in variants, [Hq] arrays) are the base: the window scores
-// that pick the columns and diagonals see the logits the sparse kernel will compute.
-struct minference_vs_options : logit_settings {
+struct minference_vs_options {
   std::int64_t last_q = 64;
   std::int64_t vertical_size = 1000;
   std::int64_t slash_size = 6096;
   std::int64_t forced_columns = 30;
   std::int64_t forced_diagonals = 30;
+  // The logit settings (scale and built-in variants, [Hq] arrays): the window scores that pick the
+  // columns and diagonals see the logits the sparse kernel will compute.
+  logit_settings logits;
 };
 
 // q: [Lq, Hq, d] f32 (the prompt's queries); k: [Lk, Hkv, d]; query row i sits at key position
@@ -43,8 +44,8 @@ inline status minference_vertical_slash(const tensor_view& q, const tensor_view&
                                         vs_pattern& out, estimate_scratch& sc,
                                         executor& ex = default_executor()) noexcept {
   return detail::no_throw([&]() -> status {
-    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.scale));
-    HEED_RETURN_IF_ERROR(validate_logits(opt));
+    HEED_RETURN_IF_ERROR(sparse_detail::check_qk(q, k, q_offset, opt.logits.scale));
+    HEED_RETURN_IF_ERROR(validate_logits(opt.logits));
     if (opt.last_q < 1 || opt.vertical_size < 0 || opt.slash_size < 0 || opt.forced_columns < 0 ||
         opt.forced_diagonals < 0)
       return status::invalid_argument;
@@ -63,7 +64,7 @@ inline status minference_vertical_slash(const tensor_view& q, const tensor_view&
     ex.parallel_for(hq, [&](std::int64_t h, int t) {
       float* vert = sc.vertical.data() + h * lk;
       float* sl = sc.slash.data() + h * lk;
-      status s = sparse_detail::window_scores(q, k, off, rows, opt, h, vert, sl,
+      status s = sparse_detail::window_scores(q, k, off, rows, opt.logits, h, vert, sl,
                                               sc.window.data() + wbytes * std::size_t(t), wbytes);
       std::int32_t* keep = sc.keep.data() + h * (nv + ns);
       std::int32_t* scr = sc.select.data() + std::int64_t(t) * lk;

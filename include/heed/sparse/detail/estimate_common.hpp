@@ -91,7 +91,7 @@ inline status window_scores(const tensor_view& q, const tensor_view& k, std::int
   const tensor_view qh = head_view(q, h, q.seq - rows, rows);
   const tensor_view kh = head_view(k, h / group);
   observation_window_options opt;
-  opt.logits() = logits.heads_from(h);
+  opt.logits = logits.heads_from(h);
   opt.q_offset = q_offset + q.seq - rows;
   opt.pool = pool_kind::none;
   opt.pool_kernel = 1;
