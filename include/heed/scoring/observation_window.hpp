@@ -38,6 +38,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variant_traits.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 #include "heed/core/workspace.hpp"
@@ -228,18 +229,14 @@ std::size_t observation_window_workspace_size(std::int64_t kv_len,
   return bytes;
 }
 
-// q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
-//
-// Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
-// window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
-// (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
-template <class Arch = xsimd::default_arch, class Variant = no_variant>
+namespace detail {
+// observation_window_scores once the variant passed its contract.
+template <class Arch, class Variant>
 status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
                                  std::int64_t lse_head_stride,
                                  const observation_window_options& opt,
                                  observation_window_outputs out, workspace ws,
-                                 const Variant& var = Variant{}) noexcept {
-  detail::check_variant<Variant>();
+                                 const Variant& var) noexcept {
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr std::int64_t L = B::size;
@@ -407,6 +404,27 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
     }
   }
   return status::ok;
+}
+}  // namespace detail
+
+// q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
+//
+// Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
+// window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
+// (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
+//
+// The variant's contract is checked at compile time (variant_traits.hpp).
+template <class Arch = xsimd::default_arch, class Variant = no_variant>
+status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
+                                 std::int64_t lse_head_stride,
+                                 const observation_window_options& opt,
+                                 observation_window_outputs out, workspace ws,
+                                 const Variant& var = Variant{}) noexcept {
+  if constexpr (!detail::check_variant<Variant, Arch>()) {
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
+  } else {
+    return detail::observation_window_scores<Arch>(q, k, lse, lse_head_stride, opt, out, ws, var);
+  }
 }
 
 // Every key whose normalized column mean colmean[j] exceeds threshold, at any position, in
