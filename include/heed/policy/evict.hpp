@@ -11,6 +11,7 @@
 #include "heed/core/detail/grow_vector.hpp"
 #include "heed/core/status.hpp"
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 #include "heed/policy/select.hpp"
 
 namespace heed {
@@ -49,9 +50,8 @@ inline status gather_head(const kv_cache& cache, policy_input& in, int head,
 }
 }  // namespace detail
 
-// Brings every KV head h of in.layer down to at most target[h] entries (heads already within
-// their target are left alone, except under global_top_k, which redistributes the layer's total
-// sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
+namespace detail {
+// evict_layer once the policy passed its contract.
 template <class Policy>
 status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
                    const std::int64_t* target, eviction_scratch& s) noexcept {
@@ -140,6 +140,22 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
     HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, keep, n_keep));
   }
   return status::ok;
+}
+}  // namespace detail
+
+// Brings every KV head h of in.layer down to at most target[h] entries (heads already within
+// their target are left alone, except under global_top_k, which redistributes the layer's total
+// sum(target) across all heads). in.budget is passed to the policy as the nominal budget. The
+// policy's contract is checked at compile time (policy_traits.hpp).
+template <class Policy>
+status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
+                   const std::int64_t* target, eviction_scratch& s) noexcept {
+  if constexpr (!detail::check_policy<Policy>()) {
+    (void)cache, (void)policy, (void)in, (void)target, (void)s;
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
+  } else {
+    return detail::evict_layer(cache, policy, in, target, s);
+  }
 }
 
 }  // namespace heed
