@@ -280,6 +280,28 @@ TEST(AbortHandlerDeathTest, CustomHandlerRunsThenAborts) {
   EXPECT_DEATH(HEED_ASSERT(false), "heed: invariant broken at .*false");
 }
 
+// HEED_DASSERT is HEED_ASSERT without NDEBUG (Debug builds, and the sanitizer stage of .ci/run,
+// whose RelWithDebInfo flags "-O1 -g1" drop -DNDEBUG; tests/CMakeLists.txt defines
+// HEED_TEST_EXPECT_DASSERT in HEED_SANITIZE builds so that losing it fails the build) and
+// evaluates nothing with it.
+#if defined(HEED_TEST_EXPECT_DASSERT) && defined(NDEBUG)
+#error "HEED_SANITIZE builds must have HEED_DASSERT on, but NDEBUG is defined"
+#endif
+#ifndef NDEBUG
+TEST(AbortHandlerDeathTest, DassertChecksWithoutNdebug) {
+  if (std::getenv("GTEST_DEATH_TEST_STYLE") == nullptr)
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(HEED_DASSERT(2 + 2 == 5), "heed: invariant broken at .*2 \\+ 2 == 5");
+  HEED_DASSERT(2 + 2 == 4);
+}
+#else
+TEST(AbortHandler, DassertEvaluatesNothingUnderNdebug) {
+  int evaluated = 0;
+  HEED_DASSERT(++evaluated == 5);
+  EXPECT_EQ(evaluated, 0);
+}
+#endif
+
 TEST(AbortHandler, SetReturnsThePrevious) {
   const heed::abort_handler original = heed::set_abort_handler(&marker_handler);
   ASSERT_NE(original, nullptr);
