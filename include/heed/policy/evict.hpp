@@ -53,8 +53,8 @@ inline status gather_head(const kv_cache& cache, policy_input& in, int head,
 namespace detail {
 // evict_layer once the policy passed its contract.
 template <class Policy>
-status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
-                   const std::int64_t* target, eviction_scratch& s) noexcept {
+status evict_layer_impl(kv_cache& cache, Policy& policy, const policy_input& in_,
+                        const std::int64_t* target, eviction_scratch& s) noexcept {
   if (in_.cache != &cache) return status::invalid_argument;
   policy_input in = in_;  // may point at gathered copies of paged heads
   if (!cache.valid(in.layer, 0) || target == nullptr) return status::invalid_argument;
@@ -154,7 +154,7 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
     (void)cache, (void)policy, (void)in, (void)target, (void)s;
     return status::invalid_argument;  // not compiled: a contract static_assert failed
   } else {
-    return detail::evict_layer(cache, policy, in, target, s);
+    return detail::evict_layer_impl(cache, policy, in, target, s);
   }
 }
 

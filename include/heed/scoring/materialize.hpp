@@ -26,9 +26,10 @@ enum class attention_values : int {
 // out_stride 0 means Lk.
 namespace detail {
 template <class Arch, class Variant>
-status materialize_attention(const dense_params& p, const Variant& var, const int* heads,
-                             int n_heads, const std::int64_t* rows, int n_rows,
-                             attention_values what, float* out, std::int64_t out_stride) noexcept {
+status materialize_attention_impl(const dense_params& p, const Variant& var, const int* heads,
+                                  int n_heads, const std::int64_t* rows, int n_rows,
+                                  attention_values what, float* out,
+                                  std::int64_t out_stride) noexcept {
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr int L = static_cast<int>(B::size);
@@ -110,8 +111,8 @@ status materialize_attention_t(const dense_params& p, const Variant& var, const 
   if constexpr (!detail::check_variant<Variant, Arch>()) {
     return status::invalid_argument;  // not compiled: a contract static_assert failed
   } else {
-    return detail::materialize_attention<Arch>(p, var, heads, n_heads, rows, n_rows, what, out,
-                                               out_stride);
+    return detail::materialize_attention_impl<Arch>(p, var, heads, n_heads, rows, n_rows, what, out,
+                                                    out_stride);
   }
 }
 

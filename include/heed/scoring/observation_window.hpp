@@ -232,11 +232,11 @@ std::size_t observation_window_workspace_size(std::int64_t kv_len,
 namespace detail {
 // observation_window_scores once the variant passed its contract.
 template <class Arch, class Variant>
-status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
-                                 std::int64_t lse_head_stride,
-                                 const observation_window_options& opt,
-                                 observation_window_outputs out, workspace ws,
-                                 const Variant& var) noexcept {
+status observation_window_scores_impl(const tensor_view& q, const tensor_view& k, const float* lse,
+                                      std::int64_t lse_head_stride,
+                                      const observation_window_options& opt,
+                                      observation_window_outputs out, workspace ws,
+                                      const Variant& var) noexcept {
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr std::int64_t L = B::size;
@@ -423,7 +423,8 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
   if constexpr (!detail::check_variant<Variant, Arch>()) {
     return status::invalid_argument;  // not compiled: a contract static_assert failed
   } else {
-    return detail::observation_window_scores<Arch>(q, k, lse, lse_head_stride, opt, out, ws, var);
+    return detail::observation_window_scores_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws,
+                                                        var);
   }
 }
 
