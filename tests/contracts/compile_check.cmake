@@ -9,10 +9,15 @@ set(_args ${HEED_CONTRACT_FLAGS} ${HEED_CONTRACT_OPTIONS})
 foreach(d IN LISTS HEED_CONTRACT_DEFINES)
   list(APPEND _args "-D${d}")
 endforeach()
-# As CMake does on compile lines: no empty entries, none of the compiler's own directories.
+# As CMake does on compile lines: no empty entries, none of the compiler's own directories, and
+# the dependencies' directories (xsimd, Eigen: imported targets) as system directories.
 foreach(i IN LISTS HEED_CONTRACT_INCLUDES)
-  if(i AND NOT i IN_LIST HEED_CONTRACT_IMPLICIT_INCLUDES AND NOT "-I${i}" IN_LIST _args)
+  if(NOT i OR i IN_LIST HEED_CONTRACT_IMPLICIT_INCLUDES)
+    continue()
+  elseif(i STREQUAL HEED_CONTRACT_OWN_INCLUDE)
     list(APPEND _args "-I${i}")
+  else()
+    list(APPEND _args -isystem "${i}")
   endif()
 endforeach()
 
