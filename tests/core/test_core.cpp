@@ -294,6 +294,17 @@ TEST(AbortHandlerDeathTest, DassertChecksWithoutNdebug) {
   EXPECT_DEATH(HEED_DASSERT(2 + 2 == 5), "heed: invariant broken at .*2 \\+ 2 == 5");
   HEED_DASSERT(2 + 2 == 4);
 }
+
+// One of the library's debug invariants: tensor_view::row() indices in range.
+TEST(AbortHandlerDeathTest, TensorViewRowOutOfRange) {
+  if (std::getenv("GTEST_DEATH_TEST_STYLE") == nullptr)
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<float> buf(2 * 3 * 4);
+  const heed::tensor_view v = heed::make_view(buf.data(), 2, 3, 4);
+  EXPECT_EQ(v.row<const float>(1, 2), buf.data() + 1 * 12 + 2 * 4);
+  EXPECT_DEATH((void)v.row<const float>(2, 0), "invariant broken at .*s < seq");
+  EXPECT_DEATH((void)v.row<const float>(0, -1), "invariant broken at .*h >= 0");
+}
 #else
 TEST(AbortHandler, DassertEvaluatesNothingUnderNdebug) {
   int evaluated = 0;
