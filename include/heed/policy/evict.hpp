@@ -107,6 +107,8 @@ status evict_layer_impl(kv_cache& cache, Policy& policy, const policy_input& in_
     HEED_RETURN_IF_ERROR(select_global_top_k(s.score_ptrs.data(), s.lens.data(), heads,
                                              total_target, sel.floor_fraction, sel.protect,
                                              s.keep_ptrs.data(), s.n_keep.data(), s.select.data()));
+    HEED_DASSERT(select_detail::sum(s.n_keep.data(), heads) ==
+                 std::min(total_target, total_len));  // AdaKV keeps exactly the total budget
     for (int h = 0; h < heads; ++h)
       if (s.n_keep[h] < s.lens[h])
         HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, s.keep_ptrs[h], s.n_keep[h]));
@@ -137,6 +139,7 @@ status evict_layer_impl(kv_cache& cache, Policy& policy, const policy_input& in_
       default:
         return status::invalid_argument;
     }
+    HEED_DASSERT(n_keep >= 0 && n_keep <= target[h] && n_keep < len);  // the selection's promise
     HEED_RETURN_IF_ERROR(cache.keep(in.layer, h, keep, n_keep));
   }
   return status::ok;
