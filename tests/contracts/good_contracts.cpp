@@ -58,8 +58,7 @@ struct both_observer {
 
 struct user_policy : heed::policy_base<user_policy> {
   const char* name() const noexcept { return "user"; }
-  heed::status score(const heed::policy_input& in, int head, float* out,
-                     heed::workspace) noexcept {
+  heed::status score(const heed::policy_input& in, int head, float* out, heed::workspace) noexcept {
     for (std::int64_t j = 0; j < in.length(head); ++j) out[j] = float(j);
     return heed::status::ok;
   }

@@ -1,6 +1,8 @@
 // on_row() under a misspelled flag (want_row_stats): the kernel would never call it; refused at
 // vertical_slash_attention_t.
+// clang-format off
 // expect-error: heed observer: defines on_row() but wants_row_stats is false or missing: misspelled flag?
+// clang-format on
 #include "heed/attention/sparse.hpp"
 
 struct bad_observer {

@@ -1,5 +1,7 @@
 // A policy without score(): refused by any_policy.
+// clang-format off
 // expect-error: heed policy: there is no score() member: status score(const policy_input&, int head, float* out, workspace ws) noexcept is required
+// clang-format on
 #include "heed/policy/any_policy.hpp"
 
 struct bad_policy : heed::policy_base<bad_policy> {

@@ -1,5 +1,7 @@
 // has_row_finalize set, but finalize_row() is not const: refused at materialize_attention_t.
+// clang-format off
 // expect-error: heed variant: has_row_finalize is set but there is no finalize_row(int, std::int64_t, row_state&) const member
+// clang-format on
 #include "heed/scoring/materialize.hpp"
 
 struct bad_variant : heed::variant_base {

@@ -1,5 +1,7 @@
 // has_log2_transform set with transform_logits() only: refused at dense_attention_t.
+// clang-format off
 // expect-error: heed variant: has_log2_transform is set but there is no transform_logits_log2(batch<float, A>, const lane_ctx<A>&) const member returning batch<float, A>
+// clang-format on
 #include "heed/attention/dense.hpp"
 
 struct bad_variant : heed::variant_base {

@@ -1,5 +1,7 @@
 // has_logits_transform set, but no transform_logits(): refused at dense_attention_t.
+// clang-format off
 // expect-error: heed variant: has_logits_transform is set but there is no transform_logits(batch<float, A>, const lane_ctx<A>&) const member returning batch<float, A>
+// clang-format on
 #include "heed/attention/dense.hpp"
 
 struct bad_variant : heed::variant_base {
