@@ -280,6 +280,39 @@ TEST(AbortHandlerDeathTest, CustomHandlerRunsThenAborts) {
   EXPECT_DEATH(HEED_ASSERT(false), "heed: invariant broken at .*false");
 }
 
+// HEED_DASSERT is HEED_ASSERT without NDEBUG (Debug builds, and the sanitizer stage of .ci/run,
+// whose RelWithDebInfo flags "-O1 -g1" drop -DNDEBUG; tests/CMakeLists.txt defines
+// HEED_TEST_EXPECT_DASSERT in HEED_SANITIZE builds so that losing it fails the build) and
+// evaluates nothing with it.
+#if defined(HEED_TEST_EXPECT_DASSERT) && defined(NDEBUG)
+#error "HEED_SANITIZE builds must have HEED_DASSERT on, but NDEBUG is defined"
+#endif
+#ifndef NDEBUG
+TEST(AbortHandlerDeathTest, DassertChecksWithoutNdebug) {
+  if (std::getenv("GTEST_DEATH_TEST_STYLE") == nullptr)
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(HEED_DASSERT(2 + 2 == 5), "heed: invariant broken at .*2 \\+ 2 == 5");
+  HEED_DASSERT(2 + 2 == 4);
+}
+
+// One of the library's debug invariants: tensor_view::row() indices in range.
+TEST(AbortHandlerDeathTest, TensorViewRowOutOfRange) {
+  if (std::getenv("GTEST_DEATH_TEST_STYLE") == nullptr)
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+  std::vector<float> buf(2 * 3 * 4);
+  const heed::tensor_view v = heed::make_view(buf.data(), 2, 3, 4);
+  EXPECT_EQ(v.row<const float>(1, 2), buf.data() + 1 * 12 + 2 * 4);
+  EXPECT_DEATH((void)v.row<const float>(2, 0), "invariant broken at .*s < seq");
+  EXPECT_DEATH((void)v.row<const float>(0, -1), "invariant broken at .*h >= 0");
+}
+#else
+TEST(AbortHandler, DassertEvaluatesNothingUnderNdebug) {
+  int evaluated = 0;
+  HEED_DASSERT(++evaluated == 5);
+  EXPECT_EQ(evaluated, 0);
+}
+#endif
+
 TEST(AbortHandler, SetReturnsThePrevious) {
   const heed::abort_handler original = heed::set_abort_handler(&marker_handler);
   ASSERT_NE(original, nullptr);

@@ -17,9 +17,11 @@
 #include "heed/attention/detail/dense_prefill.hpp"
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variant_traits.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/scoring/observer.hpp"
+#include "heed/scoring/observer_traits.hpp"
 
 namespace heed {
 
@@ -49,25 +51,34 @@ std::size_t dense_workspace_size_t(const dense_params& p, int threads,
 }
 
 namespace detail {
-// dense_attention_t for head dim D (0: generic): checks the parameters, the executor and the
-// workspace, then runs. The compiled library instantiates it once per (ISA, D), each in its own
-// translation unit.
+// dense_attention_t for head dim D (0: generic): checks the variant and observer contracts at
+// compile time (a broken one stops here, before the kernels are instantiated, so its
+// static_assert is the only error), then the parameters, the executor and the workspace, then
+// runs. The compiled library instantiates it once per (ISA, D), each in its own translation unit.
 template <class Arch, int D, class Variant, class Observer>
 status dense_attention_head_dim(const dense_params& p, const Variant& var, Observer& obs,
                                 workspace ws, executor& ex) noexcept {
-  HEED_RETURN_IF_ERROR(validate_dense(p));
-  const int threads = ex.concurrency();
-  if (threads < 1) return status::invalid_argument;
-  const bool probs = keeps_logits(obs);
-  if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
-  if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs)) return status::workspace_too_small;
-  if (use_decode_path(p)) {
-    with_kernel_kv_type<D>(
-        p.k, [&](auto kv) { run_decode<Arch, D, decltype(kv)>(p, var, obs, ws, ex, probs); });
+  constexpr bool variant_ok = check_variant<Variant, Arch>();
+  constexpr bool observer_ok = check_observer<Observer>();
+  if constexpr (!variant_ok || !observer_ok) {
+    (void)p, (void)var, (void)obs, (void)ws, (void)ex;
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
   } else {
-    run_prefill<Arch, D>(p, var, obs, ws, ex);  // one kernel for every K/V type (prefill_pack.hpp)
+    HEED_RETURN_IF_ERROR(validate_dense(p));
+    const int threads = ex.concurrency();
+    if (threads < 1) return status::invalid_argument;
+    const bool probs = keeps_logits(obs);
+    if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
+    if (ws.size < dense_workspace_size_t<Arch>(p, threads, probs))
+      return status::workspace_too_small;
+    if (use_decode_path(p)) {
+      with_kernel_kv_type<D>(
+          p.k, [&](auto kv) { run_decode<Arch, D, decltype(kv)>(p, var, obs, ws, ex, probs); });
+    } else {
+      run_prefill<Arch, D>(p, var, obs, ws, ex);  // one kernel for every K/V type
+    }
+    return status::ok;
   }
-  return status::ok;
 }
 }  // namespace detail
 
@@ -75,7 +86,6 @@ template <class Arch = xsimd::default_arch, class Variant = no_variant,
           class Observer = null_observer>
 status dense_attention_t(const dense_params& p, const Variant& var, Observer& obs, workspace ws,
                          executor& ex = default_executor()) noexcept {
-  detail::check_variant<Variant>();
   return detail::with_head_dim(detail::kernel_head_dim(p), [&](auto dc) {
     return detail::dense_attention_head_dim<Arch, decltype(dc)::value>(p, var, obs, ws, ex);
   });

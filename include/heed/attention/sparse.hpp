@@ -20,9 +20,11 @@
 #include "heed/attention/params.hpp"
 #include "heed/attention/sparse_layout.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variant_traits.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/scoring/observer.hpp"
+#include "heed/scoring/observer_traits.hpp"
 
 namespace heed {
 
@@ -55,28 +57,35 @@ void run_sparse_layout(const dense_params& p, const vertical_slash_layout& l, co
   run_vertical_slash<Arch, D>(p, l, var, obs, ws, ex);
 }
 
-// The sparse kernel of layout l for head dim D (0: generic): checks the parameters, the layout,
-// the executor and the workspace (`size` of them), then runs. The compiled library instantiates
-// it once per (ISA, D), each in its own translation unit.
+// The sparse kernel of layout l for head dim D (0: generic): checks the variant and observer
+// contracts at compile time (a broken one stops here, before the kernels are instantiated), then
+// the parameters, the layout, the executor and the workspace (`size` of them), then runs. The
+// compiled library instantiates it once per (ISA, D), each in its own translation unit.
 template <class Arch, int D, class Layout, class Variant, class Observer>
 status sparse_attention_head_dim(const dense_params& p, const Layout& l, const Variant& var,
                                  Observer& obs, workspace ws, executor& ex,
                                  std::size_t (*size)(const dense_params&, const Layout&,
                                                      int)) noexcept {
-  HEED_RETURN_IF_ERROR(validate(p, l));
-  const int threads = ex.concurrency();
-  if (threads < 1) return status::invalid_argument;
-  if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
-  if (ws.size < size(p, l, threads)) return status::workspace_too_small;
-  run_sparse_layout<Arch, D>(p, l, var, obs, ws, ex);
-  return status::ok;
+  constexpr bool variant_ok = check_variant<Variant, Arch>();
+  constexpr bool observer_ok = check_observer<Observer>();
+  if constexpr (!variant_ok || !observer_ok) {
+    (void)p, (void)l, (void)var, (void)obs, (void)ws, (void)ex, (void)size;
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
+  } else {
+    HEED_RETURN_IF_ERROR(validate(p, l));
+    const int threads = ex.concurrency();
+    if (threads < 1) return status::invalid_argument;
+    if (ws.data == nullptr && ws.size > 0) return status::null_pointer;
+    if (ws.size < size(p, l, threads)) return status::workspace_too_small;
+    run_sparse_layout<Arch, D>(p, l, var, obs, ws, ex);
+    return status::ok;
+  }
 }
 
 template <class Arch, class Layout, class Variant, class Observer>
 status run_sparse(const dense_params& p, const Layout& l, const Variant& var, Observer& obs,
                   workspace ws, executor& ex,
                   std::size_t (*size)(const dense_params&, const Layout&, int)) noexcept {
-  check_variant<Variant>();
   return with_head_dim(kernel_head_dim(p), [&](auto dc) {
     return sparse_attention_head_dim<Arch, decltype(dc)::value>(p, l, var, obs, ws, ex, size);
   });

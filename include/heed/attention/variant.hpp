@@ -30,6 +30,10 @@
 //                         multiplies the row's logits (applied to the query once per row, so
 //                         it is free in the inner loop); n = keys the causal limit lets the row
 //                         see (q_pos + 1, at most kv_len; kv_len when not causal).
+//
+// Every hook is const and noexcept. A flag and its member must agree: variant_traits.hpp checks
+// it at compile time where the variant enters the library (a flag without its member, or a
+// member without its flag, e.g. under a misspelled flag name, fails with a message naming both).
 #pragma once
 
 #include <cmath>
@@ -99,12 +103,6 @@ HEED_FORCE_INLINE xsimd::batch<float, A> transform_log2(const V& var, xsimd::bat
     constexpr float ln2 = 0.693147180559945309f, log2e = 1.44269504088896341f;
     return var.transform_logits(u * B(ln2), c) * B(log2e);
   }
-}
-
-template <class V>
-constexpr void check_variant() {
-  static_assert(std::is_base_of<variant_base, V>::value,
-                "a heed variant must derive from heed::variant_base");
 }
 }  // namespace detail
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/dtype.hpp"
 #include "heed/core/status.hpp"
 #include "heed/quant/format.hpp"
@@ -40,8 +41,12 @@ struct basic_tensor_view {
   constexpr std::int64_t offset(std::int64_t s, std::int64_t h) const noexcept {
     return s * seq_stride + h * head_stride;
   }
+  // Row (s, h) as T*; in debug builds (HEED_DASSERT) s and h must be in range.
   template <class T>
   T* row(std::int64_t s, std::int64_t h) const noexcept {
+    HEED_DASSERT(data != nullptr);
+    HEED_DASSERT(s >= 0 && s < seq);
+    HEED_DASSERT(h >= 0 && h < heads);
     return static_cast<T*>(data) + offset(s, h);
   }
 };

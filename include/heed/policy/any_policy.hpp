@@ -3,7 +3,8 @@
 //
 // Copies share the held policy (reference counted), as copies of a std::shared_ptr would. The
 // converting constructor allocates with a throwing new (std::bad_alloc); any_policy::make() is the
-// non-throwing way (the policy registry and the C API use it).
+// non-throwing way (the policy registry and the C API use it). Both check the policy contract at
+// compile time (policy_traits.hpp).
 #pragma once
 
 #include <atomic>
@@ -15,6 +16,7 @@
 
 #include "heed/core/status.hpp"
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 
 namespace heed {
 
@@ -23,20 +25,25 @@ class any_policy {
   any_policy() = default;
   template <class P, class = std::enable_if_t<!std::is_same<std::decay_t<P>, any_policy>::value>>
   any_policy(P&& p)  // NOLINT(google-explicit-constructor): any policy converts
-      : self_(new model<std::decay_t<P>>(std::forward<P>(p))) {}
+      : self_(new_model<std::decay_t<P>>(std::forward<P>(p))) {}
 
   // Holds p in *out (whose previous policy is released); out_of_memory (out unchanged) when the
   // allocation fails. Moving p must not throw (every heed policy's move is noexcept).
   template <class P>
   static status make(P p, any_policy* out) noexcept {
     static_assert(!std::is_same<P, any_policy>::value, "already an any_policy");
-    if (out == nullptr) return status::null_pointer;
-    concept_t* m = new (std::nothrow) model<P>(std::move(p));
-    if (m == nullptr) return status::out_of_memory;
-    any_policy held;
-    held.self_ = m;
-    *out = std::move(held);
-    return status::ok;
+    if constexpr (!detail::check_policy<P>()) {
+      (void)p, (void)out;
+      return status::invalid_argument;  // not compiled: a contract static_assert failed
+    } else {
+      if (out == nullptr) return status::null_pointer;
+      concept_t* m = new (std::nothrow) model<P>(std::move(p));
+      if (m == nullptr) return status::out_of_memory;
+      any_policy held;
+      held.self_ = m;
+      *out = std::move(held);
+      return status::ok;
+    }
   }
 
   any_policy(const any_policy& o) noexcept : self_(o.self_) {
@@ -107,6 +114,18 @@ class any_policy {
     }
     P p;
   };
+  // The held model of P, once P passed its contract (policy_traits.hpp; a broken P stops at the
+  // static_assert, before model<P> is instantiated).
+  template <class P, class Q>
+  static concept_t* new_model(Q&& q) {
+    if constexpr (!detail::check_policy<P>()) {
+      (void)q;
+      return nullptr;  // not compiled: a contract static_assert failed
+    } else {
+      return new model<P>(std::forward<Q>(q));
+    }
+  }
+
   concept_t* self_ = nullptr;
 };
 

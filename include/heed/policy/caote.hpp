@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 #include "heed/scoring/caote.hpp"
 
 namespace heed {
@@ -53,6 +54,7 @@ struct caote_policy {
 };
 template <class Inner>
 caote_policy<Inner> caote(Inner inner) {
+  detail::check_policy<Inner>();
   return {std::move(inner)};
 }
 

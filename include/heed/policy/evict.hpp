@@ -12,6 +12,7 @@
 #include "heed/core/detail/grow_vector.hpp"
 #include "heed/core/status.hpp"
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 #include "heed/policy/select.hpp"
 
 namespace heed {
@@ -97,18 +98,12 @@ inline status demote_kept(kv_cache& cache, int layer, int head, const float* sc,
   }
   return cache.demote(layer, head, s.demote.data(), n_demote);
 }
-}  // namespace detail
 
-// Brings every KV head h of in.layer down to at most target[h] entries (heads already within
-// their target are left alone, except under global_top_k, which redistributes the layer's total
-// sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
-// high_target (a tiered cache, or null): each head then also keeps at most high_target[h] entries
-// in its high tier, demoting the lowest-scored of the kept ones (the selection's protection keeps
-// sinks and recent entries high); demoted entries stay demoted.
+// evict_layer once the policy passed its contract.
 template <class Policy>
-status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
-                   const std::int64_t* target, eviction_scratch& s,
-                   const std::int64_t* high_target = nullptr) noexcept {
+status evict_layer_impl(kv_cache& cache, Policy& policy, const policy_input& in_,
+                        const std::int64_t* target, eviction_scratch& s,
+                        const std::int64_t* high_target) noexcept {
   if (in_.cache != &cache) return status::invalid_argument;
   policy_input in = in_;  // may point at gathered copies of paged heads
   if (!cache.valid(in.layer, 0) || target == nullptr) return status::invalid_argument;
@@ -187,6 +182,8 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
     HEED_RETURN_IF_ERROR(select_global_top_k(s.score_ptrs.data(), s.lens.data(), heads,
                                              total_target, sel.floor_fraction, sel.protect,
                                              s.keep_ptrs.data(), s.n_keep.data(), s.select.data()));
+    HEED_DASSERT(select_detail::sum(s.n_keep.data(), heads) ==
+                 std::min(total_target, total_len));  // AdaKV keeps exactly the total budget
     for (int h = 0; h < heads; ++h) HEED_RETURN_IF_ERROR(apply(h));
     return status::ok;
   }
@@ -220,10 +217,31 @@ status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in_,
       default:
         return status::invalid_argument;
     }
+    HEED_DASSERT(n_keep >= 0 && n_keep <= target[h] && n_keep < len);  // the selection's promise
     s.n_keep[h] = n_keep;
     HEED_RETURN_IF_ERROR(apply(h));
   }
   return status::ok;
+}
+}  // namespace detail
+
+// Brings every KV head h of in.layer down to at most target[h] entries (heads already within
+// their target are left alone, except under global_top_k, which redistributes the layer's total
+// sum(target) across all heads). in.budget is passed to the policy as the nominal budget.
+// high_target (a tiered cache, or null): each head then also keeps at most high_target[h] entries
+// in its high tier, demoting the lowest-scored of the kept ones (the selection's protection keeps
+// sinks and recent entries high); demoted entries stay demoted. The policy's contract is checked
+// at compile time (policy_traits.hpp).
+template <class Policy>
+status evict_layer(kv_cache& cache, Policy& policy, const policy_input& in,
+                   const std::int64_t* target, eviction_scratch& s,
+                   const std::int64_t* high_target = nullptr) noexcept {
+  if constexpr (!detail::check_policy<Policy>()) {
+    (void)cache, (void)policy, (void)in, (void)target, (void)s, (void)high_target;
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
+  } else {
+    return detail::evict_layer_impl(cache, policy, in, target, s, high_target);
+  }
 }
 
 }  // namespace heed

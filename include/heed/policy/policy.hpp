@@ -14,6 +14,9 @@
 // higher = keep. It must not allocate. Everything it may read is in policy_input: the cache (keys,
 // values, positions, the score channels the kernel accumulated), recent queries, the latest
 // output and probabilities. policy_base supplies defaults for everything but name() and score().
+// policy_traits.hpp checks this contract at compile time where a policy enters the library
+// (any_policy, evict_layer, the wrappers): a missing member, a wrong signature or a member that
+// is not noexcept fails to compile with a message naming it.
 #pragma once
 
 #include <cstddef>

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 #include "heed/policy/detail/select_impl.hpp"
 
@@ -81,6 +82,7 @@ inline status select_top_k(const float* scores, std::int64_t n, std::int64_t bud
   HEED_RETURN_IF_ERROR(select_detail::check_head(scores, n, protect, keep, n_keep, scratch));
   const auto l = select_detail::make_layout(n, protect.n_sink, protect.n_recent);
   *n_keep = select_detail::top_k_head(scores, l, std::min(budget, n), keep, scratch);
+  HEED_DASSERT(*n_keep == std::min(budget, n));
   return status::ok;
 }
 
@@ -100,6 +102,7 @@ inline status select_threshold(const float* scores, std::int64_t n, float tau,
   for (std::int64_t i = l.lo; i < l.hi; ++i) c += scores[i] >= tau ? 1 : 0;
   const std::int64_t t = select_detail::clamp_count(c, min_keep, max_keep, n);
   *n_keep = select_detail::top_k_head(scores, l, t, keep, scratch);
+  HEED_DASSERT(*n_keep == t && t <= max_keep);
   return status::ok;
 }
 
@@ -150,10 +153,12 @@ inline status select_coverage(const float* scores, std::int64_t n, double gamma,
         a = mid;
       }
     }
+    HEED_DASSERT(b <= l.n_middle());  // scratch[0, b) held middle indices
     j = b;
   }
   const std::int64_t t = select_detail::clamp_count(l.n_protected() + j, min_keep, max_keep, n);
   *n_keep = select_detail::top_k_head(scores, l, t, keep, scratch);
+  HEED_DASSERT(*n_keep == t && t <= max_keep);
   return status::ok;
 }
 
@@ -218,6 +223,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
   const double fd = std::floor(floor_fraction * double(budget) / double(heads));
   const std::int64_t f = fd >= double(per_head) ? per_head : static_cast<std::int64_t>(fd);
   std::int64_t left = budget, max_prot = 0;
+  HEED_DASSERT(f >= 0 && f * heads <= budget);
   for (int h = 0; h < heads; ++h) {
     const auto l = layout(h);
     const std::int64_t fh = std::min(n[h], f), p = l.n_protected();
@@ -236,7 +242,9 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     }
     lo[h] = static_cast<std::int32_t>(off[h] + from);
     hi[h] = static_cast<std::int32_t>(off[h] + l.n_middle());
+    HEED_DASSERT(lo[h] <= hi[h] && hi[h] <= off[h + 1]);  // inside head h's scratch region
   }
+  HEED_DASSERT(left >= 0);
 
   // Step 3: level L takes, from every head, its protected entries of order < L.
   auto taken_below = [&](std::int64_t level) {
@@ -266,6 +274,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     left -= kp - n_keep[h];
     n_keep[h] = kp;
   }
+  HEED_DASSERT(left >= 0);  // step 3 never takes more than the slots left
 
   // Step 4: the best `left` candidates across heads, in global order (rank key, then the lower
   // head). A quickselect over the per-head ranges: cand[start_h, lo[h]) are taken,
@@ -287,6 +296,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     std::int64_t r = static_cast<std::int64_t>((std::uint64_t(rng) * std::uint64_t(active)) >> 32);
     int ph = 0;
     for (; r >= hi[ph] - lo[ph]; ++ph) r -= hi[ph] - lo[ph];
+    HEED_DASSERT(ph < heads);
     const std::int32_t pi = cand[lo[ph] + r];
     const std::uint64_t pk = rank_key(scores[ph][pi], pi);
     std::int64_t count = 0;
@@ -340,6 +350,7 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
         },
         keep[h]);
   }
+  HEED_DASSERT(select_detail::sum(n_keep, heads) == budget);  // budget < total here
   return status::ok;
 }
 

@@ -8,6 +8,8 @@
 //
 // Periodic eviction and per-layer budgets (PyramidKV) are eviction_config settings (slack, every,
 // layer_budgets; see budgets.hpp), since they decide when and how much, not what.
+//
+// The factories check the inner policies' contracts at compile time (policy_traits.hpp).
 #pragma once
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <utility>
 
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 
 namespace heed {
 
@@ -56,12 +59,14 @@ struct reselect_policy {
 };
 template <class Inner>
 reselect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
+  detail::check_policy<Inner>();
   selection_spec s;
   s.protect = {n_sink, n_recent};
   return {std::move(inner), s, false};
 }
 template <class Inner>
 reselect_policy<Inner> head_adaptive(Inner inner, double floor_fraction = 0.2) {
+  detail::check_policy<Inner>();
   selection_spec s;
   s.kind = select_kind::global_top_k;
   s.floor_fraction = floor_fraction;
@@ -69,6 +74,7 @@ reselect_policy<Inner> head_adaptive(Inner inner, double floor_fraction = 0.2) {
 }
 template <class Inner>
 reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_keep = 0) {
+  detail::check_policy<Inner>();
   selection_spec s;
   s.kind = select_kind::threshold;
   s.tau = tau;
@@ -77,6 +83,7 @@ reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_k
 }
 template <class Inner>
 reselect_policy<Inner> with_coverage(Inner inner, double gamma, std::int64_t min_keep = 0) {
+  detail::check_policy<Inner>();
   selection_spec s;
   s.kind = select_kind::coverage;
   s.gamma = gamma;
@@ -152,6 +159,8 @@ struct composed_policy {
 };
 template <class A, class B>
 composed_policy<A, B> composed(A a, B b, float wa = 1.f, float wb = 1.f) {
+  detail::check_policy<A>();
+  detail::check_policy<B>();
   return {std::move(a), std::move(b), wa, wb};
 }
 

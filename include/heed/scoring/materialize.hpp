@@ -11,6 +11,7 @@
 #include "heed/attention/detail/dense_common.hpp"
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variant_traits.hpp"
 #include "heed/core/dtype.hpp"
 #include "heed/core/status.hpp"
 
@@ -23,11 +24,12 @@ enum class attention_values : int {
 
 // out[(hi * n_rows + ri) * out_stride + j] for head heads[hi], query row rows[ri], key j < Lk.
 // out_stride 0 means Lk.
-template <class Arch = xsimd::default_arch, class Variant = no_variant>
-status materialize_attention_t(const dense_params& p, const Variant& var, const int* heads,
-                               int n_heads, const std::int64_t* rows, int n_rows,
-                               attention_values what, float* out,
-                               std::int64_t out_stride = 0) noexcept {
+namespace detail {
+template <class Arch, class Variant>
+status materialize_attention_impl(const dense_params& p, const Variant& var, const int* heads,
+                                  int n_heads, const std::int64_t* rows, int n_rows,
+                                  attention_values what, float* out,
+                                  std::int64_t out_stride) noexcept {
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr int L = static_cast<int>(B::size);
@@ -97,6 +99,21 @@ status materialize_attention_t(const dense_params& p, const Variant& var, const 
     }
   }
   return status::ok;
+}
+}  // namespace detail
+
+// The variant's contract is checked at compile time (variant_traits.hpp).
+template <class Arch = xsimd::default_arch, class Variant = no_variant>
+status materialize_attention_t(const dense_params& p, const Variant& var, const int* heads,
+                               int n_heads, const std::int64_t* rows, int n_rows,
+                               attention_values what, float* out,
+                               std::int64_t out_stride = 0) noexcept {
+  if constexpr (!detail::check_variant<Variant, Arch>()) {
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
+  } else {
+    return detail::materialize_attention_impl<Arch>(p, var, heads, n_heads, rows, n_rows, what, out,
+                                                    out_stride);
+  }
 }
 
 }  // namespace heed

@@ -41,6 +41,7 @@
 
 #include "heed/attention/logit_settings.hpp"
 #include "heed/attention/variant.hpp"
+#include "heed/attention/variant_traits.hpp"
 #include "heed/attention/variants/builtin.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
@@ -234,18 +235,14 @@ std::size_t observation_window_workspace_size(std::int64_t kv_len,
   return bytes;
 }
 
-// q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
-//
-// Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
-// window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
-// (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
 namespace detail {
+// observation_window_scores once the variant passed its contract.
 template <class Arch, class Variant>
-status observation_window_impl(const tensor_view& q, const tensor_view& k, const float* lse,
-                               std::int64_t lse_head_stride, const observation_window_options& opt,
-                               observation_window_outputs out, workspace ws,
-                               const Variant& var) noexcept {
-  detail::check_variant<Variant>();
+status observation_window_scores_impl(const tensor_view& q, const tensor_view& k, const float* lse,
+                                      std::int64_t lse_head_stride,
+                                      const observation_window_options& opt,
+                                      observation_window_outputs out, workspace ws,
+                                      const Variant& var) noexcept {
   using B = xsimd::batch<float, Arch>;
   using I = xsimd::batch<std::int32_t, Arch>;
   constexpr std::int64_t L = B::size;
@@ -416,6 +413,15 @@ status observation_window_impl(const tensor_view& q, const tensor_view& k, const
 }
 }  // namespace detail
 
+// q: [W, Hq, d] f32, the last W query rows; k: [Lk, Hkv, d]; lse: see the header comment.
+//
+// Loop order per query head: with the main pass LSE, per tile of 256 keys (kept in cache), every
+// window row in blocks of 4; with lse == nullptr, per block of 4 rows, their whole logit rows
+// (4 x Lk floats of scratch), then each row's LSE, then the probabilities.
+//
+// The logits are opt.logits' (with_builtin_variant), or those of your own variant (then
+// opt.logits beyond the scale must be unset); its contract is checked at compile time
+// (variant_traits.hpp).
 template <class Arch = xsimd::default_arch, class Variant = no_variant>
 status observation_window_scores(const tensor_view& q, const tensor_view& k, const float* lse,
                                  std::int64_t lse_head_stride,
@@ -424,11 +430,15 @@ status observation_window_scores(const tensor_view& q, const tensor_view& k, con
                                  const Variant& var = Variant{}) noexcept {
   if constexpr (std::is_same_v<Variant, no_variant>) {
     return with_builtin_variant(opt.logits, [&](const auto& v) {
-      return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, v);
+      return detail::observation_window_scores_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws,
+                                                          v);
     });
+  } else if constexpr (!detail::check_variant<Variant, Arch>()) {
+    return status::invalid_argument;  // not compiled: a contract static_assert failed
   } else {
     if (opt.logits.any_variant()) return status::invalid_argument;  // one source for the logits
-    return detail::observation_window_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws, var);
+    return detail::observation_window_scores_impl<Arch>(q, k, lse, lse_head_stride, opt, out, ws,
+                                                        var);
   }
 }
 

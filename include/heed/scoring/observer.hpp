@@ -15,7 +15,10 @@
 //     and different heads may be reported from different threads at once, but all query heads of
 //     one KV head and one key range come from the same call sequence on one thread, in head order.
 //
-// Observers are off by default (null_observer) and the kernel compiles their code out.
+// Observers are off by default (null_observer) and the kernel compiles their code out. Flags and
+// members must agree: scoring/observer_traits.hpp checks it at compile time where an observer
+// enters the library (a flag without its member, or a member without its flag, fails to compile
+// with a message naming both).
 #pragma once
 
 #include <cstdint>
@@ -81,7 +84,8 @@ struct row_stats_observer {
   }
 };
 
-// Combines two observers: both see every event.
+// Combines two observers: both see every event. Only the members of the flags it sets are
+// declared (observer_traits.hpp refuses a member whose flag is off).
 template <class A, class B>
 struct observer_pair {
   static constexpr bool wants_row_stats =
@@ -90,16 +94,19 @@ struct observer_pair {
   A& a;
   B& b;
 
+  template <bool On = wants_row_stats, std::enable_if_t<On, int> = 0>
   void on_row(int h, std::int64_t row, float l, float e) noexcept {
     if constexpr (observer_traits<A>::row_stats) a.on_row(h, row, l, e);
     if constexpr (observer_traits<B>::row_stats) b.on_row(h, row, l, e);
   }
+  template <bool On = wants_probs, std::enable_if_t<On, int> = 0>
   bool probs_active() const noexcept {
     bool on = false;
     if constexpr (observer_traits<A>::probs) on = on || a.probs_active();
     if constexpr (observer_traits<B>::probs) on = on || b.probs_active();
     return on;
   }
+  template <bool On = wants_probs, std::enable_if_t<On, int> = 0>
   void on_probs(int h, std::int64_t k0, const float* p, std::int64_t n) noexcept {
     if constexpr (observer_traits<A>::probs) {
       if (a.probs_active()) a.on_probs(h, k0, p, n);

@@ -92,6 +92,24 @@ HEED_FORCE_INLINE void with_kernel_kv_type(const tensor_view& k, F&& f) {
   with_kv_type(k.type, std::forward<F>(f));
 }
 
+// Debug builds (HEED_DASSERT; nothing otherwise): what every kernel entry (run_prefill,
+// run_decode, run_block_sparse, run_vertical_slash) takes from its caller, which validated p
+// (validate_dense / validate, dense.hpp and sparse.hpp) and chose D by kernel_head_dim. The
+// workspace size is asserted by each entry, against its own size function.
+template <int D>
+HEED_FORCE_INLINE void dassert_kernel_entry(const dense_params& p, const void* ws) noexcept {
+  HEED_DASSERT(p.head_dim() >= 1);
+  HEED_DASSERT(D == 0 || p.head_dim() == D);  // a specialization runs its own head dim only
+  HEED_DASSERT(D == 0 || !is_quantized(p.k.type) || p.k.quant_group() == quant::kernel_group);
+  HEED_DASSERT(p.k.dim == p.head_dim() && p.v.dim == p.head_dim() && p.o.dim == p.head_dim());
+  HEED_DASSERT(p.q.data != nullptr && p.k.data != nullptr && p.v.data != nullptr &&
+               p.o.data != nullptr);
+  HEED_DASSERT(p.q_len() >= 1 && p.kv_len() >= 1);
+  HEED_DASSERT(p.kv_heads() >= 1 && p.q_heads() % p.kv_heads() == 0);
+  HEED_DASSERT(ws != nullptr);
+  (void)p, (void)ws;
+}
+
 // 0, 1, 2, ... in the lanes.
 template <class A>
 HEED_FORCE_INLINE xsimd::batch<std::int32_t, A> lane_iota() noexcept {

@@ -836,7 +836,12 @@ struct decode_probs_task {
 template <class A, int D, class KV, class Variant, class Obs>
 void run_decode(const dense_params& p, const Variant& var, Obs& obs, workspace ws, executor& ex,
                 bool keep_logits) noexcept {
+  dassert_kernel_entry<D>(p, ws.data);
+  HEED_DASSERT(p.q_len() == 1);
+  HEED_DASSERT(!keep_logits || observer_traits<Obs>::probs);
+  HEED_DASSERT(ws.size >= decode_workspace_size(p, ex.concurrency(), keep_logits));
   const decode_layout lay = make_decode_layout(p, keep_logits);
+  HEED_DASSERT(lay.n_parts >= 1 && lay.group >= 1 && lay.k_hi <= p.kv_len());
   const decode_buffers buf = carve_decode(ws.data, p, lay, ex.concurrency());
   const decode_kernel<A, D, KV, Variant, Obs> k(p, var, obs, lay, buf);
   // Each thread takes one contiguous run of (KV head, partition) tasks: long sequential K/V

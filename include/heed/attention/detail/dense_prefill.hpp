@@ -253,6 +253,7 @@ struct prefill_kernel {
 
   // Tasks: heaviest (last) query tiles first so dynamic scheduling balances causal work.
   void run_task(std::int64_t task, int thread) const noexcept {
+    HEED_DASSERT(task >= 0 && task < tasks() && thread >= 0);
     const std::int64_t sets = head_sets();
     const std::int64_t tile = n_tiles - 1 - task / sets;
     const std::int64_t set = task % sets;
@@ -274,6 +275,8 @@ struct prefill_kernel {
   // The same query tile of heads h0 .. h0 + heads - 1 (one KV head), chunk by chunk.
   void run_tiles(int h0, int heads, std::int64_t tile, float* base) const noexcept {
     const int gmax = prefill_heads_per_task(p, C::G);
+    HEED_DASSERT(heads >= 1 && heads <= gmax && gmax <= C::G);  // the scratch holds gmax heads
+    HEED_DASSERT(h0 >= 0 && h0 + heads <= hq && h0 / group == (h0 + heads - 1) / group);
     const bool pack = prefill_packs(p, gmax);
     prefill_scratch<A> s[C::G];
     tile_state t[C::G];
@@ -321,6 +324,7 @@ struct prefill_kernel {
     if (p.causal) k_hi = std::min(lk, t.pos0 + t.nrows);
     if constexpr (Variant::has_key_range) var.key_range(t.pos0, t.pos0 + t.nrows - 1, k_lo, k_hi);
     k_lo = std::max<std::int64_t>(k_lo, 0);
+    HEED_DASSERT(k_hi <= lk);  // a variant's key range narrows, never widens
   }
 
   // Packs the tile's queries (Q^T, pre-scaled; padding rows zero) and resets the running state.
@@ -330,6 +334,7 @@ struct prefill_kernel {
     t.kvh = static_cast<int>(h / group);
     t.i0 = tile * BR;
     t.nrows = static_cast<int>(std::min<std::int64_t>(BR, lq - t.i0));
+    HEED_DASSERT(h >= 0 && h < hq && t.nrows >= 1 && t.nrows <= BR);
     t.pos0 = offset + t.i0;
     const float* qbase = static_cast<const float*>(p.q.data);
     for (int r = 0; r < BR; ++r) {
@@ -569,6 +574,8 @@ inline std::size_t prefill_workspace_size(const dense_params& p, int threads) no
 template <class A, int D, class Variant, class Obs>
 void run_prefill(const dense_params& p, const Variant& var, Obs& obs, workspace ws,
                  executor& ex) noexcept {
+  dassert_kernel_entry<D>(p, ws.data);
+  HEED_DASSERT(ws.size >= prefill_workspace_size<A>(p, ex.concurrency()));
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
   const prefill_kernel<A, D, Variant, Obs> k(p, var, obs, base, prefill_thread_floats<A>(p));
   ex.parallel_for(k.tasks(), [&k](std::int64_t task, int thread) { k.run_task(task, thread); });

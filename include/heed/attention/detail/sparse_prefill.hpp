@@ -200,6 +200,8 @@ inline std::size_t vertical_slash_workspace_size(const dense_params& p, int thre
 template <class A, int D, class Variant, class Obs>
 void run_block_sparse(const dense_params& p, const block_sparse_layout& l, const Variant& var,
                       Obs& obs, workspace ws, executor& ex) noexcept {
+  dassert_kernel_entry<D>(p, ws.data);
+  HEED_DASSERT(ws.size >= block_sparse_workspace_size<A>(p, ex.concurrency()));
   const bool convert = p.k.type != dtype::f32;
   const std::size_t per_thread = align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) / 4;
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
@@ -211,6 +213,8 @@ void run_block_sparse(const dense_params& p, const block_sparse_layout& l, const
 template <class A, int D, class Variant, class Obs>
 void run_vertical_slash(const dense_params& p, const vertical_slash_layout& l, const Variant& var,
                         Obs& obs, workspace ws, executor& ex) noexcept {
+  dassert_kernel_entry<D>(p, ws.data);
+  HEED_DASSERT(ws.size >= vertical_slash_workspace_size<A>(p, ex.concurrency()));
   char* base = static_cast<char*>(workspace_carver::align_base(ws.data));
   const vertical_slash_kernel<A, D, Variant, Obs> k(p, l, var, obs, base,
                                                     vs_thread_bytes<A>(p.head_dim(), p.kv_len()));

@@ -1,11 +1,15 @@
 // Internals of heed/policy/select.hpp: the rank key, the protected layout of one head, the
-// exact mass accumulator and the per-head selection core. Not a public header.
+// exact mass accumulator and the per-head selection core. Not a public header. Their
+// preconditions (index ranges, counts, scratch) are HEED_DASSERTs: checked in debug builds, the
+// public functions of select.hpp having validated their arguments.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#include "heed/config.hpp"
 
 namespace heed {
 
@@ -34,6 +38,13 @@ inline std::uint64_t rank_key(float x, std::int64_t i) noexcept {
   return (std::uint64_t(rank_key(x)) << 32) | std::uint64_t(std::uint32_t(i));
 }
 
+// n[0] + ... + n[count - 1] (for the debug checks of select_global_top_k).
+inline std::int64_t sum(const std::int64_t* n, int count) noexcept {
+  std::int64_t s = 0;
+  for (int i = 0; i < count; ++i) s += n[i];
+  return s;
+}
+
 // Orders indices best-ranked first (a "less than" for std::nth_element).
 struct ranks_first {
   const float* s;
@@ -53,6 +64,7 @@ struct head_layout {
 
 inline head_layout make_layout(std::int64_t n, std::int64_t n_sink,
                                std::int64_t n_recent) noexcept {
+  HEED_DASSERT(n >= 0 && n <= max_len && n_sink >= 0 && n_recent >= 0);
   head_layout l;
   l.n = n;
   l.lo = std::min(n_sink, n);
@@ -65,6 +77,8 @@ inline head_layout make_layout(std::int64_t n, std::int64_t n_sink,
 template <class KeepMid>
 std::int64_t emit(const head_layout& l, std::int64_t n_prot, const KeepMid& keep_mid,
                   std::int32_t* keep) noexcept {
+  HEED_DASSERT(n_prot >= 0 && n_prot <= l.n_protected());
+  HEED_DASSERT(keep != nullptr || l.n == 0);
   std::int64_t c = 0;
   const std::int64_t sinks = std::min(n_prot, l.lo), recent = n_prot - sinks;
   for (std::int64_t i = 0; i < sinks; ++i) keep[c++] = static_cast<std::int32_t>(i);
@@ -80,6 +94,7 @@ std::int64_t emit(const head_layout& l, std::int64_t n_prot, const KeepMid& keep
 inline std::int32_t choose_middle(const float* s, const head_layout& l, std::int64_t m,
                                   std::int32_t* idx) noexcept {
   const std::int64_t mid = l.n_middle();
+  HEED_DASSERT(m >= 1 && m <= mid && idx != nullptr);  // idx: scratch of n_middle elements
   for (std::int64_t k = 0; k < mid; ++k) idx[k] = static_cast<std::int32_t>(l.lo + k);
   std::nth_element(idx, idx + (m - 1), idx + mid, ranks_first{s});
   return idx[m - 1];
@@ -112,6 +127,8 @@ inline std::int64_t emit_run(std::int32_t* keep, std::int64_t c, std::int64_t fi
 inline std::int64_t drop_few(const float* s, const head_layout& l, std::int64_t n_prot, int drop,
                              std::int32_t* keep, std::uint32_t* keys) noexcept {
   const std::int64_t mid = l.n_middle();
+  HEED_DASSERT(drop >= 0 && drop <= few_drops && drop < mid);
+  HEED_DASSERT(n_prot >= 0 && n_prot <= l.n_protected() && keys != nullptr);
   const float* sm = s + l.lo;
   for (std::int64_t k = 0; k < mid; ++k) keys[k] = rank_key_bits(float_bits(sm[k]));
   std::uint64_t low[few_drops];
@@ -157,6 +174,8 @@ inline std::int64_t drop_few(const float* s, const head_layout& l, std::int64_t 
 inline std::int64_t top_k_head(const float* s, const head_layout& l, std::int64_t k,
                                std::int32_t* keep, std::int32_t* scratch) noexcept {
   const std::int64_t p = l.n_protected();
+  HEED_DASSERT(k >= 0 && k <= l.n);
+  HEED_DASSERT(k <= p || scratch != nullptr);  // scratch: n_middle elements
   if (k <= p)
     return emit(
         l, k, [](std::int64_t) { return false; }, keep);
