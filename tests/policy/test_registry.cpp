@@ -237,6 +237,10 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   bad("tova", {{"coverage", 0.5}, {"adaptive_floor", 0.2}});
   bad("adakv", {{"threshold_tau", 0.1}});  // adakv is already head-adaptive
   bad("tova", {{"coverage", 1.5}});
+  // LagKV scores +inf (sinks, newest partition), which coverage selection refuses: the pair used
+  // to build and then fail every eviction with invalid_argument (found by tests/fuzz).
+  bad("lagkv", {{"coverage", 0.9}});
+  bad("caote_lagkv", {{"coverage", 0.5}});
   bad(nullptr, {}, status::null_pointer);
   bad("h2o", {{nullptr, 1}}, status::null_pointer);
   EXPECT_EQ(heed::make_policy("h2o", nullptr, 1, &p), status::null_pointer);
