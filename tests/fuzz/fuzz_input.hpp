@@ -79,6 +79,13 @@ class fuzz_input {
   std::size_t n_;
 };
 
+// Set HEED_FUZZ_VERBOSE=1 to have the targets describe each input as they run it (for a crash's
+// reproducer).
+inline bool verbose() noexcept {
+  static const bool v = std::getenv("HEED_FUZZ_VERBOSE") != nullptr;
+  return v;
+}
+
 // A finding: prints where and why, then aborts (libFuzzer saves the input as a crash).
 [[noreturn]] inline void fail(const char* file, int line, const char* what) noexcept {
   std::fprintf(stderr, "heed fuzz check failed at %s:%d: %s\n", file, line, what);
@@ -86,6 +93,11 @@ class fuzz_input {
 }
 
 }  // namespace heed_fuzz
+
+#define HEED_FUZZ_TRACE(...)                                       \
+  do {                                                             \
+    if (::heed_fuzz::verbose()) std::fprintf(stderr, __VA_ARGS__); \
+  } while (0)
 
 #define HEED_FUZZ_CHECK(cond)                                                         \
   do {                                                                                \
