@@ -111,6 +111,9 @@ struct entry {
   // Scores may be +inf (LagKV's sinks and newest partition), which select_coverage refuses: a
   // coverage wrapper would fail at every eviction, so it is refused here.
   bool infinite_scores = false;
+  // Each head has its own fixed budget (DuoAttention: retrieval heads keep everything), which the
+  // layer-wide budget of adaptive_floor (AdaKV) would share out between heads: refused.
+  bool fixed_head_budgets = false;
 };
 
 status build_streaming_llm(const values& a, any_policy* out) noexcept {
@@ -250,7 +253,8 @@ constexpr entry entries[] = {
      build_expected_attention, -1},
     {"lagkv", bit(p_lag) | bit(p_sinks) | bit(p_eps), build_lagkv, -1, true},
     {"random", bit(p_seed), build_random, -1},
-    {"duo_attention", bit(p_sinks) | bit(p_recent) | bit(p_retrieval), build_duo_attention, -1},
+    {"duo_attention", bit(p_sinks) | bit(p_recent) | bit(p_retrieval), build_duo_attention, -1,
+     false, true},
 };
 constexpr int n_entries = int(sizeof(entries) / sizeof(entries[0]));
 
@@ -306,6 +310,7 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   const int wrappers = int(floor_given) + int(a.has(p_threshold_tau)) + int(a.has(p_coverage));
   if (wrappers > 1) return status::invalid_argument;
   if (a.has(p_coverage) && e->infinite_scores) return status::invalid_argument;
+  if (a.has(p_adaptive_floor) && e->fixed_head_budgets) return status::invalid_argument;
   const bool native_min_keep = (e->native & bit(p_min_keep)) != 0;
   if (a.has(p_min_keep) && !native_min_keep && !a.has(p_threshold_tau) && !a.has(p_coverage))
     return status::invalid_argument;

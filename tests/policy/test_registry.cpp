@@ -241,6 +241,10 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   // to build and then fail every eviction with invalid_argument (found by tests/fuzz).
   bad("lagkv", {{"coverage", 0.9}});
   bad("caote_lagkv", {{"coverage", 0.5}});
+  // AdaKV's layer-wide budget shared the retrieval heads' entries out to the other heads: a
+  // retrieval head lost entries and a streaming head kept more than its budget (found by
+  // tests/fuzz).
+  bad("duo_attention", {{"retrieval", 1}, {"adaptive_floor", 0.2}});
   bad(nullptr, {}, status::null_pointer);
   bad("h2o", {{nullptr, 1}}, status::null_pointer);
   EXPECT_EQ(heed::make_policy("h2o", nullptr, 1, &p), status::null_pointer);
