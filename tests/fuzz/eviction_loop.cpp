@@ -275,12 +275,23 @@ struct harness {
     check(layer, target);
   }
 
+  bool keeps_all(int layer, int h) const {
+    return std::find(retrieval.begin(), retrieval.end(), std::int64_t(layer) * kv_heads + h) !=
+           retrieval.end();
+  }
+
   // max_len < 0: no bound (no eviction: everything appended is kept).
   void check(int layer, std::int64_t max_len) {
     bytes got_k, got_v;
-    std::int64_t total = 0;
-    for (int h = 0; h < kv_heads; ++h) total += cache[0].length(layer, h);
-    if (max_len >= 0 && layer_total) HEED_FUZZ_CHECK(total <= max_len * kv_heads);
+    // AdaKV: the layer's total within its heads' budgets (a retrieval head's is its length).
+    std::int64_t total = 0, bound = 0;
+    for (int h = 0; h < kv_heads; ++h) {
+      total += cache[0].length(layer, h);
+      bound += keeps_all(layer, h) ? cache[0].length(layer, h) : max_len;
+      HEED_FUZZ_TRACE("  head %d: %lld entries%s\n", h, (long long)cache[0].length(layer, h),
+                      keeps_all(layer, h) ? " (keeps all)" : "");
+    }
+    if (max_len >= 0 && layer_total) HEED_FUZZ_CHECK(total <= bound);
     for (int h = 0; h < kv_heads; ++h) {
       const std::int64_t len = cache[0].length(layer, h);
       HEED_FUZZ_TRACE("  head %d length %lld:", h, (long long)len);
@@ -288,9 +299,7 @@ struct harness {
         HEED_FUZZ_TRACE(" %lld", (long long)cache[0].positions(layer, h)[i]);
       HEED_FUZZ_TRACE("\n");
       HEED_FUZZ_CHECK(cache[1].length(layer, h) == len);
-      const bool keeps_all = std::find(retrieval.begin(), retrieval.end(),
-                                       std::int64_t(layer) * kv_heads + h) != retrieval.end();
-      if (max_len >= 0 && !layer_total && !keeps_all) HEED_FUZZ_CHECK(len <= max_len);
+      if (max_len >= 0 && !layer_total && !keeps_all(layer, h)) HEED_FUZZ_CHECK(len <= max_len);
       const slot_history& hist = history[std::size_t(layer * kv_heads + h)];
       if (max_len < 0 && !manual[std::size_t(layer)])  // no eviction yet: everything
         HEED_FUZZ_CHECK(len == std::int64_t(hist.rows.size()));
