@@ -6,8 +6,8 @@
 The targets read their input front to back as decisions (tests/fuzz/fuzz_input.hpp), and any
 bytes make a valid program, so most seeds are pseudo-random bytes of a length that lets a target
 reach its interesting parts (a fixed seed: the files are the same on every run). A few are
-written field by field: a valid llama2.c checkpoint, a header whose sizes used to overflow, and
-a calibration file.
+written field by field: a valid llama2.c checkpoint, headers whose sizes used to overflow, and a
+calibration file.
 """
 import os
 import random
@@ -56,6 +56,9 @@ def main():
         # 4 layers of dim 2^30: the size in size_t wrapped around to 0 (see model.cpp).
         ("llama2c_files", "checkpoint_size_overflow"): checkpoint_seed(
             [1 << 30, 1431655764, 4, 1, 1, 1, 6], 64),
+        # Vocabulary INT32_MIN: its negation overflowed (UBSan).
+        ("llama2c_files", "checkpoint_vocab_int_min"): checkpoint_seed(
+            [8, 16, 1, 2, 2, -(1 << 31), 4], 744),
         ("sparse_inputs", "calibration_valid"): calibration_seed(
             "heed-sparse-calibration 1 2 2\n"
             "# layer head kind density samples query_aware_votes mean_sqrt_jsd\n"
