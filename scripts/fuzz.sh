@@ -11,7 +11,9 @@
 #   HEED_FUZZ_JOBS       targets run at once (default HEED_JOBS, else 2): each is one process
 #   HEED_JOBS            parallel build jobs (default 2)
 #   HEED_FUZZ_DIR        build directory (default build-fuzz/ under the repository root)
-#   HEED_FUZZ_CMAKE_ARGS extra configure arguments (e.g. -DHEED_ENABLE_AVX2=OFF)
+#   HEED_FUZZ_AVX2       ON (default): the AVX2 kernels too; OFF: only the SSE2 ones (the generic
+#                        head-dim path), which halves the build (the CI stage's choice)
+#   HEED_FUZZ_CMAKE_ARGS extra configure arguments
 #   HEED_SKIP_DEPS=1     do not check / install the Debian packages (clang-14, its runtimes)
 #
 # Each run starts from a scratch copy of tests/fuzz/corpus/<target>/ (the committed corpus is not
@@ -34,8 +36,8 @@ if [[ "${HEED_SKIP_DEPS:-0}" != 1 ]]; then
 fi
 
 # A lean build: only heed::heed and the fuzz targets; head_dim 128 is the only specialized size
-# (HEED_FEW_HEAD_DIMS), no AVX-512 kernels. -O1: instrumented kernels compile in a fraction of the
-# -O3 time and still run fast enough.
+# (HEED_FEW_HEAD_DIMS), no AVX-512 kernels (AVX2 as HEED_FUZZ_AVX2 says). -O1: instrumented
+# kernels compile in a fraction of the -O3 time and still run fast enough.
 gen=()
 [[ -f "$dir/CMakeCache.txt" ]] || gen=(-G Ninja)
 # shellcheck disable=SC2086
@@ -43,6 +45,7 @@ cmake -S "$HEED_ROOT" -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
   -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" \
   -DHEED_BUILD_FUZZERS=ON -DHEED_FEW_HEAD_DIMS=ON -DHEED_ENABLE_AVX512=OFF \
+  -DHEED_ENABLE_AVX2="${HEED_FUZZ_AVX2:-ON}" \
   -DHEED_BUILD_TESTS=OFF -DHEED_BUILD_BENCHMARKS=OFF -DHEED_BUILD_EXAMPLES=OFF \
   -DHEED_BUILD_PYTHON=OFF -DHEED_INSTALL=OFF ${HEED_FUZZ_CMAKE_ARGS:-}
 build_targets=()
