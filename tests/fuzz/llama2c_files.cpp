@@ -29,11 +29,10 @@ namespace {
 
 using heed_fuzz::fuzz_input;
 
-// One temporary file per process, rewritten for every input and removed at exit.
+// One temporary file per process, written for every input and removed once read.
 const std::string& temp_path() {
   static const std::string path = [] {
     const char* dir = std::getenv("TMPDIR");
-    std::atexit([] { std::remove(temp_path().c_str()); });
     return std::string(dir && *dir ? dir : "/tmp") + "/heed_fuzz_llama2c_" +
            std::to_string(long(getpid())) + ".bin";
   }();
@@ -90,6 +89,7 @@ void checkpoint(fuzz_input& in) {
   llama2c::model m;
   std::string error;
   const bool ok = m.load(temp_path(), &error);
+  std::remove(temp_path().c_str());
   HEED_FUZZ_TRACE("checkpoint of %zu bytes: %s\n", file.size(), ok ? "loaded" : error.c_str());
   if (!ok) {
     HEED_FUZZ_CHECK(!error.empty());
@@ -141,6 +141,7 @@ void tokenizer(fuzz_input& in) {
   llama2c::tokenizer t;
   std::string error;
   const bool ok = t.load(temp_path(), vocab, &error);
+  std::remove(temp_path().c_str());
   HEED_FUZZ_TRACE("tokenizer of %d tokens: %s\n", vocab, ok ? "loaded" : error.c_str());
   if (!ok) {
     HEED_FUZZ_CHECK(!error.empty());
