@@ -18,6 +18,10 @@ HEED_JOBS="${HEED_JOBS:-2}"
 HEED_PYTHON_PACKAGES="python3-dev python3-numpy python3-pytest python3-pybind11 pybind11-dev
   python3-setuptools python3-wheel python3-venv python3-pip"
 
+# The libFuzzer targets (tests/fuzz/, scripts/fuzz.sh): clang 14 and its runtimes
+# (libclang-rt-14-dev holds libFuzzer and the sanitizers).
+HEED_FUZZ_PACKAGES="clang-14 libclang-rt-14-dev"
+
 heed_deps() {
   if [[ "${HEED_SKIP_DEPS:-0}" != 1 ]]; then
     # shellcheck source=install_deps.sh

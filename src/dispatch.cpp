@@ -3,6 +3,10 @@
 #include "heed/attention/sparse_dispatch.hpp"
 #include "isa_entry.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #if defined(HEED_HAVE_NEON)
 #define HEED_BASELINE_ISA isa::neon
 #else
@@ -13,6 +17,15 @@ namespace heed {
 
 namespace {
 
+#if defined(__x86_64__) || defined(__i386__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang before 15 does not know "f16c" in
+// __builtin_cpu_supports (a compile error), so it is read directly with either compiler.
+bool cpu_has_f16c() noexcept {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+#endif
+
 bool cpu_has(isa i) noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
@@ -20,12 +33,11 @@ bool cpu_has(isa i) noexcept {
     case isa::sse2:
       return __builtin_cpu_supports("sse2");
     case isa::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case isa::avx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vl") && cpu_has_f16c();
     default:
       return false;
   }

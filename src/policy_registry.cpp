@@ -108,6 +108,12 @@ struct entry {
   std::uint32_t native;  // parameters the policy takes itself
   build_fn build;
   double default_floor;  // adaptive_floor when not given (adakv), < 0: none
+  // Scores may be +inf (LagKV's sinks and newest partition), which select_coverage refuses: a
+  // coverage wrapper would fail at every eviction, so it is refused here.
+  bool infinite_scores = false;
+  // Each head has its own fixed budget (DuoAttention: retrieval heads keep everything), which the
+  // layer-wide budget of adaptive_floor (AdaKV) would share out between heads: refused.
+  bool fixed_head_budgets = false;
 };
 
 status build_streaming_llm(const values& a, any_policy* out) noexcept {
@@ -245,9 +251,10 @@ constexpr entry entries[] = {
      bit(p_window) | bit(p_sinks) | bit(p_scale) | bit(p_covariance) | bit(p_value_norm) |
          bit(p_reduce_max),
      build_expected_attention, -1},
-    {"lagkv", bit(p_lag) | bit(p_sinks) | bit(p_eps), build_lagkv, -1},
+    {"lagkv", bit(p_lag) | bit(p_sinks) | bit(p_eps), build_lagkv, -1, true},
     {"random", bit(p_seed), build_random, -1},
-    {"duo_attention", bit(p_sinks) | bit(p_recent) | bit(p_retrieval), build_duo_attention, -1},
+    {"duo_attention", bit(p_sinks) | bit(p_recent) | bit(p_retrieval), build_duo_attention, -1,
+     false, true},
 };
 constexpr int n_entries = int(sizeof(entries) / sizeof(entries[0]));
 
@@ -302,6 +309,8 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   const bool floor_given = a.has(p_adaptive_floor) || e->default_floor >= 0;
   const int wrappers = int(floor_given) + int(a.has(p_threshold_tau)) + int(a.has(p_coverage));
   if (wrappers > 1) return status::invalid_argument;
+  if (a.has(p_coverage) && e->infinite_scores) return status::invalid_argument;
+  if (a.has(p_adaptive_floor) && e->fixed_head_budgets) return status::invalid_argument;
   const bool native_min_keep = (e->native & bit(p_min_keep)) != 0;
   if (a.has(p_min_keep) && !native_min_keep && !a.has(p_threshold_tau) && !a.has(p_coverage))
     return status::invalid_argument;

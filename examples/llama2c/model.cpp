@@ -2,6 +2,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -80,7 +81,10 @@ bool model::load(const std::string& path, std::string* error) {
     *error = "truncated header in " + path;
     return false;
   }
-  cfg_ = {h[0], h[1], h[2], h[3], h[4], h[5] < 0 ? -h[5] : h[5], h[6], h[5] > 0};
+  // A negative vocabulary size marks a separate classifier; INT32_MIN has no positive size (its
+  // negation overflowed) and is refused as vocabulary 0.
+  const std::int32_t vocab = h[5] == INT32_MIN ? 0 : h[5] < 0 ? -h[5] : h[5];
+  cfg_ = {h[0], h[1], h[2], h[3], h[4], vocab, h[6], h[5] > 0};
   const config& c = cfg_;
   if (c.dim <= 0 || c.hidden_dim <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
       c.vocab_size <= 0 || c.seq_len <= 0 || c.dim % c.n_heads != 0 ||
@@ -94,6 +98,16 @@ bool model::load(const std::string& path, std::string* error) {
   data_.resize(std::size_t(bytes / 4));
   if (std::fread(data_.data(), 4, data_.size(), f.get()) != data_.size()) {
     *error = "cannot read " + path;
+    return false;
+  }
+  // The size the header asks for, first in double: with large dimensions the size_t products
+  // below wrap around, and a corrupt header passed the size check with weights beyond the file.
+  const double Ld = c.n_layers, Dd = c.dim, KVd = c.kv_dim(), Hd = c.hidden_dim, Vd = c.vocab_size;
+  const double need_d = Vd * Dd * (c.shared_classifier ? 1 : 2) + Ld * Dd * 2 + Ld * Dd * Dd * 2 +
+                        Ld * KVd * Dd * 2 + Ld * Hd * Dd * 3 + Dd +
+                        double(c.seq_len) * c.head_dim();
+  if (need_d > double(data_.size())) {
+    *error = "checkpoint " + path + " is smaller than its header says";
     return false;
   }
   const std::size_t L = std::size_t(c.n_layers), D = std::size_t(c.dim),

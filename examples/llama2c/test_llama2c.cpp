@@ -6,6 +6,7 @@
 // full-cache loss; bad checkpoints and bad input get errors.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -536,6 +537,22 @@ TEST(Llama2c, BadInputGetsErrors) {
   EXPECT_NE(s.prefill(tokens, 2, 0, ex), nullptr);
 }
 
+// Headers whose sizes overflow are refused (found by tests/fuzz/llama2c_files.cpp): the vocabulary
+// INT32_MIN (its negation overflowed), and dimensions whose size_t product wrapped around to 0
+// (the checkpoint was accepted with its weights far beyond the file).
+TEST(Llama2c, OverflowingHeadersAreRefused) {
+  llama2c::model m;
+  std::string err;
+  const std::string path = ::testing::TempDir() + "heed_overflow.bin";
+  write_checkpoint(path, {32, 64, 1, 2, 2, INT32_MIN, 16, true}, std::vector<float>(100000, 0.f));
+  EXPECT_FALSE(m.load(path, &err));
+  // 4 layers of dim 2^30: the dim x dim matrices are 2^64 floats, the other terms add up to 2^64.
+  write_checkpoint(path, {1 << 30, 1431655764, 4, 1, 1, 1, 6, true}, std::vector<float>(64, 0.f));
+  EXPECT_FALSE(m.load(path, &err));
+  EXPECT_NE(err.find("smaller than its header"), std::string::npos) << err;
+  std::remove(path.c_str());
+}
+
 TEST(Llama2c, TokenizerRoundTripsText) {
   llama2c::tokenizer tok;
   std::string err;
@@ -552,6 +569,18 @@ TEST(Llama2c, TokenizerRoundTripsText) {
   EXPECT_EQ(back, text);
   const auto e = tok.encode("", true, true);
   EXPECT_EQ(e, (std::vector<int>{1, 2}));
+}
+
+// A vocabulary without the byte tokens 3..258 is refused: encode() would fall back to ids past
+// it (found by tests/fuzz/llama2c_files.cpp: a 258-token tokenizer read past its pieces).
+TEST(Llama2c, TokenizerRefusesVocabularyWithoutByteTokens) {
+  llama2c::tokenizer tok;
+  std::string err;
+  EXPECT_FALSE(tok.load(data_dir + "/tok512.bin", 258, &err));
+  EXPECT_NE(err.find("byte tokens"), std::string::npos) << err;
+  EXPECT_FALSE(tok.load(data_dir + "/tok512.bin", 0, &err));
+  EXPECT_TRUE(tok.load(data_dir + "/tok512.bin", 259, &err)) << err;
+  for (int id : tok.encode("\xff\x01 any bytes", true, true)) EXPECT_LT(id, tok.size());
 }
 
 }  // namespace

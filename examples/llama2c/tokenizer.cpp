@@ -7,6 +7,13 @@
 namespace llama2c {
 
 bool tokenizer::load(const std::string& path, int vocab_size, std::string* error) {
+  // encode() falls back to the byte tokens <0x00>..<0xFF> at ids 3..258 (and BOS 1, EOS 2): a
+  // smaller vocabulary has no such ids (encode used to index past its pieces).
+  if (vocab_size < 259) {
+    *error = "vocabulary of " + std::to_string(vocab_size) +
+             " tokens is too small for the byte tokens 3..258 (tokenizer " + path + ")";
+    return false;
+  }
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!f) {
     *error = "cannot open tokenizer " + path;

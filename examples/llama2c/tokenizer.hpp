@@ -11,7 +11,8 @@ namespace llama2c {
 
 class tokenizer {
  public:
-  // Reads vocab_size entries; returns false with a message on a malformed file.
+  // Reads vocab_size entries (at least 259: ids 3..258 are the byte tokens); returns false with a
+  // message on a malformed file.
   bool load(const std::string& path, int vocab_size, std::string* error);
 
   // Tokens of text: BOS (1) first when bos, the dummy prefix " " when text is non-empty, then

@@ -237,6 +237,14 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   bad("tova", {{"coverage", 0.5}, {"adaptive_floor", 0.2}});
   bad("adakv", {{"threshold_tau", 0.1}});  // adakv is already head-adaptive
   bad("tova", {{"coverage", 1.5}});
+  // LagKV scores +inf (sinks, newest partition), which coverage selection refuses: the pair used
+  // to build and then fail every eviction with invalid_argument (found by tests/fuzz).
+  bad("lagkv", {{"coverage", 0.9}});
+  bad("caote_lagkv", {{"coverage", 0.5}});
+  // AdaKV's layer-wide budget shared the retrieval heads' entries out to the other heads: a
+  // retrieval head lost entries and a streaming head kept more than its budget (found by
+  // tests/fuzz).
+  bad("duo_attention", {{"retrieval", 1}, {"adaptive_floor", 0.2}});
   bad(nullptr, {}, status::null_pointer);
   bad("h2o", {{nullptr, 1}}, status::null_pointer);
   EXPECT_EQ(heed::make_policy("h2o", nullptr, 1, &p), status::null_pointer);
