@@ -673,7 +673,7 @@ class kv_cache {
   }
   status grow_low(slot& s, std::int64_t need) noexcept {
     if (need <= s.lo_cap) return status::ok;
-    return reallocate_low(s, std::max<std::int64_t>({16, 2 * s.lo_cap, need}));
+    return reallocate_low(s, grown_capacity(s.lo_cap, need));
   }
 
   // Paged mode.
@@ -892,11 +892,13 @@ class kv_cache {
     return status::ok;
   }
 
+  // Amortized growth: double (at least 16 entries), or to `need` when that is more.
+  static std::int64_t grown_capacity(std::int64_t cap, std::int64_t need) noexcept {
+    return std::max<std::int64_t>({16, 2 * cap, need});
+  }
   status grow(slot& s, std::int64_t need) noexcept {
     if (need <= s.cap) return status::ok;
-    std::int64_t cap = s.cap < 16 ? 16 : s.cap * 2;
-    if (cap < need) cap = need;
-    return reallocate(s, cap);
+    return reallocate(s, grown_capacity(s.cap, need));
   }
 
   template <class Dst, class Src>
