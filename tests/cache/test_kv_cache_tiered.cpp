@@ -204,6 +204,10 @@ TEST_P(KvCacheTiered, BadDemotionsChangeNothing) {
   std::vector<unsigned char> raw(6 * c.row_bytes());
   EXPECT_EQ(c.gather(0, 0, 0, raw.data(), raw.size()), status::unsupported_dtype);
   EXPECT_EQ(c.page_count(0, 0), 0);
+  for (int bad_tier : {-1, 2}) {
+    EXPECT_EQ(c.tier_keys(0, 0, bad_tier).data, nullptr);
+    EXPECT_EQ(c.tier_values(0, 0, bad_tier).seq, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

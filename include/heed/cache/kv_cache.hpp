@@ -155,7 +155,8 @@ class kv_cache {
     return at(layer, head).tier.get();
   }
   // [n, 1, d] views of one tier's rows (tier 0: high, `type`; 1: low, `low_type`), in entry
-  // order. Tier 0 of an untiered contiguous cache is keys() / values().
+  // order. Tier 0 of an untiered contiguous cache is keys() / values(); any other tier number gives
+  // an empty view with a null data pointer.
   tensor_view tier_keys(int layer, int head, int tier) const noexcept {
     return tier_view(at(layer, head), tier, 0);
   }
@@ -583,6 +584,7 @@ class kv_cache {
   }
 
   tensor_view tier_view(const slot& s, int tier, int which) const noexcept {
+    if (tier != 0 && tier != 1) return rows_view(nullptr, 0);  // no such tier: an empty view
     if (tier == 1) return rows_view(which == 0 ? s.lk.get() : s.lv.get(), s.lo_len, 1);
     if (!s.tier) return whole(s, which);
     return rows_view(which == 0 ? s.k.get() : s.v.get(), s.len - s.lo_len);
