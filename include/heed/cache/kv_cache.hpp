@@ -25,8 +25,10 @@
 // log-sum-exp form; keys() / values() of a head holding low-tier entries have a null data
 // pointer: read such a head through gather_float().
 //
-// Entry points validate and return a status. append() may allocate (amortized doubling);
-// nothing else does.
+// Entry points validate and return a status. init(), append(), demote(), shrink_to_fit() and the
+// reservations may allocate (amortized doubling); keep() never does. Each is all or nothing: a
+// failure (status::out_of_memory included) leaves every entry as it was
+// (docs/allocation_faults.md).
 #pragma once
 
 #include <algorithm>
@@ -70,7 +72,8 @@ class kv_cache {
   kv_cache(kv_cache&&) noexcept = default;
   kv_cache& operator=(kv_cache&&) noexcept = default;
 
-  // Validates the configuration and reserves the memory. The previous contents are dropped.
+  // Validates the configuration and reserves the memory. The previous contents are dropped (and
+  // kept when init fails).
   status init(const kv_cache_config& c) noexcept {
     if (c.layers <= 0 || c.kv_heads <= 0 || c.head_dim <= 0 || c.reserve < 0 ||
         c.score_channels < 0 || c.score_channels > 64 || c.head_dim > (1 << 16) || c.capacity < 0 ||
@@ -92,24 +95,24 @@ class kv_cache {
       if (type_row_bytes(c.low_type, c.head_dim, g) >= type_row_bytes(c.type, c.head_dim, g))
         return status::invalid_argument;  // the low tier must take fewer bytes a row
     }
-    slots_.clear();
-    cfg_ = c;
-    std::vector<slot> fresh;
-    if (!detail::grow_vector(fresh, std::size_t(c.layers) * c.kv_heads))
+    // All or nothing: the new cache is built apart and replaces this one only once complete, so a
+    // failed allocation leaves the previous contents.
+    kv_cache fresh;
+    fresh.cfg_ = c;
+    if (!detail::grow_vector(fresh.slots_, std::size_t(c.layers) * c.kv_heads))
       return status::out_of_memory;
-    slots_ = std::move(fresh);
-    row_tmp_.reset();
     if (c.tiered) {
-      row_tmp_.reset(new (std::nothrow) float[std::size_t(c.head_dim)]);
-      if (!row_tmp_) return status::out_of_memory;
+      fresh.row_tmp_.reset(new (std::nothrow) float[std::size_t(c.head_dim)]);
+      if (!fresh.row_tmp_) return status::out_of_memory;
     }
-    for (auto& s : slots_) s.limit = c.capacity;
+    for (auto& s : fresh.slots_) s.limit = c.capacity;
     if (c.reserve > 0)
-      for (auto& s : slots_) {
-        HEED_RETURN_IF_ERROR(grow(s, c.reserve));
-        if (paged())
-          HEED_RETURN_IF_ERROR(reserve_pages(s, (c.reserve + c.page_rows - 1) / c.page_rows));
+      for (auto& s : fresh.slots_) {
+        HEED_RETURN_IF_ERROR(fresh.grow(s, c.reserve));
+        if (fresh.paged())
+          HEED_RETURN_IF_ERROR(fresh.reserve_pages(s, (c.reserve + c.page_rows - 1) / c.page_rows));
       }
+    *this = std::move(fresh);
     return status::ok;
   }
 
@@ -302,7 +305,8 @@ class kv_cache {
       if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
       HEED_RETURN_IF_ERROR(check_positions(s, k.seq, positions));
     }
-    for (int h = 0; h < cfg_.kv_heads; ++h) HEED_RETURN_IF_ERROR(make_room(at(layer, h), k.seq));
+    for (int h = 0; h < cfg_.kv_heads; ++h)
+      HEED_RETURN_IF_ERROR(make_room(at(layer, h), k.seq, at(layer, h).len));
     for (int h = 0; h < cfg_.kv_heads; ++h)
       HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions));
     return status::ok;
@@ -386,20 +390,15 @@ class kv_cache {
     return status::ok;
   }
 
-  // Demotes the entries idx[0..n) of (layer, head) to the low tier (config.tiered): strictly
-  // ascending indices of high-tier entries. Their K and V rows are re-stored at low_type
-  // (dequantized or converted to f32, then rounded or quantized as append() does); positions,
-  // score channels and the order of entries stay. May allocate the low tier's rows; all or
-  // nothing: a row the low type cannot hold (status::invalid_argument) or a failed allocation
-  // (status::out_of_memory) leaves the cache unchanged. Not to be called concurrently with any
-  // other mutation of the same cache (it uses the cache's conversion scratch).
-  status demote(int layer, int head, const std::int32_t* idx, std::int64_t n) noexcept {
+  // What demote(layer, head, idx, n) checks, without changing anything (it uses the cache's
+  // conversion scratch, as demote() does).
+  status check_demote(int layer, int head, const std::int32_t* idx, std::int64_t n) noexcept {
     if (!valid(layer, head) || !tiered()) return status::invalid_argument;
-    slot& s = at(layer, head);
+    const slot& s = at(layer, head);
     if (n < 0 || n > s.len) return status::invalid_argument;
     if (n == 0) return status::ok;
     if (idx == nullptr) return status::null_pointer;
-    const std::size_t hb = row_bytes(), lb = low_row_bytes();
+    const std::size_t hb = row_bytes();
     // High ranks of the demoted entries are needed only to check their rows: one pass.
     std::int64_t rank = 0, k = 0;
     for (std::int64_t i = 0; i < s.len && k < n; ++i) {
@@ -421,11 +420,25 @@ class kv_cache {
       ++rank;
     }
     if (k != n) return status::invalid_argument;  // an index out of range or not ascending
+    return status::ok;
+  }
+
+  // Demotes the entries idx[0..n) of (layer, head) to the low tier (config.tiered): strictly
+  // ascending indices of high-tier entries. Their K and V rows are re-stored at low_type
+  // (dequantized or converted to f32, then rounded or quantized as append() does); positions,
+  // score channels and the order of entries stay. May allocate the low tier's rows; all or
+  // nothing: a row the low type cannot hold (status::invalid_argument) or a failed allocation
+  // (status::out_of_memory) leaves the cache unchanged. Not to be called concurrently with any
+  // other mutation of the same cache (it uses the cache's conversion scratch).
+  status demote(int layer, int head, const std::int32_t* idx, std::int64_t n) noexcept {
+    HEED_RETURN_IF_ERROR(check_demote(layer, head, idx, n));
+    if (n == 0) return status::ok;
+    slot& s = at(layer, head);
     HEED_RETURN_IF_ERROR(grow_low(s, s.lo_len + n));
+    const std::size_t hb = row_bytes(), lb = low_row_bytes();
     // Low rows, merged from the back: every kept low row moves up (or stays), each demoted row is
     // re-stored at its place among them.
-    std::int64_t rh = s.len - s.lo_len, rl = s.lo_len, wl = s.lo_len + n;
-    k = n;
+    std::int64_t rh = s.len - s.lo_len, rl = s.lo_len, wl = s.lo_len + n, k = n;
     for (std::int64_t i = s.len - 1; i >= 0 && k > 0; --i) {
       if (s.tier[i] != 0) {
         --rl, --wl;
@@ -456,6 +469,52 @@ class kv_cache {
       ++rh, ++wh;
     }
     s.lo_len += n;
+    return status::ok;
+  }
+
+  // Reservations, for callers that change a head in several steps and must not fail half way
+  // (the eviction loop: demote, keep, then append). Neither changes any entry; a paged head may
+  // move its last page's rows to the front of that page.
+  //
+  // Room to append n entries to (layer, head) after a keep() that leaves `kept` of its entries
+  // (kept = length(): no keep): that append then cannot fail for lack of memory. (keep() never
+  // lessens the room a paged head has: its last page's free rows plus its spare pages.)
+  status reserve_append(int layer, int head, std::int64_t n, std::int64_t kept) noexcept {
+    if (!valid(layer, head) || n < 0 || kept < 0 || kept > length(layer, head))
+      return status::invalid_argument;
+    return make_room(at(layer, head), n, kept);
+  }
+  // Room for n more entries in the low tier of (layer, head) (config.tiered): demote() of up to n
+  // entries then cannot fail for lack of memory.
+  status reserve_low(int layer, int head, std::int64_t n) noexcept {
+    if (!valid(layer, head) || !tiered() || n < 0) return status::invalid_argument;
+    slot& s = at(layer, head);
+    return grow_low(s, s.lo_len + n);
+  }
+
+  // Undoes append(layer, k, v) of n tokens at their default positions, for a caller that must take
+  // a step back after a later failure (the eviction loop): every head of the layer drops its last
+  // n entries (which must be of the high tier) and appended() goes back by n. Never allocates.
+  status unappend(int layer, std::int64_t n) noexcept {
+    if (!valid(layer, 0) || n < 0) return status::invalid_argument;
+    for (int h = 0; h < cfg_.kv_heads; ++h) {
+      const slot& s = at(layer, h);
+      if (n > s.len || n > s.appended) return status::invalid_argument;
+      for (std::int64_t i = s.len - n; s.tier && i < s.len; ++i)
+        if (s.tier[i] != 0) return status::invalid_argument;
+    }
+    for (int h = 0; h < cfg_.kv_heads; ++h) {
+      slot& s = at(layer, h);
+      s.len -= n;
+      s.appended -= n;
+      for (std::int64_t drop = n; paged() && drop > 0;) {
+        kv_page& last = s.pages.back();
+        const std::int64_t d = std::min(drop, last.len);
+        last.len -= d;
+        drop -= d;
+        if (last.len == 0) release_pages(s, s.pages.size() - 1);
+      }
+    }
     return status::ok;
   }
 
@@ -940,9 +999,10 @@ class kv_cache {
     return status::ok;
   }
 
-  // Capacity for n more entries (and, paged, every page they need); the contents stay the same.
-  status make_room(slot& s, std::int64_t n) noexcept {
-    HEED_RETURN_IF_ERROR(grow(s, s.len + n));
+  // Capacity for n more entries after `kept` (and, paged, every page they need); the contents
+  // stay the same.
+  status make_room(slot& s, std::int64_t n, std::int64_t kept) noexcept {
+    HEED_RETURN_IF_ERROR(grow(s, kept + n));
     const std::int64_t P = cfg_.page_rows;
     if (paged()) {
       if (!s.pages.empty() && room_after(s, s.pages.size() - 1) < n)
@@ -957,7 +1017,7 @@ class kv_cache {
                     const std::int64_t* positions) noexcept {
     const std::int64_t n = k.seq;
     HEED_RETURN_IF_ERROR(check_positions(s, n, positions));
-    HEED_RETURN_IF_ERROR(make_room(s, n));  // a no-op after append()'s own make_room
+    HEED_RETURN_IF_ERROR(make_room(s, n, s.len));  // a no-op after append()'s own make_room
     const std::size_t row = row_bytes();
     for (std::int64_t i = 0; i < n; ++i) {
       const std::int64_t at_ = s.len + i;
