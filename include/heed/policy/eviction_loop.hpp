@@ -101,24 +101,31 @@ class basic_eviction_loop {
     if (needs.column_mass && needs.channels < 1) return status::invalid_argument;
     if (needs.column_mass) HEED_RETURN_IF_ERROR(needs.accumulate.validate());
     if (needs.query_window < 0 || needs.query_window > (1 << 16)) return status::invalid_argument;
+    // All or nothing: the new buffers are allocated apart; the loop changes once they all are.
+    const std::size_t layers = std::size_t(cache->layers());
+    const std::size_t row = std::size_t(q_heads) * std::size_t(cache->head_dim());
+    std::vector<std::int64_t> steps, q_count, targets, high_targets;
+    std::vector<float> queries, outputs;
+    if (!detail::grow_vector(steps, layers) || !detail::grow_vector(q_count, layers) ||
+        !detail::grow_vector(targets, std::size_t(cache->kv_heads())) ||
+        !detail::grow_vector(high_targets, std::size_t(cache->kv_heads())))
+      return status::out_of_memory;
+    if (needs.query_window > 0 &&
+        !detail::grow_vector(queries, layers * 2 * std::size_t(needs.query_window) * row))
+      return status::out_of_memory;
+    if (needs.last_output && !detail::grow_vector(outputs, layers * row))
+      return status::out_of_memory;
     cache_ = cache;
     policy_ = std::move(policy);
     cfg_ = std::move(cfg);
     needs_ = needs;
     q_heads_ = q_heads;
-    const std::size_t layers = std::size_t(cache->layers());
-    const std::size_t row = std::size_t(q_heads) * std::size_t(cache->head_dim());
-    if (!detail::grow_vector(steps_, layers) || !detail::grow_vector(q_count_, layers) ||
-        !detail::grow_vector(targets_, std::size_t(cache->kv_heads())) ||
-        !detail::grow_vector(high_targets_, std::size_t(cache->kv_heads())))
-      return status::out_of_memory;
-    std::fill(steps_.begin(), steps_.end(), 0);
-    std::fill(q_count_.begin(), q_count_.end(), 0);
-    if (needs.query_window > 0 &&
-        !detail::grow_vector(queries_, layers * 2 * std::size_t(needs.query_window) * row))
-      return status::out_of_memory;
-    if (needs.last_output && !detail::grow_vector(outputs_, layers * row))
-      return status::out_of_memory;
+    steps_ = std::move(steps);
+    q_count_ = std::move(q_count);
+    targets_ = std::move(targets);
+    high_targets_ = std::move(high_targets);
+    queries_ = std::move(queries);
+    outputs_ = std::move(outputs);
     return status::ok;
   }
 
@@ -130,7 +137,11 @@ class basic_eviction_loop {
   }
 
   // q [n, Hq, d] f32, k and v [n, Hkv, d] (any dtype), o [n, Hq, d] f32; optional lse/entropy
-  // [Hq][n]. Causal over the cache.
+  // [Hq][n]. Causal over the cache. All or nothing but for one case: a step that fails (status::
+  // out_of_memory included) leaves the cache and the loop as they were, except when it had
+  // evicted before the append and then cannot have the attention's workspace (sized by the state
+  // after the eviction, so not before it): the eviction then stays, and a retry completes the
+  // step as if nothing had failed (docs/allocation_faults.md).
   status step(int layer, const tensor_view& q, const tensor_view& k, const tensor_view& v,
               const mutable_tensor_view& o, executor& ex = default_executor(), float* lse = nullptr,
               float* entropy = nullptr) noexcept {
@@ -140,6 +151,10 @@ class basic_eviction_loop {
     HEED_RETURN_IF_ERROR(check_outputs(q, o));  // before the append changes the cache
     const std::int64_t n = k.seq, b = budget(layer);
     const int heads = cache_->kv_heads();
+    const bool prefill_mass = needs_.column_mass && n > 1;
+    // Everything this step allocates comes before its first change (the eviction, which also
+    // reserves the append's room, or else the append, undone when a later allocation fails).
+    HEED_RETURN_IF_ERROR(reserve_chunk(layer, n, prefill_mass && lse == nullptr));
     // 1. Evict first when the new tokens would exceed the budget (and fit in it).
     const std::int64_t hb =
         demoting() ? std::min(cfg_.high_budget, b > 0 ? b : cfg_.high_budget) : -1;
@@ -167,7 +182,7 @@ class basic_eviction_loop {
           targets_[std::size_t(h)] = b > 0 && n <= b ? b - n : len;
           high_targets_[std::size_t(h)] = std::max<std::int64_t>(0, hb - n);
         }
-        HEED_RETURN_IF_ERROR(evict_now(layer));
+        HEED_RETURN_IF_ERROR(evict_now(layer, n));
       }
     }
     // 2. Append and attend.
@@ -178,20 +193,38 @@ class basic_eviction_loop {
     p.logits() = cfg_.logits;
     p.lse = lse;
     p.entropy = entropy;
-    const bool prefill_mass = needs_.column_mass && n > 1;
     if (needs_.column_mass && n == 1) {
       p.accumulate_channel = 0;
       p.accumulate = needs_.accumulate;
     }
     if (prefill_mass && lse == nullptr) {  // the column mass needs each row's LSE
-      if (!detail::grow_vector(lse_, std::size_t(n) * std::size_t(q_heads_)))
-        return status::out_of_memory;
       p.lse = lse_.data();
       p.row_head_stride = n;
     }
     const std::size_t need = cache_attention_workspace_size(*cache_, layer, p, ex.concurrency());
-    if (need == 0) return cache_attention_validate(*cache_, layer, p);
-    if (!detail::grow_vector(attn_ws_, need)) return status::out_of_memory;
+    status st = need == 0 ? cache_attention_validate(*cache_, layer, p) : status::ok;
+    if (st == status::ok && !detail::grow_vector(attn_ws_, need)) st = status::out_of_memory;
+    // 4 (prepared). A chunk longer than the budget is evicted after attending: its allocations
+    // now, for the policy's view after this step.
+    bool evict_after = false;
+    if (st == status::ok && (b > 0 || hb >= 0)) {
+      for (int h = 0; h < heads; ++h) {
+        const std::int64_t len = cache_->length(layer, h);
+        evict_after = evict_after || (b > 0 && len > b + cfg_.slack) ||
+                      (hb >= 0 && len - cache_->low_length(layer, h) > hb + cfg_.slack);
+      }
+      if (evict_after) {
+        for (int h = 0; h < heads; ++h) {
+          targets_[std::size_t(h)] = b > 0 ? b : cache_->length(layer, h);
+          high_targets_[std::size_t(h)] = hb;
+        }
+        st = reserve_eviction(layer, n);
+      }
+    }
+    if (st != status::ok) {
+      (void)cache_->unappend(layer, n);  // the append's own tokens: cannot fail
+      return st;
+    }
     HEED_RETURN_IF_ERROR(
         cache_attention(*cache_, layer, p, {attn_ws_.data(), attn_ws_.size()}, ex));
     if (prefill_mass) HEED_RETURN_IF_ERROR(accumulate_chunk(layer, q, p.lse, n));
@@ -199,21 +232,7 @@ class basic_eviction_loop {
     remember(layer, q, o);
     steps_[std::size_t(layer)] += n;
     // 4. A chunk longer than the budget: evict after attending.
-    if (b > 0 || hb >= 0) {
-      bool over = false;
-      for (int h = 0; h < heads; ++h) {
-        const std::int64_t len = cache_->length(layer, h);
-        over = over || (b > 0 && len > b + cfg_.slack) ||
-               (hb >= 0 && len - cache_->low_length(layer, h) > hb + cfg_.slack);
-      }
-      if (over) {
-        for (int h = 0; h < heads; ++h) {
-          targets_[std::size_t(h)] = b > 0 ? b : cache_->length(layer, h);
-          high_targets_[std::size_t(h)] = hb;
-        }
-        HEED_RETURN_IF_ERROR(evict_now(layer));
-      }
-    }
+    if (evict_after) HEED_RETURN_IF_ERROR(evict_now(layer));
     return status::ok;
   }
 
@@ -229,20 +248,21 @@ class basic_eviction_loop {
     return status::ok;
   }
 
-  // The policy's view of one layer now.
-  policy_input input(int layer) const noexcept {
+  // The policy's view of one layer now (ahead > 0: its shape once ahead more tokens of a step
+  // are remembered; the rows it points at are not those yet).
+  policy_input input(int layer, std::int64_t ahead = 0) const noexcept {
     policy_input in;
     in.cache = cache_;
     in.layer = layer;
     in.n_layers = cache_->layers();
     in.q_heads = q_heads_;
     in.budget = budget(layer);
-    in.step = steps_[std::size_t(layer)];
+    in.step = steps_[std::size_t(layer)] + ahead;
     in.seed = cfg_.seed;
     in.logits = cfg_.logits;
     const std::int64_t d = cache_->head_dim(), row = std::int64_t(q_heads_) * d;
     if (needs_.query_window > 0) {
-      const std::int64_t w = needs_.query_window, c = q_count_[std::size_t(layer)];
+      const std::int64_t w = needs_.query_window, c = q_count_[std::size_t(layer)] + ahead;
       const std::int64_t have = std::min(c, w);
       if (have > 0) {
         const std::int64_t first = (c - have) % w;  // oldest kept query's slot
@@ -250,7 +270,7 @@ class basic_eviction_loop {
         in.queries = make_view(base + first * row, have, q_heads_, d);
       }
     }
-    if (needs_.last_output && steps_[std::size_t(layer)] > 0)
+    if (needs_.last_output && steps_[std::size_t(layer)] + ahead > 0)
       in.last_output = make_view(outputs_.data() + std::size_t(layer) * row, 1, q_heads_, d);
     return in;
   }
@@ -268,10 +288,46 @@ class basic_eviction_loop {
 
  private:
   bool demoting() const noexcept { return cfg_.high_budget >= 0; }
-  status evict_now(int layer) noexcept {
+  // append_after: the tokens the step appends after this eviction (their room is reserved).
+  status evict_now(int layer, std::int64_t append_after = 0) noexcept {
     const policy_input in = input(layer);
     return evict_layer(*cache_, policy_, in, targets_.data(), scratch_,
-                       demoting() ? high_targets_.data() : nullptr);
+                       demoting() ? high_targets_.data() : nullptr, append_after);
+  }
+
+  // The allocations of evict_now(layer) once the step's `ahead` tokens are remembered.
+  status reserve_eviction(int layer, std::int64_t ahead) noexcept {
+    if constexpr (!detail::check_policy<Policy>()) {
+      (void)layer, (void)ahead;
+      return status::invalid_argument;  // not compiled: a contract static_assert failed
+    } else {
+      return detail::evict_layer_impl(*cache_, policy_, input(layer, ahead), targets_.data(),
+                                      scratch_, demoting() ? high_targets_.data() : nullptr, 0,
+                                      /*reserve_only=*/true);
+    }
+  }
+
+  // The options of the chunk's column-mass pass (accumulate_chunk).
+  static observation_window_options chunk_options() noexcept {
+    observation_window_options opt;
+    opt.pool = pool_kind::none;
+    opt.pool_kernel = 1;
+    return opt;
+  }
+  // What a step of n tokens allocates whatever it evicts: the LSE of a chunk (own_lse) and the
+  // buffers of its column-mass pass, for heads of at most max_length + n entries.
+  status reserve_chunk(int layer, std::int64_t n, bool own_lse) noexcept {
+    if (own_lse && !detail::grow_vector(lse_, std::size_t(n) * std::size_t(q_heads_)))
+      return status::out_of_memory;
+    if (!(needs_.column_mass && n > 1)) return status::ok;
+    const std::int64_t len = cache_->max_length(layer) + n;
+    const std::size_t group = std::size_t(q_heads_ / cache_->kv_heads());
+    if (!detail::grow_vector(window_ws_, observation_window_workspace_size(len, chunk_options())) ||
+        !detail::grow_vector(vertical_, group * std::size_t(len)) ||
+        ((cache_->paged() || cache_->tiered()) &&
+         !detail::grow_vector(scratch_.kv, detail::gather_bytes(*cache_, len))))
+      return status::out_of_memory;
+    return status::ok;
   }
 
   // A chunk of n > 1 queries: fold its rows' probabilities into channel 0 as n decode steps
@@ -284,9 +340,7 @@ class basic_eviction_loop {
     // Row by row unless the update is linear in the rows (sum of group means).
     const bool per_row =
         mode != accumulate_mode::sum || needs_.accumulate.reduce != head_reduce::mean;
-    observation_window_options opt;
-    opt.pool = pool_kind::none;
-    opt.pool_kernel = 1;
+    observation_window_options opt = chunk_options();
     const std::int64_t len = cache_->max_length(layer);
     const std::size_t ws_bytes = observation_window_workspace_size(len, opt);
     if (!detail::grow_vector(window_ws_, ws_bytes) ||
