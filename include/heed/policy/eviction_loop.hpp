@@ -139,9 +139,11 @@ class basic_eviction_loop {
   // q [n, Hq, d] f32, k and v [n, Hkv, d] (any dtype), o [n, Hq, d] f32; optional lse/entropy
   // [Hq][n]. Causal over the cache. All or nothing but for one case: a step that fails (status::
   // out_of_memory included) leaves the cache and the loop as they were, except when it had
-  // evicted before the append and then cannot have the attention's workspace (sized by the state
-  // after the eviction, so not before it): the eviction then stays, and a retry completes the
-  // step as if nothing had failed (docs/allocation_faults.md).
+  // evicted (or demoted) before the append and then cannot have the attention's workspace or,
+  // after a chunk longer than the budget, the scratch of the eviction that follows it (both sized
+  // by the state after the first eviction, so not before it): that eviction then stays, the
+  // append is undone, and a retry completes the step as if nothing had failed
+  // (docs/allocation_faults.md).
   status step(int layer, const tensor_view& q, const tensor_view& k, const tensor_view& v,
               const mutable_tensor_view& o, executor& ex = default_executor(), float* lse = nullptr,
               float* entropy = nullptr) noexcept {
