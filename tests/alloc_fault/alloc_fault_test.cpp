@@ -704,4 +704,212 @@ TEST(AllocFaultStreaming, Evict) {
   }
 }
 
+// ---- The C API ---------------------------------------------------------------------------------
+
+// A C cache and loop (handles, owned), and the caller's output buffer.
+struct c_world {
+  heed_kv_cache* cache = nullptr;
+  heed_eviction_loop* loop = nullptr;
+  int channels = -1;
+  std::int64_t t = 0;
+  std::vector<float> out = std::vector<float>(std::size_t(kMaxChunk * kHq * kD));
+  c_world() = default;
+  c_world(const c_world&) = delete;
+  c_world& operator=(const c_world&) = delete;
+  ~c_world() {
+    heed_eviction_loop_destroy(loop);
+    heed_kv_cache_destroy(cache);
+  }
+};
+
+status from_c(heed_status s) { return static_cast<status>(static_cast<int>(s)); }
+
+heed_tensor c_view(const std::vector<float>& x, std::int64_t first, std::int64_t n, int heads) {
+  heed_tensor t{};
+  t.data = x.data() + first * heads * kD;
+  t.dtype = HEED_DTYPE_F32;
+  t.seq = n;
+  t.heads = heads;
+  t.dim = kD;
+  t.seq_stride = heads * kD;
+  t.head_stride = kD;
+  return t;
+}
+
+// Everything the C API reads of a cache: lengths, positions, scores, tiers, rows as f32.
+state snap_c(const c_world& w) {
+  state s;
+  const int handles[] = {w.cache != nullptr, w.loop != nullptr};  // created or not
+  s.put("handles", handles, 2);
+  s.put_value("channels", w.channels);
+  s.put("out: o", w.out.data(), w.out.size());
+  if (w.cache == nullptr) return s;
+  heed_kv_cache_config cfg;
+  EXPECT_EQ(heed_kv_cache_get_config(w.cache, &cfg), HEED_STATUS_OK);
+  for (int l = 0; l < cfg.layers; ++l)
+    for (int h = 0; h < cfg.kv_heads; ++h) {
+      const std::string at = std::to_string(l) + "/" + std::to_string(h) + " ";
+      std::int64_t len = 0, low = 0;
+      EXPECT_EQ(heed_kv_cache_length(w.cache, l, h, &len), HEED_STATUS_OK);
+      EXPECT_EQ(heed_kv_cache_low_length(w.cache, l, h, &low), HEED_STATUS_OK);
+      s.put_value(at + "length", len);
+      s.put_value(at + "low", low);
+      if (len == 0) continue;
+      std::vector<std::int64_t> pos(static_cast<std::size_t>(len));
+      EXPECT_EQ(heed_kv_cache_positions(w.cache, l, h, pos.data(), len), HEED_STATUS_OK);
+      s.put(at + "positions", pos.data(), pos.size());
+      std::vector<float> x(static_cast<std::size_t>(len * kD));
+      for (int c = 0; c < cfg.score_channels; ++c) {
+        EXPECT_EQ(heed_kv_cache_read_scores(w.cache, l, h, c, x.data(), len), HEED_STATUS_OK);
+        s.put(at + "scores " + std::to_string(c), x.data(), std::size_t(len));
+      }
+      std::vector<std::uint8_t> tiers(static_cast<std::size_t>(len));
+      EXPECT_EQ(heed_kv_cache_tiers(w.cache, l, h, tiers.data(), tiers.size()), HEED_STATUS_OK);
+      s.put(at + "tiers", tiers.data(), tiers.size());
+      for (int which = 0; which < 2; ++which) {
+        EXPECT_EQ(heed_kv_cache_gather_float(w.cache, l, h, which, x.data(), x.size()),
+                  HEED_STATUS_OK);
+        s.put(at + (which == 0 ? "k" : "v"), x.data(), x.size());
+      }
+    }
+  return s;
+}
+
+heed_kv_cache_config c_config(const cache_kind& k) {
+  heed_kv_cache_config c;
+  EXPECT_EQ(heed_kv_cache_config_init(&c), HEED_STATUS_OK);
+  c.layers = kLayers;
+  c.kv_heads = kHkv;
+  c.head_dim = kD;
+  c.dtype = static_cast<heed_dtype>(static_cast<int>(k.type));
+  c.page_rows = k.page_rows;
+  c.tiered = k.tiered ? 1 : 0;
+  c.low_type = static_cast<heed_dtype>(static_cast<int>(k.low_type));
+  c.score_channels = 1;
+  return c;
+}
+
+heed_eviction_config c_loop_config(std::int64_t budget, std::int64_t high) {
+  heed_eviction_config c;
+  EXPECT_EQ(heed_eviction_config_init(&c), HEED_STATUS_OK);
+  c.budget = budget;
+  c.high_budget = high;
+  return c;
+}
+
+status c_step(c_world& w, int layer, std::int64_t n) {
+  const heed_tensor q = c_view(stream_q(), w.t, n, kHq);
+  const heed_tensor k = c_view(stream_k(), w.t, n, kHkv), v = c_view(stream_v(), w.t, n, kHkv);
+  heed_mutable_tensor o{};
+  o.data = w.out.data();
+  o.dtype = HEED_DTYPE_F32;
+  o.seq = n;
+  o.heads = kHq;
+  o.dim = kD;
+  o.seq_stride = kHq * kD;
+  o.head_stride = kD;
+  return from_c(heed_eviction_loop_step(w.loop, layer, &q, &k, &v, &o, nullptr, nullptr, nullptr));
+}
+
+TEST(AllocFaultCApi, CacheAndLoop) {
+  (void)stream_q(), (void)stream_k(), (void)stream_v();
+  const heed_policy_param params[] = {{"window", 4}, {"sinks", 2}};
+  for (const cache_kind& k : {kCacheKinds[1], kCacheKinds[6], kCacheKinds[9]}) {
+    const heed_kv_cache_config cfg = c_config(k);
+    const std::int64_t high = k.tiered ? 10 : -1;
+    const heed_eviction_config lc = c_loop_config(24, high);
+    auto make_cache = [&](c_world& w) {
+      ASSERT_EQ(heed_kv_cache_create(&cfg, &w.cache), HEED_STATUS_OK);
+      for (int l = 0; l < kLayers; ++l) {
+        const heed_tensor kk = c_view(stream_k(), 0, 30, kHkv),
+                          vv = c_view(stream_v(), 0, 30, kHkv);
+        ASSERT_EQ(heed_kv_cache_append(w.cache, l, &kk, &vv, nullptr), HEED_STATUS_OK);
+      }
+      w.t = 30;
+    };
+    auto make_loop_c = [&](c_world& w) {
+      make_cache(w);
+      ASSERT_EQ(heed_eviction_loop_create(w.cache, "snapkv", params, 2, &lc, kHq, &w.loop),
+                HEED_STATUS_OK);
+    };
+    const std::string kind = std::string(" on ") + k.name;
+    run_faults<c_world>("heed_kv_cache_create" + kind, {[](c_world&) {},
+                                                        [&](c_world& w) {
+                                                          heed_kv_cache* c = nullptr;
+                                                          const heed_status st =
+                                                              heed_kv_cache_create(&cfg, &c);
+                                                          if (st == HEED_STATUS_OK) w.cache = c;
+                                                          return from_c(st);
+                                                        },
+                                                        snap_c, nullptr});
+    run_faults<c_world>("heed_kv_cache_append" + kind,
+                        {make_cache,
+                         [&](c_world& w) {
+                           const heed_tensor kk = c_view(stream_k(), 30, 20, kHkv);
+                           const heed_tensor vv = c_view(stream_v(), 30, 20, kHkv);
+                           return from_c(heed_kv_cache_append(w.cache, 1, &kk, &vv, nullptr));
+                         },
+                         snap_c, nullptr});
+    run_faults<c_world>(
+        "heed_kv_cache_shrink_to_fit" + kind,
+        {make_cache, [&](c_world& w) { return from_c(heed_kv_cache_shrink_to_fit(w.cache, 3)); },
+         snap_c, nullptr});
+    if (k.tiered) {
+      const std::int32_t idx[] = {1, 4, 5, 20, 29};
+      run_faults<c_world>(
+          "heed_kv_cache_demote" + kind,
+          {make_cache,
+           [&](c_world& w) { return from_c(heed_kv_cache_demote(w.cache, 1, 0, idx, 5)); }, snap_c,
+           nullptr});
+    }
+    run_faults<c_world>("heed_eviction_loop_create" + kind,
+                        {make_cache,
+                         [&](c_world& w) {
+                           heed_eviction_loop* l = nullptr;
+                           const heed_status st = heed_eviction_loop_create(
+                               w.cache, "snapkv", params, 2, &lc, kHq, &l);
+                           if (st == HEED_STATUS_OK) w.loop = l;
+                           return from_c(st);
+                         },
+                         snap_c, nullptr});
+    run_faults<c_world>("heed_policy_channels" + kind, {[](c_world&) {},
+                                                        [&](c_world& w) {
+                                                          int ch = -1;
+                                                          const heed_status st =
+                                                              heed_policy_channels(
+                                                                  "caote_h2o", params + 1, 1, &ch);
+                                                          if (st == HEED_STATUS_OK) w.channels = ch;
+                                                          return from_c(st);
+                                                        },
+                                                        snap_c, nullptr});
+    run_faults<c_world>(
+        "heed_eviction_loop_evict_now / evict_to" + kind,
+        {make_loop_c, [&](c_world& w) { return from_c(heed_eviction_loop_evict_now(w.loop, 0)); },
+         snap_c,
+         [&](c_world& w) {
+           ASSERT_EQ(heed_eviction_loop_evict_to(w.loop, 1, 9), HEED_STATUS_OK);
+         }});
+    run_faults<c_world>(
+        "heed_eviction_loop_evict_to" + kind,
+        {make_loop_c, [&](c_world& w) { return from_c(heed_eviction_loop_evict_to(w.loop, 1, 5)); },
+         snap_c, nullptr});
+    // (A tiered cache's step is the C++ step of AllocFaultLoop, whose allowed partial change, a
+    // demotion to high_budget - n, the C API cannot make by hand.)
+    for (const std::int64_t n : {std::int64_t(1), std::int64_t(8)})
+      if (!k.tiered)
+        run_faults<c_world>("heed_eviction_loop_step " + std::to_string(n) + kind,
+                            {make_loop_c, [&](c_world& w) { return c_step(w, 0, n); }, snap_c,
+                             [&](c_world& w) {
+                               ASSERT_EQ(c_step(w, 1, n), status::ok);
+                               w.t += n;
+                             },
+                             [&](c_world& w) {
+                               // What the step evicts before its append (snapkv, layer 0).
+                               ASSERT_EQ(heed_eviction_loop_evict_to(w.loop, 0, 24 - n),
+                                         HEED_STATUS_OK);
+                             }});
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
 }  // namespace
