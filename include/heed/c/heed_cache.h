@@ -20,9 +20,10 @@
  *     or crashes on bad input: null handles and pointers, out-of-range layers and heads, and
  *     tensors of the wrong shape or type are reported as statuses;
  *   - a call that fails leaves its objects as they were (a failed append or step appends nothing
- *     and evicts nothing). Two exceptions: HEED_STATUS_OUT_OF_MEMORY from a step (the layer may
- *     then have been evicted, or evicted and appended: clear it or stop), and what a score
- *     callback does itself;
+ *     and evicts nothing), HEED_STATUS_OUT_OF_MEMORY included (retry once memory is available;
+ *     docs/allocation_faults.md). Two exceptions: a step that evicted before its append and then
+ *     cannot get the attention's workspace keeps that eviction (its append is undone; a retry
+ *     completes the step as if nothing had failed), and what a score callback does itself;
  *   - out-pointers are written only on success;
  *   - the library allocates (handles, cache rows, loop scratch) and reports a failed allocation
  *     as HEED_STATUS_OUT_OF_MEMORY.
