@@ -274,7 +274,9 @@ struct cache_world {
   heed::kv_cache cache;
 };
 
-state snap_cache(const cache_world& w) {
+// The snapshot of any world whose objects are its `cache`.
+template <class World>
+state snap_cache(const World& w) {
   state s;
   put_cache(s, w.cache);
   return s;
@@ -288,14 +290,14 @@ TEST_P(AllocFaultCache, InitFreshAndOverAFullCache) {
   reserved.reserve = 40;
   run_faults<cache_world>(
       "init", {[](cache_world&) {}, [&](cache_world& w) { return w.cache.init(reserved); },
-               snap_cache, nullptr});
+               snap_cache<cache_world>, nullptr});
   run_faults<cache_world>(
       "init over a full cache",
       {[&](cache_world& w) {
          ASSERT_EQ(w.cache.init(cfg), status::ok);
          fill(w.cache, stream_k(), stream_v(), 0, 20);
        },
-       [&](cache_world& w) { return w.cache.init(reserved); }, snap_cache, nullptr});
+       [&](cache_world& w) { return w.cache.init(reserved); }, snap_cache<cache_world>, nullptr});
 }
 
 TEST_P(AllocFaultCache, AppendGrowsAndPages) {
@@ -312,7 +314,8 @@ TEST_P(AllocFaultCache, AppendGrowsAndPages) {
              return w.cache.append(1, view(stream_k(), 100, n, kHkv),
                                    view(stream_v(), 100, n, kHkv));
            },
-           snap_cache, [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 200, 30); }});
+           snap_cache<cache_world>,
+           [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 200, 30); }});
     }
   }
 }
@@ -332,14 +335,14 @@ TEST_P(AllocFaultCache, AppendWithPositionsAndOneHead) {
                              return w.cache.append(0, view(stream_k(), 50, n, kHkv),
                                                    view(stream_v(), 50, n, kHkv), pos.data());
                            },
-                           snap_cache, nullptr});
+                           snap_cache<cache_world>, nullptr});
   run_faults<cache_world>("append_head", {make,
                                           [&](cache_world& w) {
                                             return w.cache.append_head(
                                                 1, 0, view(stream_k(), 50, n, kHkv),
                                                 view(stream_v(), 50, n, kHkv), 1);
                                           },
-                                          snap_cache, nullptr});
+                                          snap_cache<cache_world>, nullptr});
 }
 
 TEST_P(AllocFaultCache, KeepAndShrinkToFit) {
@@ -359,7 +362,8 @@ TEST_P(AllocFaultCache, KeepAndShrinkToFit) {
              HEED_RETURN_IF_ERROR(w.cache.keep(l, h, keep.data(), std::int64_t(keep.size()) - h));
          return status::ok;
        },
-       snap_cache, [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 100, 9); }});
+       snap_cache<cache_world>,
+       [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 100, 9); }});
   for (const std::int64_t slack : {0, 5, 40}) {
     run_faults<cache_world>(
         "shrink_to_fit " + std::to_string(slack),
@@ -370,7 +374,7 @@ TEST_P(AllocFaultCache, KeepAndShrinkToFit) {
                ASSERT_EQ(w.cache.keep(l, h, keep.data(), std::int64_t(keep.size()) - 2 * h),
                          status::ok);
          },
-         [&](cache_world& w) { return w.cache.shrink_to_fit(slack); }, snap_cache,
+         [&](cache_world& w) { return w.cache.shrink_to_fit(slack); }, snap_cache<cache_world>,
          [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 100, 50); }});
   }
 }
@@ -392,7 +396,8 @@ TEST_P(AllocFaultCache, Demote) {
            }
          },
          [&](cache_world& w) { return w.cache.demote(0, 1, idx.data(), std::int64_t(idx.size())); },
-         snap_cache, [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 100, 9); }});
+         snap_cache<cache_world>,
+         [&](cache_world& w) { fill(w.cache, stream_k(), stream_v(), 100, 9); }});
   }
 }
 
@@ -618,12 +623,7 @@ TEST(AllocFaultLoop, EvictLayer) {
                          return heed::evict_layer(w.cache, w.policy, in, target, w.scratch,
                                                   k.tiered ? high : nullptr);
                        },
-                       [](const world& w) {
-                         state s;
-                         put_cache(s, w.cache);
-                         return s;
-                       },
-                       nullptr});
+                       snap_cache<world>, nullptr});
   }
 }
 
@@ -695,12 +695,7 @@ TEST(AllocFaultStreaming, Evict) {
                          fill(w.cache, stream_k(), stream_v(), 0, 40);
                        },
                        [&](world& w) { return heed::streaming_evict(w.cache, 1, sc, w.scratch); },
-                       [](const world& w) {
-                         state s;
-                         put_cache(s, w.cache);
-                         return s;
-                       },
-                       nullptr});
+                       snap_cache<world>, nullptr});
   }
 }
 
@@ -725,15 +720,8 @@ struct c_world {
 status from_c(heed_status s) { return static_cast<status>(static_cast<int>(s)); }
 
 heed_tensor c_view(const std::vector<float>& x, std::int64_t first, std::int64_t n, int heads) {
-  heed_tensor t{};
-  t.data = x.data() + first * heads * kD;
-  t.dtype = HEED_DTYPE_F32;
-  t.seq = n;
-  t.heads = heads;
-  t.dim = kD;
-  t.seq_stride = heads * kD;
-  t.head_stride = kD;
-  return t;
+  const heed::tensor_view t = view(x, first, n, heads);
+  return {t.data, HEED_DTYPE_F32, t.seq, t.heads, t.dim, t.seq_stride, t.head_stride};
 }
 
 // Everything the C API reads of a cache: lengths, positions, scores, tiers, rows as f32.
@@ -800,14 +788,9 @@ heed_eviction_config c_loop_config(std::int64_t budget, std::int64_t high) {
 status c_step(c_world& w, int layer, std::int64_t n) {
   const heed_tensor q = c_view(stream_q(), w.t, n, kHq);
   const heed_tensor k = c_view(stream_k(), w.t, n, kHkv), v = c_view(stream_v(), w.t, n, kHkv);
-  heed_mutable_tensor o{};
-  o.data = w.out.data();
-  o.dtype = HEED_DTYPE_F32;
-  o.seq = n;
-  o.heads = kHq;
-  o.dim = kD;
-  o.seq_stride = kHq * kD;
-  o.head_stride = kD;
+  const heed::mutable_tensor_view m = heed::make_mutable_view(w.out.data(), n, kHq, kD);
+  const heed_mutable_tensor o = {m.data, HEED_DTYPE_F32, m.seq,        m.heads,
+                                 m.dim,  m.seq_stride,   m.head_stride};
   return from_c(heed_eviction_loop_step(w.loop, layer, &q, &k, &v, &o, nullptr, nullptr, nullptr));
 }
 
