@@ -259,14 +259,10 @@ void fill(heed::kv_cache& c, const std::vector<float>& k, const std::vector<floa
   }
 }
 
-const std::vector<float>& stream_k() {
-  static const std::vector<float> k = rows(512, kHkv, 1);
-  return k;
-}
-const std::vector<float>& stream_v() {
-  static const std::vector<float> v = rows(512, kHkv, 2);
-  return v;
-}
+// The streams are built before main(), never inside a call with a fault armed.
+const std::vector<float> kStreamK = rows(512, kHkv, 1), kStreamV = rows(512, kHkv, 2);
+const std::vector<float>& stream_k() { return kStreamK; }
+const std::vector<float>& stream_v() { return kStreamV; }
 
 // ---- kv_cache ----------------------------------------------------------------------------------
 
@@ -445,10 +441,8 @@ heed::any_policy policy_of(const named_policy& p) {
 
 constexpr std::int64_t kTokens = 200, kMaxChunk = 50;
 
-const std::vector<float>& stream_q() {
-  static const std::vector<float> q = rows(kTokens, kHq, 3);
-  return q;
-}
+const std::vector<float> kStreamQ = rows(kTokens, kHq, 3);
+const std::vector<float>& stream_q() { return kStreamQ; }
 
 // A cache, its loop and the caller's output buffers (allocated with the world, before a fault is
 // armed).
@@ -498,7 +492,6 @@ heed::eviction_config loop_config(const loop_setup& s) {
 }
 
 void make_loop(loop_world& w, const loop_setup& s) {
-  (void)stream_q(), (void)stream_k(), (void)stream_v();  // statics, built before any fault
   w.policy = policy_of(s.policy);
   ASSERT_EQ(w.cache.init(config_of(s.kind, std::max(1, w.policy.needs().channels))), status::ok);
   ASSERT_EQ(w.loop.init(&w.cache, w.policy, loop_config(s), kHq), status::ok);
@@ -795,7 +788,6 @@ status c_step(c_world& w, int layer, std::int64_t n) {
 }
 
 TEST(AllocFaultCApi, CacheAndLoop) {
-  (void)stream_q(), (void)stream_k(), (void)stream_v();
   const heed_policy_param params[] = {{"window", 4}, {"sinks", 2}};
   for (const cache_kind& k : {kCacheKinds[1], kCacheKinds[6], kCacheKinds[9]}) {
     const heed_kv_cache_config cfg = c_config(k);
