@@ -46,6 +46,12 @@ constexpr bool is_avx2 = std::is_base_of<xsimd::avx2, A>::value && !is_avx512<A>
 template <class A>
 constexpr bool is_neon = std::is_base_of<xsimd::neon, A>::value;
 
+// Vector registers of the ISA: 32 (AVX-512, NEON) or 16 (SSE2, AVX2). Register blocks of the
+// kernels are sized by it: a block of accumulators and operands that needs more spills to the
+// stack inside its loop (AVX2 decode's P V did, with a block sized for AVX-512).
+template <class A>
+constexpr int vector_registers = is_avx512<A> || is_neon<A> ? 32 : 16;
+
 template <class A>
 constexpr isa isa_of() noexcept {
   return is_avx512<A> ? isa::avx512 : is_avx2<A> ? isa::avx2 : is_neon<A> ? isa::neon : isa::sse2;

@@ -452,6 +452,30 @@ struct decode_core {
     }
   }
 
+  // Columns (vectors) of one P V register block for GB query heads: GB x CB accumulators, CB
+  // value vectors and the broadcast probability must fit in the ISA's registers. On AVX2 (16
+  // registers) a block of 4 heads x 4 vectors spilled its accumulators to the stack on every key.
+  template <int GB>
+  static constexpr int pv_cols() noexcept {
+    constexpr int NV = D / L;
+    for (int cb = 4; cb > 1; --cb)
+      if (NV % cb == 0 && GB * cb + cb + 1 <= simd::vector_registers<A>) return cb;
+    return 1;
+  }
+
+  // P V of the block for query heads [0, GB) of oacc / sb (head-dim rows of vectors), column block
+  // by column block; the first block also calls pf->fetch_v(jf + j) for each key j (pf may be
+  // null).
+  template <int GB, class F>
+  HEED_FORCE_INLINE void pv_heads(float* oacc, const float* sb, const KV* vrow0,
+                                  std::int64_t vstride, int nb, const F* pf,
+                                  std::int64_t jf) const noexcept {
+    constexpr int CB = pv_cols<GB>();
+    for (std::int64_t c0 = 0; c0 < D; c0 += CB * L)
+      decode_pv_block<A, D, GB, CB, KV, F>(oacc, ds, sb, vrow0, vstride, c0, nb,
+                                           c0 == 0 ? pf : nullptr, jf);
+  }
+
   // Also prefetches, per key of the block, pf.fetch_v(jf + j).
   template <class F>
   HEED_NOINLINE void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb, const F& pf,
@@ -459,22 +483,14 @@ struct decode_core {
     const std::int64_t G = lay.group;
     const std::int64_t vstride = p.v.seq_stride;
     if constexpr (D != 0 && D % L == 0) {
-      constexpr int NV = D / L;
-      constexpr int CB = NV % 4 == 0 ? 4 : NV % 3 == 0 ? 3 : NV % 2 == 0 ? 2 : 1;
       // The first pass over the block's values prefetches.
-      const F* fetch_first = &pf;
-      for (std::int64_t c0 = 0; c0 < D; c0 += CB * L) {
-        std::int64_t g = 0;
-        for (; g + 4 <= G; g += 4)
-          decode_pv_block<A, D, 4, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
-                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-        for (; g + 2 <= G; g += 2)
-          decode_pv_block<A, D, 2, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
-                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-        for (; g < G; ++g)
-          decode_pv_block<A, D, 1, CB, KV, F>(oacc + g * ds, ds, sb + g * NB, vrow0, vstride, c0,
-                                              nb, c0 == 0 && g == 0 ? fetch_first : nullptr, jf);
-      }
+      std::int64_t g = 0;
+      for (; g + 4 <= G; g += 4)
+        pv_heads<4>(oacc + g * ds, sb + g * NB, vrow0, vstride, nb, g == 0 ? &pf : nullptr, jf);
+      for (; g + 2 <= G; g += 2)
+        pv_heads<2>(oacc + g * ds, sb + g * NB, vrow0, vstride, nb, g == 0 ? &pf : nullptr, jf);
+      for (; g < G; ++g)
+        pv_heads<1>(oacc + g * ds, sb + g * NB, vrow0, vstride, nb, g == 0 ? &pf : nullptr, jf);
     } else {
       // Generic head dim: vector body, scalar tail columns.
       const std::int64_t dv = d / L * L;
