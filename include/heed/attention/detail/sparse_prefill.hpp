@@ -17,8 +17,10 @@
 
 #include "heed/attention/detail/dense_prefill.hpp"
 #include "heed/attention/sparse_layout.hpp"
+#include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 template <class A, int D, class Variant, class Obs>
@@ -224,4 +226,5 @@ void run_vertical_slash(const dense_params& p, const vertical_slash_layout& l, c
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed
