@@ -15,7 +15,7 @@
 #define HEED_RESTRICT
 #endif
 
-// HEED_ISA_BEGIN / HEED_ISA_END: the namespace of the code a translation unit compiles for one ISA.
+// HEED_ISA_BEGIN / HEED_ISA_END: the namespace of what a translation unit compiles for one ISA.
 //
 // The compiled library builds its kernels once per ISA, in translation units compiled with that
 // ISA's flags (-mavx2 -mfma -mf16c, -mavx512f ...: cmake/heed_isas.cmake). An inline function or
@@ -23,21 +23,23 @@
 // arguments) is emitted by each of them as a weak symbol of one name, and the linker keeps one
 // copy for the whole program: perhaps the AVX-512 one, which an SSE2 or AVX2 path, or dispatch,
 // then runs on a CPU without AVX-512. So those translation units define HEED_ISA_NAMESPACE
-// (isa_sse2, isa_avx2, isa_avx512, isa_neon), and heed's headers put their code between
-// HEED_ISA_BEGIN and HEED_ISA_END, which open and close the inline namespace
-// heed::HEED_ISA_NAMESPACE there: every name is the ISA's own (heed::isa_avx2::detail::...), and
-// code still writes heed::detail::... (the namespace is inline). Elsewhere (the library's other
-// translation units, header-only users) both expand to nothing and the names are heed's.
+// (isa_sse2, isa_avx2, isa_avx512, isa_neon), and the headers they include (the kernels and all
+// they use) put their code between HEED_ISA_BEGIN and HEED_ISA_END, which open and close the
+// inline namespace heed::HEED_ISA_NAMESPACE there: every name is the ISA's own
+// (heed::isa_avx2::detail::...) while code still writes heed::detail::... (the namespace is
+// inline). Elsewhere (the library's other translation units, header-only users) both expand to
+// nothing and the names are heed's.
 //
-// Outside them stays only what the translation units of different ISAs share: the types of the
-// per-ISA entry points' signatures (dense_params with its views and settings, the sparse
-// layouts, workspace, executor, linear_params, feature_map_spec, status, dtype, isa), whose
-// member functions are HEED_FORCE_INLINE (never emitted on their own); the declarations of the
-// functions the library defines once (the dispatch API); and program-wide data (the abort
-// handler). The standard library's templates cannot be renamed: per-ISA code instantiates none
-// that is emitted out of line (the kernels do not allocate or sort). The ctest isa_symbols checks
-// the library's objects (docs/architecture.md, "One namespace per ISA"). A user who compiles
-// heed's kernels once per ISA in their own translation units can define HEED_ISA_NAMESPACE too.
+// Outside them stays only what the ISAs' translation units share: the types of the per-ISA entry
+// points' signatures (dense_params with its settings, views and pages, the sparse layouts,
+// workspace, executor with task_fn, linear_params, feature_map_spec, status, dtype, isa), whose
+// member functions are HEED_FORCE_INLINE (never emitted on their own); declarations of functions
+// the library defines once (the dispatch API); and program-wide data (the abort handler). The
+// standard library's templates cannot be renamed: per-ISA code instantiates none that is emitted
+// out of line (the kernels neither allocate nor sort). A header those translation units newly
+// include must follow the same rule, or the build fails (a heed::detail beside
+// heed::isa_avx2::detail makes `detail::` ambiguous) or the ctest isa_symbols does: it checks
+// the library's objects (docs/architecture.md, "One namespace per ISA").
 #if defined(HEED_ISA_NAMESPACE)
 #define HEED_ISA_BEGIN inline namespace HEED_ISA_NAMESPACE {
 #define HEED_ISA_END }
