@@ -35,11 +35,13 @@
 // workspace, executor with task_fn, linear_params, feature_map_spec, status, dtype, isa), whose
 // member functions are HEED_FORCE_INLINE (never emitted on their own); declarations of functions
 // the library defines once (the dispatch API); and program-wide data (the abort handler). The
-// standard library's templates cannot be renamed: per-ISA code instantiates none that is emitted
-// out of line (the kernels neither allocate nor sort). A header those translation units newly
-// include must follow the same rule, or the build fails (a heed::detail beside
-// heed::isa_avx2::detail makes `detail::` ambiguous) or the ctest isa_symbols does: it checks
-// the library's objects (docs/architecture.md, "One namespace per ISA").
+// standard library's templates cannot be renamed: per-ISA code calls small ones an optimized
+// build inlines, and gives a bigger one an argument of the ISA's namespace, which puts the
+// namespace into its name (std::sort with detail::key_less, attention/detail/sparse_prefill.hpp).
+// A header those translation units newly include must follow the same rule, or the build fails
+// (a heed::detail beside heed::isa_avx2::detail makes `detail::` ambiguous) or the ctest
+// isa_symbols does: it checks the library's objects (docs/architecture.md, "One namespace per
+// ISA").
 #if defined(HEED_ISA_NAMESPACE)
 #define HEED_ISA_BEGIN inline namespace HEED_ISA_NAMESPACE {
 #define HEED_ISA_END }
