@@ -20,8 +20,7 @@ cmake_minimum_required(VERSION 3.16)
 if(NOT HEED_NM OR NOT HEED_OBJECTS_FILE OR NOT HEED_ISAS)
   message(FATAL_ERROR "usage: cmake -DHEED_NM=<nm> -DHEED_OBJECTS_FILE=<file> "
     "-DHEED_ISAS=<isa;...> [-DHEED_ISAS_BASELINE=<isa;...>] [-DHEED_OPTIMIZED=ON|OFF] "
-    "[-DHEED_CXXFILT=<c++filt>] "
-    "-P ${CMAKE_CURRENT_LIST_FILE}")
+    "[-DHEED_CXXFILT=<c++filt>] -P ${CMAKE_CURRENT_LIST_FILE}")
 endif()
 file(STRINGS "${HEED_OBJECTS_FILE}" _objects)
 
@@ -48,6 +47,9 @@ foreach(obj IN LISTS _objects)
   string(REGEX MATCHALL "[0-9a-fA-F]+ W [^\n]+" _lines "${_out}")
   foreach(line IN LISTS _lines)
     string(REGEX REPLACE "^[0-9a-fA-F]+ W " "" _sym "${line}")
+    if(NOT _sym MATCHES "^_Z")  # not C++: a compiler's helper (clang's __clang_call_terminate)
+      continue()
+    endif()
     if(NOT DEFINED _in_${_sym})
       list(APPEND _all "${_sym}")
       set(_in_${_sym} "")
