@@ -4,8 +4,10 @@
 #   HEED_ISA_FLAGS_<isa>      compile options of that ISA's translation units
 #   HEED_ISA_GENERIC_ONLY_<isa>  ON: only the generic head-dim path is compiled (SSE2)
 # and heed_isa_source(<out var> <isa> <body> [D] [INCLUDE_PREFIX <dir>]): a generated translation
-# unit (in the caller's binary dir) that defines HEED_ISA_ARCH, HEED_ISA_FN (and HEED_KERNEL_D)
-# and includes "<dir>/<body>.inc", compiled with the ISA's flags.
+# unit (in the caller's binary dir) that defines HEED_ISA_ARCH, HEED_ISA_FN, HEED_ISA_NAMESPACE
+# (isa_<isa>: the namespace heed's headers put their code in there, see HEED_ISA_BEGIN in
+# include/heed/config.hpp) and HEED_KERNEL_D, and includes "<dir>/<body>.inc", compiled with the
+# ISA's flags.
 set(HEED_ISAS "")
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
   list(APPEND HEED_ISAS sse2)
@@ -39,6 +41,7 @@ function(heed_isa_source out isa body)
   endif()
   set(name "${body}_${isa}")
   set(defs "#define HEED_ISA_ARCH ::heed::simd::${isa}_arch\n#define HEED_ISA_FN(name) name##_${isa}\n")
+  string(APPEND defs "#define HEED_ISA_NAMESPACE isa_${isa}\n")
   if(HEED_ISA_GENERIC_ONLY_${isa})
     string(APPEND defs "#define HEED_ISA_GENERIC_ONLY 1\n")
   endif()

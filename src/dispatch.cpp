@@ -93,26 +93,26 @@ isa best_isa() noexcept {
 
 status dense_can_implement(const dense_params& p) noexcept { return validate_dense(p); }
 
-// The resolved ISA's entry point detail::name_<isa>(args...). The baseline (SSE2 on x86-64,
+// The resolved ISA's entry point isa_entry::name_<isa>(args...). The baseline (SSE2 on x86-64,
 // NEON on aarch64) is always compiled and runs whatever isa_available() let through.
 #if defined(HEED_HAVE_AVX512)
 #define HEED_CASE_AVX512(name, ...) \
   case isa::avx512:                 \
-    return detail::name##_avx512(__VA_ARGS__);
+    return isa_entry::name##_avx512(__VA_ARGS__);
 #else
 #define HEED_CASE_AVX512(name, ...)
 #endif
 #if defined(HEED_HAVE_AVX2)
 #define HEED_CASE_AVX2(name, ...) \
   case isa::avx2:                 \
-    return detail::name##_avx2(__VA_ARGS__);
+    return isa_entry::name##_avx2(__VA_ARGS__);
 #else
 #define HEED_CASE_AVX2(name, ...)
 #endif
 #if defined(HEED_HAVE_NEON)
-#define HEED_BASELINE_CALL(name, ...) detail::name##_neon(__VA_ARGS__)
+#define HEED_BASELINE_CALL(name, ...) isa_entry::name##_neon(__VA_ARGS__)
 #else
-#define HEED_BASELINE_CALL(name, ...) detail::name##_sse2(__VA_ARGS__)
+#define HEED_BASELINE_CALL(name, ...) isa_entry::name##_sse2(__VA_ARGS__)
 #endif
 #define HEED_DISPATCH(i, name, ...)                 \
   switch (resolve(i)) {                             \

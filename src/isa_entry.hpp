@@ -3,6 +3,11 @@
 // translation unit (isa/linear.inc) and one dense and one sparse kernel translation unit per
 // specialized head dim (isa/dense_kernels.inc, isa/sparse_kernels.inc), which explicitly
 // instantiate the *_kernels templates below for their D.
+//
+// They live in heed::isa_entry, outside the per-ISA namespaces (HEED_ISA_BEGIN, heed/config.hpp)
+// that hold everything else those translation units compile, so that dispatch.cpp can name
+// them; the ISA suffix of each name keeps the ISAs apart. (Not heed::detail: next to
+// heed::isa_avx2::detail, a heed::detail would make every `detail::` ambiguous there.)
 #pragma once
 
 #include <cstddef>
@@ -38,10 +43,10 @@
                                          workspace ws, executor& ex) noexcept;
 
 namespace heed {
-namespace detail {
+namespace isa_entry {
 HEED_DECLARE_ISA(sse2)
 HEED_DECLARE_ISA(avx2)
 HEED_DECLARE_ISA(avx512)
 HEED_DECLARE_ISA(neon)
-}  // namespace detail
+}  // namespace isa_entry
 }  // namespace heed

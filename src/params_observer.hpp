@@ -7,10 +7,12 @@
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
 #include "heed/attention/variants/builtin.hpp"
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 #include "heed/scoring/observer.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 struct params_observer {
@@ -44,4 +46,5 @@ status with_params_hooks(const dense_params& p, F&& f) noexcept {
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

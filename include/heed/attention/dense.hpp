@@ -18,12 +18,14 @@
 #include "heed/attention/params.hpp"
 #include "heed/attention/variant.hpp"
 #include "heed/attention/variant_traits.hpp"
+#include "heed/config.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/scoring/observer.hpp"
 #include "heed/scoring/observer_traits.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 namespace detail {
 // Decode (one query row) takes the split-KV path; everything else the tiled prefill path.
@@ -99,4 +101,5 @@ status dense_attention_t(const dense_params& p, const Variant& var, workspace ws
   return dense_attention_t<Arch>(p, var, obs, ws, ex);
 }
 
+HEED_ISA_END
 }  // namespace heed

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 
 namespace heed {
@@ -38,12 +39,12 @@ struct logit_settings {
   const float* sigmoid_bias = nullptr;  // [Hq]
 
   // The settings alone (a slice of any struct that embeds them).
-  const logit_settings& logits() const noexcept { return *this; }
-  logit_settings& logits() noexcept { return *this; }
+  HEED_FORCE_INLINE const logit_settings& logits() const noexcept { return *this; }
+  HEED_FORCE_INLINE logit_settings& logits() noexcept { return *this; }
 
   // The settings of query heads h0, h0 + 1, ...: every per-head array advanced by h0 heads (how a
   // caller hands a group of query heads to a kernel or a score).
-  logit_settings heads_from(std::int64_t h0) const noexcept {
+  HEED_FORCE_INLINE logit_settings heads_from(std::int64_t h0) const noexcept {
     logit_settings s = *this;
     if (s.alibi_slopes) s.alibi_slopes += h0;
     if (s.sink_logits) s.sink_logits += h0;
@@ -54,18 +55,19 @@ struct logit_settings {
   }
 
   // True when anything beyond the scale is set (a built-in variant is needed).
-  bool any_variant() const noexcept {
+  HEED_FORCE_INLINE bool any_variant() const noexcept {
     return window_left >= 0 || softcap > 0.f || alibi_slopes != nullptr || sink_logits != nullptr ||
            ssmax != nullptr || length_scale_base > 0 || key_bias != nullptr || sigmoid;
   }
   // True when a setting depends on the keys' positions (window, ALiBi, per-key bias): such
   // settings need the original positions, which a KV cache after eviction does not keep in the
   // kernel's indices.
-  bool position_dependent() const noexcept {
+  HEED_FORCE_INLINE bool position_dependent() const noexcept {
     return window_left >= 0 || alibi_slopes != nullptr || key_bias != nullptr;
   }
 };
 
+HEED_ISA_BEGIN
 // The checks every path makes of the settings.
 inline status validate_logits(const logit_settings& s) noexcept {
   if (!(std::isfinite(s.scale)) || s.scale < 0.f) return status::invalid_argument;
@@ -80,5 +82,6 @@ inline status validate_logits(const logit_settings& s) noexcept {
   if (s.sigmoid && s.sink_logits != nullptr) return status::invalid_argument;
   return status::ok;
 }
+HEED_ISA_END
 
 }  // namespace heed

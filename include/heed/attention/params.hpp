@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "heed/attention/logit_settings.hpp"
+#include "heed/config.hpp"
 #include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
@@ -43,18 +44,23 @@ struct dense_params : logit_settings {
   prob_tap_fn prob_tap = nullptr;
   void* prob_tap_user = nullptr;
 
-  std::int64_t q_len() const noexcept { return q.seq; }
-  std::int64_t kv_len() const noexcept { return k.seq; }
-  std::int64_t q_heads() const noexcept { return q.heads; }
-  std::int64_t kv_heads() const noexcept { return k.heads; }
-  std::int64_t head_dim() const noexcept { return q.dim; }
-  std::int64_t offset() const noexcept { return q_offset >= 0 ? q_offset : k.seq - q.seq; }
-  float logit_scale() const noexcept {
+  HEED_FORCE_INLINE std::int64_t q_len() const noexcept { return q.seq; }
+  HEED_FORCE_INLINE std::int64_t kv_len() const noexcept { return k.seq; }
+  HEED_FORCE_INLINE std::int64_t q_heads() const noexcept { return q.heads; }
+  HEED_FORCE_INLINE std::int64_t kv_heads() const noexcept { return k.heads; }
+  HEED_FORCE_INLINE std::int64_t head_dim() const noexcept { return q.dim; }
+  HEED_FORCE_INLINE std::int64_t offset() const noexcept {
+    return q_offset >= 0 ? q_offset : k.seq - q.seq;
+  }
+  HEED_FORCE_INLINE float logit_scale() const noexcept {
     return scale != 0.f ? scale : 1.f / std::sqrt(static_cast<float>(q.dim));
   }
-  std::int64_t row_stride() const noexcept { return row_head_stride > 0 ? row_head_stride : q.seq; }
+  HEED_FORCE_INLINE std::int64_t row_stride() const noexcept {
+    return row_head_stride > 0 ? row_head_stride : q.seq;
+  }
 };
 
+HEED_ISA_BEGIN
 // Checks everything the kernels rely on. Any head_dim >= 1 is accepted (unlisted sizes use the
 // generic path). Quantized K/V (q8, q4) only where the caller's kernel reads them
 // (quantized_kv: the dense and sparse kernels, see validate_dense), K and V with the same group;
@@ -104,5 +110,6 @@ HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = fal
 HEED_FORCE_INLINE status validate_dense(const dense_params& p) noexcept {
   return validate(p, /*quantized_kv=*/true);
 }
+HEED_ISA_END
 
 }  // namespace heed

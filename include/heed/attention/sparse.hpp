@@ -21,12 +21,14 @@
 #include "heed/attention/sparse_layout.hpp"
 #include "heed/attention/variant.hpp"
 #include "heed/attention/variant_traits.hpp"
+#include "heed/config.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/scoring/observer.hpp"
 #include "heed/scoring/observer_traits.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 // Bytes of workspace for block_sparse_attention_t<Arch> with `threads` threads; 0 if invalid.
 template <class Arch = xsimd::default_arch>
@@ -108,4 +110,5 @@ status vertical_slash_attention_t(const dense_params& p, const vertical_slash_la
   return detail::run_sparse<Arch>(p, l, var, obs, ws, ex, &vertical_slash_workspace_size_t<Arch>);
 }
 
+HEED_ISA_END
 }  // namespace heed

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "heed/attention/params.hpp"
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 
 namespace heed {
@@ -38,6 +39,7 @@ struct vertical_slash_layout {
   const std::int32_t* s_off = nullptr;  // offsets q_pos - k_pos in (-2^30, 2^30)
 };
 
+HEED_ISA_BEGIN
 inline constexpr bool valid_sparse_block(std::int32_t b) noexcept {
   return b == 32 || b == 64 || b == 128 || b == 256;
 }
@@ -80,5 +82,6 @@ inline status validate(const dense_params& p, const vertical_slash_layout& l) no
   constexpr std::int64_t lim = std::int64_t(1) << 30;
   return detail::validate_csr(l.s_ptr, l.s_off, p.q_heads(), -lim + 1, lim);
 }
+HEED_ISA_END
 
 }  // namespace heed

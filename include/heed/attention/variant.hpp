@@ -45,6 +45,7 @@
 #include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 template <class A>
 struct lane_ctx {
@@ -106,4 +107,5 @@ HEED_FORCE_INLINE xsimd::batch<float, A> transform_log2(const V& var, xsimd::bat
 }
 }  // namespace detail
 
+HEED_ISA_END
 }  // namespace heed

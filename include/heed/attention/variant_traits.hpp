@@ -24,8 +24,10 @@
 #include <xsimd/xsimd.hpp>
 
 #include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 // One probe per hook: `callable` when the call with the documented arguments on a const variant
@@ -216,4 +218,5 @@ constexpr bool check_variant() noexcept {
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

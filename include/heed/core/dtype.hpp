@@ -18,6 +18,7 @@ namespace heed {
 // heed/quant/format.hpp): a view of them counts its strides in bytes.
 enum class dtype : int { f32 = 0, f16 = 1, bf16 = 2, q8 = 3, q4 = 4 };
 
+HEED_ISA_BEGIN
 constexpr bool is_quantized(dtype t) noexcept { return t == dtype::q8 || t == dtype::q4; }
 
 // Bytes of one stride unit of a view of this type: an element of f32 / f16 / bf16, one byte of
@@ -136,5 +137,6 @@ template <>
 HEED_FORCE_INLINE bf16 from_float<bf16>(float x) noexcept {
   return to_bf16(x);
 }
+HEED_ISA_END
 
 }  // namespace heed

@@ -9,18 +9,22 @@
 #include <type_traits>
 #include <utility>
 
+#include "heed/config.hpp"
+
 namespace heed {
 
 // A non-owning reference to a callable void(int64_t task, int thread).
 class task_fn {
  public:
   template <class F, class = std::enable_if_t<!std::is_same<std::decay_t<F>, task_fn>::value>>
-  task_fn(F&& f) noexcept  // NOLINT(google-explicit-constructor)
+  HEED_FORCE_INLINE task_fn(F&& f) noexcept  // NOLINT(google-explicit-constructor)
       : obj_(const_cast<void*>(static_cast<const void*>(&f))),
         call_([](void* o, std::int64_t task, int thread) {
           (*static_cast<std::remove_reference_t<F>*>(o))(task, thread);
         }) {}
-  void operator()(std::int64_t task, int thread) const { call_(obj_, task, thread); }
+  HEED_FORCE_INLINE void operator()(std::int64_t task, int thread) const {
+    call_(obj_, task, thread);
+  }
 
  private:
   void* obj_;
@@ -36,6 +40,7 @@ class executor {
   virtual void parallel_for(std::int64_t n, task_fn fn) noexcept = 0;
 };
 
+HEED_ISA_BEGIN
 // Runs every task on the calling thread, in order. The default.
 class serial_executor final : public executor {
  public:
@@ -49,5 +54,6 @@ inline serial_executor& default_executor() noexcept {
   static serial_executor e;
   return e;
 }
+HEED_ISA_END
 
 }  // namespace heed

@@ -1,6 +1,8 @@
 // Status codes returned by every public entry point.
 #pragma once
 
+#include "heed/config.hpp"
+
 namespace heed {
 
 enum class [[nodiscard]] status : int{
@@ -16,6 +18,7 @@ enum class [[nodiscard]] status : int{
     out_of_memory,         // an owning structure (the KV cache) could not allocate
 };
 
+HEED_ISA_BEGIN
 constexpr const char* status_string(status s) noexcept {
   switch (s) {
     case status::ok:
@@ -43,6 +46,7 @@ constexpr const char* status_string(status s) noexcept {
 }
 
 constexpr bool is_ok(status s) noexcept { return s == status::ok; }
+HEED_ISA_END
 
 }  // namespace heed
 

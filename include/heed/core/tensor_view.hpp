@@ -15,11 +15,6 @@
 
 namespace heed {
 
-enum class layout : int {
-  seq_head_dim = 0,  // [seq, heads, dim]
-  head_seq_dim = 1,  // [heads, seq, dim]
-};
-
 template <class Ptr>
 struct basic_tensor_view {
   Ptr data = nullptr;
@@ -31,19 +26,21 @@ struct basic_tensor_view {
   std::int64_t head_stride = 0;  // elements between consecutive heads
   int group = 0;                 // q8 / q4: values per scale; 0 means quant::default_group
 
-  constexpr int quant_group() const noexcept { return group ? group : quant::default_group; }
+  HEED_FORCE_INLINE constexpr int quant_group() const noexcept {
+    return group ? group : quant::default_group;
+  }
   // Stride units one row takes: dim, or the bytes of a quantized row.
-  constexpr std::int64_t row_extent() const noexcept {
+  HEED_FORCE_INLINE constexpr std::int64_t row_extent() const noexcept {
     return is_quantized(type) ? std::int64_t(quant::row_bytes(type, dim, quant_group())) : dim;
   }
 
   // Element offset of (position s, head h, 0).
-  constexpr std::int64_t offset(std::int64_t s, std::int64_t h) const noexcept {
+  HEED_FORCE_INLINE constexpr std::int64_t offset(std::int64_t s, std::int64_t h) const noexcept {
     return s * seq_stride + h * head_stride;
   }
   // Row (s, h) as T*; in debug builds (HEED_DASSERT) s and h must be in range.
   template <class T>
-  T* row(std::int64_t s, std::int64_t h) const noexcept {
+  HEED_FORCE_INLINE T* row(std::int64_t s, std::int64_t h) const noexcept {
     HEED_DASSERT(data != nullptr);
     HEED_DASSERT(s >= 0 && s < seq);
     HEED_DASSERT(h >= 0 && h < heads);
@@ -53,6 +50,12 @@ struct basic_tensor_view {
 
 using tensor_view = basic_tensor_view<const void*>;
 using mutable_tensor_view = basic_tensor_view<void*>;
+
+HEED_ISA_BEGIN
+enum class layout : int {
+  seq_head_dim = 0,  // [seq, heads, dim]
+  head_seq_dim = 1,  // [heads, seq, dim]
+};
 
 template <class Ptr>
 constexpr basic_tensor_view<Ptr> make_view(Ptr data, dtype type, std::int64_t seq,
@@ -115,5 +118,6 @@ HEED_FORCE_INLINE status validate_view(const basic_tensor_view<Ptr>& v,
   }
   return ok ? status::ok : status::invalid_stride;
 }
+HEED_ISA_END
 
 }  // namespace heed

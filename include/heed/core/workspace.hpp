@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "heed/config.hpp"
+
 namespace heed {
 
 struct workspace {
@@ -12,6 +14,7 @@ struct workspace {
   std::size_t size = 0;
 };
 
+HEED_ISA_BEGIN
 constexpr std::size_t workspace_alignment = 64;
 
 constexpr std::size_t align_up(std::size_t n, std::size_t a = workspace_alignment) noexcept {
@@ -43,5 +46,6 @@ class workspace_carver {
   char* base_;
   std::size_t offset_ = 0;
 };
+HEED_ISA_END
 
 }  // namespace heed

@@ -27,6 +27,7 @@
 #include "heed/simd/math.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 enum class feature_role : int { query = 0, key = 1 };
 
@@ -174,4 +175,5 @@ struct hedgehog {
   }
 };
 
+HEED_ISA_END
 }  // namespace heed

@@ -17,6 +17,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "heed/attention/detail/dense_common.hpp"
+#include "heed/config.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/linear/detail/linear_chunked.hpp"
@@ -24,6 +25,7 @@
 #include "heed/linear/linear_params.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 // Floats of state per KV head this map needs for p (see linear_params::state).
 template <class Map>
@@ -77,4 +79,5 @@ status linear_decode_t(const linear_params& p, const Map& map, workspace ws,
   return linear_attention_t<Arch>(p, map, ws, ex);
 }
 
+HEED_ISA_END
 }  // namespace heed

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 
@@ -42,13 +43,14 @@ struct linear_params {
   float* state = nullptr;
   bool state_in = false;
 
-  std::int64_t len() const noexcept { return q.seq; }
-  std::int64_t q_heads() const noexcept { return q.heads; }
-  std::int64_t kv_heads() const noexcept { return k.heads; }
-  std::int64_t head_dim() const noexcept { return q.dim; }
-  std::int64_t value_dim() const noexcept { return v.dim; }
+  HEED_FORCE_INLINE std::int64_t len() const noexcept { return q.seq; }
+  HEED_FORCE_INLINE std::int64_t q_heads() const noexcept { return q.heads; }
+  HEED_FORCE_INLINE std::int64_t kv_heads() const noexcept { return k.heads; }
+  HEED_FORCE_INLINE std::int64_t head_dim() const noexcept { return q.dim; }
+  HEED_FORCE_INLINE std::int64_t value_dim() const noexcept { return v.dim; }
 };
 
+HEED_ISA_BEGIN
 // Floats of state per KV head for feature dim F and value dim dv.
 HEED_FORCE_INLINE constexpr std::int64_t linear_state_floats(std::int64_t f,
                                                              std::int64_t dv) noexcept {
@@ -82,5 +84,6 @@ HEED_FORCE_INLINE status validate(const linear_params& p) noexcept {
   if (p.state_in && p.state == nullptr) return status::null_pointer;
   return status::ok;
 }
+HEED_ISA_END
 
 }  // namespace heed

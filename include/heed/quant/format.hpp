@@ -18,9 +18,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "heed/config.hpp"
 #include "heed/core/dtype.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace quant {
 
 // A quantized format is the heed::dtype that names it (dtype::q8, dtype::q4); functions here
@@ -70,4 +72,5 @@ struct row_byte {
 };
 
 }  // namespace quant
+HEED_ISA_END
 }  // namespace heed

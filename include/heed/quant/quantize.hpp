@@ -26,6 +26,7 @@
 #include "heed/quant/format.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace quant {
 
 namespace detail {
@@ -151,4 +152,5 @@ inline status dequantize_row(format f, const void* in, std::int64_t d, int g, fl
 }
 
 }  // namespace quant
+HEED_ISA_END
 }  // namespace heed

@@ -25,7 +25,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "heed/config.hpp"
+
 namespace heed {
+HEED_ISA_BEGIN
 
 struct null_observer {
   static constexpr bool wants_row_stats = false;
@@ -117,4 +120,5 @@ struct observer_pair {
   }
 };
 
+HEED_ISA_END
 }  // namespace heed

@@ -24,9 +24,11 @@
 #include <type_traits>
 #include <utility>
 
+#include "heed/config.hpp"
 #include "heed/scoring/observer.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 // One probe per member: `callable` when the call with the documented arguments is well-formed
@@ -145,4 +147,5 @@ constexpr bool check_observer() noexcept {
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

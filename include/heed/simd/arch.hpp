@@ -4,6 +4,8 @@
 #include <type_traits>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/config.hpp"
+
 namespace heed {
 
 enum class isa : int {
@@ -14,6 +16,7 @@ enum class isa : int {
   neon = 4,    // AArch64 Advanced SIMD (always present on aarch64; f16 conversions included)
 };
 
+HEED_ISA_BEGIN
 // The ISAs heed has kernels for on the platform this is compiled for, best first (the order
 // isa::automatic prefers them in). Which of them a build holds and a CPU runs: isa_available()
 // (heed/attention/dense_dispatch.hpp).
@@ -58,4 +61,5 @@ constexpr isa isa_of() noexcept {
 }
 
 }  // namespace simd
+HEED_ISA_END
 }  // namespace heed

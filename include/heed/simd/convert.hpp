@@ -18,6 +18,7 @@
 #endif
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace simd {
 
 template <class A>
@@ -115,4 +116,5 @@ HEED_FORCE_INLINE void convert_row(const T* HEED_RESTRICT src, float* HEED_RESTR
 }
 
 }  // namespace simd
+HEED_ISA_END
 }  // namespace heed

@@ -26,6 +26,7 @@
 #endif
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace simd {
 
 // The shape of a K/V row as the loads need it: d values and, for quantized rows whose group is a
@@ -293,4 +294,5 @@ HEED_FORCE_INLINE void row_to_float(quant_ptr<F> row, float* HEED_RESTRICT dst,
 }
 
 }  // namespace simd
+HEED_ISA_END
 }  // namespace heed

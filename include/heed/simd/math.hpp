@@ -18,6 +18,7 @@
 #include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace simd {
 
 constexpr float ln2 = 0.693147180559945309f;
@@ -122,4 +123,5 @@ HEED_FORCE_INLINE xsimd::batch<float, A> soft_cap(xsimd::batch<float, A> v, floa
 }
 
 }  // namespace simd
+HEED_ISA_END
 }  // namespace heed

@@ -11,6 +11,7 @@
 #include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace simd {
 
 template <class A>
@@ -64,4 +65,5 @@ HEED_FORCE_INLINE xsimd::batch<float, A> haddp(const xsimd::batch<float, A>* row
 }
 
 }  // namespace simd
+HEED_ISA_END
 }  // namespace heed

@@ -20,6 +20,7 @@
 #include "heed/simd/reduce.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 // The head dims the kernels specialize (every other size takes the generic path, D = 0). The
@@ -171,4 +172,5 @@ HEED_FORCE_INLINE void prefetch_kv_row(const dense_params& p, std::int64_t j, in
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

@@ -21,6 +21,7 @@
 #include "heed/simd/kv_row.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 struct decode_cfg {
@@ -879,4 +880,5 @@ void run_decode(const dense_params& p, const Variant& var, Obs& obs, workspace w
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

@@ -25,6 +25,7 @@
 #include "heed/simd/kv_row.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 template <class A>
@@ -582,4 +583,5 @@ void run_prefill(const dense_params& p, const Variant& var, Obs& obs, workspace 
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

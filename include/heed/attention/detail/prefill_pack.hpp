@@ -14,9 +14,11 @@
 
 #include "heed/attention/detail/dense_common.hpp"
 #include "heed/attention/params.hpp"
+#include "heed/config.hpp"
 #include "heed/simd/kv_row.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 // Rows of KV head kvh into kc / vc ([nk][d] f32): keys[j] for j < nk when keys is given, else
@@ -51,4 +53,5 @@ kv_pack_fn kv_packer(const tensor_view& k) noexcept {
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

@@ -17,8 +17,10 @@
 
 #include "heed/attention/detail/dense_prefill.hpp"
 #include "heed/attention/sparse_layout.hpp"
+#include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 template <class A, int D, class Variant, class Obs>
@@ -88,6 +90,13 @@ struct vs_scratch {
   std::uint32_t* chunk;  // [BC] row masks of the current chunk
 };
 
+// The ascending order of key indices for std::sort and std::lower_bound. A type of this ISA's
+// namespace (HEED_ISA_BEGIN, heed/config.hpp) puts its name into theirs: where they are not
+// inlined (-O1), std::sort<int*> would otherwise be one weak symbol for every ISA.
+struct key_less {
+  bool operator()(std::int32_t a, std::int32_t b) const noexcept { return a < b; }
+};
+
 template <class A>
 inline std::size_t vs_thread_bytes(std::int64_t d, std::int64_t lk) noexcept {
   return align_up(prefill_scratch_floats<A>(d, true) * 4) + align_up(std::size_t(lk) * 4) * 2 +
@@ -155,7 +164,7 @@ struct vertical_slash_kernel {
     {
       const std::int32_t* v = l.v_idx + l.v_ptr[h];
       const std::int32_t* v_end = l.v_idx + l.v_ptr[h + 1];
-      v = std::lower_bound(v, v_end, static_cast<std::int32_t>(k_lo));
+      v = std::lower_bound(v, v_end, static_cast<std::int32_t>(k_lo), key_less{});
       for (; v != v_end && *v < k_hi; ++v) {
         if (x.bits[*v] == 0) x.keys[n++] = *v;
         x.bits[*v] = all;
@@ -164,7 +173,7 @@ struct vertical_slash_kernel {
 
     // Attend them in ascending chunks of up to BC keys: a chunk of consecutive f32 keys is read
     // in place (local diagonals give long runs), any other chunk is gathered into scratch.
-    std::sort(x.keys, x.keys + n);
+    std::sort(x.keys, x.keys + n, key_less{});
     const float* kbase = static_cast<const float*>(k.p.k.data);
     const float* vbase = static_cast<const float*>(k.p.v.data);
     for (std::int64_t c0 = 0; c0 < n; c0 += BC) {
@@ -224,4 +233,5 @@ void run_vertical_slash(const dense_params& p, const vertical_slash_layout& l, c
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

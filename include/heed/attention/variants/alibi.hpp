@@ -4,9 +4,11 @@
 #include <cmath>
 
 #include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
 #include "heed/simd/math.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 struct alibi : variant_base {
   static constexpr bool has_logits_transform = true;
@@ -45,4 +47,5 @@ inline void alibi_default_slopes(int n, float* out) noexcept {
   for (int i = p, j = 0; i < n; ++i, j += 2) out[i] = std::pow(2.f, -4.f * float(j + 1) / float(p));
 }
 
+HEED_ISA_END
 }  // namespace heed

@@ -13,9 +13,11 @@
 #include "heed/attention/variants/key_bias.hpp"
 #include "heed/attention/variants/sigmoid_attention.hpp"
 #include "heed/attention/variants/softcap.hpp"
+#include "heed/config.hpp"
 #include "heed/simd/math.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 // The row-level built-ins alone (learned sinks, SSMax, length scaling): they cost one multiply
 // per query row and a fold per row, so the compiled library takes this variant, and the plain
@@ -176,4 +178,5 @@ HEED_FORCE_INLINE auto with_builtin_variant(const logit_settings& s, F&& f) noex
   return f(builtin_variant(s));
 }
 
+HEED_ISA_END
 }  // namespace heed

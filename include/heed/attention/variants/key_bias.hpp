@@ -8,8 +8,10 @@
 #include <cstdint>
 
 #include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 // s + row[k_pos] in the lanes whose key is below len. Positions compare as floats (exact below
 // 2^24, the longest table this takes) and the table is read lane by lane: integer selects and
@@ -61,4 +63,5 @@ struct zero_tuning : variant_base {
   }
 };
 
+HEED_ISA_END
 }  // namespace heed

@@ -9,8 +9,10 @@
 #pragma once
 
 #include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 // log(sigmoid(x)) = min(x, 0) - log(1 + exp(-|x|)), accurate for every x.
 template <class A>
@@ -45,4 +47,5 @@ struct sigmoid_attention : variant_base {
   }
 };
 
+HEED_ISA_END
 }  // namespace heed

@@ -2,9 +2,11 @@
 #pragma once
 
 #include "heed/attention/variant.hpp"
+#include "heed/config.hpp"
 #include "heed/simd/math.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 
 struct softcap : variant_base {
   static constexpr bool has_logits_transform = true;
@@ -35,4 +37,5 @@ struct softcap : variant_base {
   }
 };
 
+HEED_ISA_END
 }  // namespace heed

@@ -27,6 +27,7 @@
 #include "heed/simd/convert.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 struct linear_dims {
@@ -266,4 +267,5 @@ struct linear_kernel {
 };
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed

@@ -14,6 +14,7 @@
 #include "heed/config.hpp"
 
 namespace heed {
+HEED_ISA_BEGIN
 namespace detail {
 
 template <class A>
@@ -75,4 +76,5 @@ void small_gemm(std::int64_t M, std::int64_t N, std::int64_t K, const float* a, 
 }
 
 }  // namespace detail
+HEED_ISA_END
 }  // namespace heed
