@@ -207,13 +207,13 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
 }
 
 // o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys (rows of D
-// values). With vfetch != nullptr, also vfetch->fetch_v(jf + j) for each key j.
+// values). With vfetch != nullptr, also vfetch->fetch_v_part(jf + j, part, parts) for each key j.
 template <class A, int D, int GB, int CB, class KV, class Fetch>
 HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
                                        const float* HEED_RESTRICT pb, const KV* vrow0,
                                        std::int64_t vstride, std::int64_t c0, int nb,
-                                       const Fetch* vfetch = nullptr,
-                                       std::int64_t jf = 0) noexcept {
+                                       const Fetch* vfetch = nullptr, std::int64_t jf = 0,
+                                       int part = 0, int parts = 1) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr int L = static_cast<int>(B::size);
   B acc[GB][CB];
@@ -221,7 +221,7 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
     for (int c = 0; c < CB; ++c) acc[g][c] = B::load_aligned(o + g * o_stride + c0 + c * L);
   const KV* vrow = vrow0;
   for (int j = 0; j < nb; ++j, vrow += vstride) {
-    if (vfetch) vfetch->fetch_v(jf + j);
+    if (vfetch) vfetch->fetch_v_part(jf + j, part, parts);
     B vv[CB];
     simd::col_reader<A, KV> r;
     for (int c = 0; c < CB; ++c) {
@@ -322,6 +322,14 @@ struct decode_core {
     }
     HEED_FORCE_INLINE void fetch_k(std::int64_t j) const noexcept { fetch_row(k, kstep, j); }
     HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept { fetch_row(v, vstep, j); }
+    // Lines [part, part + 1) * lines / parts of key j's V row: P V's column passes each fetch
+    // their share, so the V prefetches spread over the whole block (see pv_heads).
+    HEED_FORCE_INLINE void fetch_v_part(std::int64_t j, int part, int parts) const noexcept {
+      const std::int64_t lines = (row_bytes() + 63) / 64;
+      const std::uintptr_t r = v + std::uintptr_t(j) * vstep;
+      for (std::int64_t b = lines * part / parts; b < lines * (part + 1) / parts; ++b)
+        __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b * 64)), 0, 2);
+    }
     // K and V rows of key j.
     HEED_FORCE_INLINE void fetch(std::int64_t j) const noexcept {
       const std::uintptr_t kj = k + std::uintptr_t(j) * kstep, vj = v + std::uintptr_t(j) * vstep;
@@ -375,6 +383,10 @@ struct decode_core {
       }
     }
     HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept { (*this)(j); }
+    // Strided rows are fetched whole, in address order, by the first column pass.
+    HEED_FORCE_INLINE void fetch_v_part(std::int64_t j, int part, int) const noexcept {
+      if (part == 0) (*this)(j);
+    }
   };
   // The K and V cursors of heads [h_lo, h_hi) of a partition's rows.
   std::pair<block_cursor, block_cursor> cursors(const part_rows& rows, int h_lo,
@@ -465,16 +477,18 @@ struct decode_core {
   }
 
   // P V of the block for query heads [0, GB) of oacc / sb (head-dim rows of vectors), column block
-  // by column block; the first block also calls pf->fetch_v(jf + j) for each key j (pf may be
-  // null).
+  // by column block; with pf (may be null), each column pass also prefetches its share of key
+  // jf + j's V row (fetch_v_part). With AVX2's narrower blocks (8 passes), the whole row in the
+  // first pass slowed head-major decode from DRAM by a quarter: the prefetches came in bursts.
   template <int GB, class F>
   HEED_FORCE_INLINE void pv_heads(float* oacc, const float* sb, const KV* vrow0,
                                   std::int64_t vstride, int nb, const F* pf,
                                   std::int64_t jf) const noexcept {
     constexpr int CB = pv_cols<GB>();
-    for (std::int64_t c0 = 0; c0 < D; c0 += CB * L)
-      decode_pv_block<A, D, GB, CB, KV, F>(oacc, ds, sb, vrow0, vstride, c0, nb,
-                                           c0 == 0 ? pf : nullptr, jf);
+    constexpr int parts = D / (CB * L);
+    for (int part = 0; part < parts; ++part)
+      decode_pv_block<A, D, GB, CB, KV, F>(oacc, ds, sb, vrow0, vstride, part * CB * L, nb, pf, jf,
+                                           part, parts);
   }
 
   // Also prefetches, per key of the block, pf.fetch_v(jf + j).
