@@ -80,8 +80,10 @@ HEED_FORCE_INLINE std::size_t decode_per_thread_floats(const decode_layout& l) n
   return decode_slot_floats(l) * std::size_t(l.slots);
 }
 
+// The one layout of decode's workspace: carves it from ws, or with ws null only counts its bytes
+// (decode_workspace_size), so the size and the carving cannot drift apart.
 inline decode_buffers carve_decode(void* ws, const dense_params& p, const decode_layout& l,
-                                   int threads) noexcept {
+                                   int threads, std::size_t* bytes = nullptr) noexcept {
   workspace_carver c(ws ? workspace_carver::align_base(ws) : nullptr);
   decode_buffers b;
   b.per_thread = decode_per_thread_floats(l);
@@ -90,21 +92,15 @@ inline decode_buffers carve_decode(void* ws, const dense_params& p, const decode
   b.part_o = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
   b.logits = l.keep_logits ? c.take<float>(std::size_t(p.q_heads()) * p.kv_len()) : nullptr;
   b.row_lse = l.keep_logits ? c.take<float>(std::size_t(p.q_heads())) : nullptr;
+  if (bytes) *bytes = c.bytes_needed();
   return b;
 }
 
 HEED_FORCE_INLINE std::size_t decode_workspace_size(const dense_params& p, int threads,
                                                     bool keep_logits) noexcept {
-  const decode_layout l = make_decode_layout(p, keep_logits);
-  workspace_carver c(nullptr);
-  c.take<float>(decode_per_thread_floats(l) * std::size_t(threads));
-  c.take<float>(std::size_t(p.q_heads()) * l.n_parts * 3);
-  c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
-  if (keep_logits) {
-    c.take<float>(std::size_t(p.q_heads()) * p.kv_len());
-    c.take<float>(std::size_t(p.q_heads()));
-  }
-  return c.bytes_needed();
+  std::size_t bytes = 0;
+  (void)carve_decode(nullptr, p, make_decode_layout(p, keep_logits), threads, &bytes);
+  return bytes;
 }
 
 // Dot products of one key row with G query rows: out[g] = sum_k k[k] * q[g][k].
