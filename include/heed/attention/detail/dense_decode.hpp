@@ -487,14 +487,14 @@ struct decode_core {
                                            part, parts);
   }
 
-  // Also prefetches, per key of the block, pf.fetch_v(jf + j).
+  // Also prefetches, per key of the block, key jf + j's V row (pf.fetch_v_part over the column
+  // passes of the first head block; pf.fetch_v on the generic head dim's path).
   template <class F>
   HEED_NOINLINE void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb, const F& pf,
                             std::int64_t jf) const noexcept {
     const std::int64_t G = lay.group;
     const std::int64_t vstride = p.v.seq_stride;
     if constexpr (D != 0 && D % L == 0) {
-      // The first pass over the block's values prefetches.
       std::int64_t g = 0;
       for (; g + 4 <= G; g += 4)
         pv_heads<4>(oacc + g * ds, sb + g * NB, vrow0, vstride, nb, g == 0 ? &pf : nullptr, jf);
