@@ -33,6 +33,8 @@ class workspace_carver {
     offset_ = align_up(offset_ + count * sizeof(T));
     return base_ ? reinterpret_cast<T*>(base_ + at) : nullptr;
   }
+  // Bytes taken so far (each piece aligned).
+  std::size_t bytes_taken() const noexcept { return offset_; }
   // Bytes taken so far, plus slack to align an unaligned base.
   std::size_t bytes_needed() const noexcept { return offset_ + workspace_alignment; }
 

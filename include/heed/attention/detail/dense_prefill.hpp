@@ -10,6 +10,9 @@
 //   O^T += V^T . P^T     is broadcast(V[j][c]) x PT[j][lanes] FMAs into NC x QV registers,
 // and the online softmax (max, exp, sums) is purely vertical: no horizontal reductions.
 // Causal tiles entirely in the future are skipped; only tiles that cross the diagonal are masked.
+// Stages: prefill_tile.hpp (tile shape, scratch), prefill_pack.hpp (K/V chunks to f32 rows),
+// prefill_qk.hpp (S^T = K Q^T), online_softmax.hpp (the softmax rule, shared with decode),
+// prefill_pv.hpp (O^T += V^T P^T); this header: the kernel (tiles, masks, epilogue).
 // Private header: include heed/attention/dense.hpp.
 #pragma once
 
@@ -17,7 +20,11 @@
 #include <cstdint>
 
 #include "heed/attention/detail/dense_common.hpp"
+#include "heed/attention/detail/online_softmax.hpp"
 #include "heed/attention/detail/prefill_pack.hpp"
+#include "heed/attention/detail/prefill_pv.hpp"
+#include "heed/attention/detail/prefill_qk.hpp"
+#include "heed/attention/detail/prefill_tile.hpp"
 #include "heed/core/executor.hpp"
 #include "heed/core/workspace.hpp"
 #include "heed/simd/arch.hpp"
@@ -28,197 +35,11 @@ namespace heed {
 HEED_ISA_BEGIN
 namespace detail {
 
-template <class A>
-struct prefill_cfg {
-  static constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
-  static constexpr int QV = 2;       // query vectors per tile (tried 3, 4: slower)
-  static constexpr int BR = QV * L;  // queries per tile
-  static constexpr int BC = 64;      // keys per tile (tried 96, 128: slower)
-  static constexpr int NK = simd::is_avx512<A> ? 8 : 4;  // keys per S micro-block
-  static constexpr int NC = simd::is_avx512<A> ? 8 : 4;  // columns per PV micro-block
-  static constexpr int G = 4;  // query heads of one KV head attended together (GQA)
-  static_assert(BC % NK == 0, "key tile must be a multiple of the micro-block");
-  static_assert(BR <= 32, "row masks of the sparse kernels are 32-bit words");
-};
-
-// Per-thread scratch of the prefill kernel (floats).
-template <class A>
-struct prefill_scratch {
-  float* qt;  // [d][BR]
-  float* st;  // [BC][BR] logits, then probabilities
-  float* ot;  // [d][BR]
-  float* kc;  // [BC][d] packed keys (K/V not f32, or strided rows read by several heads)
-  float* vc;  // [BC][d] converted values
-};
-
-// Floats of one head's QT, OT and S.
-template <class A>
-inline std::size_t prefill_head_floats(std::int64_t d) noexcept {
-  using C = prefill_cfg<A>;
-  return align_up(std::size_t(d) * C::BR * 4) / 4 * 2 +
-         align_up(std::size_t(C::BC) * C::BR * 4) / 4;
-}
-
-// Scratch for `heads` query heads (each its own QT, OT and S) sharing the K/V chunk buffers.
-template <class A>
-inline std::size_t prefill_scratch_floats(std::int64_t d, bool convert, int heads = 1) noexcept {
-  using C = prefill_cfg<A>;
-  return prefill_head_floats<A>(d) * std::size_t(heads) +
-         (convert ? align_up(std::size_t(C::BC) * d * 4) / 4 * 2 : 0);
-}
-
-// The scratch of head g (< heads) of a block laid out by prefill_scratch_floats.
-template <class A>
-HEED_FORCE_INLINE prefill_scratch<A> carve_prefill(float* base, std::int64_t d, bool convert,
-                                                   int heads = 1, int g = 0) noexcept {
-  using C = prefill_cfg<A>;
-  const std::size_t qo = align_up(std::size_t(d) * C::BR * 4) / 4;
-  prefill_scratch<A> s;
-  s.qt = base + prefill_head_floats<A>(d) * std::size_t(g);
-  s.ot = s.qt + qo;
-  s.st = s.ot + qo;
-  base += prefill_head_floats<A>(d) * std::size_t(heads);
-  s.kc = convert ? base : nullptr;
-  if (convert) base += align_up(std::size_t(C::BC) * d * 4) / 4;
-  s.vc = convert ? base : nullptr;
-  return s;
-}
-
-// S^T micro-block: acc[n][v] = sum_k K[n][k] * QT[k][v*L .. v*L+L) for NK keys.
-template <class A, int D, int NK, int QV>
-HEED_FORCE_INLINE void qk_block(const float* HEED_RESTRICT qt, const float* const* krows,
-                                std::int64_t d_rt, xsimd::batch<float, A> (&acc)[NK][QV]) noexcept {
-  using B = xsimd::batch<float, A>;
-  constexpr int L = static_cast<int>(B::size);
-  constexpr int BR = QV * L;
-  const std::int64_t d = D ? D : d_rt;
-  for (int n = 0; n < NK; ++n)
-    for (int v = 0; v < QV; ++v) acc[n][v] = B(0.f);
-  for (std::int64_t k = 0; k < d; ++k) {
-    B q[QV];
-    for (int v = 0; v < QV; ++v) q[v] = B::load_aligned(qt + k * BR + v * L);
-    for (int n = 0; n < NK; ++n) {
-      const B b(krows[n][k]);
-      for (int v = 0; v < QV; ++v) acc[n][v] = xsimd::fma(b, q[v], acc[n][v]);
-    }
-  }
-}
-
-// S^T = K Q^T of nk (<= BC) keys, f32 rows at kt (row stride kstride), each logit passed through
-// shape(logit, key n, vector v) and stored in st ([nk][BR]), with each lane's max over them in
-// tmax. The one Q K^T loop of the prefill: raw_scores (shape = identity) and the kernels that
-// shape logits inside it (prefill_kernel::scores) are this loop.
-template <class A, int D, int NK, int QV, class Shape>
-HEED_FORCE_INLINE void scores_loop(const float* HEED_RESTRICT qt, const float* kt,
-                                   std::int64_t kstride, std::int64_t d, int nk,
-                                   float* HEED_RESTRICT st, xsimd::batch<float, A> (&tmax)[QV],
-                                   const Shape& shape) noexcept {
-  using B = xsimd::batch<float, A>;
-  constexpr int L = static_cast<int>(B::size);
-  constexpr int BR = QV * L;
-  B tm[QV];
-  for (int v = 0; v < QV; ++v) tm[v] = B(neg_inf);
-  for (int jb = 0; jb < nk; jb += NK) {
-    const float* krows[NK];
-    for (int n = 0; n < NK; ++n) krows[n] = kt + std::min(jb + n, nk - 1) * kstride;
-    B acc[NK][QV];
-    qk_block<A, D, NK, QV>(qt, krows, d, acc);
-    for (int n = 0; n < NK; ++n) {
-      if (jb + n >= nk) break;
-      for (int v = 0; v < QV; ++v) {
-        const B sv = shape(acc[n][v], jb + n, v);
-        tm[v] = xsimd::max(tm[v], sv);
-        sv.store_aligned(st + (jb + n) * BR + v * L);
-      }
-    }
-  }
-  for (int v = 0; v < QV; ++v) tmax[v] = tm[v];
-}
-
-struct unshaped_logit {
-  template <class B>
-  HEED_FORCE_INLINE B operator()(const B& s, int, int) const noexcept {
-    return s;
-  }
-};
-
-// scores_loop without shaping, independent of the variant, the observer and the K/V type, and
-// not inlined: one copy per (arch, head dim) serves every kernel whose logits are not shaped
-// inside the loop. With a copy of the loop in each (variant, observer, K/V type) kernel, the
-// loops were most of the prefill's compile time.
-template <class A, int D, int NK, int QV>
-HEED_NOINLINE void raw_scores(const float* HEED_RESTRICT qt, const float* kt, std::int64_t kstride,
-                              std::int64_t d, int nk, float* HEED_RESTRICT st,
-                              xsimd::batch<float, A> (&tmax)[QV]) noexcept {
-  scores_loop<A, D, NK, QV>(qt, kt, kstride, d, nk, st, tmax, unshaped_logit{});
-}
-
-// O^T micro-block: ot[c0+n][lanes] = ot[c0+n][lanes] * alpha + sum_j V[j][c0+n] * PT[j][lanes].
-template <class A, int NC, int QV>
-HEED_FORCE_INLINE void pv_block(float* HEED_RESTRICT ot, const float* HEED_RESTRICT pt,
-                                const float* HEED_RESTRICT vbase, std::int64_t vstride,
-                                std::int64_t c0, int nk,
-                                const xsimd::batch<float, A> (&alpha)[QV]) noexcept {
-  using B = xsimd::batch<float, A>;
-  constexpr int L = static_cast<int>(B::size);
-  constexpr int BR = QV * L;
-  B acc[NC][QV];
-  for (int n = 0; n < NC; ++n)
-    for (int v = 0; v < QV; ++v) acc[n][v] = B::load_aligned(ot + (c0 + n) * BR + v * L) * alpha[v];
-  const float* vrow = vbase + c0;
-  // Rows of a head are often 4 KiB apart ([seq, heads, d]): too far for the hardware stride
-  // prefetcher, and all in one L1 set. Fetch PF rows ahead; near the end, the next column
-  // block's first rows. Addresses are formed as integers (they may lie past the tensor; a
-  // prefetch does not fault).
-  constexpr int PF = 8;
-  const std::uintptr_t row_step = std::uintptr_t(vstride) * sizeof(float);
-  const std::uintptr_t pf_ahead = reinterpret_cast<std::uintptr_t>(vrow) + PF * row_step;
-  const std::uintptr_t pf_next = reinterpret_cast<std::uintptr_t>(vbase + c0) + NC * sizeof(float);
-  for (int j = 0; j < nk; ++j, vrow += vstride) {
-    const std::uintptr_t at = j + PF < nk ? pf_ahead + std::uintptr_t(j) * row_step
-                                          : pf_next + std::uintptr_t(j + PF - nk) * row_step;
-    __builtin_prefetch(reinterpret_cast<const void*>(at));
-    B p[QV];
-    for (int v = 0; v < QV; ++v) p[v] = B::load_aligned(pt + j * BR + v * L);
-    for (int n = 0; n < NC; ++n) {
-      const B b(vrow[n]);
-      for (int v = 0; v < QV; ++v) acc[n][v] = xsimd::fma(b, p[v], acc[n][v]);
-    }
-  }
-  for (int n = 0; n < NC; ++n)
-    for (int v = 0; v < QV; ++v) acc[n][v].store_aligned(ot + (c0 + n) * BR + v * L);
-}
-
-// O^T = O^T * alpha + V^T P^T over all d columns. Not inlined on purpose: inside the tile's big
-// inlined body the compiler kept the variant's and the observer's loop constants in registers
-// and spilled a P vector of this loop to the stack (measured: +14% with the entropy observer);
-// as its own function the micro-block gets all 32 registers.
-template <class A, int NC, int QV>
-HEED_NOINLINE void pv_all(float* HEED_RESTRICT ot, const float* HEED_RESTRICT pt,
-                          const float* HEED_RESTRICT vt, std::int64_t vstride, std::int64_t d,
-                          int nk, const xsimd::batch<float, A> (&alpha)[QV]) noexcept {
-  std::int64_t c0 = 0;
-  for (; c0 + NC <= d; c0 += NC) pv_block<A, NC, QV>(ot, pt, vt, vstride, c0, nk, alpha);
-  for (; c0 < d; ++c0) pv_block<A, 1, QV>(ot, pt, vt, vstride, c0, nk, alpha);
-}
-
-// Query heads per prefill task: up to g_max heads of one KV head, so that each K/V chunk is read
-// from memory once and from cache by the other heads (and converted or packed once).
-HEED_FORCE_INLINE int prefill_heads_per_task(const dense_params& p, int g_max) noexcept {
-  return static_cast<int>(std::min<std::int64_t>(p.q_heads() / p.kv_heads(), g_max));
-}
-// K/V chunks are copied into contiguous f32 rows when they are not f32 already, or when their
-// rows are strided and more than one head reads them.
-HEED_FORCE_INLINE bool prefill_packs(const dense_params& p, int heads) noexcept {
-  return p.k.type != dtype::f32 ||
-         (heads > 1 && (p.k.seq_stride != p.head_dim() || p.v.seq_stride != p.head_dim()));
-}
-
-template <class A, int D, class Variant, class Obs>
+template <class A, int D, class Variant, class Obs, class Tile = dense_tile<A>>
 struct prefill_kernel {
   using B = xsimd::batch<float, A>;
   using I = xsimd::batch<std::int32_t, A>;
-  using C = prefill_cfg<A>;
+  using C = Tile;
   static constexpr int L = C::L, QV = C::QV, BR = C::BR, BC = C::BC, NK = C::NK, NC = C::NC;
   static constexpr bool kEntropy = observer_traits<Obs>::row_stats;
 
@@ -279,10 +100,10 @@ struct prefill_kernel {
     HEED_DASSERT(heads >= 1 && heads <= gmax && gmax <= C::G);  // the scratch holds gmax heads
     HEED_DASSERT(h0 >= 0 && h0 + heads <= hq && h0 / group == (h0 + heads - 1) / group);
     const bool pack = prefill_packs(p, gmax);
-    prefill_scratch<A> s[C::G];
+    prefill_scratch s[C::G];
     tile_state t[C::G];
     for (int g = 0; g < heads; ++g) {
-      s[g] = carve_prefill<A>(base, d, pack, gmax, g);
+      s[g] = carve_prefill<C>(base, d, pack, gmax, g);
       t[g] = tile_state{};
       begin_tile(h0 + g, tile, s[g], t[g]);
     }
@@ -294,7 +115,7 @@ struct prefill_kernel {
     for (std::int64_t j0 = k_lo; j0 < k_hi; j0 += BC) {
       const int nk = static_cast<int>(std::min<std::int64_t>(BC, k_hi - j0));
       if (pack) {
-        const prefill_scratch<A>& s0 = s[0];
+        const prefill_scratch& s0 = s[0];
         // While packing this chunk, ask for the next one (into L2): strided rows are not
         // prefetched by the hardware and would stall the next packing on L3 latency. Rows 8
         // ahead of the packing go from L2 (fetched one chunk ago) into L1.
@@ -329,7 +150,7 @@ struct prefill_kernel {
   }
 
   // Packs the tile's queries (Q^T, pre-scaled; padding rows zero) and resets the running state.
-  void begin_tile(int h, std::int64_t tile, const prefill_scratch<A>& s,
+  void begin_tile(int h, std::int64_t tile, const prefill_scratch& s,
                   tile_state& t) const noexcept {
     t.h = h;
     t.kvh = static_cast<int>(h / group);
@@ -358,7 +179,7 @@ struct prefill_kernel {
   }
 
   // Attends the tile to the contiguous keys [k_lo, k_hi), in chunks of BC.
-  void key_range(tile_state& t, const prefill_scratch<A>& s, std::int64_t k_lo,
+  void key_range(tile_state& t, const prefill_scratch& s, std::int64_t k_lo,
                  std::int64_t k_hi) const noexcept {
     const float* kbase = static_cast<const float*>(p.k.data);
     const float* vbase = static_cast<const float*>(p.v.data);
@@ -379,7 +200,7 @@ struct prefill_kernel {
   // vstride). Key n sits at position j0 + n, or kidx[n] when Gathered. When Masked, bit r of
   // rowbits[n] says whether tile row r may see key n (on top of the causal mask and variant).
   template <bool Gathered, bool Masked>
-  HEED_FORCE_INLINE void chunk(tile_state& t, const prefill_scratch<A>& s, const float* kt,
+  HEED_FORCE_INLINE void chunk(tile_state& t, const prefill_scratch& s, const float* kt,
                                const float* vt, std::int64_t kstride, std::int64_t vstride, int nk,
                                std::int64_t j0, const std::int32_t* kidx,
                                const std::uint32_t* rowbits) const noexcept {
@@ -437,7 +258,7 @@ struct prefill_kernel {
   // The first half of chunk(): S (then P) into s.st, the running max and sums, and t.alpha, the
   // factor the output must be rescaled by before P V is added.
   template <bool Gathered, bool Masked>
-  HEED_FORCE_INLINE void scores(tile_state& t, const prefill_scratch<A>& s, const float* kt,
+  HEED_FORCE_INLINE void scores(tile_state& t, const prefill_scratch& s, const float* kt,
                                 std::int64_t kstride, int nk, std::int64_t j0,
                                 const std::int32_t* kidx,
                                 const std::uint32_t* rowbits) const noexcept {
@@ -454,8 +275,8 @@ struct prefill_kernel {
     // shared raw_scores loop runs, and a second pass over the stored scores (shape_scores, not
     // inlined) applies a heavy transform, a mask and the causal cut where there are any: a heavy
     // transform's constants then do not stay live through the Q K^T loop, which has no registers
-    // to spare for them (soft-capping inlined there spilled the loop's operands to the stack:
-    // +36% instead of +10%; ALiBi is 1% inline and 4% as a pass).
+    // to spare for them (soft-capping inlined there spilled the loop's operands to the stack;
+    // docs/kernel_notes.md).
     constexpr bool kInline =
         Variant::has_logits_transform ? !Variant::heavy_transform : Variant::has_logits_mask;
     B tmax[QV];
@@ -492,39 +313,38 @@ struct prefill_kernel {
       tsum[v] = t.tsum[v];
     }
 
-    // Online softmax update: P = exp2(S - m_new), rescale factors for the old state.
+    // Online softmax update (online_softmax.hpp): P = exp2(S - shift), alpha for the old state.
     B alpha[QV];
     for (int v = 0; v < QV; ++v) {
-      const B m_new = xsimd::max(m[v], tmax[v]);
-      const B m_use = xsimd::select(m_new == B(neg_inf), B(0.f), m_new);
-      alpha[v] = simd::fast_exp2<A>(m[v] - m_use);
+      const softmax_step<B> st = softmax_advance(m[v], tmax[v], fast_exp2_fn<A>{});
+      const B shift = st.shift;
+      alpha[v] = st.alpha;
       B sum0(0.f), sum1(0.f), t0(0.f), t1(0.f);
       float* col = s.st + v * L;
       int j = 0;
       for (; j + 1 < nk; j += 2) {
         const B s0 = B::load_aligned(col + j * BR);
         const B s1 = B::load_aligned(col + (j + 1) * BR);
-        const B p0 = simd::fast_exp2<A>(s0 - m_use);
-        const B p1 = simd::fast_exp2<A>(s1 - m_use);
+        const B p0 = simd::fast_exp2<A>(s0 - shift);
+        const B p1 = simd::fast_exp2<A>(s1 - shift);
         sum0 += p0;
         sum1 += p1;
         if constexpr (kEntropy) {
-          t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
-          t1 = xsimd::fma(p1, xsimd::max(s1, B(-1e30f)), t1);
+          t0 = softmax_entropy_term(p0, s0, t0);
+          t1 = softmax_entropy_term(p1, s1, t1);
         }
         p0.store_aligned(col + j * BR);
         p1.store_aligned(col + (j + 1) * BR);
       }
       if (j < nk) {
         const B s0 = B::load_aligned(col + j * BR);
-        const B p0 = simd::fast_exp2<A>(s0 - m_use);
+        const B p0 = simd::fast_exp2<A>(s0 - shift);
         sum0 += p0;
-        if constexpr (kEntropy) t0 = xsimd::fma(p0, xsimd::max(s0, B(-1e30f)), t0);
+        if constexpr (kEntropy) t0 = softmax_entropy_term(p0, s0, t0);
         p0.store_aligned(col + j * BR);
       }
-      dsum[v] = xsimd::fma(dsum[v], alpha[v], sum0 + sum1);
-      if constexpr (kEntropy) tsum[v] = xsimd::fma(tsum[v], alpha[v], t0 + t1);
-      m[v] = m_new;
+      dsum[v] = softmax_rescaled(dsum[v], st, sum0 + sum1);
+      if constexpr (kEntropy) tsum[v] = softmax_rescaled(tsum[v], st, t0 + t1);
     }
 
     for (int v = 0; v < QV; ++v) {
@@ -536,7 +356,7 @@ struct prefill_kernel {
   }
 
   // Normalizes, finalizes rows, writes O (transposing back) and row statistics.
-  void end_tile(tile_state& t, const prefill_scratch<A>& s) const noexcept {
+  void end_tile(tile_state& t, const prefill_scratch& s) const noexcept {
     alignas(64) float mv[BR], dv[BR], tv[BR];
     for (int v = 0; v < QV; ++v) {
       t.m[v].store_aligned(mv + v * L);
@@ -563,8 +383,11 @@ struct prefill_kernel {
 
 template <class A>
 inline std::size_t prefill_thread_floats(const dense_params& p) noexcept {
-  const int heads = prefill_heads_per_task(p, prefill_cfg<A>::G);
-  return align_up(prefill_scratch_floats<A>(p.head_dim(), prefill_packs(p, heads), heads) * 4) / 4;
+  const int heads = prefill_heads_per_task(p, dense_tile<A>::G);
+  return align_up(
+             prefill_scratch_floats<dense_tile<A>>(p.head_dim(), prefill_packs(p, heads), heads) *
+             4) /
+         4;
 }
 
 template <class A>

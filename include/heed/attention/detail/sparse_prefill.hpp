@@ -25,7 +25,7 @@ namespace detail {
 
 template <class A, int D, class Variant, class Obs>
 struct block_sparse_kernel {
-  using K = prefill_kernel<A, D, Variant, Obs>;
+  using K = prefill_kernel<A, D, Variant, Obs, sparse_tile<A>>;
   static constexpr int BR = K::BR;
 
   K k;
@@ -42,8 +42,8 @@ struct block_sparse_kernel {
   void run_task(std::int64_t task, int thread) const noexcept {
     const std::int64_t tile = k.n_tiles - 1 - task / k.hq;
     const int h = static_cast<int>(task % k.hq);
-    const prefill_scratch<A> s =
-        carve_prefill<A>(k.scratch_base + k.scratch_floats * thread, k.d, k.convert);
+    const prefill_scratch s =
+        carve_prefill<sparse_tile<A>>(k.scratch_base + k.scratch_floats * thread, k.d, k.convert);
     typename K::tile_state t{};
     k.begin_tile(h, tile, s, t);
 
@@ -99,13 +99,13 @@ struct key_less {
 
 template <class A>
 inline std::size_t vs_thread_bytes(std::int64_t d, std::int64_t lk) noexcept {
-  return align_up(prefill_scratch_floats<A>(d, true) * 4) + align_up(std::size_t(lk) * 4) * 2 +
-         align_up(std::size_t(prefill_cfg<A>::BC) * 4);
+  return align_up(prefill_scratch_floats<sparse_tile<A>>(d, true) * 4) +
+         align_up(std::size_t(lk) * 4) * 2 + align_up(std::size_t(sparse_tile<A>::BC) * 4);
 }
 
 template <class A, int D, class Variant, class Obs>
 struct vertical_slash_kernel {
-  using K = prefill_kernel<A, D, Variant, Obs>;
+  using K = prefill_kernel<A, D, Variant, Obs, sparse_tile<A>>;
   static constexpr int BR = K::BR, BC = K::BC;
 
   K k;
@@ -119,7 +119,7 @@ struct vertical_slash_kernel {
 
   vs_scratch extra(int thread) const noexcept {
     char* at = base + per_thread * std::size_t(thread) +
-               align_up(prefill_scratch_floats<A>(k.d, true) * 4);
+               align_up(prefill_scratch_floats<sparse_tile<A>>(k.d, true) * 4);
     vs_scratch x;
     x.keys = reinterpret_cast<std::int32_t*>(at);
     at += align_up(std::size_t(k.lk) * 4);
@@ -138,7 +138,7 @@ struct vertical_slash_kernel {
   void run_task(std::int64_t task, int thread) const noexcept {
     const std::int64_t tile = k.n_tiles - 1 - task / k.hq;
     const int h = static_cast<int>(task % k.hq);
-    const prefill_scratch<A> s = carve_prefill<A>(
+    const prefill_scratch s = carve_prefill<sparse_tile<A>>(
         reinterpret_cast<float*>(base + per_thread * std::size_t(thread)), k.d, true);
     const vs_scratch x = extra(thread);
     typename K::tile_state t{};
@@ -197,7 +197,8 @@ struct vertical_slash_kernel {
 template <class A>
 inline std::size_t block_sparse_workspace_size(const dense_params& p, int threads) noexcept {
   const bool convert = p.k.type != dtype::f32;
-  return align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) * std::size_t(threads) +
+  return align_up(prefill_scratch_floats<sparse_tile<A>>(p.head_dim(), convert) * 4) *
+             std::size_t(threads) +
          workspace_alignment;
 }
 
@@ -212,7 +213,8 @@ void run_block_sparse(const dense_params& p, const block_sparse_layout& l, const
   dassert_kernel_entry<D>(p, ws.data);
   HEED_DASSERT(ws.size >= block_sparse_workspace_size<A>(p, ex.concurrency()));
   const bool convert = p.k.type != dtype::f32;
-  const std::size_t per_thread = align_up(prefill_scratch_floats<A>(p.head_dim(), convert) * 4) / 4;
+  const std::size_t per_thread =
+      align_up(prefill_scratch_floats<sparse_tile<A>>(p.head_dim(), convert) * 4) / 4;
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
   const block_sparse_kernel<A, D, Variant, Obs> k(p, l, var, obs, base, per_thread);
   ex.parallel_for(k.k.n_tiles * k.k.hq,
