@@ -800,69 +800,77 @@ class kv_cache {
   // Each page compacts toward whichever end keeps the longer run of rows in place (its first or
   // its last run), so one eviction moves at most half a page, a quarter on average.
   void keep_pages(slot& s, const std::int32_t* keep, std::int64_t n_keep) noexcept {
-    const std::size_t row = row_bytes();
-    // First index in [lo, hi) whose keep[j] - j is above `shift` (or, with or_equal, not below
-    // it): keep[j] - j never decreases.
-    auto first_past = [keep](std::int64_t lo, std::int64_t hi, std::int64_t shift, bool or_equal) {
-      while (lo < hi) {
-        const std::int64_t mid = lo + (hi - lo) / 2;
-        const std::int64_t x = keep[mid] - mid;
-        if (or_equal ? x < shift : x <= shift)
-          lo = mid + 1;
-        else
-          hi = mid;
-      }
-      return lo;
-    };
     std::int64_t ki = 0;
     for (std::size_t pi = 0; pi < s.pages.size(); ++pi) {
       kv_page& pg = s.pages[pi];
-      const std::int64_t b = pg.begin, len = pg.len;
-      const std::int64_t ke = std::lower_bound(keep + ki, keep + n_keep, b + len) - keep;
-      const std::int64_t kept = ke - ki;
-      if (kept == len || kept == 0) {
-        pg.len = kept;
-        ki = ke;
-        continue;
-      }
-      const std::int64_t off = page_offset(s, pi);
-      unsigned char* kd = page_k(s, pi) + std::size_t(off) * row;
-      unsigned char* vd = page_v(s, pi) + std::size_t(off) * row;
-      const std::int64_t head_run =
-          keep[ki] == b ? first_past(ki, ke, keep[ki] - ki, false) - ki : 0;
-      const std::int64_t tail_start = first_past(ki, ke, keep[ke - 1] - (ke - 1), true);
-      const std::int64_t tail_run = keep[ke - 1] == b + len - 1 ? ke - tail_start : 0;
-      if (head_run >= tail_run) {  // toward the front: runs move down
-        std::int64_t w = 0;
-        for (std::int64_t i = ki; i < ke;) {
-          const std::int64_t end = first_past(i + 1, ke, keep[i] - i, false), run = end - i;
-          const std::int64_t from = keep[i] - b;
-          if (from != w) {
-            std::memmove(kd + w * row, kd + from * row, std::size_t(run) * row);
-            std::memmove(vd + w * row, vd + from * row, std::size_t(run) * row);
-          }
-          w += run;
-          i = end;
-        }
-      } else {  // toward the back: runs move up, last first; the rows then start later
-        std::int64_t w = len;
-        for (std::int64_t j = ke; j > ki;) {
-          const std::int64_t start = first_past(ki, j - 1, keep[j - 1] - (j - 1), true);
-          const std::int64_t run = j - start, from = keep[start] - b;
-          w -= run;
-          if (from != w) {
-            std::memmove(kd + w * row, kd + from * row, std::size_t(run) * row);
-            std::memmove(vd + w * row, vd + from * row, std::size_t(run) * row);
-          }
-          j = start;
-        }
-        set_offset(s, pi, off + w);
-      }
-      pg.len = kept;
+      const std::int64_t ke = std::lower_bound(keep + ki, keep + n_keep, pg.begin + pg.len) - keep;
+      if (ke - ki != pg.len && ke != ki) compact_page(s, pi, keep + ki, ke - ki);
+      pg.len = ke - ki;
       ki = ke;
     }
-    // Retained pages move to the front (descriptor and memory together); dropped ones end up
-    // behind `out` and go to the spare list.
+    join_pages(s);
+    std::int64_t begin = 0;
+    for (auto& pg : s.pages) pg.begin = begin, begin += pg.len;
+  }
+
+  // First index in [lo, hi) whose keep[j] - j is above `shift` (or, with or_equal, not below it):
+  // keep[j] - j never decreases along a keep-set.
+  static std::int64_t first_past(const std::int32_t* keep, std::int64_t lo, std::int64_t hi,
+                                 std::int64_t shift, bool or_equal) noexcept {
+    while (lo < hi) {
+      const std::int64_t mid = lo + (hi - lo) / 2;
+      const std::int64_t x = keep[mid] - mid;
+      if (or_equal ? x < shift : x <= shift)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    return lo;
+  }
+
+  // Page pi keeps `kept` of its rows (their cache indices keep[0, kept), some but not all of the
+  // page): runs of consecutive kept rows move together, toward the end of the page the longer
+  // kept run already touches (toward the back, the page's rows then start later).
+  void compact_page(slot& s, std::size_t pi, const std::int32_t* keep, std::int64_t kept) noexcept {
+    const std::size_t row = row_bytes();
+    const std::int64_t b = s.pages[pi].begin, len = s.pages[pi].len;
+    const std::int64_t off = page_offset(s, pi);
+    unsigned char* kd = page_k(s, pi) + std::size_t(off) * row;
+    unsigned char* vd = page_v(s, pi) + std::size_t(off) * row;
+    auto move_run = [&](std::int64_t from, std::int64_t to, std::int64_t run) {
+      if (from == to) return;
+      std::memmove(kd + to * row, kd + from * row, std::size_t(run) * row);
+      std::memmove(vd + to * row, vd + from * row, std::size_t(run) * row);
+    };
+    const std::int64_t ke = kept;
+    const std::int64_t head_run = keep[0] == b ? first_past(keep, 0, ke, keep[0], false) : 0;
+    const std::int64_t tail_start = first_past(keep, 0, ke, keep[ke - 1] - (ke - 1), true);
+    const std::int64_t tail_run = keep[ke - 1] == b + len - 1 ? ke - tail_start : 0;
+    if (head_run >= tail_run) {  // toward the front: runs move down
+      std::int64_t w = 0;
+      for (std::int64_t i = 0; i < ke;) {
+        const std::int64_t end = first_past(keep, i + 1, ke, keep[i] - i, false);
+        move_run(keep[i] - b, w, end - i);
+        w += end - i;
+        i = end;
+      }
+    } else {  // toward the back: runs move up, last first
+      std::int64_t w = len;
+      for (std::int64_t j = ke; j > 0;) {
+        const std::int64_t start = first_past(keep, 0, j - 1, keep[j - 1] - (j - 1), true);
+        w -= j - start;
+        move_run(keep[start] - b, w, j - start);
+        j = start;
+      }
+      set_offset(s, pi, off + w);
+    }
+  }
+
+  // After compaction: retained pages move to the front (descriptor and memory together), a page
+  // that fits in the room of the one before it is copied there; dropped and emptied pages end up
+  // behind the retained ones and go to the spare list.
+  void join_pages(slot& s) noexcept {
+    const std::size_t row = row_bytes();
     std::size_t out = 0;
     for (std::size_t pi = 0; pi < s.pages.size(); ++pi) {
       const std::int64_t n = s.pages[pi].len;
@@ -882,8 +890,6 @@ class kv_cache {
       ++out;
     }
     release_pages(s, out);
-    std::int64_t begin = 0;
-    for (auto& pg : s.pages) pg.begin = begin, begin += pg.len;
   }
 
   // f(typed pointer to row (s, h)) for a view of f32, f16 or bf16; returns what f returns.

@@ -162,6 +162,193 @@ inline status select_coverage(const float* scores, std::int64_t n, double gamma,
   return status::ok;
 }
 
+namespace select_detail {
+
+// select_global_top_k past its checks, step by step (the steps of its comment).
+struct global_top_k {
+  const float* const* scores;
+  const std::int64_t* n;
+  int heads;
+  protect_spec protect;
+  std::int32_t* const* keep;
+  std::int64_t* n_keep;  // steps 2 and 3: the protected entries each head keeps so far
+  // Scratch: off[heads + 1] (prefix sums of n), pivot[heads] (the floor pivot of each head, or
+  // -1), lo/hi/mid[heads] (the state of step 4), then per head h the region cand + off[h]:
+  // its middle indices, the floor's best first, then its candidates for step 4, cand[lo[h],
+  // hi[h]) undecided.
+  std::int32_t* scratch;
+  std::int32_t *off = nullptr, *pivot = nullptr, *lo = nullptr, *hi = nullptr, *mid = nullptr,
+               *cand = nullptr;  // carved by step 2
+  std::int64_t floor = 0;        // f of step 2
+
+  // Step 1: the budget covers everything.
+  void keep_all() const noexcept {
+    for (int h = 0; h < heads; ++h)
+      n_keep[h] = select_detail::emit(
+          layout(h), layout(h).n_protected(), [](std::int64_t) { return true; }, keep[h]);
+  }
+
+  head_layout layout(int h) const noexcept {
+    return make_layout(n[h], protect.n_sink, protect.n_recent);
+  }
+  // Entry i of head h ranks above (key, key_head): rank key, then the lower head.
+  bool above(int h, std::int32_t i, std::uint64_t key, int key_head) const noexcept {
+    const std::uint64_t k = rank_key(scores[h][i], i);
+    return k > key || (k == key && h < key_head);
+  }
+
+  // Step 2: each head's floor (its best, protected first). Returns the slots left.
+  std::int64_t take_floors(std::int64_t budget, double floor_fraction) noexcept {
+    off = scratch;
+    pivot = off + heads + 1;
+    lo = pivot + heads;
+    hi = lo + heads;
+    mid = hi + heads;
+    cand = mid + heads;
+    off[0] = 0;
+    for (int h = 0; h < heads; ++h) off[h + 1] = static_cast<std::int32_t>(off[h] + n[h]);
+    const std::int64_t per_head = budget / heads;
+    const double fd = std::floor(floor_fraction * double(budget) / double(heads));
+    floor = fd >= double(per_head) ? per_head : static_cast<std::int64_t>(fd);
+    std::int64_t left = budget;
+    HEED_DASSERT(floor >= 0 && floor * heads <= budget);
+    for (int h = 0; h < heads; ++h) {
+      const head_layout l = layout(h);
+      const std::int64_t fh = std::min(n[h], floor), p = l.n_protected();
+      left -= fh;
+      n_keep[h] = std::min(fh, p);
+      pivot[h] = -1;
+      std::int32_t* region = cand + off[h];
+      std::int64_t from = 0;
+      if (fh > p) {
+        pivot[h] = choose_middle(scores[h], l, fh - p, region);
+        from = fh - p;
+      } else {
+        for (std::int64_t k = 0; k < l.n_middle(); ++k)
+          region[k] = static_cast<std::int32_t>(l.lo + k);
+      }
+      lo[h] = static_cast<std::int32_t>(off[h] + from);
+      hi[h] = static_cast<std::int32_t>(off[h] + l.n_middle());
+      HEED_DASSERT(lo[h] <= hi[h] && hi[h] <= off[h + 1]);  // inside head h's scratch region
+    }
+    HEED_DASSERT(left >= 0);
+    return left;
+  }
+
+  // Step 3: the protected entries past the floors, level L taking from every head its protected
+  // entries of order < L, as many levels as fit (one more entry each from the lower heads of the
+  // level that does not). Returns the slots left.
+  std::int64_t take_protected(std::int64_t left) noexcept {
+    std::int64_t max_prot = 0;
+    for (int h = 0; h < heads; ++h) max_prot = std::max(max_prot, layout(h).n_protected());
+    auto taken_below = [&](std::int64_t level) {
+      std::int64_t c = 0;
+      for (int h = 0; h < heads; ++h)
+        c += std::max<std::int64_t>(0, std::min(layout(h).n_protected(), level) - n_keep[h]);
+      return c;
+    };
+    std::int64_t level = max_prot;
+    if (taken_below(level) > left) {
+      std::int64_t a = 0, b = max_prot;  // taken_below(a) <= left < taken_below(b)
+      while (b - a > 1) {
+        const std::int64_t m = a + (b - a) / 2;
+        (taken_below(m) <= left ? a : b) = m;
+      }
+      level = a;
+    }
+    std::int64_t extra = left - taken_below(level);
+    if (level == max_prot) extra = 0;
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t p = layout(h).n_protected();
+      std::int64_t kp = std::max(n_keep[h], std::min(p, level));
+      if (extra > 0 && kp == level && level < p) {
+        ++kp;
+        --extra;
+      }
+      left -= kp - n_keep[h];
+      n_keep[h] = kp;
+    }
+    HEED_DASSERT(left >= 0);  // step 3 never takes more than the slots left
+    return left;
+  }
+
+  // Step 4: the best `need` candidates across heads, in global order (rank key, then the lower
+  // head). A quickselect over the per-head ranges: cand[start_h, lo[h]) are taken,
+  // cand[lo[h], hi[h]) undecided, the rest of the candidates rejected.
+  void take_best(std::int64_t need) noexcept {
+    std::uint32_t rng = 0x2545f491u;  // a fixed pivot sequence: results do not depend on it
+    while (need > 0) {
+      std::int64_t active = 0;
+      for (int h = 0; h < heads; ++h) active += hi[h] - lo[h];
+      if (need >= active) {
+        for (int h = 0; h < heads; ++h) lo[h] = hi[h];
+        break;
+      }
+      rng = rng * 1664525u + 1013904223u;
+      std::int64_t r =
+          static_cast<std::int64_t>((std::uint64_t(rng) * std::uint64_t(active)) >> 32);
+      int ph = 0;
+      for (; r >= hi[ph] - lo[ph]; ++ph) r -= hi[ph] - lo[ph];
+      HEED_DASSERT(ph < heads);
+      const std::int32_t pi = cand[lo[ph] + r];
+      const std::uint64_t pk = rank_key(scores[ph][pi], pi);
+      std::int64_t count = 0;
+      for (int h = 0; h < heads; ++h) {
+        mid[h] = static_cast<std::int32_t>(
+            std::partition(cand + lo[h], cand + hi[h],
+                           [&](std::int32_t i) { return above(h, i, pk, ph); }) -
+            cand);
+        count += mid[h] - lo[h];
+      }
+      if (count > need) {
+        for (int h = 0; h < heads; ++h) hi[h] = mid[h];
+        continue;
+      }
+      for (int h = 0; h < heads; ++h) lo[h] = mid[h];
+      need -= count;
+      if (need > 0) {  // the pivot is the best of what is left: take it
+        std::int32_t* at = std::find(cand + lo[ph], cand + hi[ph], pi);
+        std::swap(*at, cand[lo[ph]]);
+        ++lo[ph];
+        --need;
+      }
+    }
+  }
+
+  // Last: each head's kept indices in order: its protected entries kept, its floor (at or above
+  // its pivot) and the candidates taken in step 4 (at or above the worst of them).
+  void emit_all() const noexcept {
+    std::uint64_t gkey = 0;
+    int ghead = -1;
+    for (int h = 0; h < heads; ++h) {
+      const std::int64_t start =
+          off[h] + std::max<std::int64_t>(0, std::min(n[h], floor) - layout(h).n_protected());
+      for (std::int64_t k = start; k < lo[h]; ++k) {
+        const std::int32_t i = cand[k];
+        if (ghead < 0 || !above(h, i, gkey, ghead)) {
+          gkey = rank_key(scores[h][i], i);
+          ghead = h;
+        }
+      }
+    }
+    for (int h = 0; h < heads; ++h) {
+      const float* s = scores[h];
+      const bool has_floor = pivot[h] >= 0;
+      const std::uint64_t hkey = has_floor ? rank_key(s[pivot[h]], pivot[h]) : 0;
+      n_keep[h] = select_detail::emit(
+          layout(h), n_keep[h],
+          [&](std::int64_t i) {
+            const std::uint64_t k = rank_key(s[i], i);
+            if (has_floor && k >= hkey) return true;
+            return ghead >= 0 && (k > gkey || (k == gkey && h <= ghead));
+          },
+          keep[h]);
+    }
+  }
+};
+
+}  // namespace select_detail
+
 // AdaKV: one layer of `heads` KV heads with their own lengths n[h], one total budget B.
 //  1. If B >= sum n[h], everything is kept.
 //  2. Floors: f = floor(floor_fraction * B / heads) computed in double (capped at B / heads),
@@ -178,7 +365,6 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
                                   std::int64_t budget, double floor_fraction,
                                   const protect_spec& protect, std::int32_t* const* keep,
                                   std::int64_t* n_keep, std::int32_t* scratch) noexcept {
-  using select_detail::rank_key;
   if (heads < 0 || budget < 0 || !(floor_fraction >= 0.0 && floor_fraction <= 1.0) ||
       protect.n_sink < 0 || protect.n_recent < 0)
     return status::invalid_argument;
@@ -195,161 +381,15 @@ inline status select_global_top_k(const float* const* scores, const std::int64_t
     if (n[h] > 0 && (scores[h] == nullptr || keep[h] == nullptr)) return status::null_pointer;
   if (total > 0 && scratch == nullptr) return status::null_pointer;
 
-  auto layout = [&](int h) {
-    return select_detail::make_layout(n[h], protect.n_sink, protect.n_recent);
-  };
+  select_detail::global_top_k g{scores, n, heads, protect, keep, n_keep, scratch};
   if (budget >= total) {
-    for (int h = 0; h < heads; ++h)
-      n_keep[h] = select_detail::emit(
-          layout(h), layout(h).n_protected(), [](std::int64_t) { return true; }, keep[h]);
+    g.keep_all();
     return status::ok;
   }
-
-  // Scratch: off[heads + 1] (prefix sums of n), pivot[heads] (the floor pivot of each head, or
-  // -1), lo/hi/mid[heads] (the state of step 4), then per head h the region cand + off[h]:
-  // its middle indices, the floor's best first, then its candidates for step 4.
-  std::int32_t* off = scratch;
-  std::int32_t* pivot = off + heads + 1;
-  std::int32_t* lo = pivot + heads;
-  std::int32_t* hi = lo + heads;
-  std::int32_t* mid = hi + heads;
-  std::int32_t* cand = mid + heads;
-  off[0] = 0;
-  for (int h = 0; h < heads; ++h) off[h + 1] = static_cast<std::int32_t>(off[h] + n[h]);
-
-  // Step 2. n_keep[h] holds the number of protected entries kept so far; the candidates of
-  // head h for step 4 are cand[lo[h], hi[h]).
-  const std::int64_t per_head = budget / heads;
-  const double fd = std::floor(floor_fraction * double(budget) / double(heads));
-  const std::int64_t f = fd >= double(per_head) ? per_head : static_cast<std::int64_t>(fd);
-  std::int64_t left = budget, max_prot = 0;
-  HEED_DASSERT(f >= 0 && f * heads <= budget);
-  for (int h = 0; h < heads; ++h) {
-    const auto l = layout(h);
-    const std::int64_t fh = std::min(n[h], f), p = l.n_protected();
-    left -= fh;
-    n_keep[h] = std::min(fh, p);
-    max_prot = std::max(max_prot, p);
-    pivot[h] = -1;
-    std::int32_t* region = cand + off[h];
-    std::int64_t from = 0;
-    if (fh > p) {
-      pivot[h] = select_detail::choose_middle(scores[h], l, fh - p, region);
-      from = fh - p;
-    } else {
-      for (std::int64_t k = 0; k < l.n_middle(); ++k)
-        region[k] = static_cast<std::int32_t>(l.lo + k);
-    }
-    lo[h] = static_cast<std::int32_t>(off[h] + from);
-    hi[h] = static_cast<std::int32_t>(off[h] + l.n_middle());
-    HEED_DASSERT(lo[h] <= hi[h] && hi[h] <= off[h + 1]);  // inside head h's scratch region
-  }
-  HEED_DASSERT(left >= 0);
-
-  // Step 3: level L takes, from every head, its protected entries of order < L.
-  auto taken_below = [&](std::int64_t level) {
-    std::int64_t c = 0;
-    for (int h = 0; h < heads; ++h)
-      c += std::max<std::int64_t>(0, std::min(layout(h).n_protected(), level) - n_keep[h]);
-    return c;
-  };
-  std::int64_t level = max_prot;
-  if (taken_below(level) > left) {
-    std::int64_t lo = 0, hi = max_prot;  // taken_below(lo) <= left < taken_below(hi)
-    while (hi - lo > 1) {
-      const std::int64_t mid = lo + (hi - lo) / 2;
-      (taken_below(mid) <= left ? lo : hi) = mid;
-    }
-    level = lo;
-  }
-  std::int64_t extra = left - taken_below(level);
-  if (level == max_prot) extra = 0;
-  for (int h = 0; h < heads; ++h) {
-    const std::int64_t p = layout(h).n_protected();
-    std::int64_t kp = std::max(n_keep[h], std::min(p, level));
-    if (extra > 0 && kp == level && level < p) {
-      ++kp;
-      --extra;
-    }
-    left -= kp - n_keep[h];
-    n_keep[h] = kp;
-  }
-  HEED_DASSERT(left >= 0);  // step 3 never takes more than the slots left
-
-  // Step 4: the best `left` candidates across heads, in global order (rank key, then the lower
-  // head). A quickselect over the per-head ranges: cand[start_h, lo[h]) are taken,
-  // cand[lo[h], hi[h]) undecided, the rest of the candidates rejected.
-  auto above = [&](int h, std::int32_t i, std::uint64_t key, int key_head) {
-    const std::uint64_t k = rank_key(scores[h][i], i);
-    return k > key || (k == key && h < key_head);
-  };
-  std::int64_t need = left;
-  std::uint32_t rng = 0x2545f491u;  // a fixed pivot sequence: results do not depend on it
-  while (need > 0) {
-    std::int64_t active = 0;
-    for (int h = 0; h < heads; ++h) active += hi[h] - lo[h];
-    if (need >= active) {
-      for (int h = 0; h < heads; ++h) lo[h] = hi[h];
-      break;
-    }
-    rng = rng * 1664525u + 1013904223u;
-    std::int64_t r = static_cast<std::int64_t>((std::uint64_t(rng) * std::uint64_t(active)) >> 32);
-    int ph = 0;
-    for (; r >= hi[ph] - lo[ph]; ++ph) r -= hi[ph] - lo[ph];
-    HEED_DASSERT(ph < heads);
-    const std::int32_t pi = cand[lo[ph] + r];
-    const std::uint64_t pk = rank_key(scores[ph][pi], pi);
-    std::int64_t count = 0;
-    for (int h = 0; h < heads; ++h) {
-      mid[h] = static_cast<std::int32_t>(
-          std::partition(cand + lo[h], cand + hi[h],
-                         [&](std::int32_t i) { return above(h, i, pk, ph); }) -
-          cand);
-      count += mid[h] - lo[h];
-    }
-    if (count > need) {
-      for (int h = 0; h < heads; ++h) hi[h] = mid[h];
-      continue;
-    }
-    for (int h = 0; h < heads; ++h) lo[h] = mid[h];
-    need -= count;
-    if (need > 0) {  // the pivot is the best of what is left: take it
-      std::int32_t* at = std::find(cand + lo[ph], cand + hi[ph], pi);
-      std::swap(*at, cand[lo[ph]]);
-      ++lo[ph];
-      --need;
-    }
-  }
-  // The worst taken candidate: the taken ones are exactly those at or above it.
-  std::uint64_t gkey = 0;
-  int ghead = -1;
-  for (int h = 0; h < heads; ++h) {
-    const auto l = layout(h);
-    const std::int64_t start =
-        off[h] + std::max<std::int64_t>(0, std::min(n[h], f) - l.n_protected());
-    for (std::int64_t k = start; k < lo[h]; ++k) {
-      const std::int32_t i = cand[k];
-      if (ghead < 0 || !above(h, i, gkey, ghead)) {
-        gkey = rank_key(scores[h][i], i);
-        ghead = h;
-      }
-    }
-  }
-
-  for (int h = 0; h < heads; ++h) {
-    const auto l = layout(h);
-    const float* s = scores[h];
-    const std::uint64_t hkey = pivot[h] >= 0 ? rank_key(s[pivot[h]], pivot[h]) : 0;
-    const bool has_floor = pivot[h] >= 0;
-    n_keep[h] = select_detail::emit(
-        l, n_keep[h],
-        [&](std::int64_t i) {
-          const std::uint64_t k = rank_key(s[i], i);
-          if (has_floor && k >= hkey) return true;
-          return ghead >= 0 && (k > gkey || (k == gkey && h <= ghead));
-        },
-        keep[h]);
-  }
+  std::int64_t left = g.take_floors(budget, floor_fraction);  // step 2
+  left = g.take_protected(left);                              // step 3
+  g.take_best(left);                                          // step 4
+  g.emit_all();
   HEED_DASSERT(select_detail::sum(n_keep, heads) == budget);  // budget < total here
   return status::ok;
 }

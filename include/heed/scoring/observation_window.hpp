@@ -236,23 +236,17 @@ std::size_t observation_window_workspace_size(std::int64_t kv_len,
 }
 
 namespace detail {
-// observation_window_scores once the variant passed its contract.
-template <class Arch, class Variant>
-status observation_window_scores_impl(const tensor_view& q, const tensor_view& k, const float* lse,
-                                      std::int64_t lse_head_stride,
-                                      const observation_window_options& opt,
-                                      observation_window_outputs out, workspace ws,
-                                      const Variant& var) noexcept {
-  using B = xsimd::batch<float, Arch>;
-  using I = xsimd::batch<std::int32_t, Arch>;
-  constexpr std::int64_t L = B::size;
-  constexpr int R = detail::window_rows;
-  constexpr std::int64_t T = detail::window_tile;
+
+// Checks observation_window_scores' arguments and resolves the strides (0: the dense default).
+inline status check_window_args(const tensor_view& q, const tensor_view& k, const float* lse,
+                                std::int64_t& lse_head_stride,
+                                const observation_window_options& opt,
+                                observation_window_outputs& out) noexcept {
   HEED_RETURN_IF_ERROR(validate_view(q));
   HEED_RETURN_IF_ERROR(validate_view(k, /*quantized_ok=*/true));
   if (q.type != dtype::f32) return status::unsupported_dtype;
   if (q.dim != k.dim || q.heads % k.heads != 0) return status::shape_mismatch;
-  const std::int64_t w = q.seq, lk = k.seq, d = k.dim, group = q.heads / k.heads;
+  const std::int64_t w = q.seq, lk = k.seq;
   if (lk > detail::max_score_len || w > detail::max_score_len) return status::invalid_argument;
   if (opt.q_offset < -1 || opt.q_offset > detail::max_score_len) return status::invalid_argument;
   if (opt.q_offset == -1 && w > lk) return status::invalid_argument;
@@ -267,134 +261,190 @@ status observation_window_scores_impl(const tensor_view& q, const tensor_view& k
   if (out.vertical) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.vertical_head_stride, lk));
   if (out.slash) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.slash_head_stride, lk));
   if (out.colmean) HEED_RETURN_IF_ERROR(detail::resolve_stride(out.colmean_head_stride, lk));
-  if (!out.window && !out.vertical && !out.slash && !out.colmean) return status::ok;
-  if (ws.size < observation_window_workspace_size<Arch>(lk, opt))
-    return status::workspace_too_small;
-  if (ws.data == nullptr) return status::null_pointer;
-  const auto s = detail::carve_window<Arch>(ws.data, lk, opt.pool_kernel, nullptr);
-  const std::int64_t rs = s.row_stride, ls = s.logit_stride;
-  const std::int64_t q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
-  const float scale = opt.logits.scale != 0.f ? opt.logits.scale : 1.f / std::sqrt(float(d));
-  const float ninf = -std::numeric_limits<float>::infinity();
-  const float wr = 1.f / float(group);
-  const float* qb = static_cast<const float*>(q.data);
-  alignas(64) std::int32_t iota_v[L];
-  for (std::int64_t n = 0; n < L; ++n) iota_v[n] = static_cast<std::int32_t>(n);
-  const I iota = I::load_aligned(iota_v);
+  return status::ok;
+}
 
-  for (std::int64_t h = 0; h < q.heads; ++h) {
-    const std::int64_t kvh = h / group;
-    for (std::int64_t j = 0; j < rs; ++j) s.colsum[j] = s.count[j] = 0.f;
-    float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
-    if (slash)
-      for (std::int64_t j = 0; j < lk; ++j) slash[j] = 0.f;
+// One observation_window_scores call past its checks: the window's probabilities of one query
+// head at a time (run_head), in blocks of R rows, summed into the head's columns (and slash
+// diagonals), then the outputs of that head (finish_head).
+template <class Arch, class Variant>
+struct window_pass {
+  using B = xsimd::batch<float, Arch>;
+  using I = xsimd::batch<std::int32_t, Arch>;
+  static constexpr std::int64_t L = B::size;
+  static constexpr int R = detail::window_rows;
+  static constexpr std::int64_t T = detail::window_tile;
+  static constexpr float ninf = -std::numeric_limits<float>::infinity();
 
-    // Logits of rows [i0, i0 + nr) over keys [j0, j0 + n) into s.logits (row stride ls).
-    auto logits_of = [&](std::int64_t i0, std::int64_t nr, std::int64_t j0,
-                         std::int64_t n) noexcept {
-      const float* qr[R];
-      for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
-      detail::with_typed(
-          k, [&](auto kb) { detail::window_dots<Arch>(qr, k, kb, kvh, j0, n, s.logits, ls); });
-    };
-    // Scales, transforms and masks a row of logits over keys [j0, j0 + n), padded to the batch
-    // size with -inf; counts the visible keys (colmean) and returns the max.
-    auto prepare = [&](float* row, std::int64_t qpos, std::int64_t j0, std::int64_t n) noexcept {
-      const std::int64_t npad = (n + L - 1) / L * L;
-      for (std::int64_t t = n; t < npad; ++t) row[t] = 0.f;
-      const I qp(static_cast<std::int32_t>(qpos));
-      const I kend(static_cast<std::int32_t>(j0 + n));
-      float* cnt = out.colmean ? s.count + j0 : nullptr;
-      B mb(ninf);
-      float rs = scale;
-      if constexpr (Variant::has_query_scale) {
-        rs *= var.query_scale(static_cast<int>(h), qpos,
-                              opt.causal ? std::min<std::int64_t>(qpos + 1, lk) : lk);
-      }
-      for (std::int64_t t = 0; t < npad; t += L) {
-        const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
-        const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(kvh), qp, kpos};
-        B x = B::load_aligned(row + t) * B(rs);
-        if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
-        auto keep = xsimd::bool_cast(kpos < kend);
-        if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
-        if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
-        x = xsimd::select(keep, x, B(ninf));
-        x.store_aligned(row + t);
-        mb = xsimd::max(mb, x);
-        if (cnt)
-          (B::load_unaligned(cnt + t) + xsimd::select(keep, B(1.f), B(0.f)))
-              .store_unaligned(cnt + t);
-      }
-      return simd::hmax<Arch>(mb);
-    };
-    // Adds the probabilities exp(s - l) of a prepared row into the column and slash sums.
-    auto accumulate = [&](float* row, std::int64_t qpos, float l, std::int64_t j0,
-                          std::int64_t n) noexcept {
-      if (!(l > ninf) || !std::isfinite(l)) return;  // nothing visible (or a broken LSE)
-      float* colsum = s.colsum + j0;
-      for (std::int64_t t = 0; t < n; t += L) {
-        const B p = simd::fast_exp<Arch>(B::load_aligned(row + t) - B(l));
-        p.store_aligned(row + t);
-        (B::load_unaligned(colsum + t) + p).store_unaligned(colsum + t);
-      }
-      if (slash) {  // t = qpos - j; keep 0 <= t < lk
-        std::int64_t jlo = qpos - (lk - 1);
-        jlo = jlo > j0 ? jlo : j0;
-        const std::int64_t jhi = qpos + 1 < j0 + n ? qpos + 1 : j0 + n;
-        for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j - j0];
-      }
-    };
-    // Keys [j0, j0 + tn) clipped to what the last row of block [i0, i0 + nr) can see.
-    auto visible = [&](std::int64_t i0, std::int64_t nr, std::int64_t j0, std::int64_t tn) {
-      if (!opt.causal) return tn;
-      const std::int64_t v = q_offset + i0 + nr - j0;
-      return v < tn ? v : tn;
-    };
+  const tensor_view& q;
+  const tensor_view& k;
+  const float* lse;
+  std::int64_t lse_head_stride;
+  const observation_window_options& opt;
+  const observation_window_outputs& out;
+  const Variant& var;
+  window_scratch s;
+  std::int64_t w, lk, d, group, q_offset;
+  float scale;
+  I iota;
 
-    if (lse != nullptr) {
-      for (std::int64_t j0 = 0; j0 < lk; j0 += T) {
-        const std::int64_t tn = lk - j0 < T ? lk - j0 : T;
-        for (std::int64_t i0 = 0; i0 < w; i0 += R) {
-          const std::int64_t nr = w - i0 < R ? w - i0 : R;
-          const std::int64_t n = visible(i0, nr, j0, tn);
-          if (n <= 0) continue;
-          logits_of(i0, nr, j0, n);
-          for (std::int64_t r = 0; r < nr; ++r) {
-            float* row = s.logits + r * ls;
-            const std::int64_t qpos = q_offset + i0 + r;
-            prepare(row, qpos, j0, n);
-            accumulate(row, qpos, lse[h * lse_head_stride + i0 + r], j0, n);
-          }
-        }
-      }
-    } else {
+  window_pass(const tensor_view& q_, const tensor_view& k_, const float* lse_,
+              std::int64_t lse_stride, const observation_window_options& o,
+              const observation_window_outputs& outs, const Variant& v, void* ws) noexcept
+      : q(q_),
+        k(k_),
+        lse(lse_),
+        lse_head_stride(lse_stride),
+        opt(o),
+        out(outs),
+        var(v),
+        s(detail::carve_window<Arch>(ws, k_.seq, o.pool_kernel, nullptr)) {
+    w = q.seq;
+    lk = k.seq;
+    d = k.dim;
+    group = q.heads / k.heads;
+    q_offset = opt.q_offset >= 0 ? opt.q_offset : lk - w;
+    scale = opt.logits.scale != 0.f ? opt.logits.scale : 1.f / std::sqrt(float(d));
+    alignas(64) std::int32_t iota_v[L];
+    for (std::int64_t n = 0; n < L; ++n) iota_v[n] = static_cast<std::int32_t>(n);
+    iota = I::load_aligned(iota_v);
+  }
+
+  // Logits of rows [i0, i0 + nr) of head h over keys [j0, j0 + n) into s.logits.
+  void logits_of(std::int64_t h, std::int64_t i0, std::int64_t nr, std::int64_t j0,
+                 std::int64_t n) const noexcept {
+    const float* qb = static_cast<const float*>(q.data);
+    const float* qr[R];
+    for (int r = 0; r < R; ++r) qr[r] = qb + q.offset(i0 + (r < nr ? r : 0), h);
+    detail::with_typed(k, [&](auto kb) {
+      detail::window_dots<Arch>(qr, k, kb, h / group, j0, n, s.logits, s.logit_stride);
+    });
+  }
+
+  // Scales, transforms and masks a row of logits over keys [j0, j0 + n), padded to the batch
+  // size with -inf; counts the visible keys (colmean) and returns the max.
+  float prepare(std::int64_t h, float* row, std::int64_t qpos, std::int64_t j0,
+                std::int64_t n) const noexcept {
+    const std::int64_t npad = (n + L - 1) / L * L;
+    for (std::int64_t t = n; t < npad; ++t) row[t] = 0.f;
+    const I qp(static_cast<std::int32_t>(qpos));
+    const I kend(static_cast<std::int32_t>(j0 + n));
+    float* cnt = out.colmean ? s.count + j0 : nullptr;
+    B mb(ninf);
+    float rs = scale;
+    if constexpr (Variant::has_query_scale) {
+      rs *= var.query_scale(static_cast<int>(h), qpos,
+                            opt.causal ? std::min<std::int64_t>(qpos + 1, lk) : lk);
+    }
+    for (std::int64_t t = 0; t < npad; t += L) {
+      const I kpos = iota + I(static_cast<std::int32_t>(j0 + t));
+      const lane_ctx<Arch> ctx{static_cast<int>(h), static_cast<int>(h / group), qp, kpos};
+      B x = B::load_aligned(row + t) * B(rs);
+      if constexpr (Variant::has_logits_transform) x = var.transform_logits(x, ctx);
+      auto keep = xsimd::bool_cast(kpos < kend);
+      if (opt.causal) keep = keep && xsimd::bool_cast(kpos <= qp);
+      if constexpr (Variant::has_logits_mask) keep = keep && var.keep(ctx);
+      x = xsimd::select(keep, x, B(ninf));
+      x.store_aligned(row + t);
+      mb = xsimd::max(mb, x);
+      if (cnt)
+        (B::load_unaligned(cnt + t) + xsimd::select(keep, B(1.f), B(0.f))).store_unaligned(cnt + t);
+    }
+    return simd::hmax<Arch>(mb);
+  }
+
+  // Adds the probabilities exp(s - l) of a prepared row into the column and slash sums.
+  void accumulate(float* slash, float* row, std::int64_t qpos, float l, std::int64_t j0,
+                  std::int64_t n) const noexcept {
+    if (!(l > ninf) || !std::isfinite(l)) return;  // nothing visible (or a broken LSE)
+    float* colsum = s.colsum + j0;
+    for (std::int64_t t = 0; t < n; t += L) {
+      const B p = simd::fast_exp<Arch>(B::load_aligned(row + t) - B(l));
+      p.store_aligned(row + t);
+      (B::load_unaligned(colsum + t) + p).store_unaligned(colsum + t);
+    }
+    if (slash) {  // t = qpos - j; keep 0 <= t < lk
+      std::int64_t jlo = qpos - (lk - 1);
+      jlo = jlo > j0 ? jlo : j0;
+      const std::int64_t jhi = qpos + 1 < j0 + n ? qpos + 1 : j0 + n;
+      for (std::int64_t j = jlo; j < jhi; ++j) slash[qpos - j] += row[j - j0];
+    }
+  }
+
+  // Keys [j0, j0 + tn) clipped to what the last row of block [i0, i0 + nr) can see.
+  std::int64_t visible(std::int64_t i0, std::int64_t nr, std::int64_t j0,
+                       std::int64_t tn) const noexcept {
+    if (!opt.causal) return tn;
+    const std::int64_t v = q_offset + i0 + nr - j0;
+    return v < tn ? v : tn;
+  }
+
+  // The rows' probabilities from the main pass's LSE: per tile of T keys (kept in cache), every
+  // window row in blocks of R.
+  void rows_with_lse(std::int64_t h, float* slash) const noexcept {
+    for (std::int64_t j0 = 0; j0 < lk; j0 += T) {
+      const std::int64_t tn = lk - j0 < T ? lk - j0 : T;
       for (std::int64_t i0 = 0; i0 < w; i0 += R) {
         const std::int64_t nr = w - i0 < R ? w - i0 : R;
-        const std::int64_t n = visible(i0, nr, 0, lk);
+        const std::int64_t n = visible(i0, nr, j0, tn);
         if (n <= 0) continue;
-        logits_of(i0, nr, 0, n);
+        logits_of(h, i0, nr, j0, n);
         for (std::int64_t r = 0; r < nr; ++r) {
-          float* row = s.logits + r * ls;
+          float* row = s.logits + r * s.logit_stride;
           const std::int64_t qpos = q_offset + i0 + r;
-          row_state st{prepare(row, qpos, 0, n), 0.f, 0.f};
-          if (st.m != ninf) {
-            B db(0.f);
-            for (std::int64_t t = 0; t < n; t += L)
-              db += simd::fast_exp<Arch>(B::load_aligned(row + t) - B(st.m));
-            st.d = simd::hsum<Arch>(db);
-          }
-          if constexpr (Variant::has_row_finalize) var.finalize_row(static_cast<int>(h), qpos, st);
-          accumulate(row, qpos, st.d > 0.f ? st.m + std::log(st.d) : ninf, 0, n);
+          prepare(h, row, qpos, j0, n);
+          accumulate(slash, row, qpos, lse[h * lse_head_stride + i0 + r], j0, n);
         }
       }
     }
+  }
 
+  // Without an LSE: per block of R rows, their whole logit rows, then each row's own LSE (with
+  // the variant's row finalize), then the probabilities.
+  void rows_own_lse(std::int64_t h, float* slash) const noexcept {
+    for (std::int64_t i0 = 0; i0 < w; i0 += R) {
+      const std::int64_t nr = w - i0 < R ? w - i0 : R;
+      const std::int64_t n = visible(i0, nr, 0, lk);
+      if (n <= 0) continue;
+      logits_of(h, i0, nr, 0, n);
+      for (std::int64_t r = 0; r < nr; ++r) {
+        float* row = s.logits + r * s.logit_stride;
+        const std::int64_t qpos = q_offset + i0 + r;
+        row_state st{prepare(h, row, qpos, 0, n), 0.f, 0.f};
+        if (st.m != ninf) {
+          B db(0.f);
+          for (std::int64_t t = 0; t < n; t += L)
+            db += simd::fast_exp<Arch>(B::load_aligned(row + t) - B(st.m));
+          st.d = simd::hsum<Arch>(db);
+        }
+        if constexpr (Variant::has_row_finalize) var.finalize_row(static_cast<int>(h), qpos, st);
+        accumulate(slash, row, qpos, st.d > 0.f ? st.m + std::log(st.d) : ninf, 0, n);
+      }
+    }
+  }
+
+  // Query head h's column sums (and its slash output).
+  void run_head(std::int64_t h) const noexcept {
+    for (std::int64_t j = 0; j < s.row_stride; ++j) s.colsum[j] = s.count[j] = 0.f;
+    float* slash = out.slash ? out.slash + h * out.slash_head_stride : nullptr;
+    if (slash)
+      for (std::int64_t j = 0; j < lk; ++j) slash[j] = 0.f;
+    if (lse != nullptr)
+      rows_with_lse(h, slash);
+    else
+      rows_own_lse(h, slash);
+  }
+
+  // Query head h's vertical, window and colmean outputs from its column sums (the last two folded
+  // into its KV head's rows).
+  void finish_head(std::int64_t h) const noexcept {
+    const std::int64_t kvh = h / group, rs = s.row_stride;
     if (out.vertical) {
       float* v = out.vertical + h * out.vertical_head_stride;
       for (std::int64_t j = 0; j < lk; ++j) v[j] = s.colsum[j];
     }
     const bool first = h % group == 0;
+    const float wr = 1.f / float(group);
     if (out.window) {
       const float inv_w = 1.f / float(w);
       for (std::int64_t j = 0; j < lk; ++j) s.tmp[j] = s.colsum[j] * inv_w;
@@ -408,6 +458,25 @@ status observation_window_scores_impl(const tensor_view& q, const tensor_view& k
       detail::fold_head<Arch>(out.colmean + kvh * out.colmean_head_stride, s.tmp, lk, opt.reduce,
                               first, wr);
     }
+  }
+};
+
+// observation_window_scores once the variant passed its contract.
+template <class Arch, class Variant>
+status observation_window_scores_impl(const tensor_view& q, const tensor_view& k, const float* lse,
+                                      std::int64_t lse_head_stride,
+                                      const observation_window_options& opt,
+                                      observation_window_outputs out, workspace ws,
+                                      const Variant& var) noexcept {
+  HEED_RETURN_IF_ERROR(check_window_args(q, k, lse, lse_head_stride, opt, out));
+  if (!out.window && !out.vertical && !out.slash && !out.colmean) return status::ok;
+  if (ws.size < observation_window_workspace_size<Arch>(k.seq, opt))
+    return status::workspace_too_small;
+  if (ws.data == nullptr) return status::null_pointer;
+  const window_pass<Arch, Variant> pass(q, k, lse, lse_head_stride, opt, out, var, ws.data);
+  for (std::int64_t h = 0; h < q.heads; ++h) {
+    pass.run_head(h);
+    pass.finish_head(h);
   }
   return status::ok;
 }
