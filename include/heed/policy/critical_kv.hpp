@@ -1,0 +1,219 @@
+// CriticalKV and CriticalAdaKV (Feng et al. 2025, arXiv 2502.03805; kvpress CriticalKVPress and
+// CriticalAdaKVPress) as wrappers: any attention score, re-weighted by how much each entry's value
+// moves the layer's output, with a two-stage selection.
+//
+//   critical(inner, epsilon, first_stage_ratio, wo)             CriticalKV
+//   critical_adaptive(inner, floor, epsilon, first_stage_ratio, wo)   CriticalAdaKV
+//
+// Defaults (kvpress): epsilon 1e-4, first_stage_ratio 0.5; CriticalAdaKV's safeguard (AdaKV's
+// per-head floor) 0.2.
+//
+// Per KV head h with group G (query heads hG .. hG + G - 1), s_j the inner score of entry j:
+//   n_j = (1/G) sum_g || v_j W_o^(hG+g) ||_1      the value projected through the output
+//         projection's slice of query head hG+g (W_o^q: the d x hidden block of W_o^T that
+//         multiplies head q's attention output), L1 over the hidden size (kvpress vwl1norm);
+//         without an output projection (wo.weights null), W_o^q is the identity: n_j = ||v_j||_1.
+//   Stage 1: the best k1 = floor(first_stage_ratio * n_keep) entries by s (the ranking of
+//         select.hpp; NaN scores never) score FLT_MAX, with n_keep = min(length, the head's
+//         budget: inner.head_budget of policy_input::budget; the length when that is 0).
+//   Stage 2: every other entry scores (s_j + epsilon) * n_j.
+// The selection is the inner policy's: the best n_keep are the stage-1 entries, then the best by
+// the re-weighted score. The re-weighting is meant for non-negative attention scores (SnapKV,
+// H2O, ...); a negative score times a larger norm ranks lower.
+//
+// CriticalAdaKV (kvpress CriticalAdaKVPress): head budgets from the inner scores (AdaKV: one
+// top-k over the layer's heads with a per-head floor, the safeguard alpha), entries within a head
+// from the critical scores. heed's AdaKV selection (head_adaptive) ranks the scores it is given
+// across heads, so this wrapper hands it each head's inner scores re-assigned in critical order:
+// the r-th best entry by critical score gets the r-th largest inner score of the head. Each head
+// then gets the budget its inner scores earn, filled in critical order. One difference from
+// kvpress: stage 1 takes first_stage_ratio of the nominal per-head budget (policy_input::budget),
+// where kvpress takes it of the head's allocated budget (known only after all heads are scored).
+//
+// Cost per eviction and KV head: the inner score, O(n d) for the value norms without W_o, or
+// O(n G d hidden) with it (the projection of every value; n_j depends on the value only, but a
+// policy cannot store per-entry state in the cache), plus the stage-1 selection (O(n)) and, for
+// CriticalAdaKV, two sorts (O(n log n)).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <utility>
+#include <xsimd/xsimd.hpp>
+
+#include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
+#include "heed/policy/select.hpp"
+#include "heed/policy/wrappers.hpp"
+#include "heed/scoring/detail/score_kernels.hpp"
+
+namespace heed {
+
+inline constexpr float critical_default_epsilon = 1e-4f;
+inline constexpr double critical_default_first_stage_ratio = 0.5;
+inline constexpr double critical_default_safeguard = 0.2;
+
+// The model's output projection, per layer, as the engine stores it: weights[layer] points to a
+// row-major [hidden][row_stride] matrix W with o = W x, x the query heads' attention outputs
+// concatenated ([Hq * d]); query head q's slice is columns q d .. q d + d - 1. row_stride 0 means
+// Hq * d. weights null: no projection (n_j = ||v_j||_1).
+struct output_projection {
+  const float* const* weights = nullptr;  // [n_layers]
+  std::int64_t hidden = 0;
+  std::int64_t row_stride = 0;
+};
+
+namespace detail {
+
+inline status check_projection(const output_projection& wo, const policy_input& in) noexcept {
+  if (wo.weights == nullptr) return status::ok;
+  const std::int64_t d = in.cache->head_dim(),
+                     stride = wo.row_stride ? wo.row_stride : in.q_heads * d;
+  if (wo.hidden <= 0 || wo.row_stride < 0 || stride < in.q_heads * d)
+    return status::invalid_argument;
+  if (in.layer < 0 || in.layer >= in.n_layers) return status::invalid_argument;
+  if (wo.weights[in.layer] == nullptr) return status::null_pointer;
+  return status::ok;
+}
+
+// n_j of KV head `head` into norms[0, length); row: d floats of scratch.
+template <class A = xsimd::default_arch>
+status critical_value_norms(const policy_input& in, int head, const output_projection& wo,
+                            float* norms, float* row) noexcept {
+  HEED_RETURN_IF_ERROR(check_projection(wo, in));
+  const tensor_view v = in.values(head);
+  const std::int64_t n = in.length(head), d = in.cache->head_dim();
+  if (n == 0) return status::ok;
+  if (v.data == nullptr) return status::null_pointer;  // a paged head the loop did not gather
+  HEED_RETURN_IF_ERROR(validate_view(v, /*quantized_ok=*/true));
+  const simd::row_shape rs(d, v.quant_group());
+  const int g = in.group();
+  const std::int64_t stride = wo.row_stride ? wo.row_stride : std::int64_t(in.q_heads) * d;
+  with_typed(v, [&](auto base) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      simd::row_to_float<A>(base + v.offset(j, 0), row, rs);
+      double total = 0.0;
+      if (wo.weights == nullptr) {
+        for (std::int64_t c = 0; c < d; ++c) total += std::fabs(double(row[c]));
+      } else {
+        const float* w = wo.weights[in.layer];
+        for (int q = 0; q < g; ++q) {
+          const float* slice = w + (std::int64_t(head) * g + q) * d;
+          double l1 = 0.0;
+          for (std::int64_t i = 0; i < wo.hidden; ++i)
+            l1 += std::fabs(double(dot_row<A>(row, slice + i * stride, d)));
+          total += l1;
+        }
+        total /= double(g);
+      }
+      norms[j] = float(total);
+    }
+  });
+  return status::ok;
+}
+
+}  // namespace detail
+
+template <class Inner>
+struct critical_policy {
+  Inner inner;
+  float epsilon = critical_default_epsilon;
+  double first_stage_ratio = critical_default_first_stage_ratio;
+  output_projection wo{};
+  // CriticalAdaKV: the head's inner scores re-assigned in critical order (for head_adaptive).
+  bool rank_remap = false;
+
+  const char* name() const noexcept { return rank_remap ? "critical_adakv" : "critical_kv"; }
+  score_needs needs() const noexcept {
+    score_needs n = inner.needs();
+    n.kv_rows = true;
+    return n;
+  }
+  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return inner.head_budget(in, head, target);
+  }
+  bool valid() const noexcept {
+    return std::isfinite(epsilon) && epsilon >= 0.f && first_stage_ratio >= 0.0 &&
+           first_stage_ratio <= 1.0;
+  }
+  // The inner workspace, then two float and two int32 rows of the longest head and one value row.
+  std::size_t score_workspace_size(const policy_input& in) const noexcept {
+    const std::size_t len = std::size_t(in.cache->max_length(in.layer));
+    workspace_carver c(nullptr);
+    c.take<unsigned char>(inner.score_workspace_size(in));
+    c.take<float>(len);
+    c.take<float>(len);
+    c.take<std::int32_t>(len);
+    c.take<std::int32_t>(len);
+    c.take<float>(std::size_t(in.cache->head_dim()));
+    return c.bytes_needed();
+  }
+  status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
+    if (!valid()) return status::invalid_argument;
+    if (ws.size < score_workspace_size(in)) return status::workspace_too_small;
+    const std::size_t len = std::size_t(in.cache->max_length(in.layer));
+    const std::size_t wi = inner.score_workspace_size(in);
+    workspace_carver carve(workspace_carver::align_base(ws.data));
+    void* inner_ws = carve.take<unsigned char>(wi);
+    float* raw = carve.take<float>(len);
+    float* norms = carve.take<float>(len);
+    std::int32_t* idx = carve.take<std::int32_t>(len);
+    std::int32_t* scratch = carve.take<std::int32_t>(len);
+    float* row = carve.take<float>(std::size_t(in.cache->head_dim()));
+    HEED_RETURN_IF_ERROR(inner.score(in, head, out, {inner_ws, wi}));
+    const std::int64_t n = in.length(head);
+    if (n == 0) return status::ok;
+    HEED_RETURN_IF_ERROR(detail::critical_value_norms(in, head, wo, norms, row));
+    std::copy(out, out + n, raw);
+    // Stage 2 everywhere, then stage 1 on top.
+    for (std::int64_t j = 0; j < n; ++j) out[j] = (raw[j] + epsilon) * norms[j];
+    const std::int64_t budget = in.budget > 0 ? inner.head_budget(in, head, in.budget) : n;
+    const std::int64_t n_keep = std::min(n, std::max<std::int64_t>(0, budget));
+    const auto k1 = static_cast<std::int64_t>(std::floor(first_stage_ratio * double(n_keep)));
+    std::int64_t n_first = 0;
+    HEED_RETURN_IF_ERROR(select_top_k(raw, n, k1, {}, idx, &n_first, scratch));
+    for (std::int64_t i = 0; i < n_first; ++i)
+      if (!std::isnan(raw[idx[i]])) out[idx[i]] = std::numeric_limits<float>::max();
+    if (rank_remap) remap(raw, out, n, norms, idx, scratch);
+    return status::ok;
+  }
+
+ private:
+  // out[entry of critical rank r] = the r-th largest of raw (NaN last); sorted: n floats, a and b:
+  // n indices of scratch.
+  static void remap(const float* raw, float* out, std::int64_t n, float* sorted, std::int32_t* a,
+                    std::int32_t* b) noexcept {
+    for (std::int64_t j = 0; j < n; ++j) a[j] = b[j] = std::int32_t(j);
+    std::sort(a, a + n,
+              [out](std::int32_t x, std::int32_t y) { return ranks_above(out[x], x, out[y], y); });
+    std::sort(b, b + n,
+              [raw](std::int32_t x, std::int32_t y) { return ranks_above(raw[x], x, raw[y], y); });
+    for (std::int64_t r = 0; r < n; ++r) sorted[r] = raw[b[r]];
+    for (std::int64_t r = 0; r < n; ++r) out[a[r]] = sorted[r];
+  }
+};
+
+template <class Inner>
+critical_policy<Inner> critical(Inner inner, float epsilon = critical_default_epsilon,
+                                double first_stage_ratio = critical_default_first_stage_ratio,
+                                output_projection wo = {}) {
+  detail::check_policy<Inner>();
+  return {std::move(inner), epsilon, first_stage_ratio, wo, false};
+}
+
+template <class Inner>
+reselect_policy<critical_policy<Inner>> critical_adaptive(
+    Inner inner, double floor_fraction = critical_default_safeguard,
+    float epsilon = critical_default_epsilon,
+    double first_stage_ratio = critical_default_first_stage_ratio, output_projection wo = {}) {
+  detail::check_policy<Inner>();
+  return head_adaptive(
+      critical_policy<Inner>{std::move(inner), epsilon, first_stage_ratio, wo, true},
+      floor_fraction);
+}
+
+}  // namespace heed
