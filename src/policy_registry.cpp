@@ -323,9 +323,16 @@ const char* policy_name(int i) noexcept {
 
 status make_policy(const char* name, const policy_param* params, std::size_t n_params,
                    any_policy* out) noexcept {
+  return make_policy(name, params, n_params, policy_context{}, out);
+}
+
+status make_policy(const char* name, const policy_param* params, std::size_t n_params,
+                   const policy_context& context, any_policy* out) noexcept {
   if (name == nullptr || out == nullptr) return status::null_pointer;
   if (n_params > 0 && params == nullptr) return status::null_pointer;
   if (n_params > (std::size_t(1) << 20)) return status::invalid_argument;
+  if (context.wo.weights != nullptr && (context.wo.hidden <= 0 || context.wo.row_stride < 0))
+    return status::invalid_argument;
   // Wrapper prefixes, each at most once, in any order: caote_, chunkkv_, critical_, simlayer_.
   enum { w_caote, w_chunkkv, w_critical, w_simlayer, w_count };
   static const char* const prefixes[w_count] = {"caote_", "chunkkv_", "critical_", "simlayer_"};
@@ -385,9 +392,11 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   if (wrap[w_critical] && floor_given) {
     // CriticalAdaKV: the head budgets from the inner scores, the entries in critical order.
     HEED_RETURN_IF_ERROR(any_policy::make(
-        critical_adaptive(p, a.get(p_adaptive_floor, e->default_floor), eps, ratio), &p));
+        critical_adaptive(p, a.get(p_adaptive_floor, e->default_floor), eps, ratio, context.wo),
+        &p));
   } else {
-    if (wrap[w_critical]) HEED_RETURN_IF_ERROR(any_policy::make(critical(p, eps, ratio), &p));
+    if (wrap[w_critical])
+      HEED_RETURN_IF_ERROR(any_policy::make(critical(p, eps, ratio, context.wo), &p));
     if (floor_given)
       HEED_RETURN_IF_ERROR(
           any_policy::make(head_adaptive(p, a.get(p_adaptive_floor, e->default_floor)), &p));

@@ -245,6 +245,26 @@ TEST(PolicyByName, SameAsBuiltByHand) {
               "threshold params");
 }
 
+// The engine's output projection reaches CriticalKV through the policy context.
+TEST(PolicyByName, ContextGivesCriticalKVTheOutputProjection) {
+  std::vector<float> w(std::size_t(kLayers * 16 * kHq * kD));
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g(0.f, 0.1f);
+  for (auto& x : w) x = g(rng);
+  const float* layers[kLayers] = {w.data(), w.data() + 16 * kHq * kD};
+  heed::policy_context ctx;
+  ctx.wo = {layers, 16, 0};
+  heed::any_policy p;
+  ASSERT_EQ(heed::make_policy("critical_h2o", nullptr, 0, ctx, &p), status::ok);
+  expect_same(p, heed::critical(heed::h2o_policy{}, 1e-4f, 0.5, ctx.wo), "critical_h2o wo");
+  ASSERT_EQ(heed::make_policy("critical_adakv", nullptr, 0, ctx, &p), status::ok);
+  expect_same(p, heed::critical_adaptive(heed::snapkv_policy{}, 0.2, 1e-4f, 0.5, ctx.wo),
+              "critical_adakv wo");
+  // A projection without a hidden size is refused.
+  ctx.wo.hidden = 0;
+  EXPECT_EQ(heed::make_policy("critical_h2o", nullptr, 0, ctx, &p), status::invalid_argument);
+}
+
 TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   heed::any_policy p = heed::h2o_policy{};
   auto bad = [&](const char* name, std::vector<heed::policy_param> params,

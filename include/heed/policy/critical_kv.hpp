@@ -44,6 +44,7 @@
 #include <utility>
 #include <xsimd/xsimd.hpp>
 
+#include "heed/policy/output_projection.hpp"
 #include "heed/policy/policy.hpp"
 #include "heed/policy/policy_traits.hpp"
 #include "heed/policy/select.hpp"
@@ -55,16 +56,6 @@ namespace heed {
 inline constexpr float critical_default_epsilon = 1e-4f;
 inline constexpr double critical_default_first_stage_ratio = 0.5;
 inline constexpr double critical_default_safeguard = 0.2;
-
-// The model's output projection, per layer, as the engine stores it: weights[layer] points to a
-// row-major [hidden][row_stride] matrix W with o = W x, x the query heads' attention outputs
-// concatenated ([Hq * d]); query head q's slice is columns q d .. q d + d - 1. row_stride 0 means
-// Hq * d. weights null: no projection (n_j = ||v_j||_1).
-struct output_projection {
-  const float* const* weights = nullptr;  // [n_layers]
-  std::int64_t hidden = 0;
-  std::int64_t row_stride = 0;
-};
 
 namespace detail {
 

@@ -26,6 +26,7 @@
 
 #include "heed/core/status.hpp"
 #include "heed/policy/any_policy.hpp"
+#include "heed/policy/output_projection.hpp"
 
 namespace heed {
 
@@ -41,5 +42,14 @@ const char* policy_name(int i) noexcept;
 // Builds policy `name` with params[0 .. n_params) into *out. params may be null when n_params is 0.
 status make_policy(const char* name, const policy_param* params, std::size_t n_params,
                    any_policy* out) noexcept;
+
+// What an engine may give the policies besides parameters: the output projection (CriticalKV's
+// critical_ prefix then weighs values by ||v W_o||_1 instead of ||v||_1). The pointers must
+// outlive the policy.
+struct policy_context {
+  output_projection wo{};
+};
+status make_policy(const char* name, const policy_param* params, std::size_t n_params,
+                   const policy_context& context, any_policy* out) noexcept;
 
 }  // namespace heed
