@@ -40,6 +40,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <utility>
 #include <xsimd/xsimd.hpp>
@@ -70,6 +71,19 @@ inline status check_projection(const output_projection& wo, const policy_input& 
   return status::ok;
 }
 
+// sum_c |x[c]|
+template <class A>
+HEED_FORCE_INLINE float l1_row(const float* x, std::int64_t n) noexcept {
+  using B = xsimd::batch<float, A>;
+  constexpr std::int64_t L = B::size;
+  B acc(0.f);
+  std::int64_t c = 0;
+  for (; c + L <= n; c += L) acc += xsimd::abs(B::load_unaligned(x + c));
+  float s = simd::hsum<A>(acc);
+  for (; c < n; ++c) s += std::fabs(x[c]);
+  return s;
+}
+
 // n_j of KV head `head` into norms[0, length); row: d floats of scratch.
 template <class A = xsimd::default_arch>
 status critical_value_norms(const policy_input& in, int head, const output_projection& wo,
@@ -88,7 +102,7 @@ status critical_value_norms(const policy_input& in, int head, const output_proje
       simd::row_to_float<A>(base + v.offset(j, 0), row, rs);
       double total = 0.0;
       if (wo.weights == nullptr) {
-        for (std::int64_t c = 0; c < d; ++c) total += std::fabs(double(row[c]));
+        total = double(l1_row<A>(row, d));
       } else {
         const float* w = wo.weights[in.layer];
         for (int q = 0; q < g; ++q) {
@@ -131,34 +145,27 @@ struct critical_policy {
     return std::isfinite(epsilon) && epsilon >= 0.f && first_stage_ratio >= 0.0 &&
            first_stage_ratio <= 1.0;
   }
-  // The inner workspace, then two float and two int32 rows of the longest head and one value row.
+  // The inner workspace, then rows of the longest head: two of floats, two of int32 and (for the
+  // remap) two of uint64; and one value row.
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     const std::size_t len = std::size_t(in.cache->max_length(in.layer));
     workspace_carver c(nullptr);
-    c.take<unsigned char>(inner.score_workspace_size(in));
-    c.take<float>(len);
-    c.take<float>(len);
-    c.take<std::int32_t>(len);
-    c.take<std::int32_t>(len);
-    c.take<float>(std::size_t(in.cache->head_dim()));
+    carve(c, in, len);
     return c.bytes_needed();
   }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!valid()) return status::invalid_argument;
     if (ws.size < score_workspace_size(in)) return status::workspace_too_small;
     const std::size_t len = std::size_t(in.cache->max_length(in.layer));
-    const std::size_t wi = inner.score_workspace_size(in);
-    workspace_carver carve(workspace_carver::align_base(ws.data));
-    void* inner_ws = carve.take<unsigned char>(wi);
-    float* raw = carve.take<float>(len);
-    float* norms = carve.take<float>(len);
-    std::int32_t* idx = carve.take<std::int32_t>(len);
-    std::int32_t* scratch = carve.take<std::int32_t>(len);
-    float* row = carve.take<float>(std::size_t(in.cache->head_dim()));
-    HEED_RETURN_IF_ERROR(inner.score(in, head, out, {inner_ws, wi}));
+    workspace_carver c(workspace_carver::align_base(ws.data));
+    const parts w = carve(c, in, len);
+    float* raw = w.raw;
+    std::int32_t* idx = w.idx;
+    HEED_RETURN_IF_ERROR(inner.score(in, head, out, {w.inner, w.inner_bytes}));
     const std::int64_t n = in.length(head);
     if (n == 0) return status::ok;
-    HEED_RETURN_IF_ERROR(detail::critical_value_norms(in, head, wo, norms, row));
+    float* norms = w.norms;
+    HEED_RETURN_IF_ERROR(detail::critical_value_norms(in, head, wo, norms, w.row));
     std::copy(out, out + n, raw);
     // Stage 2 everywhere, then stage 1 on top.
     for (std::int64_t j = 0; j < n; ++j) out[j] = (raw[j] + epsilon) * norms[j];
@@ -166,25 +173,46 @@ struct critical_policy {
     const std::int64_t n_keep = std::min(n, std::max<std::int64_t>(0, budget));
     const auto k1 = static_cast<std::int64_t>(std::floor(first_stage_ratio * double(n_keep)));
     std::int64_t n_first = 0;
-    HEED_RETURN_IF_ERROR(select_top_k(raw, n, k1, {}, idx, &n_first, scratch));
+    HEED_RETURN_IF_ERROR(select_top_k(raw, n, k1, {}, idx, &n_first, w.scratch));
     for (std::int64_t i = 0; i < n_first; ++i)
       if (!std::isnan(raw[idx[i]])) out[idx[i]] = std::numeric_limits<float>::max();
-    if (rank_remap) remap(raw, out, n, norms, idx, scratch);
+    if (rank_remap) remap(raw, out, n, w.ka, w.kb);
     return status::ok;
   }
 
  private:
-  // out[entry of critical rank r] = the r-th largest of raw (NaN last); sorted: n floats, a and b:
-  // n indices of scratch.
-  static void remap(const float* raw, float* out, std::int64_t n, float* sorted, std::int32_t* a,
-                    std::int32_t* b) noexcept {
-    for (std::int64_t j = 0; j < n; ++j) a[j] = b[j] = std::int32_t(j);
-    std::sort(a, a + n,
-              [out](std::int32_t x, std::int32_t y) { return ranks_above(out[x], x, out[y], y); });
-    std::sort(b, b + n,
-              [raw](std::int32_t x, std::int32_t y) { return ranks_above(raw[x], x, raw[y], y); });
-    for (std::int64_t r = 0; r < n; ++r) sorted[r] = raw[b[r]];
-    for (std::int64_t r = 0; r < n; ++r) out[a[r]] = sorted[r];
+  struct parts {
+    void* inner;
+    std::size_t inner_bytes;
+    float *raw, *norms, *row;
+    std::int32_t *idx, *scratch;
+    std::uint64_t *ka, *kb;
+  };
+  parts carve(workspace_carver& c, const policy_input& in, std::size_t len) const noexcept {
+    parts p;
+    p.inner_bytes = inner.score_workspace_size(in);
+    p.inner = c.take<unsigned char>(p.inner_bytes);
+    p.raw = c.take<float>(len);
+    p.norms = c.take<float>(len);
+    p.idx = c.take<std::int32_t>(len);
+    p.scratch = c.take<std::int32_t>(len);
+    p.ka = c.take<std::uint64_t>(rank_remap ? len : 0);
+    p.kb = c.take<std::uint64_t>(rank_remap ? len : 0);
+    p.row = c.take<float>(std::size_t(in.cache->head_dim()));
+    return p;
+  }
+  // out[entry of critical rank r] = the r-th largest of raw (NaN last), ranks by select.hpp's
+  // rule (rank key, then the higher index): a and b hold n sort keys each.
+  static void remap(const float* raw, float* out, std::int64_t n, std::uint64_t* a,
+                    std::uint64_t* b) noexcept {
+    for (std::int64_t j = 0; j < n; ++j) {
+      a[j] = select_detail::rank_key(out[j], j);
+      b[j] = select_detail::rank_key(raw[j], j);
+    }
+    std::sort(a, a + n, std::greater<std::uint64_t>());
+    std::sort(b, b + n, std::greater<std::uint64_t>());
+    // Both key lists carry their entry in the low 32 bits; out is rewritten from a's order.
+    for (std::int64_t r = 0; r < n; ++r) out[std::uint32_t(a[r])] = raw[std::uint32_t(b[r])];
   }
 };
 

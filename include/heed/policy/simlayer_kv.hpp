@@ -31,14 +31,16 @@
 // cache as it is then, reading every KV head of the layer from the cache itself (contiguous,
 // paged or tiered rows), so the decision is the same for every head and for paged and contiguous
 // caches. Cost per eviction: the test is one pass over the layer's keys per window query and
-// query head (n_last = 1: the logits of one decode step), made in head_budget() and again in
-// score() for each KV head, so up to 2 * Hkv passes over the layer's keys.
+// query head (n_last = 1: the logits of one decode step), made once: the decision is remembered
+// for the other heads of the same eviction (simlayer_policy::lazy).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <utility>
 #include <xsimd/xsimd.hpp>
@@ -140,13 +142,13 @@ double simlayer_score(const policy_input& in, const simlayer_options& o) noexcep
           if (cap > 0.f) s = cap * std::tanh(s / cap);
           if (!(s <= mx)) {  // a new maximum (or the first logit): rescale the sums
             if (z > 0.0) {
-              const double f = std::exp(double(mx) - double(s));
+              const double f = double(std::exp(mx - s));
               z *= f;
               zs *= f;
             }
             mx = s;
           }
-          const double e = std::exp(double(s) - double(mx));
+          const double e = double(std::exp(s - mx));
           z += e;
           if (j < init_end || (j >= recent_begin && j < m)) zs += e;
         });
@@ -165,6 +167,23 @@ struct simlayer_policy {
   Inner inner;
   simlayer_options options{};
 
+  simlayer_policy(Inner i, simlayer_options o) noexcept : inner(std::move(i)), options(o) {}
+  // Copies and moves start without a remembered decision.
+  simlayer_policy(const simlayer_policy& o) : inner(o.inner), options(o.options) {}
+  simlayer_policy(simlayer_policy&& o) noexcept : inner(std::move(o.inner)), options(o.options) {}
+  simlayer_policy& operator=(const simlayer_policy& o) {
+    inner = o.inner;
+    options = o.options;
+    memo_.store(0, std::memory_order_relaxed);
+    return *this;
+  }
+  simlayer_policy& operator=(simlayer_policy&& o) noexcept {
+    inner = std::move(o.inner);
+    options = o.options;
+    memo_.store(0, std::memory_order_relaxed);
+    return *this;
+  }
+
   const char* name() const noexcept { return "simlayer_kv"; }
   score_needs needs() const noexcept {
     score_needs n = inner.needs();
@@ -179,17 +198,29 @@ struct simlayer_policy {
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     return inner.score_workspace_size(in);
   }
-  // True when the layer of `in` is lazy now.
+  // True when the layer of `in` is lazy now. One eviction asks for every head (head_budget and
+  // score): the decision is remembered under a 63-bit hash of what it depends on (the cache and
+  // layer, the step, the heads' lengths and tiers, the window's queries bit for bit, the options
+  // and the budget), so the test runs once per eviction. The memory is one atomic word: policies
+  // shared between threads (any_policy copies) stay correct.
   bool lazy(const policy_input& in) const noexcept {
-    if (!options.valid()) return false;
-    const double s = detail::simlayer_score(in, options);
-    return s > double(options.lazy_threshold);  // NaN (no query): false
+    if (!options.valid() || in.cache == nullptr) return false;
+    const std::uint64_t key = state_hash(in) | 1u;  // never 0 (nothing remembered)
+    const std::uint64_t m = memo_.load(std::memory_order_relaxed);
+    if ((m | 1u) == key && m != 0) return (m & 2u) != 0;
+    const bool is_lazy = detail::simlayer_score(in, options) > double(options.lazy_threshold);
+    memo_.store((key & ~std::uint64_t(3)) | 1u | (is_lazy ? 2u : 0u), std::memory_order_relaxed);
+    return is_lazy;  // NaN (no query): false
   }
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    if (!lazy(in)) return inner.head_budget(in, head, target);
-    if (options.n_recent == 0) return target;
-    return std::min(
-        target, options.n_initial + std::max<std::int64_t>(0, options.n_recent - options.n_last));
+    const std::int64_t busy = inner.head_budget(in, head, target);
+    const std::int64_t idle =
+        options.n_recent == 0
+            ? target
+            : std::min(target, options.n_initial +
+                                   std::max<std::int64_t>(0, options.n_recent - options.n_last));
+    if (busy == idle) return busy;  // the decision does not matter here
+    return lazy(in) ? idle : busy;
   }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!options.valid()) return status::invalid_argument;
@@ -197,11 +228,52 @@ struct simlayer_policy {
     for (std::int64_t j = 0; j < in.length(head); ++j) out[j] = float(j);  // the newest first
     return status::ok;
   }
+
+ private:
+  std::uint64_t state_hash(const policy_input& in) const noexcept {
+    std::uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, 64 bits
+    auto mix = [&h](std::uint64_t x) {
+      for (int b = 0; b < 8; ++b) {
+        h ^= (x >> (8 * b)) & 0xffu;
+        h *= 0x100000001b3ull;
+      }
+    };
+    auto bits = [](float f) {
+      std::uint32_t u;
+      std::memcpy(&u, &f, sizeof u);
+      return std::uint64_t(u);
+    };
+    mix(std::uint64_t(reinterpret_cast<std::uintptr_t>(in.cache)));
+    mix(std::uint64_t(in.layer));
+    mix(std::uint64_t(in.step));
+    mix(std::uint64_t(in.budget));
+    mix(bits(in.logits.scale) | (bits(in.logits.softcap) << 32));
+    mix(bits(options.lazy_threshold));
+    mix(std::uint64_t(options.n_last) ^ (std::uint64_t(options.n_initial) << 20) ^
+        (std::uint64_t(options.n_recent) << 40));
+    for (int h = 0; h < in.cache->kv_heads(); ++h) {
+      mix(std::uint64_t(in.cache->length(in.layer, h)));
+      mix(std::uint64_t(in.cache->low_length(in.layer, h)));
+      mix(std::uint64_t(in.cache->appended(in.layer, h)));
+    }
+    const std::int64_t w = std::min(options.n_last, in.queries.seq);
+    mix(std::uint64_t(w));
+    for (std::int64_t r = in.queries.seq - w; r < in.queries.seq; ++r)
+      for (std::int64_t q = 0; q < in.queries.heads; ++q) {
+        const float* row = in.queries.row<const float>(r, q);
+        for (std::int64_t c = 0; c < in.queries.dim; c += 2)
+          mix(bits(row[c]) | (c + 1 < in.queries.dim ? bits(row[c + 1]) << 32 : 0));
+      }
+    return h;
+  }
+
+  mutable std::atomic<std::uint64_t> memo_{0};
 };
+
 template <class Inner>
 simlayer_policy<Inner> simlayer(Inner inner, simlayer_options options = {}) {
   detail::check_policy<Inner>();
-  return {std::move(inner), options};
+  return simlayer_policy<Inner>(std::move(inner), options);
 }
 
 }  // namespace heed
