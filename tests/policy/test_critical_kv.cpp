@@ -5,6 +5,7 @@
 // paged caches; errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -225,6 +226,32 @@ TEST(CriticalKV, KeepSetsMatchTheReference) {
                 ASSERT_EQ(f.cache.positions(0, h)[r], keep[r]) << "head " << h;
             }
           }
+}
+
+// CriticalAdaKV's ranking (a radix sort) orders entries as select.hpp's rule does: ties to the
+// higher index, NaN last, -0 = +0, infinities.
+TEST(CriticalKV, RankOrderIsTheSelectionRanking) {
+  std::mt19937 rng(17);
+  for (std::int64_t n : {0, 1, 2, 7, 100, 5000}) {
+    std::vector<float> s(static_cast<std::size_t>(n));
+    for (auto& x : s) {
+      const unsigned r = rng() % 12;
+      x = r == 0   ? std::nanf("")
+          : r == 1 ? -0.f
+          : r == 2 ? 0.f
+          : r == 3 ? INFINITY
+          : r == 4 ? -INFINITY
+                   : float(int(rng() % 50) - 25) * 0.5f;
+    }
+    std::vector<std::int64_t> want(static_cast<std::size_t>(n));
+    for (std::int64_t j = 0; j < n; ++j) want[std::size_t(j)] = j;
+    std::sort(want.begin(), want.end(), [&](std::int64_t a, std::int64_t b) {
+      return heed_ref::select_ranks_above(s[std::size_t(a)], a, s[std::size_t(b)], b);
+    });
+    std::vector<std::uint32_t> got(static_cast<std::size_t>(n)), tmp(got.size());
+    heed::detail::rank_order(s.data(), n, got.data(), tmp.data());
+    for (std::int64_t r = 0; r < n; ++r) ASSERT_EQ(got[std::size_t(r)], want[std::size_t(r)]) << r;
+  }
 }
 
 TEST(CriticalKV, BadParametersAreErrors) {

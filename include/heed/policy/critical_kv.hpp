@@ -40,7 +40,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <utility>
 #include <xsimd/xsimd.hpp>
@@ -82,6 +81,26 @@ HEED_FORCE_INLINE float l1_row(const float* x, std::int64_t n) noexcept {
   float s = simd::hsum<A>(acc);
   for (; c < n; ++c) s += std::fabs(x[c]);
   return s;
+}
+
+// The entries 0 .. n-1 in ranking order, best first (select.hpp's rule: rank key, then the higher
+// index), into out: a stable radix sort of the 32-bit rank keys (3 passes of 11 bits) over the
+// entries taken from the highest index down. tmp: n entries of scratch.
+inline void rank_order(const float* s, std::int64_t n, std::uint32_t* out,
+                       std::uint32_t* tmp) noexcept {
+  std::uint32_t *src = tmp, *dst = out;  // three passes from tmp: the result lands in out
+  for (std::int64_t i = 0; i < n; ++i) src[i] = std::uint32_t(n - 1 - i);
+  for (int pass = 0; pass < 3; ++pass) {
+    const int shift = 11 * pass;
+    std::uint32_t count[2049] = {};
+    auto digit = [&](std::uint32_t j) {
+      return ((~select_detail::rank_key(s[j])) >> shift) & 2047u;
+    };
+    for (std::int64_t i = 0; i < n; ++i) ++count[digit(src[i]) + 1];
+    for (int b = 0; b < 2048; ++b) count[b + 1] += count[b];
+    for (std::int64_t i = 0; i < n; ++i) dst[count[digit(src[i])]++] = src[i];
+    std::swap(src, dst);
+  }
 }
 
 // n_j of KV head `head` into norms[0, length); row: d floats of scratch.
@@ -146,7 +165,7 @@ struct critical_policy {
            first_stage_ratio <= 1.0;
   }
   // The inner workspace, then rows of the longest head: two of floats, two of int32 and (for the
-  // remap) two of uint64; and one value row.
+  // remap) three of uint32; and one value row.
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     const std::size_t len = std::size_t(in.cache->max_length(in.layer));
     workspace_carver c(nullptr);
@@ -176,7 +195,7 @@ struct critical_policy {
     HEED_RETURN_IF_ERROR(select_top_k(raw, n, k1, {}, idx, &n_first, w.scratch));
     for (std::int64_t i = 0; i < n_first; ++i)
       if (!std::isnan(raw[idx[i]])) out[idx[i]] = std::numeric_limits<float>::max();
-    if (rank_remap) remap(raw, out, n, w.ka, w.kb);
+    if (rank_remap) remap(raw, out, n, w.ka, w.kb, w.kt);
     return status::ok;
   }
 
@@ -186,7 +205,7 @@ struct critical_policy {
     std::size_t inner_bytes;
     float *raw, *norms, *row;
     std::int32_t *idx, *scratch;
-    std::uint64_t *ka, *kb;
+    std::uint32_t *ka, *kb, *kt;
   };
   parts carve(workspace_carver& c, const policy_input& in, std::size_t len) const noexcept {
     parts p;
@@ -196,23 +215,19 @@ struct critical_policy {
     p.norms = c.take<float>(len);
     p.idx = c.take<std::int32_t>(len);
     p.scratch = c.take<std::int32_t>(len);
-    p.ka = c.take<std::uint64_t>(rank_remap ? len : 0);
-    p.kb = c.take<std::uint64_t>(rank_remap ? len : 0);
+    p.ka = c.take<std::uint32_t>(rank_remap ? len : 0);
+    p.kb = c.take<std::uint32_t>(rank_remap ? len : 0);
+    p.kt = c.take<std::uint32_t>(rank_remap ? len : 0);
     p.row = c.take<float>(std::size_t(in.cache->head_dim()));
     return p;
   }
-  // out[entry of critical rank r] = the r-th largest of raw (NaN last), ranks by select.hpp's
-  // rule (rank key, then the higher index): a and b hold n sort keys each.
-  static void remap(const float* raw, float* out, std::int64_t n, std::uint64_t* a,
-                    std::uint64_t* b) noexcept {
-    for (std::int64_t j = 0; j < n; ++j) {
-      a[j] = select_detail::rank_key(out[j], j);
-      b[j] = select_detail::rank_key(raw[j], j);
-    }
-    std::sort(a, a + n, std::greater<std::uint64_t>());
-    std::sort(b, b + n, std::greater<std::uint64_t>());
-    // Both key lists carry their entry in the low 32 bits; out is rewritten from a's order.
-    for (std::int64_t r = 0; r < n; ++r) out[std::uint32_t(a[r])] = raw[std::uint32_t(b[r])];
+  // out[entry of critical rank r] = the r-th best of raw (NaN last), both ranked by select.hpp's
+  // rule (detail::rank_order); a, b, t: n entries each.
+  static void remap(const float* raw, float* out, std::int64_t n, std::uint32_t* a,
+                    std::uint32_t* b, std::uint32_t* t) noexcept {
+    detail::rank_order(out, n, a, t);
+    detail::rank_order(raw, n, b, t);
+    for (std::int64_t r = 0; r < n; ++r) out[a[r]] = raw[b[r]];
   }
 };
 

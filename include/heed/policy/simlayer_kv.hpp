@@ -199,17 +199,17 @@ struct simlayer_policy {
     return inner.score_workspace_size(in);
   }
   // True when the layer of `in` is lazy now. One eviction asks for every head (head_budget and
-  // score): the decision is remembered under a 63-bit hash of what it depends on (the cache and
+  // score): the decision is remembered under a 62-bit hash of what it depends on (the cache and
   // layer, the step, the heads' lengths and tiers, the window's queries bit for bit, the options
   // and the budget), so the test runs once per eviction. The memory is one atomic word: policies
   // shared between threads (any_policy copies) stay correct.
   bool lazy(const policy_input& in) const noexcept {
     if (!options.valid() || in.cache == nullptr) return false;
-    const std::uint64_t key = state_hash(in) | 1u;  // never 0 (nothing remembered)
+    const std::uint64_t key = state_hash(in) & ~std::uint64_t(3);
     const std::uint64_t m = memo_.load(std::memory_order_relaxed);
-    if ((m | 1u) == key && m != 0) return (m & 2u) != 0;
+    if ((m & 1u) != 0 && (m & ~std::uint64_t(3)) == key) return (m & 2u) != 0;
     const bool is_lazy = detail::simlayer_score(in, options) > double(options.lazy_threshold);
-    memo_.store((key & ~std::uint64_t(3)) | 1u | (is_lazy ? 2u : 0u), std::memory_order_relaxed);
+    memo_.store(key | 1u | (is_lazy ? 2u : 0u), std::memory_order_relaxed);
     return is_lazy;  // NaN (no query): false
   }
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
