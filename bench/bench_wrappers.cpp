@@ -7,9 +7,9 @@
 //                             share of attention time the wrapper adds when evicting every 64 steps
 //                             (issue 22's target: <= 0.05 at 4096 keys).
 //     kind 0: ChunkKV (chunked, chunk 10)       kind 1: CriticalKV without W_o (||v||_1)
-//     kind 2: CriticalAdaKV (its two sorts)     kind 3: SimLayerKV's lazy test (n_last 1; the
-//             test in head_budget() and in score() for every head, as an eviction of a lazy
-//             layer makes it)
+//     kind 2: CriticalAdaKV (its two rankings)  kind 3: SimLayerKV's lazy test (n_last 1, every
+//             query head over every key of the layer; made once per eviction, remembered for the
+//             other heads)
 // CriticalKV with an output projection costs O(L G d hidden) per KV head (every value projected),
 // hidden / (4 d) decode steps' worth of multiply-adds per query head: it is not benchmarked here.
 #include <benchmark/benchmark.h>
@@ -37,9 +37,12 @@ struct stored_scores : heed::policy_base<stored_scores> {
   }
 };
 
+// One eviction's scoring; each call is a new step (SimLayerKV remembers its decision for the
+// heads of one eviction only).
 template <class Policy>
-bool score_layer(Policy& p, const heed::policy_input& in, std::vector<float>& out,
+bool score_layer(Policy& p, heed::policy_input& in, std::vector<float>& out,
                  std::vector<unsigned char>& ws) {
+  ++in.step;
   for (int h = 0; h < kHkv; ++h) {
     benchmark::DoNotOptimize(p.head_budget(in, h, in.budget));
     if (p.score(in, h, out.data(), {ws.data(), ws.size()}) != heed::status::ok) return false;
