@@ -33,7 +33,7 @@
 // Cost per eviction and KV head: the inner score, O(n d) for the value norms without W_o, or
 // O(n G d hidden) with it (the projection of every value; n_j depends on the value only, but a
 // policy cannot store per-entry state in the cache), plus the stage-1 selection (O(n)) and, for
-// CriticalAdaKV, two sorts (O(n log n)).
+// CriticalAdaKV, two rankings (radix sorts, O(n)).
 #pragma once
 
 #include <algorithm>
