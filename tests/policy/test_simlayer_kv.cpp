@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "heed/policy/evict.hpp"
+#include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/simlayer_kv.hpp"
 #include "reference/naive_select.hpp"
 #include "wrapper_fixture.hpp"
@@ -251,6 +252,25 @@ TEST(SimLayerKV, GivenRecentWindowCapsTheLazyBudget) {
   EXPECT_EQ(p.head_budget(in, 0, 8), 8);
   in.queries = {};  // no query: not lazy, the inner budget (everything)
   EXPECT_EQ(p.head_budget(in, 0, 30), 50);
+}
+
+// The wrapper is a policy type of its own: default-constructible (basic_eviction_loop<P> holds
+// one), copyable and movable, each copy starting without a remembered decision.
+TEST(SimLayerKV, IsARegularPolicyType) {
+  heed::basic_eviction_loop<heed::simlayer_policy<heed::full_cache_policy>> loop;
+  heed::simlayer_policy<wrapper_test::channel_scores> a;
+  EXPECT_EQ(a.options.n_initial, 4);
+  auto b = a;
+  b = std::move(a);
+  lazy_case c;
+  make_case(c, 1, 20, true);
+  auto in = wrapper_test::input_of(c.f.cache, 0, 2, 8);
+  in.queries = c.w.view();
+  EXPECT_TRUE(b.lazy(in));
+  EXPECT_TRUE(b.lazy(in));  // remembered
+  auto d = b;
+  EXPECT_TRUE(d.lazy(in));
+  (void)loop;
 }
 
 TEST(SimLayerKV, BadOptionsAreErrors) {

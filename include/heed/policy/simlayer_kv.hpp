@@ -164,9 +164,10 @@ double simlayer_score(const policy_input& in, const simlayer_options& o) noexcep
 
 template <class Inner>
 struct simlayer_policy {
-  Inner inner;
+  Inner inner{};
   simlayer_options options{};
 
+  simlayer_policy() = default;
   simlayer_policy(Inner i, simlayer_options o) noexcept : inner(std::move(i)), options(o) {}
   // Copies and moves start without a remembered decision.
   simlayer_policy(const simlayer_policy& o) : inner(o.inner), options(o.options) {}
