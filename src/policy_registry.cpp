@@ -11,10 +11,13 @@
 #include "heed/core/detail/grow_vector.hpp"
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/caote.hpp"
+#include "heed/policy/chunkkv.hpp"
+#include "heed/policy/critical_kv.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/registry.hpp"
+#include "heed/policy/simlayer_kv.hpp"
 #include "heed/policy/snapkv.hpp"
 #include "heed/policy/streaming_llm.hpp"
 #include "heed/policy/wrappers.hpp"
@@ -43,6 +46,13 @@ enum param_id : int {
   p_adaptive_floor,
   p_threshold_tau,
   p_coverage,
+  p_chunk_size,
+  p_epsilon,
+  p_first_stage_ratio,
+  p_lazy_threshold,
+  p_n_last,
+  p_n_initial,
+  p_n_recent,
   p_count
 };
 
@@ -76,12 +86,25 @@ constexpr param_spec specs[p_count] = {
     {"adaptive_floor", 0, 1, false},
     {"threshold_tau", -1e30, 1e30, false},
     {"coverage", 0, 1, false},
+    {"chunk_size", 1, max_count, true},
+    {"epsilon", 0, 1e30, false},
+    {"first_stage_ratio", 0, 1, false},
+    {"lazy_threshold", -1e30, 1e30, false},
+    {"n_last", 1, 1 << 16, true},
+    {"n_initial", 0, max_count, true},
+    {"n_recent", 0, max_count, true},
 };
 
 constexpr std::uint32_t bit(param_id p) noexcept { return std::uint32_t(1) << p; }
 
 // Parameters every policy takes (the wrappers); a policy may also take sinks / recent / min_keep
 // natively, which its entry then lists.
+// The parameters of the wrappers a name prefix adds (chunkkv_, critical_, simlayer_).
+constexpr std::uint32_t chunkkv_params = bit(p_chunk_size);
+constexpr std::uint32_t critical_params = bit(p_epsilon) | bit(p_first_stage_ratio);
+constexpr std::uint32_t simlayer_params =
+    bit(p_lazy_threshold) | bit(p_n_last) | bit(p_n_initial) | bit(p_n_recent);
+
 constexpr std::uint32_t generic = bit(p_sinks) | bit(p_recent) | bit(p_adaptive_floor) |
                                   bit(p_threshold_tau) | bit(p_coverage) | bit(p_min_keep);
 
@@ -231,6 +254,19 @@ status build_duo_attention(const values& a, any_policy* out) noexcept {
   return any_policy::make(std::move(p), out);
 }
 
+simlayer_options simlayer_options_of(const values& a) noexcept {
+  simlayer_options o;
+  o.lazy_threshold = float(a.get(p_lazy_threshold, double(o.lazy_threshold)));
+  o.n_last = a.count(p_n_last, o.n_last);
+  o.n_initial = a.count(p_n_initial, o.n_initial);
+  o.n_recent = a.count(p_n_recent, o.n_recent);
+  return o;
+}
+
+status build_simlayer_kv(const values& a, any_policy* out) noexcept {
+  return any_policy::make(simlayer(full_cache_policy{}, simlayer_options_of(a)), out);
+}
+
 constexpr std::uint32_t window_params = bit(p_sinks) | bit(p_scale) | bit(p_reduce_max) |
                                         bit(p_window) | bit(p_pool) | bit(p_pool_kernel);
 
@@ -255,6 +291,8 @@ constexpr entry entries[] = {
     {"random", bit(p_seed), build_random, -1},
     {"duo_attention", bit(p_sinks) | bit(p_recent) | bit(p_retrieval), build_duo_attention, -1,
      false, true},
+    // kvpress SimLayerKV: lazy layers keep sinks + recent, the others everything.
+    {"simlayer_kv", simlayer_params, build_simlayer_kv, -1, false, true},
 };
 constexpr int n_entries = int(sizeof(entries) / sizeof(entries[0]));
 
@@ -285,13 +323,33 @@ const char* policy_name(int i) noexcept {
 
 status make_policy(const char* name, const policy_param* params, std::size_t n_params,
                    any_policy* out) noexcept {
+  return make_policy(name, params, n_params, policy_context{}, out);
+}
+
+status make_policy(const char* name, const policy_param* params, std::size_t n_params,
+                   const policy_context& context, any_policy* out) noexcept {
   if (name == nullptr || out == nullptr) return status::null_pointer;
   if (n_params > 0 && params == nullptr) return status::null_pointer;
   if (n_params > (std::size_t(1) << 20)) return status::invalid_argument;
-  static const char caote_prefix[] = "caote_";
-  const bool with_caote = std::strncmp(name, caote_prefix, sizeof caote_prefix - 1) == 0;
-  const entry* e = find_entry(with_caote ? name + sizeof caote_prefix - 1 : name);
-  if (e == nullptr) return status::invalid_argument;
+  if (context.wo.weights != nullptr && (context.wo.hidden <= 0 || context.wo.row_stride < 0))
+    return status::invalid_argument;
+  // Wrapper prefixes, each at most once, in any order: caote_, chunkkv_, critical_, simlayer_.
+  enum { w_caote, w_chunkkv, w_critical, w_simlayer, w_count };
+  static const char* const prefixes[w_count] = {"caote_", "chunkkv_", "critical_", "simlayer_"};
+  bool wrap[w_count] = {};
+  const entry* e = find_entry(name);
+  while (e == nullptr) {
+    int w = 0;
+    for (; w < w_count; ++w)
+      if (std::strncmp(name, prefixes[w], std::strlen(prefixes[w])) == 0) break;
+    if (w == w_count || wrap[w]) return status::invalid_argument;
+    wrap[w] = true;
+    name += std::strlen(prefixes[w]);
+    e = find_entry(name);
+  }
+  const std::uint32_t allowed = e->native | generic | (wrap[w_chunkkv] ? chunkkv_params : 0u) |
+                                (wrap[w_critical] ? critical_params : 0u) |
+                                (wrap[w_simlayer] ? simlayer_params : 0u);
 
   values a;
   a.params = params;
@@ -299,7 +357,7 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   for (std::size_t i = 0; i < n_params; ++i) {
     if (params[i].name == nullptr) return status::null_pointer;
     const int p = find_param(params[i].name);
-    if (p < 0 || ((e->native | generic) & bit(param_id(p))) == 0) return status::invalid_argument;
+    if (p < 0 || (allowed & bit(param_id(p))) == 0) return status::invalid_argument;
     if (a.set[p] && p != p_retrieval) return status::invalid_argument;  // given twice
     if (!in_range(specs[p], params[i].value)) return status::invalid_argument;
     a.set[p] = true;
@@ -311,6 +369,8 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   if (wrappers > 1) return status::invalid_argument;
   if (a.has(p_coverage) && e->infinite_scores) return status::invalid_argument;
   if (a.has(p_adaptive_floor) && e->fixed_head_budgets) return status::invalid_argument;
+  // SimLayerKV over fixed head budgets (duo_attention, simlayer_kv itself): refused.
+  if (wrap[w_simlayer] && e->fixed_head_budgets) return status::invalid_argument;
   const bool native_min_keep = (e->native & bit(p_min_keep)) != 0;
   if (a.has(p_min_keep) && !native_min_keep && !a.has(p_threshold_tau) && !a.has(p_coverage))
     return status::invalid_argument;
@@ -324,15 +384,31 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
         protect(p, wrap_sinks ? a.count(p_sinks, 0) : 0, wrap_recent ? a.count(p_recent, 0) : 0),
         &p));
   const std::int64_t min_keep = native_min_keep ? 0 : a.count(p_min_keep, 0);
-  if (floor_given)
+  if (wrap[w_chunkkv])
     HEED_RETURN_IF_ERROR(
-        any_policy::make(head_adaptive(p, a.get(p_adaptive_floor, e->default_floor)), &p));
+        any_policy::make(chunked(p, a.count(p_chunk_size, chunkkv_default_chunk_size)), &p));
+  const float eps = float(a.get(p_epsilon, double(critical_default_epsilon)));
+  const double ratio = a.get(p_first_stage_ratio, critical_default_first_stage_ratio);
+  if (wrap[w_critical] && floor_given) {
+    // CriticalAdaKV: the head budgets from the inner scores, the entries in critical order.
+    HEED_RETURN_IF_ERROR(any_policy::make(
+        critical_adaptive(p, a.get(p_adaptive_floor, e->default_floor), eps, ratio, context.wo),
+        &p));
+  } else {
+    if (wrap[w_critical])
+      HEED_RETURN_IF_ERROR(any_policy::make(critical(p, eps, ratio, context.wo), &p));
+    if (floor_given)
+      HEED_RETURN_IF_ERROR(
+          any_policy::make(head_adaptive(p, a.get(p_adaptive_floor, e->default_floor)), &p));
+  }
   if (a.has(p_threshold_tau))
     HEED_RETURN_IF_ERROR(
         any_policy::make(with_threshold(p, float(a.v[p_threshold_tau]), min_keep), &p));
   if (a.has(p_coverage))
     HEED_RETURN_IF_ERROR(any_policy::make(with_coverage(p, a.v[p_coverage], min_keep), &p));
-  if (with_caote) HEED_RETURN_IF_ERROR(any_policy::make(caote(p), &p));
+  if (wrap[w_caote]) HEED_RETURN_IF_ERROR(any_policy::make(caote(p), &p));
+  if (wrap[w_simlayer])
+    HEED_RETURN_IF_ERROR(any_policy::make(simlayer(p, simlayer_options_of(a)), &p));
   *out = std::move(p);
   return status::ok;
 }

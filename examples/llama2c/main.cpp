@@ -156,7 +156,7 @@ int load(const args& a, engine* e) {
   if (!e->tok.load(data_file(a, "tokenizer", "tok512.bin"), e->model.cfg().vocab_size, &err))
     return usage(err.c_str());
   const std::string pname = a.get("policy", "full");
-  if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err))
+  if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err, &e->model))
     return usage(err.c_str());
   if (!to_long(a.get("budget", "0"), &e->budget) || e->budget < 0) return usage("bad --budget");
   if (!to_long(a.get("threads", "1"), &e->threads) || e->threads < 1 || e->threads > 256)
@@ -479,7 +479,7 @@ int sweep(const args& a) {
   for (const auto& name : llama2c::policy_names()) {
     if (name == "full") continue;
     heed::any_policy p;
-    llama2c::make_policy(name, &p);
+    llama2c::make_policy(name, &p, &e.model);
     names.push_back(name);
     table.emplace_back();
     for (long bu : budgets) {

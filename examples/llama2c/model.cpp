@@ -132,6 +132,8 @@ bool model::load(const std::string& path, std::string* error) {
   wk = take(L * KV * D);
   wv = take(L * KV * D);
   wo = take(L * D * D);
+  wo_layers.clear();
+  for (std::size_t l = 0; l < L; ++l) wo_layers.push_back(wo + l * D * D);
   rms_ffn = take(L * D);
   w1 = take(L * H * D);
   w2 = take(L * D * H);

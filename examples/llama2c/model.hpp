@@ -28,18 +28,19 @@ class model {
   bool load(const std::string& path, std::string* error);
   const config& cfg() const { return cfg_; }
 
-  const float* embedding = nullptr;  // [vocab, dim]
-  const float* rms_att = nullptr;    // [layers, dim]
-  const float* wq = nullptr;         // [layers, dim, dim]
-  const float* wk = nullptr;         // [layers, kv_dim, dim]
-  const float* wv = nullptr;         // [layers, kv_dim, dim]
-  const float* wo = nullptr;         // [layers, dim, dim]
-  const float* rms_ffn = nullptr;    // [layers, dim]
-  const float* w1 = nullptr;         // [layers, hidden, dim]
-  const float* w2 = nullptr;         // [layers, dim, hidden]
-  const float* w3 = nullptr;         // [layers, hidden, dim]
-  const float* rms_final = nullptr;  // [dim]
-  const float* wcls = nullptr;       // [vocab, dim]
+  const float* embedding = nullptr;     // [vocab, dim]
+  const float* rms_att = nullptr;       // [layers, dim]
+  const float* wq = nullptr;            // [layers, dim, dim]
+  const float* wk = nullptr;            // [layers, kv_dim, dim]
+  const float* wv = nullptr;            // [layers, kv_dim, dim]
+  const float* wo = nullptr;            // [layers, dim, dim]
+  std::vector<const float*> wo_layers;  // wo of each layer (heed::output_projection::weights)
+  const float* rms_ffn = nullptr;       // [layers, dim]
+  const float* w1 = nullptr;            // [layers, hidden, dim]
+  const float* w2 = nullptr;            // [layers, dim, hidden]
+  const float* w3 = nullptr;            // [layers, hidden, dim]
+  const float* rms_final = nullptr;     // [dim]
+  const float* wcls = nullptr;          // [vocab, dim]
 
  private:
   config cfg_;

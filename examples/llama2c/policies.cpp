@@ -35,6 +35,13 @@ const choice choices[] = {
     {"lagkv", "lagkv", {{"lag", 32}}, 1},
     {"caote_h2o", "caote_h2o", {}, 0},
     {"random", "random", {{"seed", 1}, {"sinks", 4}, {"recent", 16}}, 3},
+    // Issue 22's wrappers around this engine's SnapKV (4 sinks); CriticalKV reads the model's wo.
+    {"chunkkv_snapkv", "chunkkv_snapkv", {{"sinks", 4}}, 1},
+    {"critical_snapkv", "critical_snapkv", {{"sinks", 4}}, 1},
+    {"critical_adakv", "critical_adakv", {{"sinks", 4}}, 1},
+    {"simlayer_snapkv", "simlayer_snapkv", {{"sinks", 4}}, 1},
+    // kvpress's SimLayerKV: the layers that are not lazy keep everything (above the budget).
+    {"simlayer_kv", "simlayer_kv", {}, 0},
 };
 
 }  // namespace
@@ -48,13 +55,13 @@ const std::vector<std::string>& policy_names() {
   return names;
 }
 
-bool make_policy(const std::string& name, heed::any_policy* out) {
+bool make_policy(const std::string& name, heed::any_policy* out, const model* m) {
   std::string err;
-  return make_policy(name, "", out, &err);
+  return make_policy(name, "", out, &err, m);
 }
 
 bool make_policy(const std::string& name, const std::string& params, heed::any_policy* out,
-                 std::string* err) {
+                 std::string* err, const model* m) {
   // "name=value" items, split at commas; the names are kept in `names` while the call runs.
   std::vector<std::string> names;
   std::vector<double> values;
@@ -88,7 +95,13 @@ bool make_policy(const std::string& name, const std::string& params, heed::any_p
     }
   }
   for (std::size_t i = 0; i < names.size(); ++i) all.push_back({names[i].c_str(), values[i]});
-  const heed::status s = heed::make_policy(registry_name, all.data(), all.size(), out);
+  heed::policy_context ctx;
+  if (m != nullptr && !m->wo_layers.empty()) {
+    ctx.wo.weights = m->wo_layers.data();
+    ctx.wo.hidden = m->cfg().dim;
+    ctx.wo.row_stride = m->cfg().dim;
+  }
+  const heed::status s = heed::make_policy(registry_name, all.data(), all.size(), ctx, out);
   if (s != heed::status::ok) {
     *err = "policy '" + name + "' with parameters '" + params + "': " + heed::status_string(s) +
            " (names and parameters: docs/policies.md)";

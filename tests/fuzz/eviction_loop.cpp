@@ -97,6 +97,7 @@ struct harness {
   float vmax = 0.f;
   bool layer_total = false;
   std::vector<std::int64_t> retrieval;  // DuoAttention's retrieval heads: never evicted
+  bool busy_keep_all = false;           // simlayer_kv: a layer that is not lazy keeps everything
 
   heed::executor& ex(int i) { return i == 0 ? static_cast<heed::executor&>(serial) : scrambled; }
   std::size_t row_bytes() const { return cache[0].row_bytes(); }
@@ -122,6 +123,7 @@ struct harness {
     // AdaKV's global top-k (adakv, or the adaptive_floor wrapper) budgets the layer's heads
     // together: the bound is then on their total.
     layer_total = name.find("adakv") != std::string::npos;
+    busy_keep_all = name.find("simlayer_kv") != std::string::npos;
     if (s == status::ok) {
       for (const auto& p : params) {
         if (std::strcmp(p.name, "adaptive_floor") == 0) layer_total = true;
@@ -273,6 +275,7 @@ struct harness {
   }
 
   bool keeps_all(int layer, int h) const {
+    if (busy_keep_all) return true;  // whether the layer was lazy is the policy's decision
     return std::find(retrieval.begin(), retrieval.end(), std::int64_t(layer) * kv_heads + h) !=
            retrieval.end();
   }

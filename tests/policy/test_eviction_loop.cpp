@@ -18,10 +18,13 @@
 #include "heed/policy/budgets.hpp"
 #include "heed/policy/callback_policy.hpp"
 #include "heed/policy/caote.hpp"
+#include "heed/policy/chunkkv.hpp"
+#include "heed/policy/critical_kv.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/random.hpp"
+#include "heed/policy/simlayer_kv.hpp"
 #include "heed/policy/snapkv.hpp"
 #include "heed/policy/streaming_llm.hpp"
 #include "heed/policy/wrappers.hpp"
@@ -377,6 +380,52 @@ std::vector<registry_entry> registry() {
                      heed::composed(heed::h2o_policy{}, heed::streaming_llm_policy{}, 1.f, 0.5f));
                },
                4, 0.5});
+  // Issue 22's wrappers: ChunkKV, CriticalKV, CriticalAdaKV, SimLayerKV (lazy_threshold 0: a
+  // layer with a query is lazy as soon as its sinks or recent entries draw any attention; 2:
+  // never lazy, the inner policy; 0.65: the default, decided by the stream).
+  r.push_back({"chunked(h2o)",
+               [] { return heed::any_policy(heed::chunked(heed::h2o_policy{}, 3)); }, 0, 0.5});
+  r.push_back({"chunked(streaming)",
+               [] { return heed::any_policy(heed::chunked(heed::streaming_llm_policy{})); }, 4, 0});
+  r.push_back({"critical(snapkv)",
+               [] {
+                 heed::snapkv_policy p;
+                 p.window = 4;
+                 return heed::any_policy(heed::critical(p));
+               },
+               0, 0});
+  r.push_back({"critical(lagkv)",
+               [] {
+                 heed::lagkv_policy p;
+                 p.options.lag = 4;
+                 return heed::any_policy(heed::critical(p, 1e-4f, 0.3));
+               },
+               0, 0});
+  r.push_back({"critical_adaptive(h2o)",
+               [] { return heed::any_policy(heed::critical_adaptive(heed::h2o_policy{})); }, 0, 0,
+               true});
+  r.push_back({"simlayer(h2o) lazy",
+               [] {
+                 heed::simlayer_options o;
+                 o.lazy_threshold = 0.f;
+                 return heed::any_policy(heed::simlayer(heed::h2o_policy{}, o));
+               },
+               4, 0.5});
+  r.push_back({"simlayer(tova) busy",
+               [] {
+                 heed::simlayer_options o;
+                 o.lazy_threshold = 2.f;
+                 o.n_last = 3;
+                 return heed::any_policy(heed::simlayer(heed::tova_policy{}, o));
+               },
+               4, 0});
+  r.push_back({"simlayer(chunked(snapkv))",
+               [] {
+                 heed::snapkv_policy p;
+                 p.window = 4;
+                 return heed::any_policy(heed::simlayer(heed::chunked(p, 4)));
+               },
+               4, 0});
   r.push_back(
       {"composed(random,tova)",
        [] { return heed::any_policy(heed::composed(heed::random_policy{1}, heed::tova_policy{})); },

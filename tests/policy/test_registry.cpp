@@ -12,11 +12,14 @@
 
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/caote.hpp"
+#include "heed/policy/chunkkv.hpp"
+#include "heed/policy/critical_kv.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/registry.hpp"
+#include "heed/policy/simlayer_kv.hpp"
 #include "heed/policy/snapkv.hpp"
 #include "heed/policy/streaming_llm.hpp"
 #include "heed/policy/wrappers.hpp"
@@ -121,6 +124,25 @@ TEST(PolicyByName, EveryNameBuildsAndRuns) {
   }
 }
 
+// The wrapper prefixes of issue 22 on every name (SimLayerKV refuses fixed head budgets).
+TEST(PolicyByName, EveryNameBuildsAndRunsUnderTheNewWrappers) {
+  for (int i = 0; i < heed::policy_count(); ++i) {
+    const std::string name = heed::policy_name(i);
+    for (const char* prefix : {"chunkkv_", "critical_", "simlayer_", "simlayer_chunkkv_"}) {
+      const std::string n = prefix + name;
+      heed::any_policy p;
+      const bool fixed = name == "duo_attention" || name == "simlayer_kv";
+      const status want =
+          fixed && n.rfind("simlayer_", 0) == 0 ? status::invalid_argument : status::ok;
+      ASSERT_EQ(heed::make_policy(n.c_str(), nullptr, 0, &p), want) << n;
+      if (want != status::ok) continue;
+      const trace t = run(p);
+      for (float x : t.out) ASSERT_TRUE(std::isfinite(x)) << n;
+      EXPECT_FALSE(t.positions.empty()) << n;
+    }
+  }
+}
+
 TEST(PolicyByName, SameAsBuiltByHand) {
   using namespace heed;
   expect_same(by_name("streaming_llm"), streaming_llm_policy{}, "streaming_llm");
@@ -151,6 +173,29 @@ TEST(PolicyByName, SameAsBuiltByHand) {
   expect_same(by_name("caote_h2o"), caote(h2o_policy{}), "caote_h2o");
   expect_same(by_name("random", {{"seed", 1}, {"sinks", 4}, {"recent", 16}}),
               protect(random_policy{1}, 4, 16), "random 1");
+  // Issue 22's wrappers.
+  expect_same(by_name("chunkkv_snapkv"), chunked(snapkv_policy{}, 10), "chunkkv_snapkv");
+  expect_same(by_name("chunkkv_h2o", {{"chunk_size", 4}}), chunked(h2o_policy{}, 4),
+              "chunkkv_h2o 4");
+  expect_same(by_name("critical_snapkv"), critical(snapkv_policy{}), "critical_snapkv");
+  expect_same(by_name("critical_h2o", {{"epsilon", 0.01}, {"first_stage_ratio", 0.25}}),
+              critical(h2o_policy{}, 0.01f, 0.25), "critical_h2o params");
+  expect_same(by_name("critical_adakv"), critical_adaptive(snapkv_policy{}, 0.2), "critical_adakv");
+  expect_same(by_name("critical_tova", {{"adaptive_floor", 0.5}}),
+              critical_adaptive(tova_policy{}, 0.5), "critical_tova adaptive");
+  expect_same(by_name("simlayer_kv"), simlayer(full_cache_policy{}), "simlayer_kv");
+  simlayer_options so;
+  so.lazy_threshold = 0.1f;
+  so.n_last = 2;
+  so.n_initial = 2;
+  so.n_recent = 3;
+  expect_same(by_name("simlayer_kv",
+                      {{"lazy_threshold", 0.1}, {"n_last", 2}, {"n_initial", 2}, {"n_recent", 3}}),
+              simlayer(full_cache_policy{}, so), "simlayer_kv params");
+  expect_same(by_name("simlayer_h2o", {{"lazy_threshold", 0.1}}),
+              simlayer(h2o_policy{}, simlayer_options{0.1f}), "simlayer_h2o");
+  expect_same(by_name("simlayer_chunkkv_snapkv", {{"chunk_size", 3}}),
+              simlayer(chunked(snapkv_policy{}, 3)), "simlayer_chunkkv_snapkv");
   // Parameters and wrappers.
   h2o_policy h;
   h.recent_fraction = 0.25;
@@ -200,6 +245,26 @@ TEST(PolicyByName, SameAsBuiltByHand) {
               "threshold params");
 }
 
+// The engine's output projection reaches CriticalKV through the policy context.
+TEST(PolicyByName, ContextGivesCriticalKVTheOutputProjection) {
+  std::vector<float> w(std::size_t(kLayers * 16 * kHq * kD));
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g(0.f, 0.1f);
+  for (auto& x : w) x = g(rng);
+  const float* layers[kLayers] = {w.data(), w.data() + 16 * kHq * kD};
+  heed::policy_context ctx;
+  ctx.wo = {layers, 16, 0};
+  heed::any_policy p;
+  ASSERT_EQ(heed::make_policy("critical_h2o", nullptr, 0, ctx, &p), status::ok);
+  expect_same(p, heed::critical(heed::h2o_policy{}, 1e-4f, 0.5, ctx.wo), "critical_h2o wo");
+  ASSERT_EQ(heed::make_policy("critical_adakv", nullptr, 0, ctx, &p), status::ok);
+  expect_same(p, heed::critical_adaptive(heed::snapkv_policy{}, 0.2, 1e-4f, 0.5, ctx.wo),
+              "critical_adakv wo");
+  // A projection without a hidden size is refused.
+  ctx.wo.hidden = 0;
+  EXPECT_EQ(heed::make_policy("critical_h2o", nullptr, 0, ctx, &p), status::invalid_argument);
+}
+
 TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   heed::any_policy p = heed::h2o_policy{};
   auto bad = [&](const char* name, std::vector<heed::policy_param> params,
@@ -245,6 +310,24 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   // retrieval head lost entries and a streaming head kept more than its budget (found by
   // tests/fuzz).
   bad("duo_attention", {{"retrieval", 1}, {"adaptive_floor", 0.2}});
+  // Issue 22's wrappers: each prefix once, their parameters only with them, in range.
+  bad("chunkkv_", {});
+  bad("chunkkv_chunkkv_h2o", {});
+  bad("critical_chunkkv_critical_h2o", {});
+  bad("h2o", {{"chunk_size", 4}});
+  bad("h2o", {{"epsilon", 0.1}});
+  bad("simlayer_kv", {{"chunk_size", 4}});
+  bad("chunkkv_h2o", {{"chunk_size", 0}});
+  bad("chunkkv_h2o", {{"chunk_size", 2.5}});
+  bad("critical_h2o", {{"epsilon", -1}});
+  bad("critical_h2o", {{"first_stage_ratio", 1.5}});
+  bad("critical_adakv", {{"threshold_tau", 0.1}});
+  bad("simlayer_duo_attention", {});
+  bad("simlayer_simlayer_kv", {});
+  bad("simlayer_kv", {{"n_last", 0}});
+  bad("simlayer_kv", {{"n_initial", -1}});
+  bad("simlayer_h2o", {{"lazy_threshold", std::nan("")}});
+  bad("simlayer_kv", {{"adaptive_floor", 0.2}});
   bad(nullptr, {}, status::null_pointer);
   bad("h2o", {{nullptr, 1}}, status::null_pointer);
   EXPECT_EQ(heed::make_policy("h2o", nullptr, 1, &p), status::null_pointer);

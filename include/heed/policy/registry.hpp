@@ -11,7 +11,12 @@
 // every policy: "sinks" / "recent" (the policy's own sink / recent counts where it has them,
 // otherwise the protect() wrapper), and at most one selection wrapper: "adaptive_floor"
 // (head_adaptive, AdaKV), "threshold_tau" (with_threshold) or "coverage" (with_coverage), each
-// with "min_keep". A "caote_" prefix wraps any policy in caote() ("caote_h2o").
+// with "min_keep". Name prefixes wrap any policy, each at most once, in any order: "caote_"
+// (caote(), "caote_h2o"), "chunkkv_" (chunked(), ChunkKV; "chunk_size"), "critical_" (critical(),
+// CriticalKV; "epsilon", "first_stage_ratio"; over a head-adaptive policy such as adakv it is
+// critical_adaptive(), CriticalAdaKV: "critical_adakv"), "simlayer_" (simlayer(), SimLayerKV over
+// that policy; "lazy_threshold", "n_last", "n_initial", "n_recent"). "simlayer_kv" is SimLayerKV as
+// kvpress has it (the layers that are not lazy keep everything).
 //
 // Compiled into heed::heed (src/policy_registry.cpp). Nothing here throws or aborts: bad input is
 // status::invalid_argument, a failed allocation status::out_of_memory; *out changes only on ok.
@@ -21,6 +26,7 @@
 
 #include "heed/core/status.hpp"
 #include "heed/policy/any_policy.hpp"
+#include "heed/policy/output_projection.hpp"
 
 namespace heed {
 
@@ -36,5 +42,14 @@ const char* policy_name(int i) noexcept;
 // Builds policy `name` with params[0 .. n_params) into *out. params may be null when n_params is 0.
 status make_policy(const char* name, const policy_param* params, std::size_t n_params,
                    any_policy* out) noexcept;
+
+// What an engine may give the policies besides parameters: the output projection (CriticalKV's
+// critical_ prefix then weighs values by ||v W_o||_1 instead of ||v||_1). The pointers must
+// outlive the policy.
+struct policy_context {
+  output_projection wo{};
+};
+status make_policy(const char* name, const policy_param* params, std::size_t n_params,
+                   const policy_context& context, any_policy* out) noexcept;
 
 }  // namespace heed
