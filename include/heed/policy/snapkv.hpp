@@ -20,7 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "heed/policy/attention_free.hpp"
+#include "heed/policy/group_queries.hpp"
 #include "heed/policy/policy.hpp"
 #include "heed/scoring/observation_window.hpp"
 
