@@ -97,10 +97,27 @@ struct key_less {
   bool operator()(std::int32_t a, std::int32_t b) const noexcept { return a < b; }
 };
 
+// One thread's scratch of the vertical-slash kernel: the prefill tile's (carve_prefill, at the
+// same base), then the keys, the row masks and the chunk's masks. With base null nothing is
+// carved and only the size is computed (*bytes): the one place this layout is written.
+template <class A>
+inline vs_scratch carve_vs(char* base, std::int64_t d, std::int64_t lk,
+                           std::size_t* bytes = nullptr) noexcept {
+  workspace_carver c(base);
+  (void)c.take<float>(prefill_scratch_floats<sparse_tile<A>>(d, true));
+  vs_scratch x;
+  x.keys = c.take<std::int32_t>(std::size_t(lk));
+  x.bits = c.take<std::uint32_t>(std::size_t(lk));
+  x.chunk = c.take<std::uint32_t>(std::size_t(sparse_tile<A>::BC));
+  if (bytes) *bytes = c.bytes_taken();
+  return x;
+}
+
 template <class A>
 inline std::size_t vs_thread_bytes(std::int64_t d, std::int64_t lk) noexcept {
-  return align_up(prefill_scratch_floats<sparse_tile<A>>(d, true) * 4) +
-         align_up(std::size_t(lk) * 4) * 2 + align_up(std::size_t(sparse_tile<A>::BC) * 4);
+  std::size_t bytes = 0;
+  (void)carve_vs<A>(nullptr, d, lk, &bytes);
+  return bytes;
 }
 
 template <class A, int D, class Variant, class Obs>
@@ -118,15 +135,7 @@ struct vertical_slash_kernel {
       : k(p, v, o, nullptr, 0), l(lay), base(b), per_thread(bytes) {}
 
   vs_scratch extra(int thread) const noexcept {
-    char* at = base + per_thread * std::size_t(thread) +
-               align_up(prefill_scratch_floats<sparse_tile<A>>(k.d, true) * 4);
-    vs_scratch x;
-    x.keys = reinterpret_cast<std::int32_t*>(at);
-    at += align_up(std::size_t(k.lk) * 4);
-    x.bits = reinterpret_cast<std::uint32_t*>(at);
-    at += align_up(std::size_t(k.lk) * 4);
-    x.chunk = reinterpret_cast<std::uint32_t*>(at);
-    return x;
+    return carve_vs<A>(base + per_thread * std::size_t(thread), k.d, k.lk);
   }
 
   // The row masks start at zero; each tile clears what it set.
@@ -195,11 +204,13 @@ struct vertical_slash_kernel {
 };
 
 template <class A>
+inline std::size_t block_sparse_thread_floats(const dense_params& p) noexcept {
+  return prefill_scratch_floats<sparse_tile<A>>(p.head_dim(), p.k.type != dtype::f32);
+}
+
+template <class A>
 inline std::size_t block_sparse_workspace_size(const dense_params& p, int threads) noexcept {
-  const bool convert = p.k.type != dtype::f32;
-  return align_up(prefill_scratch_floats<sparse_tile<A>>(p.head_dim(), convert) * 4) *
-             std::size_t(threads) +
-         workspace_alignment;
+  return block_sparse_thread_floats<A>(p) * 4 * std::size_t(threads) + workspace_alignment;
 }
 
 template <class A>
@@ -212,9 +223,7 @@ void run_block_sparse(const dense_params& p, const block_sparse_layout& l, const
                       Obs& obs, workspace ws, executor& ex) noexcept {
   dassert_kernel_entry<D>(p, ws.data);
   HEED_DASSERT(ws.size >= block_sparse_workspace_size<A>(p, ex.concurrency()));
-  const bool convert = p.k.type != dtype::f32;
-  const std::size_t per_thread =
-      align_up(prefill_scratch_floats<sparse_tile<A>>(p.head_dim(), convert) * 4) / 4;
+  const std::size_t per_thread = block_sparse_thread_floats<A>(p);
   float* base = static_cast<float*>(workspace_carver::align_base(ws.data));
   const block_sparse_kernel<A, D, Variant, Obs> k(p, l, var, obs, base, per_thread);
   ex.parallel_for(k.k.n_tiles * k.k.hq,
