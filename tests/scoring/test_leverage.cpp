@@ -35,7 +35,7 @@ void eig_ref(std::vector<double> a, std::int64_t n, std::vector<double>& val,
       all += a[std::size_t(i)] * a[std::size_t(i)];
       if (i / n != i % n) off += a[std::size_t(i)] * a[std::size_t(i)];
     }
-    if (off <= 1e-32 * all) break;
+    if (off <= 1e-28 * all) break;
     for (std::int64_t p = 0; p < n; ++p)
       for (std::int64_t q = p + 1; q < n; ++q) {
         const double apq = a[std::size_t(p * n + q)];
@@ -158,7 +158,7 @@ INSTANTIATE_TEST_SUITE_P(Quantized, LeverageScores,
 INSTANTIATE_TEST_SUITE_P(Wide, LeverageScores,
                          ::testing::Combine(::testing::Values(dtype::bf16, dtype::q4),
                                             ::testing::Values(777), ::testing::Values(128),
-                                            ::testing::Values(false), ::testing::Values(0, 16)));
+                                            ::testing::Values(false), ::testing::Values(16)));
 
 // Without ridge and with every eigenpair, the scores are the leverages: each in [0, 1], summing
 // to the rank of the centered keys (d here), and a key far off the others' span scores ~1.

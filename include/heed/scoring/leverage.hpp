@@ -35,6 +35,7 @@
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
 #include "heed/core/workspace.hpp"
+#include "heed/linear/detail/small_gemm.hpp"
 #include "heed/scoring/detail/score_kernels.hpp"
 #include "heed/scoring/detail/sym_eigen.hpp"
 #include "heed/simd/kv_row.hpp"
@@ -54,21 +55,76 @@ struct leverage_options {
 
 // Eigenvalues at or below this fraction of the largest are the numerical zeros of G.
 inline constexpr double leverage_zero_eigenvalue = 1e-12;
+// Keys per block of the Gram matrix and projection products (float blocks, double sums).
+inline constexpr std::int64_t leverage_block = 64;
 
 // Bytes of workspace for leverage_scores on rows of head_dim values (0 if head_dim < 1).
 inline std::size_t leverage_workspace_size(std::int64_t head_dim) noexcept {
   if (head_dim < 1 || head_dim > (1 << 16)) return 0;
-  const std::size_t d = std::size_t(head_dim);
+  const std::size_t d = std::size_t(head_dim), b = std::size_t(leverage_block);
   workspace_carver c(nullptr);
-  c.take<double>(d * d);    // G (its eigenvalues end on the diagonal)
+  c.take<double>(d * d);    // G (its eigenvalues end on the diagonal), or its Cholesky factor
   c.take<double>(d * d);    // eigenvectors
   c.take<double>(d);        // mean key
-  c.take<double>(d);        // one centered row
   c.take<std::int32_t>(d);  // eigenvalue order
-  c.take<float>(d * d);     // W: the used eigenvectors, scaled by 1 / sqrt(lambda + ridge)
-  c.take<float>(d);         // one centered row in f32
+  c.take<float>(d * d);     // one block's Gram matrix; then W^T [d, used]
+  c.take<float>(b * d);     // a block of centered keys [b, d]
+  c.take<float>(b * d);     // the same transposed [d, b]; then the block's projections [b, used]
+  c.take<float>(d);         // the mean key in f32
   return c.bytes_needed();
 }
+
+namespace detail {
+// Rows j0 .. j0 + n of head h of k, centered by mean, into x [n, d] (and, if xt, its transpose
+// [d, n] with leading dimension ldt).
+template <class A, class P>
+void leverage_block_rows(P base, const tensor_view& k, std::int64_t h, std::int64_t j0,
+                         std::int64_t n, const float* mean, float* x, float* xt,
+                         std::int64_t ldt) noexcept {
+  const std::int64_t d = k.dim;
+  const simd::row_shape rs(d, k.quant_group());
+  for (std::int64_t i = 0; i < n; ++i) {
+    float* xi = x + i * d;
+    simd::row_to_float<A>(base + k.offset(j0 + i, h), xi, rs);
+    for (std::int64_t c = 0; c < d; ++c) xi[c] -= mean[c];
+    if (xt)
+      for (std::int64_t c = 0; c < d; ++c) xt[c * ldt + i] = xi[c];
+  }
+}
+
+// Lower Cholesky factor of g (d x d, in place, upper part zeroed); false if a pivot is not
+// above tol (not positive definite enough: the eigen path takes over).
+inline bool cholesky_lower(double* g, std::int64_t d, double tol) noexcept {
+  for (std::int64_t j = 0; j < d; ++j) {
+    double s = g[j * d + j];
+    for (std::int64_t t = 0; t < j; ++t) s -= g[j * d + t] * g[j * d + t];
+    if (!(s > tol)) return false;
+    const double l = std::sqrt(s);
+    g[j * d + j] = l;
+    for (std::int64_t i = j + 1; i < d; ++i) {
+      double x = g[i * d + j];
+      for (std::int64_t t = 0; t < j; ++t) x -= g[i * d + t] * g[j * d + t];
+      g[i * d + j] = x / l;
+    }
+    for (std::int64_t i = 0; i < j; ++i) g[i * d + j] = 0.0;
+  }
+  return true;
+}
+
+// inv_t = (L^-1)^T of a lower-triangular l (d x d): row c of inv_t is column c of L^-1, found by
+// forward substitution (L y = e_c); both operands of the inner product are contiguous.
+inline void invert_lower_transposed(const double* l, std::int64_t d, double* inv_t) noexcept {
+  for (std::int64_t i = 0; i < d * d; ++i) inv_t[i] = 0.0;
+  for (std::int64_t c = 0; c < d; ++c) {
+    double* y = inv_t + c * d;
+    for (std::int64_t r = c; r < d; ++r) {
+      double s = r == c ? 1.0 : 0.0;
+      for (std::int64_t t = c; t < r; ++t) s -= l[r * d + t] * y[t];
+      y[r] = s / l[r * d + r];
+    }
+  }
+}
+}  // namespace detail
 
 template <class Arch = xsimd::default_arch>
 status leverage_scores(const tensor_view& k, const leverage_options& opt, float* out,
@@ -78,79 +134,100 @@ status leverage_scores(const tensor_view& k, const leverage_options& opt, float*
   if (out == nullptr) return status::null_pointer;
   if (k.seq > detail::max_score_len) return status::invalid_argument;
   HEED_RETURN_IF_ERROR(detail::resolve_stride(out_head_stride, k.seq));
-  const std::int64_t d = k.dim;
+  const std::int64_t d = k.dim, nb = leverage_block;
   if (ws.size < leverage_workspace_size(d)) return status::workspace_too_small;
   if (ws.data == nullptr) return status::null_pointer;
   workspace_carver c(workspace_carver::align_base(ws.data));
   double* g = c.take<double>(std::size_t(d * d));
   double* vec = c.take<double>(std::size_t(d * d));
   double* mean = c.take<double>(std::size_t(d));
-  double* x = c.take<double>(std::size_t(d));
   std::int32_t* order = c.take<std::int32_t>(std::size_t(d));
-  float* w = c.take<float>(std::size_t(d * d));
-  float* xf = c.take<float>(std::size_t(d));
-  const std::int64_t r_max = opt.rank > 0 ? std::min(opt.rank, d) : d;
-  const simd::row_shape rs(d, k.quant_group());
+  float* gf = c.take<float>(std::size_t(d * d));
+  float* xb = c.take<float>(std::size_t(nb * d));
+  float* xt = c.take<float>(std::size_t(nb * d));
+  float* meanf = c.take<float>(std::size_t(d));
+  const bool full = opt.rank == 0 || opt.rank >= d;
+  const std::int64_t r_max = full ? d : opt.rank;
   detail::with_typed(k, [&](auto base) {
     for (std::int64_t h = 0; h < k.heads; ++h) {
+      float* o = out + h * out_head_stride;
+      // The mean key (block sums in f32, their total in double).
       std::fill(mean, mean + d, 0.0);
+      std::fill(meanf, meanf + d, 0.f);
       if (opt.center) {
-        for (std::int64_t j = 0; j < k.seq; ++j) {
-          const auto row = base + k.offset(j, h);
-          for (std::int64_t col = 0; col < d; ++col) mean[col] += simd::load_col(row, col, rs);
+        for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
+          const std::int64_t n = std::min(nb, k.seq - j0);
+          detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb, nullptr, 0);
+          for (std::int64_t col = 0; col < d; ++col) {
+            float s = 0.f;
+            for (std::int64_t i = 0; i < n; ++i) s += xb[i * d + col];
+            mean[col] += s;
+          }
         }
-        for (std::int64_t col = 0; col < d; ++col) mean[col] /= double(k.seq);
+        for (std::int64_t col = 0; col < d; ++col) {
+          mean[col] /= double(k.seq);
+          meanf[col] = float(mean[col]);
+        }
       }
-      // G = sum_j x_j x_j^T, upper triangle, then mirrored.
+      // G = sum_j x_j x_j^T: X_b^T X_b per block in f32, summed in double.
       std::fill(g, g + d * d, 0.0);
-      for (std::int64_t j = 0; j < k.seq; ++j) {
-        const auto row = base + k.offset(j, h);
-        for (std::int64_t col = 0; col < d; ++col)
-          x[col] = double(simd::load_col(row, col, rs)) - mean[col];
-        for (std::int64_t r = 0; r < d; ++r) {
-          const double xr = x[r];
-          double* gr = g + r * d;
-          for (std::int64_t col = r; col < d; ++col) gr[col] += xr * x[col];
-        }
+      for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
+        const std::int64_t n = std::min(nb, k.seq - j0);
+        detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb, xt, n);
+        detail::small_gemm<Arch>(d, d, n, xt, n, xb, d, gf, d, false);
+        for (std::int64_t i = 0; i < d * d; ++i) g[i] += gf[i];
       }
       double total = 0.0;  // NaN or inf when any key is not finite
-      for (std::int64_t r = 0; r < d; ++r) {
-        for (std::int64_t col = 0; col < r; ++col) g[r * d + col] = g[col * d + r];
-        for (std::int64_t col = r; col < d; ++col) total += g[r * d + col];
-      }
-      float* o = out + h * out_head_stride;
+      for (std::int64_t i = 0; i < d * d; ++i) total += g[i];
       if (!std::isfinite(total)) {
         std::fill(o, o + k.seq, std::numeric_limits<float>::quiet_NaN());
         continue;
       }
-      detail::sym_eigen_jacobi(g, vec, d);
-      detail::eigen_order(g, d, order);
-      // The used directions, each scaled so that (w_t . x)^2 is its term of the score.
-      const double top = g[std::int64_t(order[0]) * d + order[0]];
+      double top = 0.0;
+      for (std::int64_t i = 0; i < d; ++i) top = std::max(top, g[i * d + i]);
+      // W^T [d, used] with score_j = ||x_j W^T||^2. Full rank: W = L^-1 for G + ridge I = L L^T
+      // (Cholesky), when it is clearly positive definite; else (or rank r) W = the top eigenvectors
+      // scaled by 1 / sqrt(lambda + ridge).
       std::int64_t used = 0;
-      for (std::int64_t t = 0; t < r_max; ++t) {
-        const std::int64_t e = order[t];
-        const double lambda = g[e * d + e];
-        if (!(lambda > leverage_zero_eigenvalue * top)) break;  // descending: the rest too
-        const double scale = 1.0 / std::sqrt(lambda + opt.ridge);
-        for (std::int64_t col = 0; col < d; ++col)
-          w[used * d + col] = float(vec[col * d + e] * scale);
-        ++used;
+      bool chol = false;
+      if (full && top > 0) {
+        for (std::int64_t i = 0; i < d * d; ++i) vec[i] = g[i];
+        for (std::int64_t i = 0; i < d; ++i) vec[i * d + i] += opt.ridge;
+        chol = detail::cholesky_lower(vec, d, 1e-9 * (top + opt.ridge));
+        if (chol) {
+          detail::invert_lower_transposed(vec, d, g);  // g = L^-T = W^T
+          for (std::int64_t i = 0; i < d * d; ++i) gf[i] = float(g[i]);
+          used = d;
+        }
+      }
+      if (!chol && top > 0) {
+        detail::sym_eigen_jacobi(g, vec, d);
+        detail::eigen_order(g, d, order);
+        const double lmax = g[std::int64_t(order[0]) * d + order[0]];
+        for (std::int64_t t = 0; t < r_max; ++t) {
+          const std::int64_t e = order[t];
+          const double lambda = g[e * d + e];
+          if (!(lambda > leverage_zero_eigenvalue * lmax)) break;  // descending: the rest too
+          const double scale = 1.0 / std::sqrt(lambda + opt.ridge);
+          for (std::int64_t col = 0; col < d; ++col)
+            gf[col * r_max + used] = float(vec[col * d + e] * scale);
+          ++used;
+        }
       }
       if (used == 0) {  // all keys equal (centered) or zero
         std::fill(o, o + k.seq, 0.f);
         continue;
       }
-      for (std::int64_t j = 0; j < k.seq; ++j) {
-        const auto row = base + k.offset(j, h);
-        for (std::int64_t col = 0; col < d; ++col)
-          xf[col] = float(double(simd::load_col(row, col, rs)) - mean[col]);
-        float s = 0.f;
-        for (std::int64_t t = 0; t < used; ++t) {
-          const float p = detail::dot_row<Arch>(w + t * d, xf, d);
-          s += p * p;
+      const std::int64_t ldw = chol ? d : r_max;
+      for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
+        const std::int64_t n = std::min(nb, k.seq - j0);
+        detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb, nullptr, 0);
+        detail::small_gemm<Arch>(n, used, d, xb, d, gf, ldw, xt, used, false);
+        for (std::int64_t i = 0; i < n; ++i) {
+          float s = 0.f;
+          for (std::int64_t t = 0; t < used; ++t) s += xt[i * used + t] * xt[i * used + t];
+          o[j0 + i] = s;
         }
-        o[j] = s;
       }
     }
   });

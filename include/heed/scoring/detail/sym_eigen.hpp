@@ -33,12 +33,16 @@ inline void sym_eigen_jacobi(double* a, double* v, std::int64_t n) noexcept {
       diag += a[r * n + r] * a[r * n + r];
       for (std::int64_t c = r + 1; c < n; ++c) off += a[r * n + c] * a[r * n + c];
     }
-    if (!(off > 1e-30 * diag) || off == 0.0) return;  // converged (or NaN: no progress possible)
+    // Converged: the off-diagonal part is 1e-12 of the diagonal's norm (NaN: no progress).
+    if (!(off > 1e-24 * diag) || off == 0.0) return;
     for (std::int64_t p = 0; p < n; ++p)
       for (std::int64_t q = p + 1; q < n; ++q) {
         const double apq = a[p * n + q];
-        if (apq == 0.0) continue;
         const double app = a[p * n + p], aqq = a[q * n + q];
+        if (std::fabs(apq) <= 1e-18 * std::sqrt(std::fabs(app * aqq))) {  // already negligible
+          a[p * n + q] = a[q * n + p] = 0.0;
+          continue;
+        }
         // The rotation that zeroes a[p][q]: tan t = sign(theta) / (|theta| + sqrt(theta^2 + 1)).
         const double theta = (aqq - app) / (2.0 * apq);
         const double t =
