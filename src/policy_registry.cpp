@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "heed/core/detail/grow_vector.hpp"
+#include "heed/policy/admission.hpp"
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/caote.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/leverage.hpp"
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/registry.hpp"
 #include "heed/policy/snapkv.hpp"
@@ -43,6 +46,14 @@ enum param_id : int {
   p_adaptive_floor,
   p_threshold_tau,
   p_coverage,
+  p_rank,
+  p_ridge,
+  p_center,
+  p_blending,
+  p_admit_norm,
+  p_admit_cosine,
+  p_admit_window,
+  p_admit_full,
   p_count
 };
 
@@ -76,6 +87,14 @@ constexpr param_spec specs[p_count] = {
     {"adaptive_floor", 0, 1, false},
     {"threshold_tau", -1e30, 1e30, false},
     {"coverage", 0, 1, false},
+    {"rank", 0, 1 << 16, true},
+    {"ridge", 0, 1e30, false},
+    {"center", 0, 1, true},
+    {"blending", -1, 1e6, false},
+    {"admit_norm", 0, 1e30, false},
+    {"admit_cosine", -1, 1, false},
+    {"admit_window", 1, 1 << 16, true},
+    {"admit_full", 0, 1, true},
 };
 
 constexpr std::uint32_t bit(param_id p) noexcept { return std::uint32_t(1) << p; }
@@ -83,7 +102,9 @@ constexpr std::uint32_t bit(param_id p) noexcept { return std::uint32_t(1) << p;
 // Parameters every policy takes (the wrappers); a policy may also take sinks / recent / min_keep
 // natively, which its entry then lists.
 constexpr std::uint32_t generic = bit(p_sinks) | bit(p_recent) | bit(p_adaptive_floor) |
-                                  bit(p_threshold_tau) | bit(p_coverage) | bit(p_min_keep);
+                                  bit(p_threshold_tau) | bit(p_coverage) | bit(p_min_keep) |
+                                  bit(p_admit_norm) | bit(p_admit_cosine) | bit(p_admit_window) |
+                                  bit(p_admit_full);
 
 struct values {
   bool set[p_count] = {};
@@ -192,6 +213,37 @@ status build_key_diff(const values& a, any_policy* out) noexcept {
   return any_policy::make(p, out);
 }
 
+status build_q_filters(const values& a, any_policy* out) noexcept {
+  q_filters_policy p;
+  p.window = a.count(p_window, p.window);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  return any_policy::make(std::move(p), out);
+}
+
+leverage_options leverage_from(const values& a) noexcept {
+  leverage_options o;
+  o.rank = a.count(p_rank, o.rank);
+  o.ridge = a.get(p_ridge, o.ridge);
+  o.center = a.count(p_center, o.center ? 1 : 0) != 0;
+  return o;
+}
+
+status build_leverage(const values& a, any_policy* out) noexcept {
+  leverage_policy p;
+  p.options = leverage_from(a);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  return any_policy::make(p, out);
+}
+
+status build_compactor(const values& a, any_policy* out) noexcept {
+  compactor_policy p;
+  p.options = leverage_from(a);
+  p.blending = a.get(p_blending, p.blending);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  p.n_recent = a.count(p_recent, p.n_recent);
+  return any_policy::make(p, out);
+}
+
 status build_expected_attention(const values& a, any_policy* out) noexcept {
   expected_attention_policy p;
   p.window = a.count(p_window, p.window);
@@ -247,6 +299,11 @@ constexpr entry entries[] = {
     {"sage_kv", bit(p_sinks) | bit(p_scale) | bit(p_reduce_max), build_sage_kv, -1},
     {"knorm", bit(p_sinks), build_knorm, -1},
     {"key_diff", bit(p_sinks), build_key_diff, -1},
+    {"q_filters", bit(p_window) | bit(p_sinks), build_q_filters, -1},
+    {"leverage", bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sinks), build_leverage, -1},
+    {"compactor",
+     bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_blending) | bit(p_sinks) | bit(p_recent),
+     build_compactor, -1},
     {"expected_attention",
      bit(p_window) | bit(p_sinks) | bit(p_scale) | bit(p_covariance) | bit(p_value_norm) |
          bit(p_reduce_max),
@@ -333,6 +390,17 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   if (a.has(p_coverage))
     HEED_RETURN_IF_ERROR(any_policy::make(with_coverage(p, a.v[p_coverage], min_keep), &p));
   if (with_caote) HEED_RETURN_IF_ERROR(any_policy::make(caote(p), &p));
+  // The write gate (admission.hpp): outermost, any policy.
+  if (a.has(p_admit_norm) || a.has(p_admit_cosine) || a.has(p_admit_window) ||
+      a.has(p_admit_full)) {
+    admission_spec g;
+    g.max_key_norm = float(a.get(p_admit_norm, double(g.max_key_norm)));
+    g.max_cosine = float(a.get(p_admit_cosine, double(g.max_cosine)));
+    g.window = a.count(p_admit_window, g.window);
+    g.refuse_when_full = a.count(p_admit_full, 0) != 0;
+    HEED_RETURN_IF_ERROR(g.validate());
+    HEED_RETURN_IF_ERROR(any_policy::make(admitted(p, g), &p));
+  }
   *out = std::move(p);
   return status::ok;
 }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdlib>
 
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/registry.hpp"
 
 namespace llama2c {
@@ -35,9 +36,28 @@ const choice choices[] = {
     {"lagkv", "lagkv", {{"lag", 32}}, 1},
     {"caote_h2o", "caote_h2o", {}, 0},
     {"random", "random", {{"seed", 1}, {"sinks", 4}, {"recent", 16}}, 3},
+    // Q-Filters with filters calibrated on the calibration text (heed-eval), and self-calibrated
+    // from the last 64 queries at each eviction; 4 sinks, as knorm here.
+    {"q_filters", "q_filters", {{"sinks", 4}}, 1},
+    {"q_filters_online", "q_filters", {{"sinks", 4}}, 1},
+    {"leverage", "leverage", {{"sinks", 4}}, 1},
+    {"compactor", "compactor", {}, 0},  // its own 8 sinks and 4 recent
+    // Admission (write gates) on StreamingLLM: near-duplicate keys kept out, and an append-only
+    // cache that refuses every token once a head is full (no eviction pass at all).
+    {"admit_dup", "streaming_llm", {{"admit_cosine", 0.95}, {"admit_window", 16}}, 2},
+    {"append_only", "streaming_llm", {{"admit_full", 1}}, 1},
 };
 
+std::vector<float>& q_filters_store() {
+  static std::vector<float> f;
+  return f;
+}
+
 }  // namespace
+
+void set_q_filters(std::vector<float> filters) { q_filters_store() = std::move(filters); }
+
+bool uses_q_filters(const std::string& name) { return name == "q_filters"; }
 
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = [] {
@@ -88,6 +108,27 @@ bool make_policy(const std::string& name, const std::string& params, heed::any_p
     }
   }
   for (std::size_t i = 0; i < names.size(); ++i) all.push_back({names[i].c_str(), values[i]});
+  if (uses_q_filters(lookup) && !q_filters_store().empty()) {
+    // The calibrated filters: the registry cannot carry them, so the policy is built here; it
+    // takes "sinks" only.
+    heed::q_filters_policy p;
+    p.filters = q_filters_store();
+    for (const auto& prm : all) {
+      if (std::string(prm.name) != "sinks" || !(prm.value >= 0) ||
+          prm.value != double(long(prm.value))) {
+        *err =
+            "policy 'q_filters' (calibrated) takes sinks=N only; 'q_filters_online' takes the "
+            "registry's parameters";
+        return false;
+      }
+      p.n_sink = long(prm.value);
+    }
+    if (heed::any_policy::make(std::move(p), out) != heed::status::ok) {
+      *err = "out of memory";
+      return false;
+    }
+    return true;
+  }
   const heed::status s = heed::make_policy(registry_name, all.data(), all.size(), out);
   if (s != heed::status::ok) {
     *err = "policy '" + name + "' with parameters '" + params + "': " + heed::status_string(s) +
