@@ -44,7 +44,7 @@ const choice choices[] = {
     {"compactor", "compactor", {}, 0},  // its own 8 sinks and 4 recent
     // Admission (write gates) on StreamingLLM: near-duplicate keys kept out, and an append-only
     // cache that refuses every token once a head is full (no eviction pass at all).
-    {"admit_dup", "streaming_llm", {{"admit_cosine", 0.95}, {"admit_window", 16}}, 2},
+    {"admit_dup", "streaming_llm", {{"admit_cosine", 0.999}, {"admit_window", 16}}, 2},
     {"append_only", "streaming_llm", {{"admit_full", 1}}, 1},
 };
 
