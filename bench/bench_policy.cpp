@@ -39,6 +39,7 @@
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/cache/cache_attention.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/policy/any_policy.hpp"
 #include "heed/policy/evict.hpp"
 #include "heed/policy/h2o.hpp"
 #include "heed/policy/leverage.hpp"
@@ -287,7 +288,10 @@ void BM_score_paired(benchmark::State& state) {
   heed::any_policy policy;
   if (which == 0 || which == 4) {
     heed::q_filters_policy f;
-    if (which == 0) f.filters = random_vector<float>(std::size_t(kHkv) * kD, 4);
+    if (which == 0) {
+      const auto r = random_vector<float>(std::size_t(kHkv) * kD, 4);
+      f.filters.assign(r.begin(), r.end());
+    }
     policy = f;
   } else if (which == 3) {
     policy = heed::compactor_policy{};
@@ -304,7 +308,7 @@ void BM_score_paired(benchmark::State& state) {
   in.budget = L / 2;
   if (which == 4) in.queries = heed::make_view(window.data(), W, kHq, kD);
   std::vector<char> sws(policy.score_workspace_size(in) + 1);
-  std::vector<float> scores(std::size_t(L));
+  std::vector<float> scores(static_cast<std::size_t>(L));
   auto decode = [&] {
     const bool ok = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex) == heed::status::ok;
     benchmark::DoNotOptimize(o.data());
