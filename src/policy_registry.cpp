@@ -49,6 +49,7 @@ enum param_id : int {
   p_rank,
   p_ridge,
   p_center,
+  p_sketch,
   p_blending,
   p_admit_norm,
   p_admit_cosine,
@@ -90,6 +91,7 @@ constexpr param_spec specs[p_count] = {
     {"rank", 0, 1 << 16, true},
     {"ridge", 0, 1e30, false},
     {"center", 0, 1, true},
+    {"sketch", 0, 1 << 16, true},
     {"blending", -1, 1e6, false},
     {"admit_norm", 0, 1e30, false},
     {"admit_cosine", -1, 1, false},
@@ -225,6 +227,7 @@ leverage_options leverage_from(const values& a) noexcept {
   o.rank = a.count(p_rank, o.rank);
   o.ridge = a.get(p_ridge, o.ridge);
   o.center = a.count(p_center, o.center ? 1 : 0) != 0;
+  o.sketch = a.count(p_sketch, o.sketch);
   return o;
 }
 
@@ -300,9 +303,11 @@ constexpr entry entries[] = {
     {"knorm", bit(p_sinks), build_knorm, -1},
     {"key_diff", bit(p_sinks), build_key_diff, -1},
     {"q_filters", bit(p_window) | bit(p_sinks), build_q_filters, -1},
-    {"leverage", bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sinks), build_leverage, -1},
+    {"leverage", bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sketch) | bit(p_sinks),
+     build_leverage, -1},
     {"compactor",
-     bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_blending) | bit(p_sinks) | bit(p_recent),
+     bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sketch) | bit(p_blending) | bit(p_sinks) |
+         bit(p_recent),
      build_compactor, -1},
     {"expected_attention",
      bit(p_window) | bit(p_sinks) | bit(p_scale) | bit(p_covariance) | bit(p_value_norm) |

@@ -158,9 +158,11 @@ TEST(PolicyByName, SameAsBuiltByHand) {
   lev.options.rank = 3;
   lev.options.ridge = 0;
   lev.options.center = false;
+  lev.options.sketch = 16;
   lev.n_sink = 4;
-  expect_same(by_name("leverage", {{"rank", 3}, {"ridge", 0}, {"center", 0}, {"sinks", 4}}), lev,
-              "leverage params");
+  expect_same(
+      by_name("leverage", {{"rank", 3}, {"ridge", 0}, {"center", 0}, {"sketch", 16}, {"sinks", 4}}),
+      lev, "leverage params");
   expect_same(by_name("compactor"), compactor_policy{}, "compactor");
   compactor_policy cp;
   cp.blending = 0.5;
@@ -269,6 +271,7 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   bad("leverage", {{"rank", 1.5}});
   bad("leverage", {{"ridge", -1}});
   bad("leverage", {{"center", 2}});
+  bad("leverage", {{"sketch", -1}});
   bad("compactor", {{"blending", -2}});
   bad("q_filters", {{"window", 0}});
   bad("h2o", {{"admit_norm", -1}});

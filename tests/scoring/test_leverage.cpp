@@ -77,27 +77,42 @@ void eig_ref(std::vector<double> a, std::int64_t n, std::vector<double>& val,
 
 heed_ref::vec leverage_ref(const heed_ref::kv_tensor& k, const heed::leverage_options& opt) {
   heed_ref::vec out(std::size_t(k.heads * k.len));
-  const std::int64_t d = k.d;
+  const std::int64_t d = k.d, ks = opt.sketch > 0 && opt.sketch < d ? opt.sketch : 0;
+  const std::int64_t m = ks > 0 ? ks : d;
   for (std::int64_t h = 0; h < k.heads; ++h) {
     std::vector<double> mu(static_cast<std::size_t>(d), 0.0);
     if (opt.center)
       for (std::int64_t j = 0; j < k.len; ++j)
         for (std::int64_t c = 0; c < d; ++c) mu[std::size_t(c)] += k.at(j, h, c) / double(k.len);
-    auto x = [&](std::int64_t j, std::int64_t c) { return k.at(j, h, c) - mu[std::size_t(c)]; };
-    std::vector<double> g(std::size_t(d * d), 0.0);
+    // The working rows: the centered keys, or their sketch y = Phi^T x.
+    std::vector<double> x(std::size_t(k.len * m), 0.0);
     for (std::int64_t j = 0; j < k.len; ++j)
-      for (std::int64_t r = 0; r < d; ++r)
-        for (std::int64_t c = 0; c < d; ++c) g[std::size_t(r * d + c)] += x(j, r) * x(j, c);
+      for (std::int64_t t = 0; t < m; ++t) {
+        if (ks == 0) {
+          x[std::size_t(j * m + t)] = k.at(j, h, t) - mu[std::size_t(t)];
+          continue;
+        }
+        double y = 0;
+        for (std::int64_t c = 0; c < d; ++c)
+          y += (k.at(j, h, c) - mu[std::size_t(c)]) * heed::leverage_sketch_entry(c, t, ks);
+        x[std::size_t(j * m + t)] = y;
+      }
+    std::vector<double> g(std::size_t(m * m), 0.0);
+    for (std::int64_t j = 0; j < k.len; ++j)
+      for (std::int64_t r = 0; r < m; ++r)
+        for (std::int64_t c = 0; c < m; ++c)
+          g[std::size_t(r * m + c)] += x[std::size_t(j * m + r)] * x[std::size_t(j * m + c)];
     std::vector<double> val;
     std::vector<std::vector<double>> vec;
-    eig_ref(g, d, val, vec);
-    const std::int64_t r = opt.rank > 0 ? std::min(opt.rank, d) : d;
+    eig_ref(g, m, val, vec);
+    const std::int64_t r = opt.rank > 0 ? std::min(opt.rank, m) : m;
     for (std::int64_t j = 0; j < k.len; ++j) {
       double s = 0;
       for (std::int64_t t = 0; t < r; ++t) {
         if (!(val[std::size_t(t)] > 1e-12 * val[0])) break;
         double p = 0;
-        for (std::int64_t c = 0; c < d; ++c) p += x(j, c) * vec[std::size_t(t)][std::size_t(c)];
+        for (std::int64_t c = 0; c < m; ++c)
+          p += x[std::size_t(j * m + c)] * vec[std::size_t(t)][std::size_t(c)];
         s += p * p / (val[std::size_t(t)] + opt.ridge);
       }
       out[std::size_t(h * k.len + j)] = s;
@@ -106,8 +121,9 @@ heed_ref::vec leverage_ref(const heed_ref::kv_tensor& k, const heed::leverage_op
   return out;
 }
 
-std::vector<char> scratch(std::int64_t d) {
-  return std::vector<char>(heed::leverage_workspace_size(d));
+std::vector<char> scratch(std::int64_t d, std::int64_t len,
+                          const heed::leverage_options& opt = {}) {
+  return std::vector<char>(heed::leverage_workspace_size(d, len, opt));
 }
 
 class LeverageScores : public ::testing::TestWithParam<
@@ -117,31 +133,35 @@ TEST_P(LeverageScores, MatchesReference) {
   const auto [t, len, d, head_major, rank] = GetParam();
   const std::int64_t heads = 3, stride = len + 2;
   heed_ref::stored_kv k(len, heads, d, t, 31, head_major, head_major ? 0 : 3, 0.7, 1.0);
-  for (double ridge : {0.0, 1e-2}) {
-    for (bool center : {true, false}) {
-      heed::leverage_options opt;
-      opt.rank = rank;
-      opt.ridge = ridge;
-      opt.center = center;
-      // Rank-deficient heads with no ridge: the zero eigenvalues' directions are noise in f32
-      // (the reference's are exact zeros); skip that case.
-      if (ridge == 0.0 && len <= d) continue;
-      std::vector<float> out(std::size_t(heads * stride), 5.f);
-      auto ws = scratch(d);
-      ASSERT_EQ(heed::leverage_scores(k.view, opt, out.data(), stride, {ws.data(), ws.size()}),
-                status::ok);
-      const auto ref = leverage_ref(k.ref, opt);
-      for (std::int64_t h = 0; h < heads; ++h) {
-        for (std::int64_t j = 0; j < len; ++j) {
-          const double want = ref[std::size_t(h * len + j)];
-          ASSERT_NEAR(out[std::size_t(h * stride + j)], want, 1e-4 * (1 + std::fabs(want)))
-              << "head " << h << " key " << j << " ridge " << ridge << " center " << center;
+  for (double ridge : {0.0, 1e-2})
+    for (bool center : {true, false})
+      for (std::int64_t sketch : {0, 5, 48}) {
+        heed::leverage_options opt;
+        opt.rank = rank;
+        opt.ridge = ridge;
+        opt.center = center;
+        opt.sketch = sketch;
+        const std::int64_t m = sketch > 0 && sketch < d ? sketch : d;
+        // Rank-deficient heads with no ridge (centered keys span at most len - 1 dimensions):
+        // the zero eigenvalues' directions are noise in f32 (the reference's are exact zeros),
+        // and one key more than the rank leaves G ill-conditioned; skip those cases.
+        if (ridge == 0.0 && len <= m + 1) continue;
+        std::vector<float> out(std::size_t(heads * stride), 5.f);
+        auto ws = scratch(d, len, opt);
+        ASSERT_EQ(heed::leverage_scores(k.view, opt, out.data(), stride, {ws.data(), ws.size()}),
+                  status::ok);
+        const auto ref = leverage_ref(k.ref, opt);
+        for (std::int64_t h = 0; h < heads; ++h) {
+          for (std::int64_t j = 0; j < len; ++j) {
+            const double want = ref[std::size_t(h * len + j)];
+            ASSERT_NEAR(out[std::size_t(h * stride + j)], want, 1e-4 * (1 + std::fabs(want)))
+                << "head " << h << " key " << j << " ridge " << ridge << " center " << center
+                << " sketch " << sketch;
+          }
+          for (std::int64_t j = len; j < stride; ++j)
+            ASSERT_EQ(out[std::size_t(h * stride + j)], 5.f);
         }
-        for (std::int64_t j = len; j < stride; ++j)
-          ASSERT_EQ(out[std::size_t(h * stride + j)], 5.f);
       }
-    }
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, LeverageScores,
@@ -168,8 +188,9 @@ TEST(LeverageCases, PlainLeverageSumsToTheRank) {
   for (std::int64_t c = 0; c < d; ++c) k.f32[std::size_t(77 * d + c)] = c == 3 ? 60.f : 0.f;
   heed::leverage_options opt;
   opt.ridge = 0;
+  opt.sketch = 0;  // the exact leverage
   std::vector<float> out(static_cast<std::size_t>(len));
-  auto ws = scratch(d);
+  auto ws = scratch(d, len, opt);
   ASSERT_EQ(heed::leverage_scores(k.view, opt, out.data(), 0, {ws.data(), ws.size()}), status::ok);
   double sum = 0;
   for (float x : out) {
@@ -187,7 +208,7 @@ TEST(LeverageCases, PlainLeverageSumsToTheRank) {
 TEST(LeverageCases, EqualKeysAndNaN) {
   const std::int64_t len = 9, d = 8;
   std::vector<float> k(std::size_t(len * d), 0.5f), out(std::size_t(len), 3.f);
-  auto ws = scratch(d);
+  auto ws = scratch(d, len);
   ASSERT_EQ(heed::leverage_scores(heed::make_view(k.data(), len, 1, d), {}, out.data(), 0,
                                   {ws.data(), ws.size()}),
             status::ok);
@@ -202,7 +223,7 @@ TEST(LeverageCases, EqualKeysAndNaN) {
 TEST(LeverageErrors, BadInputs) {
   heed_ref::stored_kv k(10, 2, 16, dtype::f32, 1);
   std::vector<float> out(40);
-  auto ws = scratch(16);
+  auto ws = scratch(16, 10);
   const heed::workspace w{ws.data(), ws.size()};
   heed::leverage_options opt;
   EXPECT_EQ(heed::leverage_scores(k.view, opt, nullptr, 0, w), status::null_pointer);
@@ -218,7 +239,11 @@ TEST(LeverageErrors, BadInputs) {
   EXPECT_EQ(heed::leverage_scores(k.view, opt, out.data(), 0, w), status::invalid_argument);
   opt.ridge = std::nan("");
   EXPECT_EQ(heed::leverage_scores(k.view, opt, out.data(), 0, w), status::invalid_argument);
-  EXPECT_EQ(heed::leverage_workspace_size(0), 0u);
+  opt = {};
+  opt.sketch = -1;
+  EXPECT_EQ(heed::leverage_scores(k.view, opt, out.data(), 0, w), status::invalid_argument);
+  EXPECT_EQ(heed::leverage_workspace_size(0, 10), 0u);
+  EXPECT_EQ(heed::leverage_workspace_size(8, -1), 0u);
 }
 
 // Compactor: blending * z(leverage) + z(accumulated mass) per head, against the reference on one

@@ -55,7 +55,7 @@ struct leverage_policy : policy_base<leverage_policy> {
     return s;
   }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return leverage_workspace_size(in.cache->head_dim());
+    return leverage_workspace_size(in.cache->head_dim(), in.cache->max_length(in.layer), options);
   }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     return leverage_scores(in.keys(head), options, out, 0, ws);
@@ -81,7 +81,7 @@ struct compactor_policy : policy_base<compactor_policy> {
     return s;
   }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return leverage_workspace_size(in.cache->head_dim());
+    return leverage_workspace_size(in.cache->head_dim(), in.cache->max_length(in.layer), options);
   }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!std::isfinite(blending)) return status::invalid_argument;
