@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "heed/policy/evict.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/q_filters.hpp"
 #include "heed/scoring/q_filters.hpp"
@@ -255,6 +256,29 @@ TEST(QFiltersPolicy, GivenFiltersAndSelfCalibration) {
         }
       }
   }
+}
+
+// A key with a NaN scores NaN and goes first; equal scores keep the later entry.
+TEST(QFiltersPolicy, NaNFirstThenTiesToTheLater) {
+  const std::int64_t d = 8, n = 6;
+  heed::kv_cache cache;
+  heed::kv_cache_config cc;
+  cc.head_dim = d;
+  ASSERT_EQ(cache.init(cc), status::ok);
+  std::vector<float> k(std::size_t(n * d), 1.f);
+  k[std::size_t(2 * d + 3)] = std::nanf("");
+  ASSERT_EQ(cache.append(0, heed::make_view(k.data(), n, 1, d), heed::make_view(k.data(), n, 1, d)),
+            status::ok);
+  heed::q_filters_policy p;
+  p.filters.assign(std::size_t(d), 0.5f);  // every finite key scores 4
+  heed::policy_input in;
+  in.cache = &cache;
+  in.q_heads = 1;
+  heed::eviction_scratch scratch;
+  const std::int64_t target = 4;
+  ASSERT_EQ(heed::evict_layer(cache, p, in, &target, scratch), status::ok);
+  const std::vector<std::int64_t> kept(cache.positions(0, 0), cache.positions(0, 0) + 4);
+  EXPECT_EQ(kept, (std::vector<std::int64_t>{1, 3, 4, 5}));  // NaN (2) out, then the oldest (0)
 }
 
 TEST(QFiltersPolicy, WrongFilterSizeIsAStatus) {

@@ -55,7 +55,8 @@ namespace detail {
 // iteration from `start` (the queries' sum; the column of g with the largest diagonal when that
 // is ~0). Only the top direction is needed: d^2 per iteration, against d^3 per sweep of a full
 // eigen-decomposition (detail/sym_eigen.hpp), and the self-calibrating policy runs it at every
-// eviction. Non-finite input leaves NaN in v.
+// eviction. (Eigen is a dependency of heed's headers, but its eigen solvers allocate, and score()
+// may not.) Non-finite input leaves NaN in v.
 inline void top_eigenvector(const double* g, std::int64_t d, double* v, double* w) noexcept {
   double n = 0.0;
   for (std::int64_t r = 0; r < d; ++r) n += v[r] * v[r];
