@@ -28,8 +28,10 @@
 //                             counter eviction_share = time(score) / (64 * time(decode)), the
 //                             score's share of the attention when evicting every 64 steps
 //                             (issue 22: <= 0.05 at 4096 keys). which: 0 q_filters (given
-//                             filters), 1 leverage (full rank), 2 leverage rank 16, 3 compactor,
-//                             4 q_filters self-calibrated from 64 queries
+//                             filters), 1 leverage (kvpress's 48-column sketch, full rank),
+//                             2 the same at rank 16, 3 compactor, 4 q_filters self-calibrated
+//                             from 64 queries, 5 leverage with a 16-column sketch, 6 the exact
+//                             leverage (no sketch)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -298,6 +300,8 @@ void BM_score_paired(benchmark::State& state) {
   } else {
     heed::leverage_policy lp;
     lp.options.rank = which == 2 ? 16 : 0;
+    if (which == 5) lp.options.sketch = 16;
+    if (which == 6) lp.options.sketch = 0;
     policy = lp;
   }
   const std::int64_t W = 64;  // the self-calibrating Q-Filters' query window
@@ -327,7 +331,7 @@ void BM_score_paired(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_score_paired)
-    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4}})
+    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4, 5, 6}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_snapkv_window)->Arg(8192)->UseRealTime()->Unit(benchmark::kMillisecond);
