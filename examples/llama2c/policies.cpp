@@ -7,6 +7,7 @@
 
 #include "heed/policy/q_filters.hpp"
 #include "heed/policy/registry.hpp"
+#include "heed/policy/wrappers.hpp"
 
 namespace llama2c {
 
@@ -110,21 +111,26 @@ bool make_policy(const std::string& name, const std::string& params, heed::any_p
   for (std::size_t i = 0; i < names.size(); ++i) all.push_back({names[i].c_str(), values[i]});
   if (uses_q_filters(lookup) && !q_filters_store().empty()) {
     // The calibrated filters: the registry cannot carry them, so the policy is built here; it
-    // takes "sinks" only.
+    // takes "sinks" and "recent" (a protected recent window, as the original Q-Filters cache's
+    // window_length) only.
     heed::q_filters_policy p;
     p.filters = q_filters_store();
+    long recent = 0;
     for (const auto& prm : all) {
-      if (std::string(prm.name) != "sinks" || !(prm.value >= 0) ||
+      const std::string n = prm.name;
+      if ((n != "sinks" && n != "recent") || !(prm.value >= 0) || prm.value > double(1 << 30) ||
           prm.value != double(long(prm.value))) {
         *err =
-            "policy 'q_filters' (calibrated) takes sinks=N only; 'q_filters_online' takes the "
-            "registry's parameters";
+            "policy 'q_filters' (calibrated) takes sinks=N and recent=N only; "
+            "'q_filters_online' takes the registry's parameters";
         return false;
       }
-      p.n_sink = long(prm.value);
+      (n == "sinks" ? p.n_sink : recent) = long(prm.value);
     }
-    if (heed::any_policy::make(std::move(p), out) != heed::status::ok) {
-      *err = "out of memory";
+    const heed::status st = recent > 0 ? heed::any_policy::make(heed::protect(p, 0, recent), out)
+                                       : heed::any_policy::make(std::move(p), out);
+    if (st != heed::status::ok) {
+      *err = heed::status_string(st);
       return false;
     }
     return true;

@@ -532,7 +532,8 @@ TEST(Llama2c, QFiltersCalibrationAndWriteGates) {
   heed::any_policy p;
   ASSERT_TRUE(llama2c::make_policy("q_filters", &p));
   std::string err;
-  EXPECT_FALSE(llama2c::make_policy("q_filters", "window=8", &p, &err));  // calibrated: sinks only
+  EXPECT_FALSE(llama2c::make_policy("q_filters", "window=8", &p, &err));  // sinks, recent only
+  EXPECT_TRUE(llama2c::make_policy("q_filters", "recent=16", &p, &err));
   const double qf = engine_loss(m, window, "q_filters", 128, 1);
   const double streaming = engine_loss(m, window, "streaming_llm", 128, 1);
   const double dup = engine_loss(m, window, "admit_dup", 128, 1);
