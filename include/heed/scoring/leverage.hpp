@@ -112,6 +112,26 @@ void leverage_block_rows(P base, const tensor_view& k, std::int64_t h, std::int6
   }
 }
 
+// C = A B (M x N, K deep, row-major with leading dimensions) by small_gemm, with wider register
+// tiles for the narrow N of a sketch (48 columns = 3 vectors of 16 floats; small_gemm's tiles on
+// 32-register ISAs are 4 vectors wide and would fall back to 1-vector tiles).
+template <class A>
+void leverage_gemm(std::int64_t M, std::int64_t N, std::int64_t K, const float* a, std::int64_t lda,
+                   const float* b, std::int64_t ldb, float* c, std::int64_t ldc) noexcept {
+  using C = gemm_cfg<A>;
+  constexpr std::int64_t L = C::L;
+  std::int64_t j = 0;
+  if constexpr (C::V >= 4) {
+    for (; j + 4 * L <= N; j += 4 * L)
+      gemm_columns<A, 4>(M, K, a, lda, b + j, ldb, c + j, ldc, false);
+    if (j + 3 * L <= N) {
+      gemm_columns<A, 3>(M, K, a, lda, b + j, ldb, c + j, ldc, false);
+      j += 3 * L;
+    }
+  }
+  if (j < N) small_gemm<A>(M, N - j, K, a, lda, b + j, ldb, c + j, ldc, false);
+}
+
 // Lower Cholesky factor of g (d x d, in place, upper part zeroed); false if a pivot is not
 // above tol (not positive definite enough: the eigen path takes over).
 inline bool cholesky_lower(double* g, std::int64_t d, double tol) noexcept {
@@ -176,41 +196,57 @@ status leverage_scores(const tensor_view& k, const leverage_options& opt, float*
   detail::with_typed(k, [&](auto base) {
     // Rows j0 .. j0 + n of head h in the working space: the centered keys (exact), or their
     // sketch (kept in y by the Gram pass).
-    auto block = [&](std::int64_t h, std::int64_t j0, std::int64_t n, bool first) -> float* {
-      if (ks > 0 && !first) return y + j0 * ks;
-      detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb);
-      if (ks == 0) return xb;
-      detail::small_gemm<Arch>(n, ks, d, xb, d, phi, ks, y + j0 * ks, ks, false);
-      return y + j0 * ks;
-    };
     for (std::int64_t h = 0; h < k.heads; ++h) {
       float* o = out + h * out_head_stride;
-      // The mean key (block sums in f32, their total in double).
       std::fill(mean, mean + d, 0.0);
       std::fill(meanf, meanf + d, 0.f);
-      if (opt.center) {
+      if (ks > 0) {
+        // Sketched: Y = K Phi block by block (kept in y), then centered by its column means
+        // (Phi^T (k - mean) = Phi^T k - Phi^T mean: no separate pass for the mean key).
         for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
           const std::int64_t n = std::min(nb, k.seq - j0);
           detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb);
-          for (std::int64_t col = 0; col < d; ++col) {
-            float s = 0.f;
-            for (std::int64_t i = 0; i < n; ++i) s += xb[i * d + col];
-            mean[col] += s;
-          }
+          detail::leverage_gemm<Arch>(n, ks, d, xb, d, phi, ks, y + j0 * ks, ks);
+          if (!opt.center) continue;
+          std::fill(xt, xt + ks, 0.f);
+          for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t t = 0; t < ks; ++t) xt[t] += y[(j0 + i) * ks + t];
+          for (std::int64_t t = 0; t < ks; ++t) mean[t] += xt[t];
+        }
+        if (opt.center) {
+          for (std::int64_t t = 0; t < ks; ++t) xt[t] = float(mean[t] / double(k.seq));
+          for (std::int64_t j = 0; j < k.seq; ++j)
+            for (std::int64_t t = 0; t < ks; ++t) y[j * ks + t] -= xt[t];
+        }
+      } else if (opt.center) {
+        // The mean key (block sums in f32, their total in double).
+        for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
+          const std::int64_t n = std::min(nb, k.seq - j0);
+          detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb);
+          std::fill(xt, xt + d, 0.f);
+          for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t col = 0; col < d; ++col) xt[col] += xb[i * d + col];
+          for (std::int64_t col = 0; col < d; ++col) mean[col] += xt[col];
         }
         for (std::int64_t col = 0; col < d; ++col) {
           mean[col] /= double(k.seq);
           meanf[col] = float(mean[col]);
         }
       }
+      // Rows j0 .. j0 + n in the working space: the sketched keys, or the centered keys.
+      auto block = [&](std::int64_t j0, std::int64_t n) -> const float* {
+        if (ks > 0) return y + j0 * ks;
+        detail::leverage_block_rows<Arch>(base, k, h, j0, n, meanf, xb);
+        return xb;
+      };
       // G = sum_j x_j x_j^T: X_b^T X_b per block in f32, summed in double.
       std::fill(g, g + m * m, 0.0);
       for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
         const std::int64_t n = std::min(nb, k.seq - j0);
-        const float* x = block(h, j0, n, true);
+        const float* x = block(j0, n);
         for (std::int64_t i = 0; i < n; ++i)
           for (std::int64_t col = 0; col < m; ++col) xt[col * n + i] = x[i * m + col];
-        detail::small_gemm<Arch>(m, m, n, xt, n, x, m, gf, m, false);
+        detail::leverage_gemm<Arch>(m, m, n, xt, n, x, m, gf, m);
         for (std::int64_t i = 0; i < m * m; ++i) g[i] += gf[i];
       }
       double total = 0.0;  // NaN or inf when any key is not finite
@@ -257,8 +293,8 @@ status leverage_scores(const tensor_view& k, const leverage_options& opt, float*
       const std::int64_t ldw = chol ? m : r_max;
       for (std::int64_t j0 = 0; j0 < k.seq; j0 += nb) {
         const std::int64_t n = std::min(nb, k.seq - j0);
-        const float* x = block(h, j0, n, false);
-        detail::small_gemm<Arch>(n, used, m, x, m, gf, ldw, xt, used, false);
+        const float* x = block(j0, n);
+        detail::leverage_gemm<Arch>(n, used, m, x, m, gf, ldw, xt, used);
         for (std::int64_t i = 0; i < n; ++i) {
           float s = 0.f;
           for (std::int64_t t = 0; t < used; ++t) s += xt[i * used + t] * xt[i * used + t];
