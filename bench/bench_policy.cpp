@@ -23,6 +23,15 @@
 //   BM_snapkv_window/L        SnapKV's observation window (W = 32 queries against all L keys,
 //                             from the main pass's LSE, max pooling, group mean); compare with
 //                             BM_dense_prefill/automatic/L/1 (target: <= 5%)
+//   BM_score_paired/L/which   one decode step (no observer) and one score of every KV head of
+//                             the same cache by a policy's score(), in the same iterations:
+//                             counter eviction_share = time(score) / (64 * time(decode)), the
+//                             score's share of the attention when evicting every 64 steps
+//                             (issue 22: <= 0.05 at 4096 keys). which: 0 q_filters (given
+//                             filters), 1 leverage (kvpress's 48-column sketch, full rank),
+//                             2 the same at rank 16, 3 compactor, 4 q_filters self-calibrated
+//                             from 64 queries, 5 leverage with a 16-column sketch, 6 the exact
+//                             leverage (no sketch)
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -32,8 +41,11 @@
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/cache/cache_attention.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/policy/any_policy.hpp"
 #include "heed/policy/evict.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/leverage.hpp"
+#include "heed/policy/q_filters.hpp"
 #include "heed/scoring/observation_window.hpp"
 #include "roofline.hpp"
 
@@ -263,8 +275,65 @@ void BM_snapkv_window(benchmark::State& state) {
   }
 }
 
+void BM_score_paired(benchmark::State& state) {
+  const std::int64_t L = state.range(0);
+  const int which = static_cast<int>(state.range(1));
+  heed::kv_cache c;
+  fill_cache(c, L, 1);
+  auto q = random_vector<float>(std::size_t(kHq) * kD, 1);
+  std::vector<float> o(q.size());
+  heed::cache_attention_params p;
+  p.q = heed::make_view(q.data(), 1, kHq, kD);
+  p.o = heed::make_mutable_view(o.data(), 1, kHq, kD);
+  heed::thread_pool_executor ex(1);
+  std::vector<char> ws(heed::cache_attention_workspace_size(c, 0, p, 1));
+  heed::any_policy policy;
+  if (which == 0 || which == 4) {
+    heed::q_filters_policy f;
+    if (which == 0) {
+      const auto r = random_vector<float>(std::size_t(kHkv) * kD, 4);
+      f.filters.assign(r.begin(), r.end());
+    }
+    policy = f;
+  } else if (which == 3) {
+    policy = heed::compactor_policy{};
+  } else {
+    heed::leverage_policy lp;
+    lp.options.rank = which == 2 ? 16 : 0;
+    if (which == 5) lp.options.sketch = 16;
+    if (which == 6) lp.options.sketch = 0;
+    policy = lp;
+  }
+  const std::int64_t W = 64;  // the self-calibrating Q-Filters' query window
+  auto window = random_vector<float>(std::size_t(W) * kHq * kD, 5);
+  heed::policy_input in;
+  in.cache = &c;
+  in.q_heads = kHq;
+  in.budget = L / 2;
+  if (which == 4) in.queries = heed::make_view(window.data(), W, kHq, kD);
+  std::vector<char> sws(policy.score_workspace_size(in) + 1);
+  std::vector<float> scores(static_cast<std::size_t>(L));
+  auto decode = [&] {
+    const bool ok = heed::cache_attention(c, 0, p, {ws.data(), ws.size()}, ex) == heed::status::ok;
+    benchmark::DoNotOptimize(o.data());
+    return ok;
+  };
+  auto score = [&] {
+    for (int h = 0; h < kHkv; ++h)
+      if (policy.score(in, h, scores.data(), {sws.data(), sws.size()}) != heed::status::ok)
+        return false;
+    benchmark::DoNotOptimize(scores.data());
+    return true;
+  };
+  state.counters["eviction_share"] = paired_time_ratio(state, decode, score) / 64.0;
+}
+
 }  // namespace
 
+BENCHMARK(BM_score_paired)
+    ->ArgsProduct({{4096}, {0, 1, 2, 3, 4, 5, 6}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_snapkv_window)->Arg(8192)->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_cache_decode)
     ->ArgsProduct({{4096, 32768}, {1, 2}})

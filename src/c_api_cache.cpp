@@ -413,6 +413,7 @@ heed_status heed_eviction_loop_create_callback(heed_kv_cache* cache,
     return HEED_STATUS_INVALID_ARGUMENT;
   heed::callback_policy cb;
   cb.fn = c.fn;
+  cb.admit_fn = c.admit;
   cb.user = c.user;
   cb.wants.column_mass = c.column_mass != 0;
   cb.wants.channels = cb.wants.column_mass ? 1 : 0;

@@ -9,12 +9,15 @@
 #include <vector>
 
 #include "heed/core/detail/grow_vector.hpp"
+#include "heed/policy/admission.hpp"
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/caote.hpp"
 #include "heed/policy/chunkkv.hpp"
 #include "heed/policy/critical_kv.hpp"
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/leverage.hpp"
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/registry.hpp"
 #include "heed/policy/simlayer_kv.hpp"
@@ -53,6 +56,15 @@ enum param_id : int {
   p_n_last,
   p_n_initial,
   p_n_recent,
+  p_rank,
+  p_ridge,
+  p_center,
+  p_sketch,
+  p_blending,
+  p_admit_norm,
+  p_admit_cosine,
+  p_admit_window,
+  p_admit_full,
   p_count
 };
 
@@ -93,20 +105,32 @@ constexpr param_spec specs[p_count] = {
     {"n_last", 1, 1 << 16, true},
     {"n_initial", 0, max_count, true},
     {"n_recent", 0, max_count, true},
+    {"rank", 0, 1 << 16, true},
+    {"ridge", 0, 1e30, false},
+    {"center", 0, 1, true},
+    {"sketch", 0, 1 << 16, true},
+    {"blending", -1, 1e6, false},
+    {"admit_norm", 0, 1e30, false},
+    {"admit_cosine", -1, 1, false},
+    {"admit_window", 1, 1 << 16, true},
+    {"admit_full", 0, 1, true},
 };
 
-constexpr std::uint32_t bit(param_id p) noexcept { return std::uint32_t(1) << p; }
+constexpr std::uint64_t bit(param_id p) noexcept { return std::uint64_t(1) << p; }
+static_assert(p_count <= 64, "parameter masks are 64-bit words");
 
 // Parameters every policy takes (the wrappers); a policy may also take sinks / recent / min_keep
 // natively, which its entry then lists.
 // The parameters of the wrappers a name prefix adds (chunkkv_, critical_, simlayer_).
-constexpr std::uint32_t chunkkv_params = bit(p_chunk_size);
-constexpr std::uint32_t critical_params = bit(p_epsilon) | bit(p_first_stage_ratio);
-constexpr std::uint32_t simlayer_params =
+constexpr std::uint64_t chunkkv_params = bit(p_chunk_size);
+constexpr std::uint64_t critical_params = bit(p_epsilon) | bit(p_first_stage_ratio);
+constexpr std::uint64_t simlayer_params =
     bit(p_lazy_threshold) | bit(p_n_last) | bit(p_n_initial) | bit(p_n_recent);
 
-constexpr std::uint32_t generic = bit(p_sinks) | bit(p_recent) | bit(p_adaptive_floor) |
-                                  bit(p_threshold_tau) | bit(p_coverage) | bit(p_min_keep);
+constexpr std::uint64_t generic = bit(p_sinks) | bit(p_recent) | bit(p_adaptive_floor) |
+                                  bit(p_threshold_tau) | bit(p_coverage) | bit(p_min_keep) |
+                                  bit(p_admit_norm) | bit(p_admit_cosine) | bit(p_admit_window) |
+                                  bit(p_admit_full);
 
 struct values {
   bool set[p_count] = {};
@@ -128,7 +152,7 @@ using build_fn = status (*)(const values&, any_policy*);
 
 struct entry {
   const char* name;
-  std::uint32_t native;  // parameters the policy takes itself
+  std::uint64_t native;  // parameters the policy takes itself
   build_fn build;
   double default_floor;  // adaptive_floor when not given (adakv), < 0: none
   // Scores may be +inf (LagKV's sinks and newest partition), which select_coverage refuses: a
@@ -215,6 +239,38 @@ status build_key_diff(const values& a, any_policy* out) noexcept {
   return any_policy::make(p, out);
 }
 
+status build_q_filters(const values& a, any_policy* out) noexcept {
+  q_filters_policy p;
+  p.window = a.count(p_window, p.window);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  return any_policy::make(std::move(p), out);
+}
+
+leverage_options leverage_from(const values& a) noexcept {
+  leverage_options o;
+  o.rank = a.count(p_rank, o.rank);
+  o.ridge = a.get(p_ridge, o.ridge);
+  o.center = a.count(p_center, o.center ? 1 : 0) != 0;
+  o.sketch = a.count(p_sketch, o.sketch);
+  return o;
+}
+
+status build_leverage(const values& a, any_policy* out) noexcept {
+  leverage_policy p;
+  p.options = leverage_from(a);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  return any_policy::make(p, out);
+}
+
+status build_compactor(const values& a, any_policy* out) noexcept {
+  compactor_policy p;
+  p.options = leverage_from(a);
+  p.blending = a.get(p_blending, p.blending);
+  p.n_sink = a.count(p_sinks, p.n_sink);
+  p.n_recent = a.count(p_recent, p.n_recent);
+  return any_policy::make(p, out);
+}
+
 status build_expected_attention(const values& a, any_policy* out) noexcept {
   expected_attention_policy p;
   p.window = a.count(p_window, p.window);
@@ -267,7 +323,7 @@ status build_simlayer_kv(const values& a, any_policy* out) noexcept {
   return any_policy::make(simlayer(full_cache_policy{}, simlayer_options_of(a)), out);
 }
 
-constexpr std::uint32_t window_params = bit(p_sinks) | bit(p_scale) | bit(p_reduce_max) |
+constexpr std::uint64_t window_params = bit(p_sinks) | bit(p_scale) | bit(p_reduce_max) |
                                         bit(p_window) | bit(p_pool) | bit(p_pool_kernel);
 
 constexpr entry entries[] = {
@@ -283,6 +339,13 @@ constexpr entry entries[] = {
     {"sage_kv", bit(p_sinks) | bit(p_scale) | bit(p_reduce_max), build_sage_kv, -1},
     {"knorm", bit(p_sinks), build_knorm, -1},
     {"key_diff", bit(p_sinks), build_key_diff, -1},
+    {"q_filters", bit(p_window) | bit(p_sinks), build_q_filters, -1},
+    {"leverage", bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sketch) | bit(p_sinks),
+     build_leverage, -1},
+    {"compactor",
+     bit(p_rank) | bit(p_ridge) | bit(p_center) | bit(p_sketch) | bit(p_blending) | bit(p_sinks) |
+         bit(p_recent),
+     build_compactor, -1},
     {"expected_attention",
      bit(p_window) | bit(p_sinks) | bit(p_scale) | bit(p_covariance) | bit(p_value_norm) |
          bit(p_reduce_max),
@@ -347,9 +410,10 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
     name += std::strlen(prefixes[w]);
     e = find_entry(name);
   }
-  const std::uint32_t allowed = e->native | generic | (wrap[w_chunkkv] ? chunkkv_params : 0u) |
-                                (wrap[w_critical] ? critical_params : 0u) |
-                                (wrap[w_simlayer] ? simlayer_params : 0u);
+  const std::uint64_t none = 0;
+  const std::uint64_t allowed = e->native | generic | (wrap[w_chunkkv] ? chunkkv_params : none) |
+                                (wrap[w_critical] ? critical_params : none) |
+                                (wrap[w_simlayer] ? simlayer_params : none);
 
   values a;
   a.params = params;
@@ -409,6 +473,17 @@ status make_policy(const char* name, const policy_param* params, std::size_t n_p
   if (wrap[w_caote]) HEED_RETURN_IF_ERROR(any_policy::make(caote(p), &p));
   if (wrap[w_simlayer])
     HEED_RETURN_IF_ERROR(any_policy::make(simlayer(p, simlayer_options_of(a)), &p));
+  // The write gate (admission.hpp): outermost, any policy.
+  if (a.has(p_admit_norm) || a.has(p_admit_cosine) || a.has(p_admit_window) ||
+      a.has(p_admit_full)) {
+    admission_spec g;
+    g.max_key_norm = float(a.get(p_admit_norm, double(g.max_key_norm)));
+    g.max_cosine = float(a.get(p_admit_cosine, double(g.max_cosine)));
+    g.window = a.count(p_admit_window, g.window);
+    g.refuse_when_full = a.count(p_admit_full, 0) != 0;
+    HEED_RETURN_IF_ERROR(g.validate());
+    HEED_RETURN_IF_ERROR(any_policy::make(admitted(p, g), &p));
+  }
   *out = std::move(p);
   return status::ok;
 }

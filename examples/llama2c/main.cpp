@@ -92,9 +92,9 @@ const std::map<std::string, std::set<std::string>>& command_options() {
   };
   return m;
 }
-const std::set<std::string> common_options = {"model",     "tokenizer",   "threads",
-                                              "page-rows", "kv-dtype",    "rotate-keys",
-                                              "demote-to", "high-budget", "budget-bytes"};
+const std::set<std::string> common_options = {
+    "model",       "tokenizer", "threads",     "page-rows",    "kv-dtype",
+    "rotate-keys", "demote-to", "high-budget", "budget-bytes", "calib-text"};
 
 // Empty when every option of `a` belongs to `cmd`, else the message naming the first that does
 // not.
@@ -150,14 +150,15 @@ std::string data_file(const args& a, const char* key, const char* shipped) {
 #endif
 }
 
+bool read_stream(const engine& e, const std::string& path, std::vector<int>* stream);
+int calibrate(const args& a, const engine& e);
+
 int load(const args& a, engine* e) {
   std::string err;
   if (!e->model.load(data_file(a, "model", "stories260K.bin"), &err)) return usage(err.c_str());
   if (!e->tok.load(data_file(a, "tokenizer", "tok512.bin"), e->model.cfg().vocab_size, &err))
     return usage(err.c_str());
   const std::string pname = a.get("policy", "full");
-  if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err, &e->model))
-    return usage(err.c_str());
   if (!to_long(a.get("budget", "0"), &e->budget) || e->budget < 0) return usage("bad --budget");
   if (!to_long(a.get("threads", "1"), &e->threads) || e->threads < 1 || e->threads > 256)
     return usage("bad --threads");
@@ -182,6 +183,11 @@ int load(const args& a, engine* e) {
     e->kv.budget_bytes = std::size_t(bytes);
   }
   if (pname == "full") e->budget = 0, e->kv.budget_bytes = 0;  // the full cache: no eviction
+  // The policy last: Q-Filters' calibration runs the model with this cache's storage.
+  if (llama2c::uses_q_filters(pname))
+    if (int r = calibrate(a, *e)) return r;
+  if (!llama2c::make_policy(pname, a.get("policy-params", ""), &e->policy, &err, &e->model))
+    return usage(err.c_str());
   return 0;
 }
 
@@ -276,6 +282,32 @@ bool read_stream(const engine& e, const std::string& path, std::vector<int>* str
   }
   flush();
   return true;
+}
+
+// Q-Filters' calibration (llama2c::calibrate_q_filters) on the last 4 context windows of
+// --calib-text (default: the shipped tinystories_dev.txt; the evaluations read the first
+// windows of their text), for the engine's "q_filters", in a full cache of the engine's storage
+// type (and Hadamard rotation: the filters live in the basis the keys are stored in).
+int calibrate(const args& a, const engine& e) {
+  std::vector<int> stream;
+  const std::string path = data_file(a, "calib-text", "tinystories_dev.txt");
+  if (!read_stream(e, path, &stream)) return usage("cannot open --calib-text");
+  const std::size_t ctx = std::size_t(e.model.cfg().seq_len), windows = stream.size() / ctx;
+  if (windows < 1) return usage("--calib-text shorter than one context window");
+  const std::size_t first = windows > 4 ? windows - 4 : 0;
+  const std::vector<int> tokens(stream.begin() + long(first * ctx),
+                                stream.begin() + long(windows * ctx));
+  std::vector<float> filters;
+  llama2c::kv_options kv;  // the queries as this engine attends them: storage and rotation
+  kv.type = e.kv.type;
+  kv.rotate_keys = e.kv.rotate_keys;
+  kv.page_rows = e.kv.page_rows;
+  const heed::status st = llama2c::calibrate_q_filters(e.model, tokens, &filters, kv);
+  if (st != heed::status::ok) return usage(heed::status_string(st));
+  llama2c::set_q_filters(std::move(filters));
+  std::fprintf(stderr, "heed-eval: q_filters calibrated on %zu tokens of %s\n", tokens.size(),
+               path.c_str());
+  return 0;
 }
 
 struct result {
@@ -453,6 +485,7 @@ int sweep(const args& a) {
   engine e;
   if (int r = load(a, &e)) return r;
   if (!a.has("out")) return usage("--out is required");
+  if (int r = calibrate(a, e)) return r;  // for q_filters
   std::vector<int> stream;
   if (!read_stream(e, data_file(a, "text", "tinystories_dev.txt"), &stream))
     return usage("cannot open --text");

@@ -7,7 +7,10 @@
 #include <cstdio>
 #include <memory>
 
+#include "heed/core/thread_pool.hpp"
+#include "heed/policy/streaming_llm.hpp"
 #include "heed/quant/rotation.hpp"
+#include "heed/scoring/q_filters.hpp"
 
 namespace llama2c {
 namespace {
@@ -212,6 +215,7 @@ const float* session::forward(int token, int pos, heed::executor& ex) {
         status_ = heed::quant::hadamard_rotate(k_.data(), c.n_kv_heads, hs, hs);
       if (status_ != heed::status::ok) return nullptr;
     }
+    if (tap_) tap_[l].insert(tap_[l].end(), q_.begin(), q_.end());
     status_ = loop_.step(l, heed::make_view(q_.data(), 1, c.n_heads, hs),
                          heed::make_view(k_.data(), 1, c.n_kv_heads, hs),
                          heed::make_view(v_.data(), 1, c.n_kv_heads, hs),
@@ -277,6 +281,7 @@ const float* session::prefill(const int* tokens, int n, int pos, heed::executor&
         status_ = heed::quant::hadamard_rotate(k, std::int64_t(n) * c.n_kv_heads, hs, hs);
       if (status_ != heed::status::ok) return nullptr;
     }
+    if (tap_) tap_[l].insert(tap_[l].end(), q, q + N * D);
     status_ =
         loop_.step(l, heed::make_view(q, n, c.n_heads, hs), heed::make_view(k, n, c.n_kv_heads, hs),
                    heed::make_view(v, n, c.n_kv_heads, hs),
@@ -300,6 +305,35 @@ const float* session::prefill(const int* tokens, int n, int pos, heed::executor&
   float* logits = sized(plogits_, N * V);
   matmul(logits, m.wcls, x, n, V, D, ex);
   return logits;
+}
+
+heed::status calibrate_q_filters(const model& m, const std::vector<int>& tokens,
+                                 std::vector<float>* filters, const kv_options& kv) {
+  const config& c = m.cfg();
+  if (tokens.empty() || filters == nullptr) return heed::status::invalid_argument;
+  std::vector<std::vector<float>> taps(std::size_t(c.n_layers));
+  heed::thread_pool_executor ex(1);
+  for (std::size_t at = 0; at < tokens.size(); at += std::size_t(c.seq_len)) {
+    const int n = int(std::min(tokens.size() - at, std::size_t(c.seq_len)));
+    session s;
+    heed::any_policy none = heed::streaming_llm_policy{};  // budget 0: never evicts
+    HEED_RETURN_IF_ERROR(s.init(m, none, 0, kv));
+    s.set_query_tap(taps.data());
+    if (s.prefill(tokens.data() + at, n, 0, ex) == nullptr) return s.status();
+  }
+  const std::int64_t hs = c.head_dim();
+  std::vector<float> out(std::size_t(c.n_layers) * std::size_t(c.n_kv_heads) * std::size_t(hs));
+  std::vector<unsigned char> ws(heed::q_filters_calibration_workspace_size(hs));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const auto& q = taps[std::size_t(l)];
+    const std::int64_t rows = std::int64_t(q.size()) / (std::int64_t(c.n_heads) * hs);
+    HEED_RETURN_IF_ERROR(heed::q_filters_calibrate(
+        heed::make_view(q.data(), rows, c.n_heads, hs), c.n_kv_heads,
+        out.data() + std::size_t(l) * std::size_t(c.n_kv_heads) * std::size_t(hs),
+        {ws.data(), ws.size()}));
+  }
+  *filters = std::move(out);
+  return heed::status::ok;
 }
 
 double next_token_loss(const float* logits, int vocab, int target) {

@@ -83,6 +83,10 @@ class session {
                        bool all_logits = false);
   heed::status status() const { return status_; }
   const heed::kv_cache& cache() const { return cache_; }
+  // Records every query the layers compute (after RoPE and any rotation, as attention gets
+  // them) into taps[layer], appended as [n_heads * head_dim] rows; null stops it. For
+  // calibrations such as Q-Filters' (calibrate_q_filters).
+  void set_query_tap(std::vector<float>* taps) { tap_ = taps; }
 
  private:
   const model* m_ = nullptr;
@@ -90,6 +94,7 @@ class session {
   bool rotate_ = false;  // queries and keys through quant::hadamard_rotate after RoPE
   heed::eviction_loop loop_;
   heed::status status_ = heed::status::ok;
+  std::vector<float>* tap_ = nullptr;  // [layers] query rows, when recording
   std::vector<float> x_, xb_, xb2_, hb_, hb2_, q_, k_, v_, att_, logits_;
   // Prefill buffers, [n, width] row-major; grown on demand.
   std::vector<float> px_, pxb_, pxb2_, phb_, phb2_, pq_, pk_, pv_, patt_, plogits_;
@@ -97,5 +102,11 @@ class session {
 
 // -log softmax(logits)[target] in double precision (the loss of one prediction, in nats).
 double next_token_loss(const float* logits, int vocab, int target);
+
+// Q-Filters for this model (heed/scoring/q_filters.hpp): runs `tokens` through a full-cache
+// session in windows of the context (prefill), records every layer's queries and calibrates one
+// filter per (layer, KV head) from them. filters: [layers][kv_heads][head_dim].
+heed::status calibrate_q_filters(const model& m, const std::vector<int>& tokens,
+                                 std::vector<float>* filters, const kv_options& kv = {});
 
 }  // namespace llama2c

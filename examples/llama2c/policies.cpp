@@ -5,7 +5,9 @@
 #include <cstddef>
 #include <cstdlib>
 
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/registry.hpp"
+#include "heed/policy/wrappers.hpp"
 
 namespace llama2c {
 
@@ -42,9 +44,28 @@ const choice choices[] = {
     {"simlayer_snapkv", "simlayer_snapkv", {{"sinks", 4}}, 1},
     // kvpress's SimLayerKV: the layers that are not lazy keep everything (above the budget).
     {"simlayer_kv", "simlayer_kv", {}, 0},
+    // Q-Filters with filters calibrated on the calibration text (heed-eval), and self-calibrated
+    // from the last 64 queries at each eviction; 4 sinks, as knorm here.
+    {"q_filters", "q_filters", {{"sinks", 4}}, 1},
+    {"q_filters_online", "q_filters", {{"sinks", 4}}, 1},
+    {"leverage", "leverage", {{"sinks", 4}}, 1},
+    {"compactor", "compactor", {}, 0},  // its own 8 sinks and 4 recent
+    // Admission (write gates) on StreamingLLM: near-duplicate keys kept out, and an append-only
+    // cache that refuses every token once a head is full (no eviction pass at all).
+    {"admit_dup", "streaming_llm", {{"admit_cosine", 0.999}, {"admit_window", 16}}, 2},
+    {"append_only", "streaming_llm", {{"admit_full", 1}}, 1},
 };
 
+std::vector<float>& q_filters_store() {
+  static std::vector<float> f;
+  return f;
+}
+
 }  // namespace
+
+void set_q_filters(std::vector<float> filters) { q_filters_store() = std::move(filters); }
+
+bool uses_q_filters(const std::string& name) { return name == "q_filters"; }
 
 const std::vector<std::string>& policy_names() {
   static const std::vector<std::string> names = [] {
@@ -95,6 +116,32 @@ bool make_policy(const std::string& name, const std::string& params, heed::any_p
     }
   }
   for (std::size_t i = 0; i < names.size(); ++i) all.push_back({names[i].c_str(), values[i]});
+  if (uses_q_filters(lookup) && !q_filters_store().empty()) {
+    // The calibrated filters: the registry cannot carry them, so the policy is built here; it
+    // takes "sinks" and "recent" (a protected recent window, as the original Q-Filters cache's
+    // window_length) only.
+    heed::q_filters_policy p;
+    p.filters = q_filters_store();
+    long recent = 0;
+    for (const auto& prm : all) {
+      const std::string n = prm.name;
+      if ((n != "sinks" && n != "recent") || !(prm.value >= 0) || prm.value > double(1 << 30) ||
+          prm.value != double(long(prm.value))) {
+        *err =
+            "policy 'q_filters' (calibrated) takes sinks=N and recent=N only; "
+            "'q_filters_online' takes the registry's parameters";
+        return false;
+      }
+      (n == "sinks" ? p.n_sink : recent) = long(prm.value);
+    }
+    const heed::status st = recent > 0 ? heed::any_policy::make(heed::protect(p, 0, recent), out)
+                                       : heed::any_policy::make(std::move(p), out);
+    if (st != heed::status::ok) {
+      *err = heed::status_string(st);
+      return false;
+    }
+    return true;
+  }
   heed::policy_context ctx;
   if (m != nullptr && !m->wo_layers.empty()) {
     ctx.wo.weights = m->wo_layers.data();

@@ -19,4 +19,11 @@ bool make_policy(const std::string& name, const std::string& params, heed::any_p
                  std::string* err, const model* m = nullptr);
 const std::vector<std::string>& policy_names();
 
+// The Q-Filters this engine's "q_filters" uses ([layers][kv_heads][head_dim], from
+// calibrate_q_filters): set once before building it. Without them "q_filters" is the registry's
+// self-calibrating one (as "q_filters_online" always is).
+void set_q_filters(std::vector<float> filters);
+// Whether building `name` uses the calibrated filters (the caller calibrates first).
+bool uses_q_filters(const std::string& name);
+
 }  // namespace llama2c

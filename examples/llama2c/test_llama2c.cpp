@@ -507,6 +507,55 @@ TEST(Llama2c, DemotionSitsBetweenItsTwoPrecisions) {
     }
 }
 
+// Q-Filters calibrated on the shipped model: one finite filter of norm at most 1 per (layer, KV
+// head), and the engine's "q_filters" then reads them; with a write gate (admit_dup) the loss stays
+// close to StreamingLLM's, and the append-only cache keeps exactly the budget.
+TEST(Llama2c, QFiltersCalibrationAndWriteGates) {
+  llama2c::model m;
+  std::vector<int> window;
+  ASSERT_NO_FATAL_FAILURE(load_shipped(m, &window));
+  const auto& c = m.cfg();
+  std::vector<float> filters;
+  ASSERT_EQ(llama2c::calibrate_q_filters(m, window, &filters), heed::status::ok);
+  ASSERT_EQ(filters.size(), std::size_t(c.n_layers * c.n_kv_heads * c.head_dim()));
+  for (std::size_t i = 0; i < filters.size(); i += std::size_t(c.head_dim())) {
+    double n = 0;
+    for (int j = 0; j < c.head_dim(); ++j)
+      n += double(filters[i + std::size_t(j)]) * filters[i + std::size_t(j)];
+    EXPECT_TRUE(std::isfinite(n));
+    EXPECT_GT(n, 1e-6);  // a group mean of two unit vectors
+    EXPECT_LE(n, 1.0 + 1e-5);
+  }
+  std::vector<float> none;
+  EXPECT_EQ(llama2c::calibrate_q_filters(m, {}, &none), heed::status::invalid_argument);
+  llama2c::set_q_filters(filters);
+  heed::any_policy p;
+  ASSERT_TRUE(llama2c::make_policy("q_filters", &p));
+  std::string err;
+  EXPECT_FALSE(llama2c::make_policy("q_filters", "window=8", &p, &err));  // sinks, recent only
+  EXPECT_TRUE(llama2c::make_policy("q_filters", "recent=16", &p, &err));
+  const double qf = engine_loss(m, window, "q_filters", 128, 1);
+  const double streaming = engine_loss(m, window, "streaming_llm", 128, 1);
+  const double dup = engine_loss(m, window, "admit_dup", 128, 1);
+  std::printf("budget 128: q_filters %.5f  streaming_llm %.5f  admit_dup %.5f\n", qf, streaming,
+              dup);
+  EXPECT_TRUE(std::isfinite(qf));
+  EXPECT_LE(std::fabs(dup / streaming - 1), 0.01);
+  llama2c::set_q_filters({});
+  // Append-only: every head holds the budget's first tokens at the end.
+  ASSERT_TRUE(llama2c::make_policy("append_only", &p));
+  llama2c::session s;
+  ASSERT_EQ(s.init(m, p, 32), heed::status::ok);
+  heed::thread_pool_executor ex(1);
+  for (int pos = 0; pos < 100; ++pos)
+    ASSERT_NE(s.forward(window[std::size_t(pos)], pos, ex), nullptr);
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      ASSERT_EQ(s.cache().length(l, h), 32);
+      EXPECT_EQ(s.cache().positions(l, h)[31], 31);
+    }
+}
+
 TEST(Llama2c, BadInputGetsErrors) {
   llama2c::model m;
   std::string err;

@@ -64,6 +64,25 @@ struct user_policy : heed::policy_base<user_policy> {
   }
 };
 
+// A write gate (optional member): accepted, and known to gate.
+struct gating_policy : heed::policy_base<gating_policy> {
+  const char* name() const noexcept { return "gating"; }
+  heed::status score(const heed::policy_input& in, int head, float* out, heed::workspace) noexcept {
+    for (std::int64_t j = 0; j < in.length(head); ++j) out[j] = float(j);
+    return heed::status::ok;
+  }
+  heed::status admit(const heed::admission_input& in, int head, bool& admitted) noexcept {
+    admitted = in.position(head) % 2 == 0;
+    return heed::status::ok;
+  }
+};
+static_assert(heed::detail::may_gate<gating_policy>, "its own admit() gates");
+static_assert(!heed::detail::may_gate<user_policy>, "policy_base's admit() does not");
+
+heed::status run_gate(heed::any_policy* out) {
+  return heed::any_policy::make(heed::protect(gating_policy{}, 4, 0), out);
+}
+
 heed::status run_dense(const heed::dense_params& p, heed::workspace ws) {
   both_observer obs;
   return heed::dense_attention_t(p, every_hook{}, obs, ws);

@@ -914,6 +914,51 @@ TEST(CApiCache, FailingCallbackEvictsNothing) {
   EXPECT_EQ(heed_eviction_loop_destroy(loop), HEED_STATUS_OK);
 }
 
+heed_status newest_score(void*, const heed_policy_head* h, float* out) {
+  for (std::int64_t j = 0; j < h->length; ++j) out[j] = float(j);
+  return HEED_STATUS_OK;
+}
+// The gate: KV head 1 keeps out odd positions; it sees the token's key row.
+heed_status odd_gate(void* user, const heed_admit_head* h, int* admit) {
+  ++*static_cast<int*>(user);
+  if (h->key == nullptr || h->dtype != HEED_DTYPE_F32 || h->head_dim != kD)
+    return HEED_STATUS_INVALID_ARGUMENT;
+  *admit = h->head != 1 || h->position % 2 == 0;
+  return HEED_STATUS_OK;
+}
+
+TEST(CApiCache, CallbackWriteGate) {
+  fixture f;
+  heed_callback_policy cb;
+  EXPECT_EQ(heed_callback_policy_init(&cb), HEED_STATUS_OK);
+  EXPECT_EQ(cb.admit, nullptr);  // no gate by default
+  int calls = 0;
+  cb.fn = newest_score;
+  cb.admit = odd_gate;
+  cb.user = &calls;
+  heed_eviction_config e;
+  EXPECT_EQ(heed_eviction_config_init(&e), HEED_STATUS_OK);
+  heed_eviction_loop* loop = nullptr;
+  ASSERT_EQ(heed_eviction_loop_create_callback(f.cache, &cb, &e, kHq, &loop), HEED_STATUS_OK);
+  const heed_tensor q = c_view(f.t.q, f.t.n, kHq, 0, 0, 6);
+  const heed_tensor k = c_view(f.t.k, f.t.n, kHkv, 0, 0, 6);
+  const heed_tensor v = c_view(f.t.v, f.t.n, kHkv, 0, 0, 6);
+  std::vector<float> o(std::size_t(6 * kHq * kD));
+  heed_mutable_tensor om{o.data(), HEED_DTYPE_F32, 6, kHq, kD, kHq * kD, kD};
+  ASSERT_EQ(heed_eviction_loop_step(loop, 0, &q, &k, &v, &om, nullptr, nullptr, nullptr),
+            HEED_STATUS_OK);
+  EXPECT_EQ(calls, 6 * kHkv);  // every token, every KV head
+  std::int64_t len0 = 0, len1 = 0;
+  ASSERT_EQ(heed_kv_cache_length(f.cache, 0, 0, &len0), HEED_STATUS_OK);
+  ASSERT_EQ(heed_kv_cache_length(f.cache, 0, 1, &len1), HEED_STATUS_OK);
+  EXPECT_EQ(len0, 6);
+  EXPECT_EQ(len1, 3);
+  std::vector<std::int64_t> pos(3);
+  ASSERT_EQ(heed_kv_cache_positions(f.cache, 0, 1, pos.data(), 3), HEED_STATUS_OK);
+  EXPECT_EQ(pos, (std::vector<std::int64_t>{0, 2, 4}));
+  EXPECT_EQ(heed_eviction_loop_destroy(loop), HEED_STATUS_OK);
+}
+
 TEST(CApiCache, QuantizedCacheRefusesNonFiniteRowsUnchanged) {
   fixture f(0, HEED_DTYPE_Q8);
   std::vector<float> o;

@@ -23,6 +23,8 @@
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/leverage.hpp"
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/simlayer_kv.hpp"
 #include "heed/policy/snapkv.hpp"
@@ -358,6 +360,32 @@ std::vector<registry_entry> registry() {
        },
        0, 0},
       {"sage_kv", [] { return heed::any_policy(heed::sage_kv_policy{}); }, 4, 0},
+      {"q_filters (self-calibrated)",
+       [] {
+         heed::q_filters_policy p;
+         p.window = 8;
+         return heed::any_policy(p);
+       },
+       0, 0},
+      {"q_filters (given filters)",
+       [] {
+         heed::q_filters_policy p;
+         // [2 layers][kv heads][d] for the streams below (hkv * d = 64 each): a fixed pattern.
+         for (int i = 0; i < 2 * 64; ++i) p.filters.push_back(float((i * 7) % 5) - 2.f);
+         p.n_sink = 2;
+         return heed::any_policy(p);
+       },
+       2, 0},
+      {"leverage", [] { return heed::any_policy(heed::leverage_policy{}); }, 0, 0},
+      {"leverage rank 2",
+       [] {
+         heed::leverage_policy p;
+         p.options.rank = 2;
+         p.options.ridge = 0;
+         return heed::any_policy(p);
+       },
+       0, 0},
+      {"compactor", [] { return heed::any_policy(heed::compactor_policy{}); }, 8, 0},
   };
   for (auto& e : base) r.push_back(e);
   // Wrappers.
@@ -365,6 +393,14 @@ std::vector<registry_entry> registry() {
                [] { return heed::any_policy(heed::protect(heed::h2o_policy{}, 2, 3)); }, 2, 0.5});
   r.push_back({"protect(random)",
                [] { return heed::any_policy(heed::protect(heed::random_policy{3}, 4, 4)); }, 4, 0});
+  r.push_back({"protect(leverage)",
+               [] { return heed::any_policy(heed::protect(heed::leverage_policy{}, 2, 3)); }, 2,
+               0});
+  r.push_back({"head_adaptive(q_filters)",
+               [] { return heed::any_policy(heed::head_adaptive(heed::q_filters_policy{}, 0.2)); },
+               0, 0, true});
+  r.push_back({"caote(compactor)",
+               [] { return heed::any_policy(heed::caote(heed::compactor_policy{})); }, 8, 0});
   r.push_back({"head_adaptive(tova)",
                [] { return heed::any_policy(heed::head_adaptive(heed::tova_policy{}, 0.2)); }, 0, 0,
                true});

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "heed/policy/admission.hpp"
 #include "heed/policy/attention_free.hpp"
 #include "heed/policy/caote.hpp"
 #include "heed/policy/chunkkv.hpp"
@@ -17,6 +18,8 @@
 #include "heed/policy/duo_attention.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/leverage.hpp"
+#include "heed/policy/q_filters.hpp"
 #include "heed/policy/random.hpp"
 #include "heed/policy/registry.hpp"
 #include "heed/policy/simlayer_kv.hpp"
@@ -167,6 +170,41 @@ TEST(PolicyByName, SameAsBuiltByHand) {
   expect_same(by_name("adakv", {{"sinks", 4}}), head_adaptive(protect(snapkv_policy{}, 4, 0)),
               "adakv 4");
   expect_same(by_name("knorm", {{"sinks", 4}}), protect(knorm_policy{}, 4, 0), "knorm 4");
+  expect_same(by_name("q_filters"), q_filters_policy{}, "q_filters");
+  q_filters_policy qf;
+  qf.window = 8;
+  qf.n_sink = 2;
+  expect_same(by_name("q_filters", {{"window", 8}, {"sinks", 2}}), qf, "q_filters params");
+  expect_same(by_name("leverage"), leverage_policy{}, "leverage");
+  leverage_policy lev;
+  lev.options.rank = 3;
+  lev.options.ridge = 0;
+  lev.options.center = false;
+  lev.options.sketch = 16;
+  lev.n_sink = 4;
+  expect_same(
+      by_name("leverage", {{"rank", 3}, {"ridge", 0}, {"center", 0}, {"sketch", 16}, {"sinks", 4}}),
+      lev, "leverage params");
+  expect_same(by_name("compactor"), compactor_policy{}, "compactor");
+  compactor_policy cp;
+  cp.blending = 0.5;
+  cp.n_sink = 2;
+  cp.n_recent = 1;
+  expect_same(by_name("compactor", {{"blending", 0.5}, {"sinks", 2}, {"recent", 1}}), cp,
+              "compactor params");
+  admission_spec g;
+  g.max_key_norm = 9.f;
+  g.max_cosine = 0.5f;
+  g.window = 4;
+  g.refuse_when_full = true;
+  expect_same(
+      by_name("h2o",
+              {{"admit_norm", 9}, {"admit_cosine", 0.5}, {"admit_window", 4}, {"admit_full", 1}}),
+      admitted(h2o_policy{}, g), "h2o admitted");
+  admission_spec g2;
+  g2.max_cosine = 0.25f;
+  expect_same(by_name("knorm", {{"sinks", 4}, {"admit_cosine", 0.25}}),
+              admitted(protect(knorm_policy{}, 4, 0), g2), "knorm admitted");
   lagkv_policy lag8;
   lag8.options.lag = 8;
   expect_same(by_name("lagkv", {{"lag", 8}}), lag8, "lagkv 8");
@@ -294,6 +332,18 @@ TEST(PolicyByName, BadInputIsInvalidArgumentAndChangesNothing) {
   bad("snapkv", {{"sinks", 1.5}});
   bad("lagkv", {{"lag", 0}});
   bad("lagkv", {{"eps", 0}});
+  bad("leverage", {{"rank", -1}});
+  bad("leverage", {{"rank", 1.5}});
+  bad("leverage", {{"ridge", -1}});
+  bad("leverage", {{"center", 2}});
+  bad("leverage", {{"sketch", -1}});
+  bad("compactor", {{"blending", -2}});
+  bad("q_filters", {{"window", 0}});
+  bad("h2o", {{"admit_norm", -1}});
+  bad("h2o", {{"admit_cosine", 1.5}});
+  bad("h2o", {{"admit_window", 0}});
+  bad("h2o", {{"admit_full", 2}});
+  bad("h2o", {{"rank", 2}});  // another policy's parameter
   bad("random", {{"seed", -1}});
   bad("random", {{"seed", 1e300}});
   bad("duo_attention", {{"retrieval", -1}});

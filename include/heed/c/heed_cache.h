@@ -232,6 +232,9 @@ typedef struct heed_callback_policy {
   /* Selection: top-k with these entries always kept (they count in the budget). */
   int64_t n_sink;
   int64_t n_recent;
+  /* Optional write gate (NULL: every token enters): asked for each new token and KV head whether
+   * it enters the cache at all (heed/c/heed_policy.h). */
+  heed_policy_admit_fn admit;
 } heed_callback_policy;
 
 HEED_NODISCARD heed_status heed_callback_policy_init(heed_callback_policy* policy);

@@ -42,6 +42,26 @@ typedef struct heed_policy_head {
 /* Writes out[0 .. head->length); returns HEED_STATUS_OK or an error that aborts the eviction. */
 typedef heed_status (*heed_policy_score_fn)(void* user, const heed_policy_head* head, float* out);
 
+/* A write gate (optional): what it reads about the new token and one (layer, KV head). A step of
+ * n tokens asks about each token in turn. Pointers are valid during the call. */
+typedef struct heed_admit_head {
+  int layer, head;        /* which cache slot */
+  int n_layers, kv_heads; /* cache shape */
+  int q_heads;
+  int64_t length;   /* entries in this slot now */
+  int64_t budget;   /* entries per head the loop keeps (0: no limit) */
+  int64_t step;     /* tokens seen so far by this layer */
+  int64_t position; /* the token's position (kept whether or not it enters) */
+  int64_t head_dim;
+  heed_dtype dtype;  /* type of key and value: the step's input type */
+  const void* key;   /* [head_dim] (a quantized row for a quantized input) */
+  const void* value; /* [head_dim] */
+} heed_admit_head;
+
+/* Sets *admit to 1 to let the token into this KV head, 0 to keep it out (it is then never
+ * attended); returns HEED_STATUS_OK or an error that aborts the step. */
+typedef heed_status (*heed_policy_admit_fn)(void* user, const heed_admit_head* head, int* admit);
+
 #ifdef __cplusplus
 }
 #endif

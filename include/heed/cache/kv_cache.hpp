@@ -297,19 +297,18 @@ class kv_cache {
   // is stored, so a failed append (out_of_memory included) leaves the cache unchanged.
   status append(int layer, const tensor_view& k, const tensor_view& v,
                 const std::int64_t* positions = nullptr) noexcept {
-    if (slots_.empty()) return status::invalid_argument;
-    if (layer < 0 || layer >= cfg_.layers) return status::invalid_argument;
-    HEED_RETURN_IF_ERROR(check_input(k, v, cfg_.kv_heads));
-    for (int h = 0; h < cfg_.kv_heads; ++h) {
-      const slot& s = at(layer, h);
-      if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
-      HEED_RETURN_IF_ERROR(check_positions(s, k.seq, positions));
-    }
-    for (int h = 0; h < cfg_.kv_heads; ++h)
-      HEED_RETURN_IF_ERROR(make_room(at(layer, h), k.seq, at(layer, h).len));
-    for (int h = 0; h < cfg_.kv_heads; ++h)
-      HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions));
-    return status::ok;
+    return append_masked(layer, k, v, positions, nullptr);
+  }
+
+  // append() of the rows a write gate let in (the eviction loop's admission): KV head h stores
+  // token i only if admit[h * n + i] != 0 (admit: [kv_heads][n]); the others never enter it, but
+  // every head's appended() still moves on by n, so the stored entries keep their original
+  // positions (appended(layer, h) + i) and a later append continues after the dropped ones. All
+  // or nothing, as append().
+  status append_admitted(int layer, const tensor_view& k, const tensor_view& v,
+                         const std::uint8_t* admit) noexcept {
+    if (admit == nullptr) return status::null_pointer;
+    return append_masked(layer, k, v, nullptr, admit);
   }
 
   // What append(layer, k, v) checks of the rows themselves, without changing anything: the views,
@@ -495,19 +494,29 @@ class kv_cache {
   // Undoes append(layer, k, v) of n tokens at their default positions, for a caller that must take
   // a step back after a later failure (the eviction loop): every head of the layer drops its last
   // n entries (which must be of the high tier) and appended() goes back by n. Never allocates.
-  status unappend(int layer, std::int64_t n) noexcept {
+  // With admit (the mask of an append_admitted() of n tokens), head h drops the entries that mask
+  // let in.
+  status unappend(int layer, std::int64_t n, const std::uint8_t* admit = nullptr) noexcept {
     if (!valid(layer, 0) || n < 0) return status::invalid_argument;
+    auto stored = [&](int h) {
+      if (admit == nullptr) return n;
+      std::int64_t c = 0;
+      for (std::int64_t i = 0; i < n; ++i) c += admit[std::int64_t(h) * n + i] != 0;
+      return c;
+    };
     for (int h = 0; h < cfg_.kv_heads; ++h) {
       const slot& s = at(layer, h);
-      if (n > s.len || n > s.appended) return status::invalid_argument;
-      for (std::int64_t i = s.len - n; s.tier && i < s.len; ++i)
+      const std::int64_t m = stored(h);
+      if (m > s.len || n > s.appended) return status::invalid_argument;
+      for (std::int64_t i = s.len - m; s.tier && i < s.len; ++i)
         if (s.tier[i] != 0) return status::invalid_argument;
     }
     for (int h = 0; h < cfg_.kv_heads; ++h) {
       slot& s = at(layer, h);
-      s.len -= n;
+      const std::int64_t m = stored(h);
+      s.len -= m;
       s.appended -= n;
-      for (std::int64_t drop = n; paged() && drop > 0;) {
+      for (std::int64_t drop = m; paged() && drop > 0;) {
         kv_page& last = s.pages.back();
         const std::int64_t d = std::min(drop, last.len);
         last.len -= d;
@@ -1019,14 +1028,36 @@ class kv_cache {
     return status::ok;
   }
 
+  // append() (mask null) and append_admitted() (mask [kv_heads][n]).
+  status append_masked(int layer, const tensor_view& k, const tensor_view& v,
+                       const std::int64_t* positions, const std::uint8_t* mask) noexcept {
+    if (slots_.empty()) return status::invalid_argument;
+    if (layer < 0 || layer >= cfg_.layers) return status::invalid_argument;
+    HEED_RETURN_IF_ERROR(check_input(k, v, cfg_.kv_heads));
+    for (int h = 0; h < cfg_.kv_heads; ++h) {
+      const slot& s = at(layer, h);
+      if (s.limit > 0 && s.len + k.seq > s.limit) return status::invalid_argument;
+      HEED_RETURN_IF_ERROR(check_positions(s, k.seq, positions));
+    }
+    for (int h = 0; h < cfg_.kv_heads; ++h)
+      HEED_RETURN_IF_ERROR(make_room(at(layer, h), k.seq, at(layer, h).len));
+    for (int h = 0; h < cfg_.kv_heads; ++h)
+      HEED_RETURN_IF_ERROR(append_one(at(layer, h), k, v, h, positions,
+                                      mask ? mask + std::int64_t(h) * k.seq : nullptr));
+    return status::ok;
+  }
+
+  // mask (null: all): which of the n rows this head stores.
   status append_one(slot& s, const tensor_view& k, const tensor_view& v, int h,
-                    const std::int64_t* positions) noexcept {
+                    const std::int64_t* positions, const std::uint8_t* mask = nullptr) noexcept {
     const std::int64_t n = k.seq;
     HEED_RETURN_IF_ERROR(check_positions(s, n, positions));
     HEED_RETURN_IF_ERROR(make_room(s, n, s.len));  // a no-op after append()'s own make_room
     const std::size_t row = row_bytes();
+    std::int64_t stored = 0;
     for (std::int64_t i = 0; i < n; ++i) {
-      const std::int64_t at_ = s.len + i;
+      if (mask && mask[i] == 0) continue;
+      const std::int64_t at_ = s.len + stored++;
       if (paged()) {
         if (s.pages.empty() || room_after(s, s.pages.size() - 1) == 0) {
           s.mem.push_back(std::move(s.spare.back()));
@@ -1047,7 +1078,7 @@ class kv_cache {
       s.pos[at_] = positions ? positions[i] : s.appended + i;
       for (int c = 0; c < cfg_.score_channels; ++c) s.scores[std::int64_t(c) * s.cap + at_] = 0.f;
     }
-    s.len += n;
+    s.len += stored;
     s.appended = positions ? positions[n - 1] + 1 : s.appended + n;
     return status::ok;
   }

@@ -80,6 +80,16 @@ class any_policy {
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
     return self_ ? self_->head_budget(in, head, target) : target;
   }
+  // The held policy's write gate (everything enters when it has none); gates() says whether it
+  // has one, so the eviction loop skips the call (one virtual call per step less) when not.
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    if (!self_) {
+      admitted = true;
+      return status::ok;
+    }
+    return self_->admit(in, head, admitted);
+  }
+  bool gates() const noexcept { return self_ && self_->gates(); }
 
  private:
   struct concept_t {
@@ -92,6 +102,8 @@ class any_policy {
     virtual status score(const policy_input& in, int head, float* out, workspace ws) noexcept = 0;
     virtual std::int64_t head_budget(const policy_input& in, int head,
                                      std::int64_t target) const noexcept = 0;
+    virtual status admit(const admission_input& in, int head, bool& admitted) noexcept = 0;
+    virtual bool gates() const noexcept = 0;
   };
   template <class P>
   struct model final : concept_t {
@@ -112,6 +124,10 @@ class any_policy {
                              std::int64_t target) const noexcept override {
       return p.head_budget(in, head, target);
     }
+    status admit(const admission_input& in, int head, bool& admitted) noexcept override {
+      return detail::policy_admit(p, in, head, admitted);
+    }
+    bool gates() const noexcept override { return detail::policy_gates(p); }
     P p;
   };
   // The held model of P, once P passed its contract (policy_traits.hpp; a broken P stops at the

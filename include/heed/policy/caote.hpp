@@ -51,6 +51,10 @@ struct caote_policy {
     o.heads = g;
     return caote_rescore_scores(out, 0, o, in.values(head), out, 0, {wc, b});
   }
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return detail::policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return detail::policy_gates(inner); }
 };
 template <class Inner>
 caote_policy<Inner> caote(Inner inner) {

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "heed/cache/cache_attention.hpp"
@@ -30,6 +31,7 @@
 #include "heed/policy/any_policy.hpp"
 #include "heed/policy/evict.hpp"
 #include "heed/policy/policy.hpp"
+#include "heed/policy/policy_traits.hpp"
 #include "heed/scoring/observation_window.hpp"
 
 namespace heed {
@@ -97,6 +99,7 @@ class basic_eviction_loop {
       }
     }
     const score_needs needs = policy.needs();
+    const bool gates = detail::policy_gates(policy);
     if (needs.channels > cache->config().score_channels) return status::invalid_argument;
     if (needs.column_mass && needs.channels < 1) return status::invalid_argument;
     if (needs.column_mass) HEED_RETURN_IF_ERROR(needs.accumulate.validate());
@@ -106,6 +109,7 @@ class basic_eviction_loop {
     const std::size_t row = std::size_t(q_heads) * std::size_t(cache->head_dim());
     std::vector<std::int64_t> steps, q_count, targets, high_targets;
     std::vector<float> queries, outputs;
+    std::vector<std::uint8_t> admit;
     if (!detail::grow_vector(steps, layers) || !detail::grow_vector(q_count, layers) ||
         !detail::grow_vector(targets, std::size_t(cache->kv_heads())) ||
         !detail::grow_vector(high_targets, std::size_t(cache->kv_heads())))
@@ -114,6 +118,8 @@ class basic_eviction_loop {
         !detail::grow_vector(queries, layers * 2 * std::size_t(needs.query_window) * row))
       return status::out_of_memory;
     if (needs.last_output && !detail::grow_vector(outputs, layers * row))
+      return status::out_of_memory;
+    if (gates && !detail::grow_vector(admit, std::size_t(cache->kv_heads())))
       return status::out_of_memory;
     cache_ = cache;
     policy_ = std::move(policy);
@@ -126,6 +132,8 @@ class basic_eviction_loop {
     high_targets_ = std::move(high_targets);
     queries_ = std::move(queries);
     outputs_ = std::move(outputs);
+    admit_ = std::move(admit);
+    gates_ = gates;
     return status::ok;
   }
 
@@ -144,9 +152,72 @@ class basic_eviction_loop {
   // by the state after the first eviction, so not before it): that eviction then stays, the
   // append is undone, and a retry completes the step as if nothing had failed
   // (docs/allocation_faults.md).
+  //
+  // A policy with a write gate (admit(), policy/admission.hpp) decides for each new token and KV
+  // head whether the token enters the cache: the eviction's budget check counts only the tokens
+  // that enter, and the attention reads only admitted entries (a refused token is not attended,
+  // not even by its own query; its position is skipped, so later tokens keep theirs). A chunk of
+  // n > 1 tokens then runs as n steps of one token each (the gate of each sees the cache the
+  // earlier ones left; lse / entropy keep the chunk's [Hq][n] layout); a failure in one of them
+  // leaves the earlier ones done.
   status step(int layer, const tensor_view& q, const tensor_view& k, const tensor_view& v,
               const mutable_tensor_view& o, executor& ex = default_executor(), float* lse = nullptr,
               float* entropy = nullptr) noexcept {
+    if constexpr (detail::may_gate<Policy>) {
+      if (gates_ && k.seq > 1 && q.seq == k.seq) {
+        if (cache_ == nullptr) return status::invalid_argument;
+        HEED_RETURN_IF_ERROR(check_outputs(q, o));
+        for (std::int64_t i = 0; i < q.seq; ++i)
+          HEED_RETURN_IF_ERROR(step_impl(layer, row_of(q, i), row_of(k, i), row_of(v, i),
+                                         row_of(o, i), ex, lse ? lse + i : nullptr,
+                                         entropy ? entropy + i : nullptr, q.seq));
+        return status::ok;
+      }
+    }
+    return step_impl(layer, q, k, v, o, ex, lse, entropy, 0);
+  }
+
+ private:
+  // Row i of a view, as a view of one row.
+  template <class View>
+  static View row_of(View t, std::int64_t i) noexcept {
+    using T = std::conditional_t<std::is_same<View, tensor_view>::value, const unsigned char,
+                                 unsigned char>;
+    t.data = static_cast<T*>(t.data) + std::size_t(i) * std::size_t(t.seq_stride) *
+                                           (is_quantized(t.type) ? 1 : dtype_size(t.type));
+    t.seq = 1;
+    return t;
+  }
+
+  // Asks the policy's gate about the step's one token for every KV head (admit_); some_refused:
+  // at least one head keeps it out.
+  status gate_token(int layer, const tensor_view& k, const tensor_view& v,
+                    bool& some_refused) noexcept {
+    HEED_RETURN_IF_ERROR(cache_->check_rows(k, v));  // the gate reads the rows
+    admission_input in;
+    in.cache = cache_;
+    in.layer = layer;
+    in.n_layers = cache_->layers();
+    in.q_heads = q_heads_;
+    in.budget = budget(layer);
+    in.step = steps_[std::size_t(layer)];
+    in.keys = k;
+    in.values = v;
+    some_refused = false;
+    for (int h = 0; h < cache_->kv_heads(); ++h) {
+      bool admitted = true;
+      HEED_RETURN_IF_ERROR(policy_.admit(in, h, admitted));
+      admit_[std::size_t(h)] = admitted ? 1 : 0;
+      some_refused = some_refused || !admitted;
+    }
+    return status::ok;
+  }
+
+  // step() of one token or an ungated chunk; row_stride: the callers' lse / entropy head stride
+  // (0: the chunk's own length).
+  status step_impl(int layer, const tensor_view& q, const tensor_view& k, const tensor_view& v,
+                   const mutable_tensor_view& o, executor& ex, float* lse, float* entropy,
+                   std::int64_t row_stride) noexcept {
     if (cache_ == nullptr) return status::invalid_argument;
     if (!cache_->valid(layer, 0)) return status::invalid_argument;
     if (q.seq != k.seq || q.heads != q_heads_) return status::shape_mismatch;
@@ -157,13 +228,20 @@ class basic_eviction_loop {
     // Everything this step allocates comes before its first change (the eviction, which also
     // reserves the append's room, or else the append, undone when a later allocation fails).
     HEED_RETURN_IF_ERROR(reserve_chunk(layer, n, prefill_mass && lse == nullptr));
+    // 0. The write gate (one token): which heads it enters. Without a gate (known at compile
+    // time, or the held policy has none) every head takes every token.
+    bool gated = false;
+    if constexpr (detail::may_gate<Policy>) {
+      if (gates_) HEED_RETURN_IF_ERROR(gate_token(layer, k, v, gated));
+    }
+    auto incoming = [&](int h) { return gated ? std::int64_t(admit_[std::size_t(h)]) : n; };
     // 1. Evict first when the new tokens would exceed the budget (and fit in it).
     const std::int64_t hb =
         demoting() ? std::min(cfg_.high_budget, b > 0 ? b : cfg_.high_budget) : -1;
     if ((b > 0 && n <= b) || hb >= 0) {
       bool over = false, due = false;
       for (int h = 0; h < heads; ++h) {
-        const std::int64_t len = cache_->length(layer, h) + n;
+        const std::int64_t len = cache_->length(layer, h) + incoming(h);
         const std::int64_t high = len - cache_->low_length(layer, h);
         if (b > 0 && n <= b) {
           over = over || len > b + cfg_.slack;
@@ -181,20 +259,25 @@ class basic_eviction_loop {
         for (int h = 0; h < heads; ++h) {
           const std::int64_t len = cache_->length(layer, h);
           // A chunk longer than the budget is evicted after attending (step 4).
-          targets_[std::size_t(h)] = b > 0 && n <= b ? b - n : len;
-          high_targets_[std::size_t(h)] = std::max<std::int64_t>(0, hb - n);
+          targets_[std::size_t(h)] = b > 0 && n <= b ? b - incoming(h) : len;
+          high_targets_[std::size_t(h)] = std::max<std::int64_t>(0, hb - incoming(h));
         }
         HEED_RETURN_IF_ERROR(evict_now(layer, n));
       }
     }
     // 2. Append and attend.
-    HEED_RETURN_IF_ERROR(cache_->append(layer, k, v));
+    HEED_RETURN_IF_ERROR(gated ? cache_->append_admitted(layer, k, v, admit_.data())
+                               : cache_->append(layer, k, v));
     cache_attention_params p;
     p.q = q;
     p.o = o;
     p.logits() = cfg_.logits;
     p.lse = lse;
     p.entropy = entropy;
+    p.row_head_stride = row_stride;
+    // One token: causal or not, its query sees every entry; a head that refused it has no own
+    // entry at its end (which the causal checks would look for).
+    if (gated) p.causal = false;
     if (needs_.column_mass && n == 1) {
       p.accumulate_channel = 0;
       p.accumulate = needs_.accumulate;
@@ -224,7 +307,7 @@ class basic_eviction_loop {
       }
     }
     if (st != status::ok) {
-      (void)cache_->unappend(layer, n);  // the append's own tokens: cannot fail
+      (void)cache_->unappend(layer, n, gated ? admit_.data() : nullptr);  // cannot fail
       return st;
     }
     HEED_RETURN_IF_ERROR(
@@ -238,6 +321,7 @@ class basic_eviction_loop {
     return status::ok;
   }
 
+ public:
   // The checks attention makes of step()'s queries and outputs, made before the append (with the
   // check of k and v before an eviction, a step that fails on its inputs changes nothing).
   status check_outputs(const tensor_view& q, const mutable_tensor_view& o) const noexcept {
@@ -428,6 +512,8 @@ class basic_eviction_loop {
   std::vector<std::int64_t> targets_, high_targets_, steps_, q_count_;
   std::vector<float> queries_, outputs_, lse_, vertical_;
   std::vector<unsigned char> window_ws_;
+  std::vector<std::uint8_t> admit_;  // the gate's answers for the step's token, per KV head
+  bool gates_ = false;               // the policy has a write gate (detail::policy_gates)
 };
 
 using eviction_loop = basic_eviction_loop<any_policy>;

@@ -9,6 +9,9 @@
 //   status score(const policy_input& in, int head, float* out, workspace ws) noexcept;
 //   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept;
 //     // optional: this head's own target (DuoAttention: retrieval heads keep everything)
+//   status admit(const admission_input& in, int head, bool& admitted) noexcept;
+//     // optional write gate: does the step's new token enter KV head `head` at all
+//     // (policy/admission.hpp; docs/hooks.md, "Admission")
 //
 // score() writes one score per cache entry of KV head `head` of layer in.layer (out[0 .. len)),
 // higher = keep. It must not allocate. Everything it may read is in policy_input: the cache (keys,
@@ -95,6 +98,25 @@ struct policy_input {
   const float* channel(int head, int c) const noexcept { return cache->scores(layer, head, c); }
 };
 
+// What a write gate (admit()) reads: one new token of one layer, before it enters the cache. The
+// eviction loop asks for each KV head whether the token enters it; a step of n tokens is admitted
+// token by token (each sees the cache as the earlier ones left it).
+struct admission_input {
+  const kv_cache* cache = nullptr;
+  int layer = 0;
+  int n_layers = 1;
+  int q_heads = 0;
+  std::int64_t budget = 0;  // entries per head this layer keeps (0: no limit)
+  std::int64_t step = 0;    // tokens seen so far by this layer (before this one)
+  tensor_view keys;         // [1, kv_heads, d] the new token's key rows (step()'s k)
+  tensor_view values;       // [1, kv_heads, d] its value rows
+
+  int kv_heads() const noexcept { return cache->kv_heads(); }
+  std::int64_t length(int head) const noexcept { return cache->length(layer, head); }
+  // The position the token gets in KV head `head` (kept whether or not it is admitted).
+  std::int64_t position(int head) const noexcept { return cache->appended(layer, head); }
+};
+
 // Defaults for the optional members. Derive with CRTP: struct my_policy : policy_base<my_policy>.
 template <class Derived>
 struct policy_base {
@@ -103,6 +125,12 @@ struct policy_base {
   std::size_t score_workspace_size(const policy_input&) const noexcept { return 0; }
   std::int64_t head_budget(const policy_input&, int, std::int64_t target) const noexcept {
     return target;
+  }
+  // The write gate: every token enters. A policy that does not declare its own admit() keeps this
+  // one, which the eviction loop never calls (policy_traits.hpp, policy_gates: zero cost).
+  status admit(const admission_input&, int, bool& admitted) noexcept {
+    admitted = true;
+    return status::ok;
   }
 };
 

@@ -7,6 +7,12 @@
 //   selection_spec selection(std::int64_t) const noexcept;                policy_base has it
 //   std::size_t score_workspace_size(const policy_input&) const noexcept; policy_base has it
 //   std::int64_t head_budget(const policy_input&, int, std::int64_t) const noexcept;  likewise
+//   status admit(const admission_input&, int, bool&) noexcept;  optional (policy_base has it)
+//
+// The write gate (admit) is optional: a policy without one, or with policy_base's, admits every
+// token, and the eviction loop does not call it (policy_gates<P>: a compile-time false, zero
+// cost). Types that forward to a held policy (any_policy, the wrappers) say at run time whether
+// the held one gates with bool gates() const noexcept.
 //
 // For each member the user sees one of three messages:
 //   "heed policy: there is no score() member: ..."          (no member of that name)
@@ -144,6 +150,74 @@ struct probe_head_budget<P, std::void_t<decltype(std::declval<const P&>().head_b
       std::declval<const policy_input&>(), 0, std::int64_t{0}));
 };
 
+template <class P, class = void>
+struct named_admit : std::false_type {};
+template <class P>
+struct named_admit<P, std::void_t<decltype(&P::admit)>> : std::true_type {};
+template <class P, class = void>
+struct probe_admit : std::false_type {
+  static constexpr bool returns = false, nothrow = false;
+};
+template <class P>
+struct probe_admit<P, std::void_t<decltype(std::declval<P&>().admit(
+                          std::declval<const admission_input&>(), 0, std::declval<bool&>()))>>
+    : std::true_type {
+  static constexpr bool returns =
+      std::is_same<decltype(std::declval<P&>().admit(std::declval<const admission_input&>(), 0,
+                                                     std::declval<bool&>())),
+                   status>::value;
+  static constexpr bool nothrow = noexcept(
+      std::declval<P&>().admit(std::declval<const admission_input&>(), 0, std::declval<bool&>()));
+};
+
+// Whether a member pointer is policy_base's admit (of any policy_base<X>: a policy derived from
+// another policy inherits its base's).
+template <class M>
+struct is_base_admit : std::false_type {};
+template <class X>
+struct is_base_admit<status (policy_base<X>::*)(const admission_input&, int, bool&) noexcept>
+    : std::true_type {};
+
+// P declares its own admit() (not policy_base's default).
+template <class P, class = void>
+struct own_admit : std::false_type {};
+template <class P>
+struct own_admit<P, std::void_t<decltype(&P::admit)>>
+    : std::integral_constant<bool, !is_base_admit<decltype(&P::admit)>::value> {};
+
+// P forwards to a held policy and says at run time whether that one gates.
+template <class P, class = void>
+struct has_gates : std::false_type {};
+template <class P>
+struct has_gates<P, std::void_t<decltype(std::declval<const P&>().gates())>> : std::true_type {};
+
+// Whether a loop over P may have to call admit(): false is known at compile time.
+template <class P>
+constexpr bool may_gate = has_gates<P>::value || own_admit<P>::value;
+
+// Whether policy p gates the tokens entering the cache (the loop asks once, at init).
+template <class P>
+bool policy_gates(const P& p) noexcept {
+  if constexpr (has_gates<P>::value) {
+    return p.gates();
+  } else {
+    (void)p;
+    return own_admit<P>::value;
+  }
+}
+
+// p's admit(), or admit-everything for a policy without one (a wrapper's forwarding).
+template <class P>
+status policy_admit(P& p, const admission_input& in, int head, bool& admitted) noexcept {
+  if constexpr (probe_admit<P>::value) {
+    return p.admit(in, head, admitted);
+  } else {
+    (void)p, (void)in, (void)head;
+    admitted = true;
+    return status::ok;
+  }
+}
+
 // One member: `missing` (nothing of that name), `wrong` (a member of that name that cannot be
 // called as documented, or returns another type), `throws` (right, but not noexcept).
 template <bool Named, class Probe>
@@ -164,8 +238,10 @@ struct policy_contract {
   using score_workspace_size =
       policy_member<named_score_workspace_size<P>::value, probe_score_workspace_size<P>>;
   using head_budget = policy_member<named_head_budget<P>::value, probe_head_budget<P>>;
+  using admit = policy_member<named_admit<P>::value, probe_admit<P>>;  // optional
   static constexpr bool ok = name::ok && score::ok && needs::ok && selection::ok &&
-                             score_workspace_size::ok && head_budget::ok;
+                             score_workspace_size::ok && head_budget::ok &&
+                             (admit::missing || admit::ok);
 };
 
 // States the contract of policy P as static_asserts; true when it holds.
@@ -223,6 +299,12 @@ constexpr bool check_policy() noexcept {
                 "heed policy: head_budget() has the wrong signature: it must be std::int64_t "
                 "head_budget(const policy_input&, int head, std::int64_t target) const noexcept");
   static_assert(!C::head_budget::throws, "heed policy: head_budget() must be noexcept");
+
+  // admit() is optional: no message when it is missing.
+  static_assert(!C::admit::wrong,
+                "heed policy: admit() has the wrong signature: it must be status admit(const "
+                "admission_input&, int head, bool& admitted) noexcept");
+  static_assert(!C::admit::throws, "heed policy: admit() must be noexcept");
   return C::ok;
 }
 

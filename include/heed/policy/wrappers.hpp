@@ -56,6 +56,10 @@ struct reselect_policy {
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
     return inner.head_budget(in, head, target);
   }
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return detail::policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return detail::policy_gates(inner); }
 };
 template <class Inner>
 reselect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
@@ -115,6 +119,16 @@ struct composed_policy {
     return std::max(a.head_budget(in, head, target), b.head_budget(in, head, target));
   }
   bool valid() const noexcept { return !(a.needs().column_mass && b.needs().column_mass); }
+  // A token enters when both gates let it in.
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    bool in_a = true, in_b = true;
+    if (detail::policy_gates(a)) HEED_RETURN_IF_ERROR(detail::policy_admit(a, in, head, in_a));
+    if (in_a && detail::policy_gates(b))
+      HEED_RETURN_IF_ERROR(detail::policy_admit(b, in, head, in_b));
+    admitted = in_a && in_b;
+    return status::ok;
+  }
+  bool gates() const noexcept { return detail::policy_gates(a) || detail::policy_gates(b); }
   selection_spec selection(std::int64_t budget) const noexcept {
     selection_spec s = a.selection(budget);
     s.protect = detail::merge_protect(s.protect, b.selection(budget).protect);
