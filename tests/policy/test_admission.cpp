@@ -15,8 +15,11 @@
 
 #include "heed/policy/admission.hpp"
 #include "heed/policy/callback_policy.hpp"
+#include "heed/policy/chunkkv.hpp"
+#include "heed/policy/critical_kv.hpp"
 #include "heed/policy/eviction_loop.hpp"
 #include "heed/policy/h2o.hpp"
+#include "heed/policy/simlayer_kv.hpp"
 #include "heed/policy/streaming_llm.hpp"
 #include "heed/policy/wrappers.hpp"
 
@@ -352,6 +355,14 @@ TEST(Admission, WrappersForwardTheGate) {
   EXPECT_FALSE(heed::detail::policy_gates(heed::protect(heed::h2o_policy{}, 2, 2)));
   EXPECT_FALSE(heed::detail::policy_gates(heed::any_policy()));
   EXPECT_FALSE(heed::detail::policy_gates(heed::callback_policy{}));
+  // Issue 22's wrappers (ChunkKV, CriticalKV / CriticalAdaKV, SimLayerKV) too.
+  EXPECT_TRUE(heed::detail::policy_gates(heed::chunked(every_third{})));
+  EXPECT_TRUE(heed::detail::policy_gates(heed::critical(every_third{})));
+  EXPECT_TRUE(heed::detail::policy_gates(heed::critical_adaptive(every_third{})));
+  EXPECT_TRUE(heed::detail::policy_gates(heed::simlayer(every_third{})));
+  EXPECT_TRUE(heed::detail::policy_gates(heed::any_policy(heed::chunked(every_third{}))));
+  EXPECT_FALSE(heed::detail::policy_gates(heed::chunked(heed::h2o_policy{})));
+  EXPECT_FALSE(heed::detail::policy_gates(heed::simlayer(heed::h2o_policy{})));
 }
 
 TEST(Admission, BadSettingsAreAStatus) {

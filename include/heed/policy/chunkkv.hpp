@@ -90,6 +90,11 @@ struct chunkkv_policy {
   std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
     return inner.head_budget(in, head, target);
   }
+  // The inner policy's write gate, if it has one (policy/admission.hpp).
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return detail::policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return detail::policy_gates(inner); }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (chunk_size < 1) return status::invalid_argument;
     HEED_RETURN_IF_ERROR(inner.score(in, head, out, ws));

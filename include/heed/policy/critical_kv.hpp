@@ -172,6 +172,11 @@ struct critical_policy {
     carve(c, in, len);
     return c.bytes_needed();
   }
+  // The inner policy's write gate, if it has one (policy/admission.hpp).
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return detail::policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return detail::policy_gates(inner); }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!valid()) return status::invalid_argument;
     if (ws.size < score_workspace_size(in)) return status::workspace_too_small;

@@ -223,6 +223,11 @@ struct simlayer_policy {
     if (busy == idle) return busy;  // the decision does not matter here
     return lazy(in) ? idle : busy;
   }
+  // The inner policy's write gate, if it has one (policy/admission.hpp).
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return detail::policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return detail::policy_gates(inner); }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!options.valid()) return status::invalid_argument;
     if (!lazy(in)) return inner.score(in, head, out, ws);
