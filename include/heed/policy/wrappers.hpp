@@ -1,10 +1,11 @@
 // Wrappers that take any policy and change how its scores become keep-sets, or mix two policies.
 //
-//   protect(inner, n_sink, n_recent)    always keep sinks and a recent window (within the budget)
-//   head_adaptive(inner, floor)         AdaKV: one top-k across the heads of a layer, per-head
-//   floor with_threshold / with_coverage      DMS-style threshold or coverage selection on inner's
-//   scores composed(a, b, wa, wb)              scores wa * rank(a) + wb * rank(b), ranks scaled to
-//   [0, 1]
+//   protect(inner, n_sink, n_recent)  always keep sinks and a recent window (within the budget)
+//   head_adaptive(inner, floor)       AdaKV: one top-k across the heads of a layer, per-head floor
+//   with_threshold, with_coverage     DMS-style threshold or coverage selection on inner's scores
+//   composed(a, b, wa, wb)            scores wa * rank(a) + wb * rank(b), ranks scaled to [0, 1]
+// Issue 22's wrappers have their own headers: chunked (chunkkv.hpp), critical and
+// critical_adaptive (critical_kv.hpp), simlayer (simlayer_kv.hpp).
 //
 // Periodic eviction and per-layer budgets (PyramidKV) are eviction_config settings (slack, every,
 // layer_budgets; see budgets.hpp), since they decide when and how much, not what.
