@@ -11,19 +11,8 @@ namespace heed {
 
 // KeyDiff: keep the keys least similar to the head's mean key direction (score -cos(k_j, anchor),
 // heed/scoring/key_diff.hpp). Attention-free: reads the keys only.
-struct key_diff_policy : policy_base<key_diff_policy> {
-  std::int64_t n_sink = 0;
+struct key_diff_policy : rows_policy_base<key_diff_policy> {
   const char* name() const noexcept { return "key_diff"; }
-  score_needs needs() const noexcept {
-    score_needs n;
-    n.kv_rows = true;
-    return n;
-  }
-  selection_spec selection(std::int64_t) const noexcept {
-    selection_spec s;
-    s.protect.n_sink = n_sink;
-    return s;
-  }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     return key_diff_workspace_size(in.cache->head_dim());
   }

@@ -39,21 +39,11 @@ inline void mean_and_std(const float* x, std::int64_t n, double& mean, double& s
 }
 }  // namespace detail
 
-struct leverage_policy : policy_base<leverage_policy> {
+struct leverage_policy : rows_policy_base<leverage_policy> {
   leverage_options options{};
-  std::int64_t n_sink = 0;  // kvpress's LeverageScorePress protects nothing
+  // n_sink (rows_policy_base) 0: kvpress's LeverageScorePress protects nothing
 
   const char* name() const noexcept { return "leverage"; }
-  score_needs needs() const noexcept {
-    score_needs n;
-    n.kv_rows = true;
-    return n;
-  }
-  selection_spec selection(std::int64_t) const noexcept {
-    selection_spec s;
-    s.protect.n_sink = n_sink;
-    return s;
-  }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     return leverage_workspace_size(in.cache->head_dim(), in.cache->max_length(in.layer), options);
   }

@@ -134,4 +134,21 @@ struct policy_base {
   }
 };
 
+// A base for policies that score from the cached rows alone (KNorm, KeyDiff, leverage): asks the
+// loop for the rows (score_needs::kv_rows) and keeps n_sink sinks; top-k selection.
+template <class Derived>
+struct rows_policy_base : policy_base<Derived> {
+  std::int64_t n_sink = 0;
+  score_needs needs() const noexcept {
+    score_needs n;
+    n.kv_rows = true;
+    return n;
+  }
+  selection_spec selection(std::int64_t) const noexcept {
+    selection_spec s;
+    s.protect.n_sink = n_sink;
+    return s;
+  }
+};
+
 }  // namespace heed
