@@ -106,22 +106,10 @@ inline void key_norm_and_max_cosine(const kv_cache& c, int layer, int head, cons
 }  // namespace detail
 
 template <class Inner>
-struct admission_policy {
-  Inner inner;
+struct admission_policy : detail::wrapper_base<Inner> {
+  using detail::wrapper_base<Inner>::inner;
   admission_spec spec{};
 
-  const char* name() const noexcept { return inner.name(); }
-  score_needs needs() const noexcept { return inner.needs(); }
-  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
-  std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return inner.score_workspace_size(in);
-  }
-  status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
-    return inner.score(in, head, out, ws);
-  }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
-  }
   bool gates() const noexcept { return true; }
 
   status admit(const admission_input& in, int head, bool& admitted) noexcept {
@@ -154,7 +142,7 @@ struct admission_policy {
 template <class Inner>
 admission_policy<Inner> admitted(Inner inner, const admission_spec& spec) {
   detail::check_policy<Inner>();
-  return {std::move(inner), spec};
+  return {{std::move(inner)}, spec};
 }
 
 }  // namespace heed

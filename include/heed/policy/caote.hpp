@@ -15,8 +15,8 @@
 namespace heed {
 
 template <class Inner>
-struct caote_policy {
-  Inner inner;
+struct caote_policy : detail::wrapper_base<Inner> {
+  using detail::wrapper_base<Inner>::inner;
 
   const char* name() const noexcept { return "caote"; }
   score_needs needs() const noexcept {
@@ -24,10 +24,6 @@ struct caote_policy {
     n.last_output = true;
     n.kv_rows = true;
     return n;
-  }
-  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
   }
   std::size_t score_workspace_size(const policy_input& in) const noexcept {
     const std::int64_t len = in.cache->max_length(in.layer);
@@ -51,15 +47,11 @@ struct caote_policy {
     o.heads = g;
     return caote_rescore_scores(out, 0, o, in.values(head), out, 0, {wc, b});
   }
-  status admit(const admission_input& in, int head, bool& admitted) noexcept {
-    return detail::policy_admit(inner, in, head, admitted);
-  }
-  bool gates() const noexcept { return detail::policy_gates(inner); }
 };
 template <class Inner>
 caote_policy<Inner> caote(Inner inner) {
   detail::check_policy<Inner>();
-  return {std::move(inner)};
+  return {{std::move(inner)}};
 }
 
 }  // namespace heed

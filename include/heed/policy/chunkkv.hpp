@@ -77,24 +77,11 @@ inline status chunk_mean_scores(float* scores, const std::int64_t* positions, st
 }
 
 template <class Inner>
-struct chunkkv_policy {
-  Inner inner;
+struct chunkkv_policy : detail::wrapper_base<Inner> {
+  using detail::wrapper_base<Inner>::inner;
   std::int64_t chunk_size = chunkkv_default_chunk_size;
 
   const char* name() const noexcept { return "chunkkv"; }
-  score_needs needs() const noexcept { return inner.needs(); }
-  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
-  std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return inner.score_workspace_size(in);
-  }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
-  }
-  // The inner policy's write gate, if it has one (policy/admission.hpp).
-  status admit(const admission_input& in, int head, bool& admitted) noexcept {
-    return detail::policy_admit(inner, in, head, admitted);
-  }
-  bool gates() const noexcept { return detail::policy_gates(inner); }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (chunk_size < 1) return status::invalid_argument;
     HEED_RETURN_IF_ERROR(inner.score(in, head, out, ws));
@@ -106,7 +93,7 @@ struct chunkkv_policy {
 template <class Inner>
 chunkkv_policy<Inner> chunked(Inner inner, std::int64_t chunk_size = chunkkv_default_chunk_size) {
   detail::check_policy<Inner>();
-  return {std::move(inner), chunk_size};
+  return {{std::move(inner)}, chunk_size};
 }
 
 }  // namespace heed

@@ -142,8 +142,8 @@ status critical_value_norms(const policy_input& in, int head, const output_proje
 }  // namespace detail
 
 template <class Inner>
-struct critical_policy {
-  Inner inner;
+struct critical_policy : detail::wrapper_base<Inner> {
+  using detail::wrapper_base<Inner>::inner;
   float epsilon = critical_default_epsilon;
   double first_stage_ratio = critical_default_first_stage_ratio;
   output_projection wo{};
@@ -155,10 +155,6 @@ struct critical_policy {
     score_needs n = inner.needs();
     n.kv_rows = true;
     return n;
-  }
-  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
   }
   bool valid() const noexcept {
     return std::isfinite(epsilon) && epsilon >= 0.f && first_stage_ratio >= 0.0 &&
@@ -172,11 +168,6 @@ struct critical_policy {
     carve(c, in, len);
     return c.bytes_needed();
   }
-  // The inner policy's write gate, if it has one (policy/admission.hpp).
-  status admit(const admission_input& in, int head, bool& admitted) noexcept {
-    return detail::policy_admit(inner, in, head, admitted);
-  }
-  bool gates() const noexcept { return detail::policy_gates(inner); }
   status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
     if (!valid()) return status::invalid_argument;
     if (ws.size < score_workspace_size(in)) return status::workspace_too_small;
@@ -241,7 +232,7 @@ critical_policy<Inner> critical(Inner inner, float epsilon = critical_default_ep
                                 double first_stage_ratio = critical_default_first_stage_ratio,
                                 output_projection wo = {}) {
   detail::check_policy<Inner>();
-  return {std::move(inner), epsilon, first_stage_ratio, wo, false};
+  return {{std::move(inner)}, epsilon, first_stage_ratio, wo, false};
 }
 
 template <class Inner>
@@ -251,7 +242,7 @@ reselect_policy<critical_policy<Inner>> critical_adaptive(
     double first_stage_ratio = critical_default_first_stage_ratio, output_projection wo = {}) {
   detail::check_policy<Inner>();
   return head_adaptive(
-      critical_policy<Inner>{std::move(inner), epsilon, first_stage_ratio, wo, true},
+      critical_policy<Inner>{{std::move(inner)}, epsilon, first_stage_ratio, wo, true},
       floor_fraction);
 }
 

@@ -218,6 +218,31 @@ status policy_admit(P& p, const admission_input& in, int head, bool& admitted) n
   }
 }
 
+// The base of a policy wrapper: the wrapped policy `inner`, and every member of the contract
+// forwarded to it (its write gate included). A wrapper derives from it and declares only what it
+// changes (a member of the wrapper hides the forwarding one).
+template <class Inner>
+struct wrapper_base {
+  Inner inner;
+
+  const char* name() const noexcept { return inner.name(); }
+  score_needs needs() const noexcept { return inner.needs(); }
+  selection_spec selection(std::int64_t budget) const noexcept { return inner.selection(budget); }
+  std::size_t score_workspace_size(const policy_input& in) const noexcept {
+    return inner.score_workspace_size(in);
+  }
+  status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
+    return inner.score(in, head, out, ws);
+  }
+  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
+    return inner.head_budget(in, head, target);
+  }
+  status admit(const admission_input& in, int head, bool& admitted) noexcept {
+    return policy_admit(inner, in, head, admitted);
+  }
+  bool gates() const noexcept { return policy_gates(inner); }
+};
+
 // One member: `missing` (nothing of that name), `wrong` (a member of that name that cannot be
 // called as documented, or returns another type), `throws` (right, but not noexcept).
 template <bool Named, class Probe>

@@ -35,39 +35,23 @@ inline protect_spec merge_protect(const protect_spec& a, const protect_spec& b) 
 // selection kind with its parameters (head_adaptive, with_threshold, with_coverage). Everything
 // else is the inner policy's.
 template <class Inner>
-struct reselect_policy {
-  Inner inner;
+struct reselect_policy : detail::wrapper_base<Inner> {
   selection_spec spec{};  // protection merged with inner's; kind used when replace_kind
   bool replace_kind = false;
 
-  const char* name() const noexcept { return inner.name(); }
-  score_needs needs() const noexcept { return inner.needs(); }
   selection_spec selection(std::int64_t budget) const noexcept {
-    const selection_spec in = inner.selection(budget);
+    const selection_spec in = this->inner.selection(budget);
     selection_spec s = replace_kind ? spec : in;
     s.protect = detail::merge_protect(in.protect, spec.protect);
     return s;
   }
-  std::size_t score_workspace_size(const policy_input& in) const noexcept {
-    return inner.score_workspace_size(in);
-  }
-  status score(const policy_input& in, int head, float* out, workspace ws) noexcept {
-    return inner.score(in, head, out, ws);
-  }
-  std::int64_t head_budget(const policy_input& in, int head, std::int64_t target) const noexcept {
-    return inner.head_budget(in, head, target);
-  }
-  status admit(const admission_input& in, int head, bool& admitted) noexcept {
-    return detail::policy_admit(inner, in, head, admitted);
-  }
-  bool gates() const noexcept { return detail::policy_gates(inner); }
 };
 template <class Inner>
 reselect_policy<Inner> protect(Inner inner, std::int64_t n_sink, std::int64_t n_recent) {
   detail::check_policy<Inner>();
   selection_spec s;
   s.protect = {n_sink, n_recent};
-  return {std::move(inner), s, false};
+  return {{std::move(inner)}, s, false};
 }
 template <class Inner>
 reselect_policy<Inner> head_adaptive(Inner inner, double floor_fraction = 0.2) {
@@ -75,7 +59,7 @@ reselect_policy<Inner> head_adaptive(Inner inner, double floor_fraction = 0.2) {
   selection_spec s;
   s.kind = select_kind::global_top_k;
   s.floor_fraction = floor_fraction;
-  return {std::move(inner), s, true};
+  return {{std::move(inner)}, s, true};
 }
 template <class Inner>
 reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_keep = 0) {
@@ -84,7 +68,7 @@ reselect_policy<Inner> with_threshold(Inner inner, float tau, std::int64_t min_k
   s.kind = select_kind::threshold;
   s.tau = tau;
   s.min_keep = min_keep;
-  return {std::move(inner), s, true};
+  return {{std::move(inner)}, s, true};
 }
 template <class Inner>
 reselect_policy<Inner> with_coverage(Inner inner, double gamma, std::int64_t min_keep = 0) {
@@ -93,7 +77,7 @@ reselect_policy<Inner> with_coverage(Inner inner, double gamma, std::int64_t min
   s.kind = select_kind::coverage;
   s.gamma = gamma;
   s.min_keep = min_keep;
-  return {std::move(inner), s, true};
+  return {{std::move(inner)}, s, true};
 }
 
 // Two policies' scores mixed by rank: each entry gets wa * ra + wb * rb where r is its rank
