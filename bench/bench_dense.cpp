@@ -4,7 +4,9 @@
 // <threads> (layout seq_head = [seq, heads, d], llama.cpp's cache; head_seq = [heads, seq, d],
 // heed's). Counters: GFLOPS (useful flops) or GBps (K and V bytes), and roofline (roofline.hpp);
 // BM_prefill_quant_paired/<isa>/<q8|q4>/<L>/<threads> and BM_decode_quant_paired/...:
-// quant_over_f16, the quantized and the f16 step timed in the same iterations.
+// quant_over_f16, the quantized and the f16 step timed in the same iterations;
+// BM_decode_integer_paired/avx512/<layout>/q8/g<G>/<L>/<threads> (CPUs with AVX-512 VNNI):
+// integer_over_float, q8 decode with the integer and with the f32 logits.
 // BM_dense_prefill_observed_paired: observed_speed, plain and observed timed in the same
 // iterations (time(plain) / time(observed)).
 #include <benchmark/benchmark.h>
@@ -20,6 +22,7 @@
 #include "heed/attention/dense_dispatch.hpp"
 #include "heed/core/thread_pool.hpp"
 #include "heed/quant/quantize.hpp"
+#include "heed/simd/integer_dot.hpp"
 #include "roofline.hpp"
 
 namespace {
@@ -199,6 +202,26 @@ void run_decode_quant_paired(benchmark::State& state, heed::isa isa, const decod
   state.counters["quant_over_f16"] = paired_time_ratio(
       state, [&] { return step(half); }, [&] { return step(quant); });
 }
+// q8 decode on the AVX-512 kernels with the integer logits (AVX-512 VNNI) and with the f32 ones
+// (heed::set_integer_dot(false)), timed in the same iterations: counter integer_over_float =
+// time(integer) / time(f32). Registered where the CPU has AVX-512 VNNI.
+void run_decode_integer_paired(benchmark::State& state, heed::isa isa, const decode_case& c) {
+  const int threads = static_cast<int>(state.range(1));
+  decode_problem pb(state.range(0), c);
+  heed::thread_pool_executor ex(threads);
+  std::vector<char> ws(heed::dense_workspace_size(pb.p, threads, isa));
+  auto step = [&](bool integer) {
+    heed::set_integer_dot(integer);
+    const bool ok =
+        heed::dense_attention(pb.p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
+    benchmark::DoNotOptimize(pb.o.data());
+    return ok;
+  };
+  state.counters["integer_over_float"] = paired_time_ratio(
+      state, [&] { return step(false); }, [&] { return step(true); });
+  heed::set_integer_dot(true);
+}
+
 // Prefill with f16 K/V and with quantized K/V (q8 / q4, the default group) of the same values,
 // timed in the same iterations (paired_time_ratio): counter quant_over_f16 = time(quantized) /
 // time(f16) (issue 19: q8 prefill at >= 0.9 of the f16 prefill's GFLOP/s, a ratio <= 1.11).
@@ -282,6 +305,14 @@ const int registered = [] {
           run_decode_quant_paired(s, isa, c);
         }))->ArgsProduct({{4096, 32768}, {1, 2}});
       }
+      if (isa == heed::isa::avx512 && heed::cpu_has_avx512_vnni())
+        for (int g : {1, 4, 8}) {
+          const decode_case c{lay, heed::dtype::q8, g};
+          timed(benchmark::RegisterBenchmark(
+                    ("BM_decode_integer_paired" + tag + ltag + "/q8/g" + std::to_string(g)).c_str(),
+                    [isa, c](benchmark::State& s) { run_decode_integer_paired(s, isa, c); }))
+              ->ArgsProduct({{4096, 32768}, {1, 2}});
+        }
       if (isa == heed::isa::sse2) continue;
       add(heed::dtype::f32, 4, {32768}, {1, 2});
       add(heed::dtype::bf16, 4, {32768}, {1, 2});

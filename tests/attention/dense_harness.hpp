@@ -10,7 +10,8 @@
 //     entropy:  |H - ref| <= 1e-5 (1 + |LSE|)    (H = LSE - t / d cancels digits of LSE)
 //     probs:    |p - ref| <= 1e-7 + 2e-5 |ref|   (decode probability tap)
 //   Quantized K/V (q8, q4) are compared with the reference built from their dequantized values
-//   (quant::dequantize_value), so they get the same bounds.
+//   (quant::dequantize_value), so they get the same bounds; decode over q8 keys quantizes the
+//   query row too, and the reference takes that row's dequantized values.
 //   S is the row's largest |logit|: fp32 logits carry an absolute error proportional to their
 //   size, so rows with logits in the tens (the "large_logits" cases) get a proportionally wider
 //   bound on O; every other case has S < 10 and the plain bound. Measured worst errors (all ISAs,
@@ -235,6 +236,7 @@ struct dense_setup {
       for (std::int64_t h = 0; h < c.hq; ++h)
         for (std::int64_t x = 0; x < c.d; ++x)
           ref.q_at(i, h, x) = q.store(i, h, x, c.q_amp * unit(rng));
+    if (c.kv == heed::dtype::q8 && c.lq == 1) quantize_reference_query();
     std::vector<float> krow(static_cast<std::size_t>(c.d)), vrow(krow.size());
     std::vector<double> kq(krow.size()), vq(krow.size());
     for (std::int64_t j = 0; j < c.lk; ++j)
@@ -324,6 +326,22 @@ struct dense_setup {
     ref.q_offset = c.q_offset;
     ref.window_left = c.window_left;
     ref.softcap = static_cast<double>(c.softcap);
+  }
+
+  // Decode over q8 keys reads the query quantized to q8 in the keys' group (decode_qk_int.hpp):
+  // the reference query is that row's dequantized values.
+  void quantize_reference_query() {
+    const int g = c.group ? c.group : heed::quant::default_group;
+    std::vector<float> row(static_cast<std::size_t>(c.d));
+    std::vector<unsigned char> qrow(heed::quant::row_bytes(heed::dtype::q8, c.d, g));
+    for (std::int64_t h = 0; h < c.hq; ++h) {
+      for (std::int64_t x = 0; x < c.d; ++x) row[std::size_t(x)] = float(ref.q_at(0, h, x));
+      if (heed::quant::quantize_row(heed::dtype::q8, row.data(), c.d, g, qrow.data()) !=
+          heed::status::ok)
+        std::abort();
+      for (std::int64_t x = 0; x < c.d; ++x)
+        ref.q_at(0, h, x) = heed::quant::dequantize_value(heed::dtype::q8, qrow.data(), c.d, g, x);
+    }
   }
 
   // Outputs back to logical [lq][hq][d] order.

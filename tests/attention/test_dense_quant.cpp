@@ -5,8 +5,10 @@
 // inputs the kernels refuse. Tolerances: dense_harness.hpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "attention/dense_harness.hpp"
 #include "heed/attention/modifiers/identity_mix.hpp"
 #include "heed/core/thread_pool.hpp"
+#include "heed/simd/integer_dot.hpp"
 
 namespace heed_test {
 namespace {
@@ -169,6 +172,89 @@ INSTANTIATE_TEST_SUITE_P(All, DenseQuant,
                                             ::testing::Values(dtype::q8, dtype::q4),
                                             ::testing::ValuesIn(quant_cases())),
                          quant_name);
+
+// Decode over q8 keys on the AVX-512 kernels takes the integer path (vpdpbusd) where the CPU has
+// AVX-512 VNNI and heed::set_integer_dot allows it, the f32 path otherwise: both against the
+// reference (which reads the quantized query either way), and where the CPU has VNNI the two
+// paths differ (in f32 rounding), so the integer one did run.
+class IntegerDotSwitch {
+ public:
+  explicit IntegerDotSwitch(bool on) : old_(heed::set_integer_dot(on)) {}
+  ~IntegerDotSwitch() { heed::set_integer_dot(old_); }
+
+ private:
+  bool old_;
+};
+
+class DenseQuantIntegerDot : public ::testing::TestWithParam<dense_case> {};
+
+TEST_P(DenseQuantIntegerDot, IntegerAndFloatPathsMatchTheReference) {
+  HEED_SKIP_IF_UNAVAILABLE(isa::avx512);
+  dense_case c = GetParam();
+  c.kv = dtype::q8;
+  dense_setup s(c);
+  const heed_ref::attention_result r = heed_ref::naive_attention(s.ref);
+  std::vector<unsigned char> bytes[2];
+  for (bool on : {false, true}) {
+    SCOPED_TRACE(on ? "integer dot allowed" : "integer dot off");
+    const IntegerDotSwitch sw(on);
+    s.reset_outputs();
+    ASSERT_EQ(run_dense(s, isa::avx512, heed::default_executor()), status::ok);
+    expect_matches_reference(
+        s, r, c.sigmoid ? kOutAtol * std::max<double>(1.0, double(c.lk) / 10.0) : kOutAtol);
+    bytes[on] = s.result_bytes();
+  }
+  // The integer path serves the specialized head dims of whole 64-byte pieces (128 in every
+  // build) in groups of 32; nothing else changes with the switch.
+  const bool group32 = c.group == 0 || c.group == 32;
+  const bool vnni = heed::cpu_has_avx512_vnni();
+  if (vnni && group32 && c.d == 128 && c.lk > 100) {
+    EXPECT_NE(bytes[0], bytes[1]) << "the integer path did not run";
+  } else if (!vnni || !group32 || c.d % 64 != 0) {
+    EXPECT_EQ(bytes[0], bytes[1]) << "a path without integer logits changed";
+  }
+}
+
+std::vector<dense_case> decode_cases() {
+  std::vector<dense_case> v;
+  for (const dense_case& c : quant_cases())
+    if (c.lq == 1) v.push_back(c);
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, DenseQuantIntegerDot, ::testing::ValuesIn(decode_cases()),
+                         [](const ::testing::TestParamInfo<dense_case>& info) {
+                           return info.param.name;
+                         });
+
+// Decode over q8 keys refuses a query row q8 cannot hold (a non-finite value, |q| beyond
+// 127 * 65504) with invalid_argument, before it writes anything.
+TEST(DenseQuantQuery, UnquantizableQueryRowIsRefused) {
+  for (isa i : kIsas) {
+    if (!heed::isa_available(i)) continue;
+    for (float bad : {std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN(), 2e7f, -9e6f}) {
+      SCOPED_TRACE(std::string(heed::isa_name(i)) + " " + std::to_string(bad));
+      dense_case c = decode_case("bad_query", 300, 4, 2, 128, 9601);
+      c.kv = dtype::q8;
+      dense_setup s(c);
+      s.q.store(0, 1, 5, bad);
+      EXPECT_EQ(heed::dense_can_implement(s.params), status::invalid_argument);
+      EXPECT_EQ(run_dense(s, i, heed::default_executor()), status::invalid_argument);
+      EXPECT_EQ(s.output(), std::vector<float>(s.output().size(), kOutSentinel));
+    }
+  }
+  // The largest magnitude q8 holds runs; q4 keys and prefill rows keep their f32 queries.
+  dense_case c = decode_case("edge_query", 300, 4, 2, 128, 9602);
+  c.kv = dtype::q8;
+  dense_setup s(c);
+  s.q.store(0, 1, 5, 8e6f);
+  EXPECT_EQ(run_dense(s, isa::automatic, heed::default_executor()), status::ok);
+  c.kv = dtype::q4;
+  dense_setup s4(c);
+  s4.q.store(0, 1, 5, 2e7f);
+  EXPECT_EQ(run_dense(s4, isa::automatic, heed::default_executor()), status::ok);
+}
 
 // 1 and 2 threads, bitwise; the probability tap on the same runs (decode).
 std::vector<dense_case> quant_thread_cases() {

@@ -395,6 +395,8 @@ void run_cache_case(const cache_case& cc) {
   cfg.group = cc.group;
   cfg.tiered = cc.low != dtype::f32;
   cfg.low_type = cc.low;
+  // Keys held in the low tier (tiered caches).
+  std::vector<std::vector<bool>> low(cc.hkv, std::vector<bool>(std::size_t(total), false));
   // Tiered: demotes every `every`-th high entry of each head, the newest `spare` excepted; the
   // reference then reads the demoted rows as the low type holds them.
   auto demote = [&](std::int64_t every, std::int64_t spare) {
@@ -407,6 +409,7 @@ void run_cache_case(const cache_case& cc) {
       ASSERT_EQ(c.demote(0, h, idx.data(), std::int64_t(idx.size())), status::ok);
       for (std::int32_t i : idx) {
         const std::int64_t j = c.positions(0, h)[i];
+        low[std::size_t(h)][std::size_t(j)] = true;
         for (auto* held : {&k_held, &v_held}) {
           const auto at = held->begin() + (j * cc.hkv + h) * d;
           const auto low = as_stored(std::vector<float>(at, at + d), d, cc.low, cc.group);
@@ -444,6 +447,16 @@ void run_cache_case(const cache_case& cc) {
       return bool(kept[h / group][std::size_t(kp)]);
     };
     if (sinks) p.sink_logits.assign(sinks->begin(), sinks->end());
+    // Decode scores q8 rows with the query quantized to q8 (the cache's group).
+    if (lq == 1 && (cc.type == dtype::q8 || cc.low == dtype::q8)) {
+      const auto qq = as_stored(
+          std::vector<float>(q_all.begin() + q0 * cc.hq * d, q_all.begin() + (q0 + 1) * cc.hq * d),
+          d, dtype::q8, cc.group);
+      p.q_quantized.assign(qq.begin(), qq.end());
+      p.quantized_key = [&, group](int h, std::int64_t kp) {
+        return (low[std::size_t(h / group)][std::size_t(kp)] ? cc.low : cc.type) == dtype::q8;
+      };
+    }
     return heed_ref::naive_attention(p);
   };
 

@@ -55,6 +55,11 @@ struct attention_problem {
   std::function<bool(int h, std::int64_t q_pos, std::int64_t k_pos)> keep;
   // A per-row sink logit (replaces sink_logits when set).
   std::function<double(int h, std::int64_t q_pos)> row_sink;
+  // Keys stored as q8, which decode scores with the query row quantized to q8
+  // (attention/detail/decode_qk_int.hpp): for query head h, key j with quantized_key(h, j) true
+  // takes its logit from q_quantized ([lq][hq][d]) instead of q. Unset: q for every key.
+  std::function<bool(int h, std::int64_t k_pos)> quantized_key;
+  std::vector<double> q_quantized;
 
   void resize() {
     q.assign(static_cast<std::size_t>(lq * hq * d), 0.0);
@@ -146,8 +151,11 @@ inline attention_result naive_attention(const attention_problem& p) {
         visible[static_cast<std::size_t>(j)] = keep;
         if (!keep) continue;
         const double* krow = &p.k[static_cast<std::size_t>((j * p.hkv + kvh) * p.d)];
+        const double* qj = p.quantized_key && p.quantized_key(static_cast<int>(h), j)
+                               ? &p.q_quantized[static_cast<std::size_t>((i * p.hq + h) * p.d)]
+                               : qrow;
         double dot = 0.0;
-        for (std::int64_t c = 0; c < p.d; ++c) dot += qrow[c] * krow[c];
+        for (std::int64_t c = 0; c < p.d; ++c) dot += qj[c] * krow[c];
         double x = scale * dot * row_scale;
         if (!p.alibi_slopes.empty())
           x -= p.alibi_slopes[static_cast<std::size_t>(h)] * static_cast<double>(q_pos - j);

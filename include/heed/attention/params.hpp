@@ -9,6 +9,7 @@
 #include "heed/core/kv_page.hpp"
 #include "heed/core/status.hpp"
 #include "heed/core/tensor_view.hpp"
+#include "heed/quant/quantize.hpp"
 
 namespace heed {
 
@@ -107,8 +108,18 @@ HEED_FORCE_INLINE status validate(const dense_params& p, bool quantized_kv = fal
 }
 
 // The dense and sparse kernels (decode and prefill) read every K/V type, quantized included.
+// Decode over q8 keys quantizes the query rows to q8 too (attention/detail/decode_qk_int.hpp):
+// each must be one the format holds (finite, |q| <= 127 * 65504), else status::invalid_argument.
 HEED_FORCE_INLINE status validate_dense(const dense_params& p) noexcept {
-  return validate(p, /*quantized_kv=*/true);
+  HEED_RETURN_IF_ERROR(validate(p, /*quantized_kv=*/true));
+  if (p.k.type == dtype::q8 && p.q.seq == 1) {
+    const float* q = static_cast<const float*>(p.q.data);
+    for (std::int64_t h = 0; h < p.q.heads; ++h)
+      if (quant::check_row(dtype::q8, q + p.q.offset(0, h), p.q.dim, p.k.quant_group()) !=
+          status::ok)
+        return status::invalid_argument;
+  }
+  return status::ok;
 }
 HEED_ISA_END
 

@@ -10,6 +10,7 @@
 #include "heed/attention/detail/decode_layout.hpp"
 #include "heed/attention/detail/decode_pv.hpp"
 #include "heed/attention/detail/decode_qk.hpp"
+#include "heed/attention/detail/decode_qk_int.hpp"
 #include "heed/attention/detail/dense_common.hpp"
 #include "heed/simd/arch.hpp"
 #include "heed/simd/kv_row.hpp"
@@ -44,10 +45,26 @@ struct decode_core {
   std::int64_t d, ds;
   simd::row_shape rs;  // of the K and V rows (quantized rows: their group)
 
+  // Whether this instantiation has the integer logits (decode_qk_int.hpp): AVX-512, q8 keys in
+  // groups of 32, a head dim of whole 64-byte pieces.
+  static constexpr bool kVnni = [] {
+#if defined(HEED_HAVE_VNNI_KERNEL)
+    if constexpr (simd::kv_storage<KV>::quantized) {
+      return simd::is_avx512<A> && KV::type == dtype::q8 && KV::group == 32 && D != 0 &&
+             D % 64 == 0;
+    }
+#endif
+    return false;
+  }();
+  bool vnni = false;  // kVnni and this step takes the integer path (detail::use_vnni())
+  std::int64_t qrec;  // q8 keys: bytes between the query records of buf.query
+
   decode_core(const dense_params& params, const decode_layout& l, const decode_buffers& b) noexcept
       : p(params), lay(l), buf(b), rs(D ? D : p.head_dim(), p.k.quant_group()) {
     d = rs.d;
     ds = decode_dstride(d);
+    qrec = std::int64_t(decode_query_record_bytes(lay));
+    if constexpr (kVnni) vnni = use_vnni() && vnni_stride_ok(p.k.seq_stride);
   }
 
   // Partitions: fixed runs of decode_cfg::partition keys, or the pages of paged K/V.
@@ -301,13 +318,27 @@ struct decode_core {
     }
   }
 
-  // Logits of keys [j0, j0 + nb) of KV head kvh for its G query heads into sb ([G][NB]), with
-  // kf(j) for each key j scored (its prefetch: fetch_k_ahead or a block_cursor).
+  // Logits of keys [j0, j0 + nb) of KV head kvh for its G query heads (state s) into sb
+  // ([G][NB]), with kf(j) for each key j scored (its prefetch: fetch_k_ahead or a block_cursor).
   template <class KF>
   HEED_NOINLINE void logits(const KF& kf, int kvh, const part_rows& rows, std::int64_t j0, int nb,
-                            const float* qs, float* sb) const noexcept {
+                            const head_state& s, float* sb) const noexcept {
     const std::int64_t kstride = p.k.seq_stride;
     const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
+    const float* qs = s.qs;
+#if defined(HEED_HAVE_VNNI_KERNEL)
+    if constexpr (kVnni) {
+      if (vnni) {
+        for (int j = 0; j < nb; j += 16) {
+          const int n = std::min(16, nb - j);
+          for (int i = 0; i < n; ++i) kf(j0 + j + i);
+          decode_qk_q8_vnni<D>(reinterpret_cast<const std::uint8_t*>(krow + j * kstride), kstride,
+                               n, buf.query + kvh * lay.group * qrec, qrec, lay.group, sb + j, NB);
+        }
+        return;
+      }
+    }
+#endif
     if (qk_joint(kf, krow, kstride, j0, nb, qs, ds, sb)) return;
     for (int j = 0; j < nb; ++j, krow += kstride) {
       kf(j0 + j);

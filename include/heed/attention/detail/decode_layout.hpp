@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "heed/attention/detail/decode_qk_int.hpp"
 #include "heed/attention/detail/dense_common.hpp"
 #include "heed/core/workspace.hpp"
 
@@ -27,6 +28,9 @@ struct decode_layout {
   bool strided;
   std::int64_t slots;  // head states per thread: kv_heads when strided, else 1
   bool keep_logits;
+  // q8 keys: each query row is quantized to q8 (the keys' group) once per step, into a scratch row
+  // per query head (decode_qk_int.hpp); its groups.
+  int query_group;  // 0: the query stays f32
 };
 
 HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
@@ -43,19 +47,22 @@ HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
   l.strided = p.k.seq_stride > p.k.row_extent() || p.v.seq_stride > p.v.row_extent();
   l.slots = l.strided ? p.kv_heads() : 1;
   l.keep_logits = keep_logits;
+  l.query_group = p.k.type == dtype::q8 ? p.k.quant_group() : 0;
   return l;
 }
 
 // Workspace: per thread and head slot [G][d] scaled queries, [G][d] output accumulators, two
-// [G][NB] logit blocks, (m, d, t); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial outputs;
-// optionally [Hq][Lk] logits.
+// [G][NB] logit blocks, (m, d, t); for q8 keys [Hq] quantized query records (quantized once per
+// step, decode_query_record_bytes); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial
+// outputs; optionally [Hq][Lk] logits.
 struct decode_buffers {
   float* thread_base;
   std::size_t per_thread;
-  float* part_mdt;  // [Hq][parts][3]
-  float* part_o;    // [Hq][parts][d]
-  float* logits;    // [Hq][Lk] or null
-  float* row_lse;   // [Hq] base-2 LSE of each row (for the probabilities), or null
+  float* part_mdt;      // [Hq][parts][3]
+  float* part_o;        // [Hq][parts][d]
+  float* logits;        // [Hq][Lk] or null
+  float* row_lse;       // [Hq] base-2 LSE of each row (for the probabilities), or null
+  std::uint8_t* query;  // q8 keys: [Hq] query records (decode_query_record_bytes), else null
 };
 
 // Row stride of the per-thread query and output scratch: d rounded up to 16 floats (64 bytes).
@@ -65,6 +72,17 @@ inline std::int64_t decode_dstride(std::int64_t d) noexcept { return (d + 15) / 
 HEED_FORCE_INLINE std::size_t decode_slot_floats(const decode_layout& l) noexcept {
   const std::size_t g = std::size_t(l.group), ds = std::size_t(decode_dstride(l.d));
   return align_up((g * ds * 2 + g * decode_cfg::NB * 2 + 3 * g) * 4) / 4;
+}
+// q8 keys: bytes of one query head's record in the shared query area, its q8 row
+// (query_q8_layout) then its f32 query [ds] (the dequantized values times the row's factor);
+// 0 otherwise.
+HEED_FORCE_INLINE std::size_t decode_query_record_bytes(const decode_layout& l) noexcept {
+  if (!l.query_group) return 0;
+  return align_up(query_q8_layout{l.d, l.query_group}.bytes()) +
+         4 * std::size_t(decode_dstride(l.d));
+}
+HEED_FORCE_INLINE std::size_t decode_query_floats_offset(const decode_layout& l) noexcept {
+  return align_up(query_q8_layout{l.d, l.query_group}.bytes());
 }
 HEED_FORCE_INLINE std::size_t decode_per_thread_floats(const decode_layout& l) noexcept {
   return decode_slot_floats(l) * std::size_t(l.slots);
@@ -82,6 +100,9 @@ inline decode_buffers carve_decode(void* ws, const dense_params& p, const decode
   b.part_o = c.take<float>(std::size_t(p.q_heads()) * l.n_parts * l.d);
   b.logits = l.keep_logits ? c.take<float>(std::size_t(p.q_heads()) * p.kv_len()) : nullptr;
   b.row_lse = l.keep_logits ? c.take<float>(std::size_t(p.q_heads())) : nullptr;
+  b.query = l.query_group
+                ? c.take<std::uint8_t>(std::size_t(p.q_heads()) * decode_query_record_bytes(l))
+                : nullptr;
   if (bytes) *bytes = c.bytes_needed();
   return b;
 }

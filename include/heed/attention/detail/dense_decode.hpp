@@ -73,12 +73,30 @@ struct decode_kernel : decode_core<A, D, KV> {
     const float* qbase = static_cast<const float*>(p.q.data);
     for (std::int64_t g = 0; g < G; ++g) {
       const float* qrow = qbase + p.q.offset(0, h0 + int(g));
-      const float f = qscale * row_query_scale(var, p, h0 + int(g), qpos);
-      for (std::int64_t c = 0; c < d; ++c) s.qs[g * ds + c] = qrow[c] * f;
+      if (lay.query_group) {  // q8 keys: the quantized query of the step (quantize_queries)
+        const float* qf = reinterpret_cast<const float*>(buf.query + (h0 + g) * this->qrec +
+                                                         decode_query_floats_offset(lay));
+        for (std::int64_t c = 0; c < d; ++c) s.qs[g * ds + c] = qf[c];
+      } else {
+        const float f = qscale * row_query_scale(var, p, h0 + int(g), qpos);
+        for (std::int64_t c = 0; c < d; ++c) s.qs[g * ds + c] = qrow[c] * f;
+      }
       for (std::int64_t c = 0; c < ds; ++c) s.oacc[g * ds + c] = 0.f;
       s.mg[g] = neg_inf;
       s.dg[g] = 0.f;
       s.tg[g] = 0.f;
+    }
+  }
+
+  // q8 keys: every query row quantized to q8 once per step into buf.query (decode_qk_int.hpp),
+  // with its f32 values times the row's factor for the f32 paths.
+  void quantize_queries() const noexcept {
+    const float* qbase = static_cast<const float*>(p.q.data);
+    for (int h = 0; h < p.q_heads(); ++h) {
+      std::uint8_t* rec = buf.query + h * this->qrec;
+      const float f = qscale * row_query_scale(var, p, h, qpos);
+      quantize_query_q8(qbase + p.q.offset(0, h), d, lay.query_group, f, rec,
+                        reinterpret_cast<float*>(rec + decode_query_floats_offset(lay)));
     }
   }
 
@@ -100,7 +118,7 @@ struct decode_kernel : decode_core<A, D, KV> {
   HEED_FORCE_INLINE void block(int kvh, const head_state& s, const part_rows& rows,
                                const Variant& vr, const cursor_pair& cur, std::int64_t j0,
                                int nb) const noexcept {
-    this->logits(cur.first, kvh, rows, j0, nb, s.qs, s.sb);
+    this->logits(cur.first, kvh, rows, j0, nb, s, s.sb);
     softmax(kvh, s, vr, j0, nb, s.sb);
     this->pv_all(s.oacc, s.sb, rows.v + p.v.offset(j0 - rows.first, kvh), nb, cur.second, 0);
   }
@@ -130,7 +148,7 @@ struct decode_kernel : decode_core<A, D, KV> {
     for (int sub = 0; sub < NB; sub += kPipe) {
       if (sub < nb)
         this->logits(typename core::fetch_k_ahead{pf}, kvh, rows, j0 + sub,
-                     std::min(kPipe, nb - sub), s.qs, cur + sub);
+                     std::min(kPipe, nb - sub), s, cur + sub);
       if (sub < pend.nb)
         this->pv_all(s.oacc, prev + sub, vprev + sub * vstride, std::min(kPipe, pend.nb - sub), pf,
                      pend.j0 + sub + PD);
@@ -359,6 +377,7 @@ void run_decode(const dense_params& p, const Variant& var, Obs& obs, workspace w
   HEED_DASSERT(lay.n_parts >= 1 && lay.group >= 1 && lay.k_hi <= p.kv_len());
   const decode_buffers buf = carve_decode(ws.data, p, lay, ex.concurrency());
   const decode_kernel<A, D, KV, Variant, Obs> k(p, var, obs, lay, buf);
+  if (lay.query_group) k.quantize_queries();
   // Each thread takes one contiguous run of (KV head, partition) tasks: long sequential K/V
   // streams per core, and
   // the same partitions and merge order, hence the same bits, for any thread count.
