@@ -9,6 +9,7 @@
 #include "heed/c/heed.h"
 #include "heed/core/executor.hpp"
 #include "heed/core/status.hpp"
+#include "heed/simd/integer_dot.hpp"
 #include "heed/version.hpp"
 
 namespace {
@@ -142,5 +143,10 @@ int heed_version_number(void) {
 int heed_abi_version(void) { return HEED_ABI_VERSION; }
 
 const char* heed_isa_name(void) { return heed::isa_name(heed::best_isa()); }
+
+int heed_set_integer_dot(int on) { return heed::set_integer_dot(on != 0) ? 1 : 0; }
+int heed_integer_dot_active(void) {
+  return heed::integer_dot_enabled() && heed::cpu_has_avx512_vnni() ? 1 : 0;
+}
 
 }  // extern "C"

@@ -218,6 +218,10 @@ static void run_case(const char* name, problem pb, int kv, int kv_head_major, in
 
   for (i = 0; i < nq; ++i) {
     q[i] = uniform();
+    /* Decode over q8 keys reads the query quantized to q8 (groups of 32): multiples of 1/128 with
+     * a 127/128 in every group are the values it holds exactly (scale 1/128). */
+    if (kv_q8 && pb.lq == 1)
+      q[i] = i % 32 == 0 ? 127.f / 128.f : (float)lrintf(q[i] * 127.f) / 128.f;
     qd[i] = q[i];
     o[i] = NAN;
   }
@@ -522,6 +526,12 @@ int main(void) {
   pb.scale = 1.0 / sqrt(128.0);
   run_case("decode q8 tap exec", pb, 2, 0, 1, 1, 1);
   run_case("decode q8 head-major", pb, 2, 1, 0, 1, 0);
+  /* The same logits in f32 instead of integer dot products (AVX-512 VNNI CPUs). */
+  printf("integer dot products active: %d\n", heed_integer_dot_active());
+  CHECK(heed_set_integer_dot(0) == 1);
+  CHECK(heed_integer_dot_active() == 0);
+  run_case("decode q8 f32 logits", pb, 2, 1, 1, 1, 0);
+  CHECK(heed_set_integer_dot(1) == 0);
   pb.lq = 40;
   pb.lk = 90;
   pb.q_offset = 50;

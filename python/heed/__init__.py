@@ -22,12 +22,14 @@ from ._heed import (  # noqa: F401
     caote_scores,
     detect_sinks,
     expected_attention_scores,
+    integer_dot_active,
     key_diff_scores,
     key_norm_scores,
     lagkv_scores,
     linear_attention,
     observation_window_scores,
     policy_names,
+    set_integer_dot,
     value_norm_scores,
     vertical_slash_attention,
 )
@@ -35,8 +37,9 @@ from ._heed import (  # noqa: F401
 __all__ = [
     "EvictionLoop", "HeedError", "KVCache", "PolicyError", "PolicyInput", "attention",
     "best_isa", "block_sparse_attention", "caote_scores", "column_mass", "detect_sinks",
-    "expected_attention_scores", "from_bf16", "key_diff_scores", "key_norm_scores", "lagkv_scores",
-    "linear_attention", "observation_window_scores", "policy_names", "snapkv_scores",
+    "expected_attention_scores", "from_bf16", "integer_dot_active", "key_diff_scores",
+    "key_norm_scores", "lagkv_scores", "linear_attention", "observation_window_scores",
+    "policy_names", "set_integer_dot", "snapkv_scores",
     "to_bf16", "value_norm_scores", "vertical_slash_attention", "csr",
 ]
 

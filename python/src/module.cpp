@@ -1,6 +1,7 @@
 // heed._heed: the module definition and the error types.
 #include "common.hpp"
 #include "heed/attention/dense_dispatch.hpp"
+#include "heed/simd/integer_dot.hpp"
 #include "heed/version.hpp"
 
 namespace heed {
@@ -71,6 +72,15 @@ PYBIND11_MODULE(_heed, m) {
         }
       },
       "The instruction set the compiled kernels use on this CPU.");
+  m.def(
+      "set_integer_dot", [](bool on) { return heed::set_integer_dot(on); }, pybind11::arg("on"),
+      "Allow (True, the default) or forbid the 8-bit integer Q K^T of decode over q8 keys on CPUs "
+      "with AVX-512 VNNI (the f32 path computes the same logits up to f32 rounding); returns the "
+      "previous setting.");
+  m.def(
+      "integer_dot_active",
+      [] { return heed::integer_dot_enabled() && heed::cpu_has_avx512_vnni(); },
+      "True when decode over q8 keys uses 8-bit integer dot products on this CPU.");
   m.def(
       "_reads_in_place",
       [](pybind11::object a, std::string layout_name) {

@@ -192,3 +192,10 @@ def test_errors_before_the_kernel():
         heed.attention(q, k, v, layout="xyz")
     with pytest.raises(heed.HeedError, match="NumPy"):
         heed.attention([1.0], k, v)
+
+
+def test_integer_dot_switch():
+    """heed.set_integer_dot returns the previous setting; off, no path uses integer products."""
+    assert heed.set_integer_dot(False) is True
+    assert heed.integer_dot_active() is False
+    assert heed.set_integer_dot(True) is False

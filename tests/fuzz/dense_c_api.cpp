@@ -222,6 +222,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ref.q = fill(q, vs);
     ref.k = fill(k, vs);
     ref.v = fill(v, vs);
+    // Decode over q8 keys reads the query quantized to q8 (the keys' group): the reference too.
+    if (kv_type == HEED_DTYPE_Q8 && lq == 1) {
+      const int g = heed::quant::default_group;
+      std::vector<float> row(std::size_t(d));
+      std::vector<unsigned char> bytes(heed::quant::row_bytes(heed::dtype::q8, d, g));
+      for (std::int64_t h = 0; h < hq; ++h) {
+        double* r = &ref.q[std::size_t(h * d)];
+        for (std::int64_t c = 0; c < d; ++c) row[std::size_t(c)] = float(r[c]);
+        HEED_FUZZ_CHECK(heed::quant::quantize_row(heed::dtype::q8, row.data(), d, g,
+                                                  bytes.data()) == heed::status::ok);
+        for (std::int64_t c = 0; c < d; ++c)
+          r[c] = heed::quant::dequantize_value(heed::dtype::q8, bytes.data(), d, g, c);
+      }
+    }
   } else {  // q8 / q4 rows of this dim do not exist: any bytes, the call must refuse them
     q.t.dtype = HEED_DTYPE_F32;
     ref.q = fill(q, vs);

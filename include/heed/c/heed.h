@@ -173,6 +173,14 @@ int heed_abi_version(void);
  * "sse2". */
 const char* heed_isa_name(void);
 
+/* Decode over q8 keys quantizes the query to q8 and, on a CPU with AVX-512 VNNI, computes the
+ * logits with 8-bit integer dot products (docs/quantization.md). heed_set_integer_dot(0) makes it
+ * compute the same logits in f32 instead (they differ only in f32 rounding), 1 allows the integer
+ * path again (the default); returns the previous setting. heed_integer_dot_active() is 1 when the
+ * integer path is allowed and the CPU has it. */
+int heed_set_integer_dot(int on);
+int heed_integer_dot_active(void);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
