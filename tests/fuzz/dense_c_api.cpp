@@ -225,7 +225,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // Decode over q8 keys reads the query quantized to q8 (the keys' group): the reference too.
     if (kv_type == HEED_DTYPE_Q8 && lq == 1) {
       const int g = heed::quant::default_group;
-      std::vector<float> row(std::size_t(d));
+      std::vector<float> row(static_cast<std::size_t>(d));
       std::vector<unsigned char> bytes(heed::quant::row_bytes(heed::dtype::q8, d, g));
       for (std::int64_t h = 0; h < hq; ++h) {
         double* r = &ref.q[std::size_t(h * d)];
