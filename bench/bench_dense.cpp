@@ -184,6 +184,13 @@ void run_decode(benchmark::State& state, heed::isa isa, const decode_case& c) {
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// One decode step of pb (false: the call failed).
+bool decode_step(decode_problem& pb, std::vector<char>& ws, heed::executor& ex, heed::isa isa) {
+  const bool ok = heed::dense_attention(pb.p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
+  benchmark::DoNotOptimize(pb.o.data());
+  return ok;
+}
+
 // A quantized decode and the same step with f16 K/V, timed in the same iterations
 // (paired_time_ratio): counter quant_over_f16 = time(quantized) / time(f16).
 void run_decode_quant_paired(benchmark::State& state, heed::isa isa, const decode_case& c) {
@@ -193,14 +200,9 @@ void run_decode_quant_paired(benchmark::State& state, heed::isa isa, const decod
   heed::thread_pool_executor ex(threads);
   std::vector<char> ws(std::max(heed::dense_workspace_size(quant.p, threads, isa),
                                 heed::dense_workspace_size(half.p, threads, isa)));
-  auto step = [&](decode_problem& pb) {
-    const bool ok =
-        heed::dense_attention(pb.p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
-    benchmark::DoNotOptimize(pb.o.data());
-    return ok;
-  };
   state.counters["quant_over_f16"] = paired_time_ratio(
-      state, [&] { return step(half); }, [&] { return step(quant); });
+      state, [&] { return decode_step(half, ws, ex, isa); },
+      [&] { return decode_step(quant, ws, ex, isa); });
 }
 // q8 decode on the AVX-512 kernels with the integer logits (AVX-512 VNNI) and with the f32 ones
 // (heed::set_integer_dot(false)), timed in the same iterations: counter integer_over_float =
@@ -212,10 +214,7 @@ void run_decode_integer_paired(benchmark::State& state, heed::isa isa, const dec
   std::vector<char> ws(heed::dense_workspace_size(pb.p, threads, isa));
   auto step = [&](bool integer) {
     heed::set_integer_dot(integer);
-    const bool ok =
-        heed::dense_attention(pb.p, {ws.data(), ws.size()}, ex, isa) == heed::status::ok;
-    benchmark::DoNotOptimize(pb.o.data());
-    return ok;
+    return decode_step(pb, ws, ex, isa);
   };
   state.counters["integer_over_float"] = paired_time_ratio(
       state, [&] { return step(false); }, [&] { return step(true); });
