@@ -318,14 +318,14 @@ struct decode_core {
     }
   }
 
-  // Logits of keys [j0, j0 + nb) of KV head kvh for its G query heads (state s) into sb
-  // ([G][NB]), with kf(j) for each key j scored (its prefetch: fetch_k_ahead or a block_cursor).
+  // Logits of keys [j0, j0 + nb) of KV head kvh for its G query heads into sb ([G][NB]), with
+  // kf(j) for each key j scored (its prefetch: fetch_k_ahead or a block_cursor). The f32 paths
+  // read the scaled queries qs, the integer path the step's quantized queries (buf.query).
   template <class KF>
   HEED_NOINLINE void logits(const KF& kf, int kvh, const part_rows& rows, std::int64_t j0, int nb,
-                            const head_state& s, float* sb) const noexcept {
+                            const float* qs, float* sb) const noexcept {
     const std::int64_t kstride = p.k.seq_stride;
     const KV* krow = rows.k + p.k.offset(j0 - rows.first, kvh);
-    const float* qs = s.qs;
 #if defined(HEED_HAVE_VNNI_KERNEL)
     if constexpr (kVnni) {
       if (vnni) {

@@ -28,9 +28,9 @@ struct decode_layout {
   bool strided;
   std::int64_t slots;  // head states per thread: kv_heads when strided, else 1
   bool keep_logits;
-  // q8 keys: each query row is quantized to q8 (the keys' group) once per step, into a scratch row
-  // per query head (decode_qk_int.hpp); its groups.
-  int query_group;  // 0: the query stays f32
+  // q8 keys: each query row is quantized to q8 in the keys' group once per step, into a shared
+  // record per query head (decode_query_record_bytes, decode_qk_int.hpp).
+  int query_group;  // the keys' group, or 0: the query stays f32
 };
 
 HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
@@ -52,9 +52,9 @@ HEED_FORCE_INLINE decode_layout make_decode_layout(const dense_params& p,
 }
 
 // Workspace: per thread and head slot [G][d] scaled queries, [G][d] output accumulators, two
-// [G][NB] logit blocks, (m, d, t); for q8 keys [Hq] quantized query records (quantized once per
-// step, decode_query_record_bytes); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial
-// outputs; optionally [Hq][Lk] logits.
+// [G][NB] logit blocks, (m, d, t); shared [Hq][parts] (m, d, t) and [Hq][parts][d] partial
+// outputs; optionally [Hq][Lk] logits; for q8 keys [Hq] quantized query records (written once
+// per step, decode_query_record_bytes).
 struct decode_buffers {
   float* thread_base;
   std::size_t per_thread;

@@ -44,8 +44,8 @@ struct query_q8_layout {
 
 // Quantizes query row q[0 .. d) to q8 in groups of g into qi (query_q8_layout) and writes the
 // f32 query the float paths use: qs[c] = dequantized value c * f (f: the row's logit factor). A
-// row the format cannot hold (a non-finite value, or |q| beyond 127 * 65504) becomes NaN: its
-// logits, hence its output, are NaN on every path.
+// row the format cannot hold (a non-finite value, or |q| beyond 127 * 65504), which
+// validate_dense refuses before any kernel runs, gets NaN scales here: NaN logits on every path.
 inline void quantize_query_q8(const float* HEED_RESTRICT q, std::int64_t d, int g, float f,
                               std::uint8_t* HEED_RESTRICT qi, float* HEED_RESTRICT qs) noexcept {
   const query_q8_layout lay{d, g};

@@ -118,7 +118,7 @@ struct decode_kernel : decode_core<A, D, KV> {
   HEED_FORCE_INLINE void block(int kvh, const head_state& s, const part_rows& rows,
                                const Variant& vr, const cursor_pair& cur, std::int64_t j0,
                                int nb) const noexcept {
-    this->logits(cur.first, kvh, rows, j0, nb, s, s.sb);
+    this->logits(cur.first, kvh, rows, j0, nb, s.qs, s.sb);
     softmax(kvh, s, vr, j0, nb, s.sb);
     this->pv_all(s.oacc, s.sb, rows.v + p.v.offset(j0 - rows.first, kvh), nb, cur.second, 0);
   }
@@ -148,7 +148,7 @@ struct decode_kernel : decode_core<A, D, KV> {
     for (int sub = 0; sub < NB; sub += kPipe) {
       if (sub < nb)
         this->logits(typename core::fetch_k_ahead{pf}, kvh, rows, j0 + sub,
-                     std::min(kPipe, nb - sub), s, cur + sub);
+                     std::min(kPipe, nb - sub), s.qs, cur + sub);
       if (sub < pend.nb)
         this->pv_all(s.oacc, prev + sub, vprev + sub * vstride, std::min(kPipe, pend.nb - sub), pf,
                      pend.j0 + sub + PD);
