@@ -455,9 +455,12 @@ TEST(Llama2c, QuantizedCacheLossIsCloseToF32) {
   // per key row; outlier channels of the keys take most of the 16 levels). Key rotation is the
   // planned remedy; until then this bounds the regression, not the target.
   EXPECT_LE(std::fabs(q4 / f32 - 1), 0.30);
-  // 2 threads give the same bits; a paged cache merges its pages in another order.
+  // 2 threads give the same bits; a paged cache merges its pages in another order. Its last-bit
+  // differences reach the next layer's keys and queries, which decode quantizes to q8: a value
+  // at a rounding boundary moves by a whole step, so the q8 loss may differ by more than f32
+  // rounding (2.8e-4 of it measured at -O1).
   EXPECT_EQ(engine_loss(m, window, "full", 0, 2, kv_of(0, heed::dtype::q4)), q4);
-  EXPECT_NEAR(engine_loss(m, window, "full", 0, 2, kv_of(16, heed::dtype::q8)), q8, 1e-4 * q8);
+  EXPECT_NEAR(engine_loss(m, window, "full", 0, 2, kv_of(16, heed::dtype::q8)), q8, 1e-3 * q8);
   for (const std::string& name : llama2c::policy_names()) {
     if (name == "full") continue;
     const double a = engine_loss(m, window, name.c_str(), 128, 1);
