@@ -74,6 +74,12 @@ inline void quantize_query_q8(const float* HEED_RESTRICT q, std::int64_t d, int 
   }
 }
 
+// Whether the VNNI logits can read rows kstride bytes apart (their scales are gathered with
+// 32-bit offsets of up to 15 rows).
+inline bool vnni_stride_ok(std::int64_t kstride) noexcept {
+  return kstride > 0 && kstride <= std::numeric_limits<std::int32_t>::max() / 16;
+}
+
 #if defined(HEED_HAVE_VNNI_KERNEL)
 
 // GCC 12 warns that its own intrinsics' placeholder operands are uninitialized when they are
@@ -83,12 +89,6 @@ inline void quantize_query_q8(const float* HEED_RESTRICT q, std::int64_t d, int 
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-
-// Whether the VNNI logits can read rows kstride bytes apart (their scales are gathered with
-// 32-bit offsets of up to 15 rows).
-inline bool vnni_stride_ok(std::int64_t kstride) noexcept {
-  return kstride > 0 && kstride <= std::numeric_limits<std::int32_t>::max() / 16;
-}
 
 // 16 x 16 32-bit transpose: r[n] (row n, dwords 0..15) becomes r[c] (dword c of rows 0..15).
 __attribute__((target("avx512f"))) inline void transpose_16x16_epi32(__m512i* r) noexcept {
