@@ -337,10 +337,11 @@ struct dense_setup {
     for (std::int64_t h = 0; h < c.hq; ++h) {
       for (std::int64_t x = 0; x < c.d; ++x) row[std::size_t(x)] = float(ref.q_at(0, h, x));
       if (heed::quant::quantize_row(heed::dtype::q8, row.data(), c.d, g, qrow.data()) !=
-          heed::status::ok)
+              heed::status::ok ||
+          heed::quant::dequantize_row(heed::dtype::q8, qrow.data(), c.d, g, row.data()) !=
+              heed::status::ok)
         std::abort();
-      for (std::int64_t x = 0; x < c.d; ++x)
-        ref.q_at(0, h, x) = heed::quant::dequantize_value(heed::dtype::q8, qrow.data(), c.d, g, x);
+      for (std::int64_t x = 0; x < c.d; ++x) ref.q_at(0, h, x) = row[std::size_t(x)];
     }
   }
 

@@ -232,8 +232,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         for (std::int64_t c = 0; c < d; ++c) row[std::size_t(c)] = float(r[c]);
         HEED_FUZZ_CHECK(heed::quant::quantize_row(heed::dtype::q8, row.data(), d, g,
                                                   bytes.data()) == heed::status::ok);
-        for (std::int64_t c = 0; c < d; ++c)
-          r[c] = heed::quant::dequantize_value(heed::dtype::q8, bytes.data(), d, g, c);
+        HEED_FUZZ_CHECK(heed::quant::dequantize_row(heed::dtype::q8, bytes.data(), d, g,
+                                                    row.data()) == heed::status::ok);
+        for (std::int64_t c = 0; c < d; ++c) r[c] = row[std::size_t(c)];
       }
     }
   } else {  // q8 / q4 rows of this dim do not exist: any bytes, the call must refuse them

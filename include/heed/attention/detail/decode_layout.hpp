@@ -76,13 +76,12 @@ HEED_FORCE_INLINE std::size_t decode_slot_floats(const decode_layout& l) noexcep
 // q8 keys: bytes of one query head's record in the shared query area, its q8 row
 // (query_q8_layout) then its f32 query [ds] (the dequantized values times the row's factor);
 // 0 otherwise.
-HEED_FORCE_INLINE std::size_t decode_query_record_bytes(const decode_layout& l) noexcept {
-  if (!l.query_group) return 0;
-  return align_up(query_q8_layout{l.d, l.query_group}.bytes()) +
-         4 * std::size_t(decode_dstride(l.d));
-}
 HEED_FORCE_INLINE std::size_t decode_query_floats_offset(const decode_layout& l) noexcept {
   return align_up(query_q8_layout{l.d, l.query_group}.bytes());
+}
+HEED_FORCE_INLINE std::size_t decode_query_record_bytes(const decode_layout& l) noexcept {
+  if (!l.query_group) return 0;
+  return decode_query_floats_offset(l) + 4 * std::size_t(decode_dstride(l.d));
 }
 HEED_FORCE_INLINE std::size_t decode_per_thread_floats(const decode_layout& l) noexcept {
   return decode_slot_floats(l) * std::size_t(l.slots);
