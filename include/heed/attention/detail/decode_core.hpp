@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "heed/attention/detail/decode_layout.hpp"
 #include "heed/attention/detail/decode_pv.hpp"
@@ -115,13 +116,23 @@ struct decode_core {
     }
     HEED_FORCE_INLINE void fetch_k(std::int64_t j) const noexcept { fetch_row(k, kstep, j); }
     HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept { fetch_row(v, vstep, j); }
-    // Lines [part, part + 1) * lines / parts of key j's V row: P V's column passes each fetch
-    // their share, so the V prefetches spread over the whole block (see pv_heads).
-    HEED_FORCE_INLINE void fetch_v_part(std::int64_t j, int part, int parts) const noexcept {
+    // One P V column pass's V prefetches: lines [part, part + 1) * lines / parts of the V rows of
+    // keys j, j + 1, ... (one row per next()), so the V prefetches spread over the whole block
+    // (see pv_heads). The address advances by the row step: no multiply or reload per key (the
+    // pass's loop issues about as many instructions as the FMA pipes retire, docs/kernel_notes.md).
+    struct v_part_fetch {
+      std::uintptr_t at = 0, step = 0;
+      int lines = 0;
+      HEED_FORCE_INLINE void next() noexcept {
+        for (int b = 0; b < lines; ++b)
+          __builtin_prefetch(reinterpret_cast<const void*>(at + std::uintptr_t(b) * 64), 0, 2);
+        at += step;
+      }
+    };
+    HEED_FORCE_INLINE v_part_fetch v_part(std::int64_t j, int part, int parts) const noexcept {
       const std::int64_t lines = (row_bytes() + 63) / 64;
-      const std::uintptr_t r = v + std::uintptr_t(j) * vstep;
-      for (std::int64_t b = lines * part / parts; b < lines * (part + 1) / parts; ++b)
-        __builtin_prefetch(reinterpret_cast<const void*>(r + std::uintptr_t(b * 64)), 0, 2);
+      const std::int64_t lo = lines * part / parts, hi = lines * (part + 1) / parts;
+      return {v + std::uintptr_t(j) * vstep + std::uintptr_t(lo * 64), vstep, int(hi - lo)};
     }
     // K and V rows of key j.
     HEED_FORCE_INLINE void fetch(std::int64_t j) const noexcept {
@@ -136,7 +147,7 @@ struct decode_core {
   // not lambdas: GCC took a lambda that only prefetches for a function without side effects
   // and deleted its calls (decode from DRAM at half speed).
   struct fetch_k_ahead {  // contiguous rows: the K row PD keys ahead (P V fetches the V row)
-    const row_fetch& f;
+    row_fetch f;  // a copy: its fields stay in registers (a reference reloaded them per key)
     HEED_FORCE_INLINE void operator()(std::int64_t j) const noexcept { f.fetch_k(j + PD); }
   };
   row_fetch fetcher(const part_rows& rows, int kvh) const noexcept {
@@ -177,8 +188,14 @@ struct decode_core {
     }
     HEED_FORCE_INLINE void fetch_v(std::int64_t j) const noexcept { (*this)(j); }
     // Strided rows are fetched whole, in address order, by the first column pass.
-    HEED_FORCE_INLINE void fetch_v_part(std::int64_t j, int part, int) const noexcept {
-      if (part == 0) (*this)(j);
+    struct v_part_fetch {
+      const block_cursor* c = nullptr;
+      HEED_FORCE_INLINE void next() noexcept {
+        if (c) (*c)(0);
+      }
+    };
+    HEED_FORCE_INLINE v_part_fetch v_part(std::int64_t, int part, int) const noexcept {
+      return {part == 0 ? this : nullptr};
     }
   };
   // The K and V cursors of heads [h_lo, h_hi) of a partition's rows.
@@ -246,18 +263,29 @@ struct decode_core {
       return false;
     } else {
       constexpr int KB = L / GC;
-      alignas(64) float tmp[L];
-      for (int j = 0; j < nb; j += KB) {
-        for (int n = 0; n < KB; ++n) kf(j0 + j + n);
-        decode_qk_joint<A, D, GC, KV>(krow + j * kstride, kstride, nb - j, qs, qstride)
-            .store_aligned(tmp);
-        for (int n = 0; n < KB; ++n)
+      constexpr int KC = std::max(KB, decode_qk_keys<A, GC, KV>());
+      alignas(64) float tmp[(KC + KB - 1) / KB * L];
+      int j = 0;
+      // KC keys a call, then the rest KB at a time (KB keys take one transpose-reduce). A whole
+      // call (full: all K rows valid) passes the constant K as its count of valid rows: no
+      // clamped row addresses to form.
+      const auto score = [&](auto keys, auto full) {
+        constexpr int K = decltype(keys)::value;
+        const int n_here = decltype(full)::value ? K : std::min(K, nb - j);
+        for (int n = 0; n < n_here; ++n) kf(j0 + j + n);
+        decode_qk_joint<A, D, GC, K, KV>(krow + j * kstride, kstride, n_here, qs, qstride, tmp);
+        for (int n = 0; n < n_here; ++n)
           for (int g = 0; g < GC; ++g) sb[g * NB + j + n] = tmp[n * GC + g];
-      }
+        j += K;
+      };
+      using whole = std::true_type;
+      while (j + KC <= nb) score(std::integral_constant<int, KC>{}, whole{});
+      if constexpr (KC != KB)
+        while (j + KB <= nb) score(std::integral_constant<int, KB>{}, whole{});
+      if (j < nb) score(std::integral_constant<int, KB>{}, std::false_type{});
       return true;
     }
   }
-
   // Columns (vectors) of one P V register block for GB query heads: GB x CB accumulators, CB
   // value vectors and the broadcast probability must fit in the ISA's registers. On AVX2 (16
   // registers) a block of 4 heads x 4 vectors spilled its accumulators to the stack on every key.
@@ -271,7 +299,7 @@ struct decode_core {
 
   // P V of the block for query heads [0, GB) of oacc / sb (head-dim rows of vectors), column block
   // by column block; with pf (may be null), each column pass also prefetches its share of key
-  // jf + j's V row (fetch_v_part). With AVX2's narrower blocks (8 passes), the whole row in the
+  // jf + j's V row (v_part). With AVX2's narrower blocks (8 passes), the whole row in the
   // first pass slowed head-major decode from DRAM by a quarter: the prefetches came in bursts.
   template <int GB, class F>
   HEED_FORCE_INLINE void pv_heads(float* oacc, const float* sb, const KV* vrow0,
@@ -280,11 +308,12 @@ struct decode_core {
     constexpr int CB = pv_cols<GB>();
     constexpr int parts = D / (CB * L);
     for (int part = 0; part < parts; ++part)
-      decode_pv_block<A, D, GB, CB, KV, F>(oacc, ds, sb, vrow0, vstride, part * CB * L, nb, pf, jf,
-                                           part, parts);
+      decode_pv_block<A, D, GB, CB, KV>(
+          oacc, ds, sb, vrow0, vstride, part * CB * L, nb,
+          pf ? pf->v_part(jf, part, parts) : typename F::v_part_fetch{});
   }
 
-  // Also prefetches, per key of the block, key jf + j's V row (pf.fetch_v_part over the column
+  // Also prefetches, per key of the block, key jf + j's V row (pf.v_part over the column
   // passes of the first head block; pf.fetch_v on the generic head dim's path).
   template <class F>
   HEED_NOINLINE void pv_all(float* oacc, const float* sb, const KV* vrow0, int nb, const F& pf,

@@ -16,13 +16,12 @@ HEED_ISA_BEGIN
 namespace detail {
 
 // o[g][c0 .. c0 + CB*L) += sum_j p[g][j] * v[j][...] for GB query heads and nb keys (rows of D
-// values). With vfetch != nullptr, also vfetch->fetch_v_part(jf + j, part, parts) for each key j.
-template <class A, int D, int GB, int CB, class KV, class Fetch>
+// values); vf.next() once per key (the pass's share of the V prefetches, decode_core::v_part).
+template <class A, int D, int GB, int CB, class KV, class PartFetch>
 HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_stride,
                                        const float* HEED_RESTRICT pb, const KV* vrow0,
                                        std::int64_t vstride, std::int64_t c0, int nb,
-                                       const Fetch* vfetch = nullptr, std::int64_t jf = 0,
-                                       int part = 0, int parts = 1) noexcept {
+                                       PartFetch vf) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr int L = static_cast<int>(B::size);
   B acc[GB][CB];
@@ -30,7 +29,7 @@ HEED_FORCE_INLINE void decode_pv_block(float* HEED_RESTRICT o, std::int64_t o_st
     for (int c = 0; c < CB; ++c) acc[g][c] = B::load_aligned(o + g * o_stride + c0 + c * L);
   const KV* vrow = vrow0;
   for (int j = 0; j < nb; ++j, vrow += vstride) {
-    if (vfetch) vfetch->fetch_v_part(jf + j, part, parts);
+    vf.next();
     B vv[CB];
     simd::col_reader<A, KV> r;
     for (int c = 0; c < CB; ++c) {

@@ -66,28 +66,47 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
   }
 }
 
-// Logits of KB = L / G keys for G query heads with one transpose-reduce: lane n * G + g of the
-// result is dot(k_{n}, q_g). Each key row is converted once, in registers. Rows past nvalid
-// repeat the last valid row. P keys are scored together (their P * G sums advance side by
-// side, each query chunk loaded once for them): with one key at a time G = 4 and 8 had only 4
-// and 8 independent FMA chains of D / L steps, and the logits ran at the FMA latency, not its
-// throughput. G = 1 and 2 keep one key at a time (more were not faster). Measurements:
-// docs/kernel_notes.md.
-template <class A, int D, int G, class KV>
-HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT krow,
-                                                         std::int64_t kstride, int nvalid,
-                                                         const float* HEED_RESTRICT qs,
-                                                         std::int64_t qstride) noexcept {
+// Keys whose logits decode_qk_joint scores side by side (their P * G sums advance together,
+// each query chunk loaded once for them). KB = L / G keys fill one transpose-reduce. With one key
+// at a time G = 4 and 8 had only 4 and 8 independent FMA chains of D / L steps and the logits ran
+// at the FMA latency, not its throughput; G = 1 and 2 keep one key at a time (more were not
+// faster). On 16-register ISAs the KB keys of G = 4 give 8 chains, just what two FMA pipes of
+// latency 4 need, with no slack (AVX2 on Zen 4: 0.79 of the FMA peak in L1); there P rises while
+// the accumulators, the key vectors and one query vector fit (AVX2, G = 4: 3 keys, 12 chains,
+// 0.94). Only for 16-bit rows: quantized rows' scales take registers too, and 3 strided f32 rows
+// (4 KiB apart in [seq, heads, d]) ran a third slower.
+// Measurements: docs/kernel_notes.md.
+template <class A, int G, class KV>
+constexpr int decode_qk_keys() noexcept {
+  constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
+  constexpr int KB = L / G;
+  if (G != 4 && G != 8) return 1;
+  int P = KB;
+  if (simd::vector_registers<A> == 16 && sizeof(KV) == 2)
+    while (P * G < 12 && (P + 1) * G + (P + 1) + 1 <= 16) ++P;
+  return P;
+}
+
+// Logits of KC keys (KC = max(decode_qk_keys, KB), or KB) for G query heads into out: out[n * G +
+// g] = dot(k_n, q_g). Each key row is converted once, in registers; rows past nvalid repeat the
+// last valid row. Each KB keys' sums take one transpose-reduce (their P * G accumulators; a last
+// partial reduction is padded with copies). out holds ceil(KC / KB) * L floats, aligned.
+template <class A, int D, int G, int KC, class KV>
+HEED_FORCE_INLINE void decode_qk_joint(const KV* HEED_RESTRICT krow, std::int64_t kstride,
+                                       int nvalid, const float* HEED_RESTRICT qs,
+                                       std::int64_t qstride, float* HEED_RESTRICT out) noexcept {
   using B = xsimd::batch<float, A>;
   constexpr int L = static_cast<int>(B::size);
   constexpr int KB = L / G;
   constexpr int NV = D / L;
   static_assert(KB * G == L && D % L == 0, "joint logits need G | L and L | D");
-  constexpr int P_want = G == 4 || G == 8 ? KB : 1;
-  constexpr int P = P_want < KB ? P_want : KB;  // narrower vectors: fewer keys per reduction
-  static_assert(KB % P == 0, "keys scored together divide the keys of one reduction");
-  B acc[L];
-  for (int n0 = 0; n0 < KB; n0 += P) {
+  static_assert(KC == KB || KC == decode_qk_keys<A, G, KV>(), "KB keys or decode_qk_keys");
+  constexpr int P_keys = decode_qk_keys<A, G, KV>();
+  constexpr int P = KC > KB ? KC : (P_keys < KB ? P_keys : KB);
+  static_assert(KC % P == 0, "keys scored together divide the keys of one call");
+  constexpr int R = (KC + KB - 1) / KB;  // transpose-reduces
+  B acc[R * L];
+  for (int n0 = 0; n0 < KC; n0 += P) {
     const KV* kr[P];
     simd::col_reader<A, KV> r[P];
     for (int i = 0; i < P; ++i) kr[i] = krow + std::min(n0 + i, nvalid - 1) * kstride;
@@ -108,7 +127,8 @@ HEED_FORCE_INLINE xsimd::batch<float, A> decode_qk_joint(const KV* HEED_RESTRICT
       }
     }
   }
-  return simd::haddp<A>(acc);
+  for (int i = KC * G; i < R * L; ++i) acc[i] = acc[i - KC * G];
+  for (int r = 0; r < R; ++r) simd::haddp<A>(acc + r * L).store_aligned(out + r * L);
 }
 
 }  // namespace detail

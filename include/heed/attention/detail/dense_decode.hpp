@@ -129,15 +129,20 @@ struct decode_kernel : decode_core<A, D, KV> {
     int nb = 0;              // 0: none
     bool in_second = false;  // its probabilities are in sb2 (else sb)
   };
-  // Keys per piece of the interleaved logits and P V (16 measured fastest: docs/kernel_notes.md).
-  static constexpr int kPipe = 16;
+  // Keys per piece of the interleaved logits and P V: the whole block where its K and V rows
+  // take at most 32 KiB (f16 or q8 rows of head dim 128), else 16 keys. On Zen 3 pieces of 16
+  // had measured fastest everywhere; on Zen 4 whole blocks of f16 rows are 4-9% faster (each
+  // piece's calls, and P V passes of 16 keys, cost instructions the FMA-bound loops have no room
+  // for), f32 rows 4-10% slower. Measurements: docs/kernel_notes.md.
+  int pipe_keys() const noexcept {
+    const std::int64_t pair = simd::kv_storage<KV>::row_bytes(this->rs) * 2;
+    return pair * NB <= 32 * 1024 ? NB : 16;
+  }
 
-  // Contiguous rows: block [j0, j0 + nb)'s logits run interleaved, in pieces of kPipe keys, with
+  // Contiguous rows: block [j0, j0 + nb)'s logits run interleaved, in pieces (pipe_keys), with
   // the P V of the block before it (pend), then its softmax; its own P V is left pending (run
-  // it with finish()). The K and V streams are then read side by side instead of 64 K rows,
-  // then 64 V rows, which read two row streams markedly slower (docs/kernel_notes.md). The
-  // additions into the output come in the same order as block()'s (P V of block b, rescale, P V of
-  // block b + 1): the same bits.
+  // it with finish()). The additions into the output come in the same order as block()'s (P V of
+  // block b, rescale, P V of block b + 1): the same bits.
   HEED_FORCE_INLINE void pipelined(int kvh, const head_state& s, const part_rows& rows,
                                    const Variant& vr, const row_fetch& pf, std::int64_t j0, int nb,
                                    pending_pv& pend) const noexcept {
@@ -145,12 +150,13 @@ struct decode_kernel : decode_core<A, D, KV> {
     const float* prev = pend.in_second ? s.sb2 : s.sb;
     const KV* vprev = pend.nb ? rows.v + p.v.offset(pend.j0 - rows.first, kvh) : nullptr;
     const std::int64_t vstride = p.v.seq_stride;
-    for (int sub = 0; sub < NB; sub += kPipe) {
+    const int piece = pipe_keys();
+    for (int sub = 0; sub < NB; sub += piece) {
       if (sub < nb)
         this->logits(typename core::fetch_k_ahead{pf}, kvh, rows, j0 + sub,
-                     std::min(kPipe, nb - sub), s.qs, cur + sub);
+                     std::min(piece, nb - sub), s.qs, cur + sub);
       if (sub < pend.nb)
-        this->pv_all(s.oacc, prev + sub, vprev + sub * vstride, std::min(kPipe, pend.nb - sub), pf,
+        this->pv_all(s.oacc, prev + sub, vprev + sub * vstride, std::min(piece, pend.nb - sub), pf,
                      pend.j0 + sub + PD);
     }
     softmax(kvh, s, vr, j0, nb, cur);
