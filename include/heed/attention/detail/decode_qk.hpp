@@ -73,9 +73,8 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
 // faster). On 16-register ISAs the KB keys of G = 4 give 8 chains, just what two FMA pipes of
 // latency 4 need, with no slack (AVX2 on Zen 4: 0.79 of the FMA peak in L1); there P rises while
 // the accumulators, the key vectors and one query vector fit (AVX2, G = 4: 3 keys, 12 chains,
-// 0.94). Only for 16-bit rows: quantized rows' scales take registers too, and 3 strided f32 rows
-// (4 KiB apart in [seq, heads, d]) ran a third slower.
-// Measurements: docs/kernel_notes.md.
+// 0.94). Only for 16-bit rows, where it measured faster: quantized rows' scales take registers
+// too (3 keys were slower), f32 rows were not faster. Measurements: docs/kernel_notes.md.
 template <class A, int G, class KV>
 constexpr int decode_qk_keys() noexcept {
   constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
