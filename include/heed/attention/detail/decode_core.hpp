@@ -293,7 +293,7 @@ struct decode_core {
   static constexpr int pv_cols() noexcept {
     constexpr int NV = D / L;
     for (int cb = 4; cb > 1; --cb)
-      if (NV % cb == 0 && GB * cb + cb + 1 <= simd::vector_registers<A>) return cb;
+      if (NV % cb == 0 && decode_block_fits<A>(GB * cb, cb)) return cb;
     return 1;
   }
 

@@ -75,6 +75,14 @@ HEED_FORCE_INLINE void decode_qk_row(const KV* HEED_RESTRICT krow, const float* 
 // the accumulators, the key vectors and one query vector fit (AVX2, G = 4: 3 keys, 12 chains,
 // 0.94). Only for 16-bit rows, where it measured faster: quantized rows' scales take registers
 // too (3 keys were slower), f32 rows were not faster. Measurements: docs/kernel_notes.md.
+// Whether a register block of acc accumulators, vecs operand vectors and one more vector (the
+// broadcast probability or the query chunk) fits in the ISA's vector registers: the rule that
+// sizes decode's logits (decode_qk_keys) and P V (decode_core::pv_cols) blocks.
+template <class A>
+constexpr bool decode_block_fits(int acc, int vecs) noexcept {
+  return acc + vecs + 1 <= simd::vector_registers<A>;
+}
+
 template <class A, int G, class KV>
 constexpr int decode_qk_keys() noexcept {
   constexpr int L = static_cast<int>(xsimd::batch<float, A>::size);
@@ -82,7 +90,7 @@ constexpr int decode_qk_keys() noexcept {
   if (G != 4 && G != 8) return 1;
   int P = KB;
   if (simd::vector_registers<A> == 16 && sizeof(KV) == 2)
-    while (P * G < 12 && (P + 1) * G + (P + 1) + 1 <= 16) ++P;
+    while (P * G < 12 && decode_block_fits<A>((P + 1) * G, P + 1)) ++P;
   return P;
 }
 
